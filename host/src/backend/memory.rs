@@ -1,0 +1,216 @@
+//! The embedded store: locks in this process's memory, for one host and zero set-up.
+//!
+//! Same semantics as Redis: leases end by themselves, unlock reports the three statuses,
+//! fences grow with every grant, and waiters are woken by releases. Nothing survives the
+//! process, and only instances of this host share it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::{Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus};
+use crate::key::LockKey;
+
+/// Locks held in this process.
+#[derive(Default)]
+pub struct MemoryBackend {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    slots: HashMap<LockKey, Slot>,
+    /// The largest fence granted on any key. Fences come from one counter for the whole store,
+    /// so they grow even when a slot is forgotten or the wall clock steps back.
+    last_fence: u64,
+    /// How many slots there were after the last sweep; sweeping when the map has doubled
+    /// keeps the cost per call constant.
+    swept_len: usize,
+}
+
+struct Slot {
+    holder: Option<Holder>,
+    released: watch::Sender<()>,
+}
+
+struct Holder {
+    token: Token,
+    expires: Instant,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            holder: None,
+            released: watch::Sender::new(()),
+        }
+    }
+
+    /// The live holder, if any: an expired lease counts as no holder.
+    fn live_holder(&self, now: Instant) -> Option<&Holder> {
+        self.holder.as_ref().filter(|h| h.expires > now)
+    }
+
+    fn is_idle(&self, now: Instant) -> bool {
+        self.live_holder(now).is_none() && self.released.receiver_count() == 0
+    }
+}
+
+impl MemoryBackend {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with_state<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
+        // A panic while holding the lock cannot leave a slot half-written (every update is
+        // one assignment), so a poisoned mutex is still consistent.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut state, Instant::now())
+    }
+}
+
+impl State {
+    fn next_fence(&mut self) -> u64 {
+        let clock_us = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        self.last_fence = (self.last_fence + 1).max(clock_us);
+        self.last_fence
+    }
+
+    fn sweep_if_grown(&mut self, now: Instant) {
+        if self.slots.len() >= 2 * self.swept_len.max(64) {
+            self.slots.retain(|_, slot| !slot.is_idle(now));
+            self.swept_len = self.slots.len();
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    async fn try_acquire(
+        &self,
+        key: &LockKey,
+        token: &Token,
+        lease: Duration,
+    ) -> BackendResult<Attempt> {
+        Ok(self.with_state(|state, now| {
+            state.sweep_if_grown(now);
+            let slot = state.slots.entry(key.clone()).or_insert_with(Slot::new);
+            if let Some(holder) = slot.live_holder(now) {
+                return Attempt::Held {
+                    expires_in: Some(holder.expires - now),
+                };
+            }
+            slot.holder = Some(Holder {
+                token: token.clone(),
+                expires: now + lease,
+            });
+            Attempt::Granted {
+                fence: state.next_fence(),
+            }
+        }))
+    }
+
+    async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus> {
+        Ok(self.with_state(|state, now| {
+            let Some(slot) = state.slots.get_mut(key) else {
+                return UnlockStatus::LockDoesNotExist;
+            };
+            let status = match slot.live_holder(now) {
+                None => UnlockStatus::LockDoesNotExist,
+                Some(holder) if holder.token != *token => UnlockStatus::LockBelongsToOthers,
+                Some(_) => {
+                    slot.holder = None;
+                    slot.released.send_replace(());
+                    UnlockStatus::Success
+                }
+            };
+            if slot.is_idle(now) {
+                state.slots.remove(key);
+            }
+            status
+        }))
+    }
+
+    async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool> {
+        Ok(self.with_state(|state, now| {
+            let Some(slot) = state.slots.get_mut(key) else {
+                return false;
+            };
+            match &mut slot.holder {
+                Some(holder) if holder.token == *token && holder.expires > now => {
+                    holder.expires = now + lease;
+                    true
+                }
+                _ => false,
+            }
+        }))
+    }
+
+    async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
+        Ok(self.with_state(|state, _| {
+            let slot = state.slots.entry(key.clone()).or_insert_with(Slot::new);
+            ReleaseWatch::new(slot.released.subscribe(), None)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str) -> LockKey {
+        LockKey::new("app", "lockstore", id)
+    }
+
+    fn fence(attempt: Attempt) -> u64 {
+        match attempt {
+            Attempt::Granted { fence } => fence,
+            Attempt::Held { .. } => panic!("expected a grant"),
+        }
+    }
+
+    /// A lease that has run out is the same as no lock, for every call.
+    #[tokio::test]
+    async fn expired_lease_is_no_lock() {
+        let store = MemoryBackend::new();
+        let (a, b) = (Token::random(), Token::random());
+        let lease = Duration::from_millis(50);
+        fence(store.try_acquire(&key("x"), &a, lease).await.unwrap());
+        // Real time, not tokio's: the store reads `Instant::now()`.
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!store.extend(&key("x"), &a, lease).await.unwrap());
+        assert_eq!(
+            store.release(&key("x"), &a).await.unwrap(),
+            UnlockStatus::LockDoesNotExist
+        );
+        fence(store.try_acquire(&key("x"), &b, lease).await.unwrap());
+        std::thread::sleep(Duration::from_millis(60));
+        fence(store.try_acquire(&key("x"), &a, lease).await.unwrap());
+        assert_eq!(
+            store.release(&key("x"), &b).await.unwrap(),
+            UnlockStatus::LockBelongsToOthers
+        );
+    }
+
+    /// Idle slots are forgotten, yet fences keep growing.
+    #[tokio::test]
+    async fn sweeping_keeps_fences_growing() {
+        let store = MemoryBackend::new();
+        let token = Token::random();
+        let mut last = 0;
+        for i in 0..1000 {
+            let k = key(&format!("id-{}", i % 10));
+            let f = fence(store.try_acquire(&k, &token, Duration::from_secs(1)).await.unwrap());
+            assert!(f > last, "fence {f} after {last}");
+            last = f;
+            store.release(&k, &token).await.unwrap();
+        }
+        assert!(store.state.lock().unwrap().slots.is_empty());
+    }
+}

@@ -1,0 +1,126 @@
+//! The small trait every lock store implements, and what its calls return.
+//!
+//! A backend performs single atomic steps; waiting, timeouts, owner tokens and argument
+//! checks live in [`crate::LockStore`], so every backend gets them the same way.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::key::LockKey;
+
+pub mod memory;
+pub mod redis;
+
+/// A failure of the store itself (unreachable, refused, protocol). Its text reaches guests, so
+/// it must not hold credentials.
+pub type BackendResult<T> = Result<T, String>;
+
+/// One lock store: an in-process map, a Redis server, ...
+///
+/// Every method is one atomic step on the store. Implementations must keep the key layout of
+/// [`crate::key`], and must treat an expired lease exactly like a lock that was never taken.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Sets `token` as holder of `key` for `lease` if nobody holds it.
+    ///
+    /// On a grant, returns the fencing token: `max(previous + 1, store clock in µs since the
+    /// Unix epoch)`, so it grows with every grant even when the store forgot the previous
+    /// one.
+    async fn try_acquire(
+        &self,
+        key: &LockKey,
+        token: &Token,
+        lease: Duration,
+    ) -> BackendResult<Attempt>;
+
+    /// Frees `key` if `token` holds it, and announces it to watchers.
+    async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus>;
+
+    /// Restarts the lease of `key` at `lease` from now if `token` still holds it.
+    async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool>;
+
+    /// Starts listening for releases of `key`. Any release that happens after this returns
+    /// wakes the watch, so a caller may watch, try, then wait without missing a release.
+    async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch>;
+
+    /// Checks that the store answers; an embedded store always does.
+    async fn ping(&self) -> BackendResult<()> {
+        Ok(())
+    }
+}
+
+/// The outcome of one acquire attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The lock is ours, with this fencing token.
+    Granted {
+        /// The fencing token of this grant.
+        fence: u64,
+    },
+    /// Someone holds it; their lease ends in `expires_in` if the store said.
+    Held {
+        /// How long the current holder's lease has left.
+        expires_in: Option<Duration>,
+    },
+}
+
+/// What an unlock found (the statuses of Dapr's Unlock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnlockStatus {
+    /// This grant still held the lock; now it is free.
+    Success,
+    /// The lease had ended and nobody holds the lock.
+    LockDoesNotExist,
+    /// The lease had ended and someone else holds the lock now.
+    LockBelongsToOthers,
+}
+
+/// A random owner token, made by the host for each grant: 128 bits from the OS-seeded CSPRNG.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// A fresh, unguessable token.
+    pub fn random() -> Self {
+        Token(format!("{:032x}", rand::random::<u128>()))
+    }
+
+    /// The token as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    // Tokens are capabilities: keep them out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// A subscription to the releases of one lock. Dropping it ends the subscription.
+pub struct ReleaseWatch {
+    released: watch::Receiver<()>,
+    _subscription: Option<Box<dyn Send + Sync>>,
+}
+
+impl ReleaseWatch {
+    /// A watch on `released`; `subscription` is dropped with the watch, to unsubscribe.
+    pub fn new(released: watch::Receiver<()>, subscription: Option<Box<dyn Send + Sync>>) -> Self {
+        ReleaseWatch {
+            released,
+            _subscription: subscription,
+        }
+    }
+
+    /// Waits for a release after the watch began or after the last `released` returned.
+    /// If the announcing side is gone it never returns: the caller's lease and wait
+    /// deadlines still end the wait.
+    pub async fn released(&mut self) {
+        if self.released.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}

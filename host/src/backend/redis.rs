@@ -1,0 +1,390 @@
+//! Locks in Redis, shared by every host that uses the same server.
+//!
+//! Each call is one Lua script (sent by EVALSHA), so each step is atomic on the server: no
+//! other client can act between the check and the write. All calls of one host share one
+//! multiplexed [`ConnectionManager`], which reconnects by itself; the same connection speaks
+//! RESP3 so that it also carries the pub/sub subscriptions that wake waiters.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Script, Value};
+use tokio::sync::{OnceCell, watch};
+
+use super::{Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus};
+use crate::key::LockKey;
+
+/// Sets the lock if free and computes the fence in the same step, so a fence is never
+/// granted without the lock nor the lock without a fence.
+///
+/// The fence is `max(last + 1, server clock in µs)`: the counter makes fences grow while
+/// the fence key exists; the clock makes them grow after it is lost (FLUSHALL, a restart
+/// without persistence, or the key's own expiry a day after the last grant). It is written
+/// with `%.0f` because Lua's default number format would round it.
+const ACQUIRE: &str = r"
+-- KEYS[1] lock, KEYS[2] fence; ARGV[1] token, ARGV[2] lease ms, ARGV[3] fence key TTL ms
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+local now = redis.call('TIME')
+local clock_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local fence = math.max(last + 1, clock_us)
+redis.call('SET', KEYS[2], string.format('%.0f', fence), 'PX', ARGV[3])
+return {1, fence}
+";
+
+/// Compare-and-delete: only the token's owner frees the lock, and the check and the delete
+/// cannot be split by another client's grant. Returns 0 success, 1 no lock, 2 someone
+/// else's; a success is announced on the lock's channel.
+const RELEASE: &str = r"
+-- KEYS[1] lock; ARGV[1] token, ARGV[2] channel
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], '')
+  return 0
+elseif holder then
+  return 2
+end
+return 1
+";
+
+/// Compare-and-expire: the lease is only moved while the token still holds the lock.
+const EXTEND: &str = r"
+-- KEYS[1] lock; ARGV[1] token, ARGV[2] lease ms
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+/// How long a fence key outlives its last grant. Within it fences follow a counter; after
+/// it they follow the server's clock.
+const FENCE_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How to reach one Redis server.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// `redis://`, `rediss://` (TLS) or `redis+unix://` URL; may hold user and password.
+    pub url: String,
+    /// A password that overrides the URL's, so it need not appear on a command line.
+    pub password: Option<String>,
+    /// How long to wait for a connection or an answer.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redacted(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// `url` with any user name and password replaced by `***`, for logs and messages.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<not a URL>".into();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// A lock store on one Redis server.
+pub struct RedisBackend {
+    client: Client,
+    timeout: Duration,
+    connection: OnceCell<ConnectionManager>,
+    channels: Arc<Channels>,
+    acquire: Script,
+    release: Script,
+    extend: Script,
+}
+
+impl RedisBackend {
+    /// Checks the URL now; connects on first use, so a host can start while Redis is down.
+    pub fn new(config: RedisConfig) -> Result<Self, String> {
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| format!("bad Redis URL {}: {e}", redacted(&config.url)))?;
+        let mut settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        if let Some(password) = &config.password {
+            settings = settings.set_password(password);
+        }
+        let client = Client::open(info.set_redis_settings(settings))
+            .map_err(|e| format!("bad Redis URL {}: {e}", redacted(&config.url)))?;
+        Ok(RedisBackend {
+            client,
+            timeout: config.timeout,
+            connection: OnceCell::new(),
+            channels: Arc::default(),
+            acquire: Script::new(ACQUIRE),
+            release: Script::new(RELEASE),
+            extend: Script::new(EXTEND),
+        })
+    }
+
+    async fn connection(&self) -> BackendResult<ConnectionManager> {
+        let connection = self
+            .connection
+            .get_or_try_init(|| {
+                let channels = self.channels.clone();
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1)
+                    .set_automatic_resubscription()
+                    .set_push_sender(move |push: PushInfo| {
+                        channels.deliver(push);
+                        Ok::<(), std::convert::Infallible>(())
+                    });
+                ConnectionManager::new_with_config(self.client.clone(), config)
+            })
+            .await
+            .map_err(describe)?;
+        Ok(connection.clone())
+    }
+}
+
+/// Says what failed without the server's address, which guests must not learn.
+fn describe(err: redis::RedisError) -> String {
+    tracing::debug!(error = %err, "redis call failed");
+    if err.is_timeout() {
+        "did not answer in time".into()
+    } else if err.is_connection_refusal() {
+        "could not be reached (connection refused)".into()
+    } else if err.is_connection_dropped() || err.is_io_error() {
+        "could not be reached (connection lost)".into()
+    } else if err.kind() == redis::ErrorKind::AuthenticationFailed {
+        "refused the host's credentials".into()
+    } else {
+        format!("failed ({:?})", err.kind())
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    async fn try_acquire(
+        &self,
+        key: &LockKey,
+        token: &Token,
+        lease: Duration,
+    ) -> BackendResult<Attempt> {
+        let mut conn = self.connection().await?;
+        let (granted, value): (i64, i64) = self
+            .acquire
+            .key(key.lock())
+            .key(key.fence())
+            .arg(token.as_str())
+            .arg(millis(lease))
+            .arg(millis(FENCE_MEMORY))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(describe)?;
+        Ok(if granted == 1 {
+            Attempt::Granted {
+                fence: value as u64,
+            }
+        } else {
+            Attempt::Held {
+                // PTTL is -2 when the key vanished between the SET and the PTTL, and -1
+                // for a key without TTL (never written by latchkey).
+                expires_in: u64::try_from(value).ok().map(Duration::from_millis),
+            }
+        })
+    }
+
+    async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus> {
+        let mut conn = self.connection().await?;
+        let status: i64 = self
+            .release
+            .key(key.lock())
+            .arg(token.as_str())
+            .arg(key.released())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(describe)?;
+        Ok(match status {
+            0 => UnlockStatus::Success,
+            2 => UnlockStatus::LockBelongsToOthers,
+            _ => UnlockStatus::LockDoesNotExist,
+        })
+    }
+
+    async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool> {
+        let mut conn = self.connection().await?;
+        let extended: i64 = self
+            .extend
+            .key(key.lock())
+            .arg(token.as_str())
+            .arg(millis(lease))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(describe)?;
+        Ok(extended == 1)
+    }
+
+    async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
+        let conn = self.connection().await?;
+        self.channels.watch(conn, key.released()).await
+    }
+
+    async fn ping(&self) -> BackendResult<()> {
+        let mut conn = self.connection().await?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(describe)
+    }
+}
+
+/// The channels this host is subscribed to, shared by all its waiters: one subscription per
+/// lock that somebody waits for, on the host's one connection.
+#[derive(Default)]
+struct Channels {
+    watched: Mutex<HashMap<String, Watched>>,
+    /// Held across SUBSCRIBE and UNSUBSCRIBE so that they reach the server in the order the
+    /// watch counts changed: an UNSUBSCRIBE can never overtake a later SUBSCRIBE.
+    changes: tokio::sync::Mutex<()>,
+}
+
+struct Watched {
+    released: watch::Sender<()>,
+    watchers: usize,
+    subscribed: bool,
+}
+
+impl Channels {
+    fn deliver(&self, push: PushInfo) {
+        let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        match push.kind {
+            PushKind::Message => {
+                if let Some(Value::BulkString(channel)) = push.data.first() {
+                    if let Some(w) = std::str::from_utf8(channel).ok().and_then(|c| watched.get(c)) {
+                        w.released.send_replace(());
+                    }
+                }
+            }
+            // Releases may have been missed while the connection was down: let every
+            // waiter try again. The manager resubscribes by itself.
+            PushKind::Disconnection => {
+                for w in watched.values() {
+                    w.released.send_replace(());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn watch(
+        self: &Arc<Self>,
+        mut conn: ConnectionManager,
+        channel: String,
+    ) -> BackendResult<ReleaseWatch> {
+        let _order = self.changes.lock().await;
+        let (released, needs_subscribe) = {
+            let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+            let w = watched.entry(channel.clone()).or_insert_with(|| Watched {
+                released: watch::Sender::new(()),
+                watchers: 0,
+                subscribed: false,
+            });
+            w.watchers += 1;
+            (w.released.subscribe(), !w.subscribed)
+        };
+        let guard = Unwatch {
+            channels: self.clone(),
+            channel: channel.clone(),
+            conn: conn.clone(),
+        };
+        if needs_subscribe {
+            conn.subscribe(&channel).await.map_err(describe)?;
+            if let Some(w) = self.lock_watched().get_mut(&channel) {
+                w.subscribed = true;
+            }
+        }
+        Ok(ReleaseWatch::new(released, Some(Box::new(guard))))
+    }
+
+    fn lock_watched(&self) -> std::sync::MutexGuard<'_, HashMap<String, Watched>> {
+        self.watched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Drops one watcher of a channel; the last one unsubscribes.
+struct Unwatch {
+    channels: Arc<Channels>,
+    channel: String,
+    conn: ConnectionManager,
+}
+
+impl Drop for Unwatch {
+    fn drop(&mut self) {
+        let last = {
+            let mut watched = self.channels.lock_watched();
+            let w = watched.get_mut(&self.channel).expect("a watched channel has an entry");
+            w.watchers -= 1;
+            w.watchers == 0
+        };
+        if !last {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let channels = self.channels.clone();
+        let channel = std::mem::take(&mut self.channel);
+        let mut conn = self.conn.clone();
+        runtime.spawn(async move {
+            let _order = channels.changes.lock().await;
+            let still_unwatched = {
+                let mut watched = channels.lock_watched();
+                let idle = watched.get(&channel).is_some_and(|w| w.watchers == 0);
+                if idle {
+                    watched.remove(&channel);
+                }
+                idle
+            };
+            if still_unwatched {
+                // A failure leaves a harmless extra subscription until the next reconnect.
+                let _ = conn.unsubscribe(&channel).await;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    /// Credentials never reach a log line.
+    #[test]
+    fn redaction_hides_user_and_password() {
+        assert_eq!(
+            redacted("redis://user:s3cret@db:6379/0"),
+            "redis://***@db:6379/0"
+        );
+        assert_eq!(redacted("rediss://:pw@h/?x=@"), "rediss://***@h/?x=@");
+        assert_eq!(redacted("redis://h:1"), "redis://h:1");
+        assert_eq!(redacted("redis+unix:///tmp/r.sock"), "redis+unix:///tmp/r.sock");
+        assert_eq!(redacted("s3cret"), "<not a URL>");
+    }
+}

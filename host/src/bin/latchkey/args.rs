@@ -1,0 +1,71 @@
+//! The command line, declared with clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Runs WebAssembly components that take distributed locks through latchkey:lock.
+#[derive(Parser, Debug)]
+#[command(name = "latchkey", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a wasi:cli command component, like `wasmtime run`.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The app the locks belong to; apps never share locks [default: the component's file stem]
+    #[arg(long, value_name = "ID")]
+    pub app_id: Option<String>,
+
+    /// Offer a lock store to the guest: NAME=memory or NAME=redis://[user[:password]@]host[:port][/db]
+    /// (also rediss:// for TLS and redis+unix:///path). Repeatable
+    /// [default: lockstore=memory]
+    #[arg(long = "store", value_name = "NAME=URL", value_parser = key_value)]
+    pub stores: Vec<(String, String)>,
+
+    /// Read the password of store NAME from a file, to keep it off the command line. Repeatable
+    #[arg(long = "password-file", value_name = "NAME=PATH", value_parser = key_value)]
+    pub password_files: Vec<(String, String)>,
+
+    /// Read the password of store NAME from the host's environment variable VAR. Repeatable
+    #[arg(long = "password-env", value_name = "NAME=VAR", value_parser = key_value)]
+    pub password_envs: Vec<(String, String)>,
+
+    /// How long a store may take to answer before a call fails as `unavailable`, in ms
+    #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub store_timeout_ms: u64,
+
+    /// Run N copies of the component at once (competing consumers); with N > 1 every
+    /// output line starts with the instance's number
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub instances: u32,
+
+    /// Give the guest a host directory, at GUEST (default: the same path). Repeatable
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    pub dirs: Vec<String>,
+
+    /// Set an environment variable in the guest; nothing is inherited. Repeatable
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = key_value)]
+    pub envs: Vec<(String, String)>,
+
+    /// The component to run
+    pub component: PathBuf,
+
+    /// Arguments for the guest
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
+    }
+}

@@ -1,0 +1,165 @@
+//! The `latchkey:lock/locks` functions, implemented on [`LockCtxView`].
+
+use std::sync::Arc;
+
+use wasmtime::component::Resource;
+
+use crate::backend::UnlockStatus;
+use crate::ctx::{Held, LockCtxView};
+use crate::error::LockError;
+use crate::generated::latchkey::lock::locks::{self as wit, HostLock, HostStore};
+use crate::key::LockKey;
+use crate::store::LockStore;
+
+/// A store handle of a guest.
+pub struct StoreHandle {
+    name: Arc<str>,
+    store: LockStore,
+}
+
+/// A lock handle of a guest.
+pub struct LockHandle {
+    serial: u64,
+    resource_id: String,
+    held: Held,
+}
+
+impl wit::Host for LockCtxView<'_> {
+    async fn open(&mut self, name: String) -> Result<Resource<StoreHandle>, LockError> {
+        let Some(store) = self.ctx.stores.get(&name) else {
+            return Err(LockError::NoSuchStore(format!(
+                "no lock store named {name:?} is configured for app {:?}",
+                &*self.ctx.app_id
+            )));
+        };
+        let handle = StoreHandle {
+            name: name.into(),
+            store: store.clone(),
+        };
+        Ok(self.table.push(handle)?)
+    }
+
+    fn convert_error(&mut self, err: LockError) -> wasmtime::Result<wit::Error> {
+        crate::error::to_wit(err)
+    }
+}
+
+impl LockCtxView<'_> {
+    /// Checks the arguments and the instance's budget, then runs `take` on the store and
+    /// turns a grant into a guest handle.
+    async fn take(
+        &mut self,
+        store: Resource<StoreHandle>,
+        resource_id: String,
+        lease_ms: u32,
+        wait_ms: Option<u32>,
+    ) -> Result<Option<Resource<LockHandle>>, LockError> {
+        let limits = self.ctx.limits;
+        limits.check_id(&resource_id)?;
+        let lease = limits.check_lease(lease_ms)?;
+        let wait = wait_ms.map(|ms| limits.check_wait(ms)).transpose()?;
+        if self.ctx.held.len() >= limits.max_held {
+            return Err(LockError::LimitExceeded(format!(
+                "this instance already holds {} locks, the most it may hold",
+                limits.max_held
+            )));
+        }
+        let handle = self.table.get(&store)?;
+        let (name, store) = (handle.name.clone(), handle.store.clone());
+        let key = LockKey::new(&self.ctx.app_id, &name, &resource_id);
+        let grant = match wait {
+            None => store.try_lock(&name, key, lease).await?,
+            Some(wait) => store.lock(&name, key, lease, wait).await?,
+        };
+        let Some(grant) = grant else {
+            return Ok(None);
+        };
+        let held = Held {
+            store_name: name,
+            store,
+            grant: Arc::new(grant),
+        };
+        let serial = self.ctx.remember(held.clone());
+        let handle = LockHandle {
+            serial,
+            resource_id,
+            held,
+        };
+        Ok(Some(self.table.push(handle)?))
+    }
+}
+
+impl HostStore for LockCtxView<'_> {
+    async fn try_lock(
+        &mut self,
+        store: Resource<StoreHandle>,
+        resource_id: String,
+        lease_ms: u32,
+    ) -> Result<Option<Resource<LockHandle>>, LockError> {
+        self.take(store, resource_id, lease_ms, None).await
+    }
+
+    async fn lock(
+        &mut self,
+        store: Resource<StoreHandle>,
+        resource_id: String,
+        lease_ms: u32,
+        wait_ms: u32,
+    ) -> Result<Option<Resource<LockHandle>>, LockError> {
+        self.take(store, resource_id, lease_ms, Some(wait_ms)).await
+    }
+
+    async fn drop(&mut self, store: Resource<StoreHandle>) -> wasmtime::Result<()> {
+        self.table.delete(store)?;
+        Ok(())
+    }
+}
+
+impl HostLock for LockCtxView<'_> {
+    async fn resource_id(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&lock)?.resource_id.clone())
+    }
+
+    async fn fence(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&lock)?.held.grant.fence)
+    }
+
+    async fn extend(
+        &mut self,
+        lock: Resource<LockHandle>,
+        lease_ms: u32,
+    ) -> Result<bool, LockError> {
+        let lease = self.ctx.limits.check_lease(lease_ms)?;
+        let held = self.table.get(&lock)?.held.clone();
+        Ok(held.store.extend(&held.store_name, &held.grant, lease).await?)
+    }
+
+    async fn unlock(
+        &mut self,
+        lock: Resource<LockHandle>,
+    ) -> Result<wit::UnlockStatus, LockError> {
+        let handle = self.table.get(&lock)?;
+        let (serial, held) = (handle.serial, handle.held.clone());
+        let status = held.store.unlock(&held.store_name, &held.grant).await?;
+        // Only now: if the store could not be reached, the lock stays on the list for the
+        // instance's final release.
+        self.ctx.held.remove(&serial);
+        Ok(match status {
+            UnlockStatus::Success => wit::UnlockStatus::Success,
+            UnlockStatus::LockDoesNotExist => wit::UnlockStatus::LockDoesNotExist,
+            UnlockStatus::LockBelongsToOthers => wit::UnlockStatus::LockBelongsToOthers,
+        })
+    }
+
+    async fn drop(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
+        let handle = self.table.delete(lock)?;
+        if let Some(held) = self.ctx.held.remove(&handle.serial) {
+            if let Err(err) = held.store.unlock(&held.store_name, &held.grant).await {
+                // Dropping cannot report an error to the guest; the lease ends the lock.
+                tracing::warn!(%err, "could not release a dropped lock");
+            }
+        }
+        Ok(())
+    }
+}
+

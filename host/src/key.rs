@@ -1,0 +1,95 @@
+//! Where a lock lives in a store: the key layout shared by every backend.
+//!
+//! A lock on resource id `id`, in store `store`, for app `app` uses three names:
+//!
+//! ```text
+//! latchkey:{<app>:<store>:<id>}:lock       the holder's owner token, with the lease as its TTL
+//! latchkey:{<app>:<store>:<id>}:fence      the last fencing token granted
+//! latchkey:{<app>:<store>:<id>}:released   the pub/sub channel that announces unlocks
+//! ```
+//!
+//! Each part is escaped so that it holds no `%`, `:`, `{` or `}` (they become `%25`, `%3A`,
+//! `%7B`, `%7D`). Escaping is reversible and the separators never occur inside a part, so two
+//! different (app, store, id) triples always give different names, and the braces always
+//! enclose the whole triple: Redis Cluster hashes only what is inside `{...}`, so the keys of
+//! one lock share a hash slot whatever bytes the id holds.
+
+use std::fmt::Write as _;
+
+/// The store names of one lock, computed once per call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LockKey {
+    tag: String,
+}
+
+impl LockKey {
+    /// The names of the lock on `id` in `store` for `app`.
+    pub fn new(app: &str, store: &str, id: &str) -> Self {
+        let mut tag = String::with_capacity(app.len() + store.len() + id.len() + 4);
+        tag.push('{');
+        escape_into(&mut tag, app);
+        tag.push(':');
+        escape_into(&mut tag, store);
+        tag.push(':');
+        escape_into(&mut tag, id);
+        tag.push('}');
+        LockKey { tag }
+    }
+
+    /// The key that holds the owner token.
+    pub fn lock(&self) -> String {
+        format!("latchkey:{}:lock", self.tag)
+    }
+
+    /// The key that holds the last fencing token.
+    pub fn fence(&self) -> String {
+        format!("latchkey:{}:fence", self.tag)
+    }
+
+    /// The channel on which unlocks are announced.
+    pub fn released(&self) -> String {
+        format!("latchkey:{}:released", self.tag)
+    }
+}
+
+fn escape_into(out: &mut String, part: &str) {
+    for c in part.chars() {
+        match c {
+            '%' | ':' | '{' | '}' => {
+                let _ = write!(out, "%{:02X}", c as u32);
+            }
+            _ => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids that look like separators or hash tags stay inside their own braces.
+    #[test]
+    fn awkward_ids_are_escaped_inside_one_hash_tag() {
+        let key = LockKey::new("app", "lockstore", "a:{b}%c");
+        assert_eq!(key.lock(), "latchkey:{app:lockstore:a%3A%7Bb%7D%25c}:lock");
+        assert_eq!(key.fence(), "latchkey:{app:lockstore:a%3A%7Bb%7D%25c}:fence");
+    }
+
+    /// Moving a separator from one part to the next must give a different key.
+    #[test]
+    fn parts_cannot_bleed_into_each_other() {
+        let pairs = [
+            (("a:b", "s", "id"), ("a", "b:s", "id")),
+            (("a", "s:x", "id"), ("a", "s", "x:id")),
+            (("a", "s", "%3A"), ("a", "s", ":")),
+            (("a", "s", "x}"), ("a", "s", "x%7D")),
+        ];
+        for (one, other) in pairs {
+            assert_ne!(
+                LockKey::new(one.0, one.1, one.2),
+                LockKey::new(other.0, other.1, other.2),
+                "{one:?} and {other:?} collide"
+            );
+        }
+    }
+}

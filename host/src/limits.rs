@@ -1,0 +1,114 @@
+//! The bounds every call's arguments are checked against before any store is touched.
+
+use std::time::Duration;
+
+use crate::error::LockError;
+
+/// Bounds on what a guest may ask for. Every call is checked against them before any store
+/// is touched, so a refused call changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest resource id, in bytes of UTF-8.
+    pub max_id_bytes: usize,
+    /// The longest lease a guest may take or extend to.
+    pub max_lease: Duration,
+    /// The longest a guest may wait in `lock`.
+    pub max_wait: Duration,
+    /// The most locks one instance may hold at once.
+    pub max_held: usize,
+}
+
+impl Default for Limits {
+    /// 1 KiB ids, leases up to one hour, waits up to five minutes, 1024 locks per instance.
+    fn default() -> Self {
+        Limits {
+            max_id_bytes: 1024,
+            max_lease: Duration::from_secs(60 * 60),
+            max_wait: Duration::from_secs(5 * 60),
+            max_held: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks a resource id: not empty and not over `max_id_bytes`.
+    pub fn check_id(&self, id: &str) -> Result<(), LockError> {
+        if id.is_empty() {
+            return Err(LockError::InvalidArgument(
+                "resource-id is empty; name the resource to lock".into(),
+            ));
+        }
+        if id.len() > self.max_id_bytes {
+            return Err(LockError::InvalidArgument(format!(
+                "resource-id is {} bytes; the limit is {} bytes",
+                id.len(),
+                self.max_id_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks a lease: at least 1 ms and not over `max_lease`.
+    pub fn check_lease(&self, lease_ms: u32) -> Result<Duration, LockError> {
+        if lease_ms == 0 {
+            return Err(LockError::InvalidArgument(
+                "lease-ms is 0; a lease must be at least 1 ms".into(),
+            ));
+        }
+        let lease = Duration::from_millis(lease_ms.into());
+        if lease > self.max_lease {
+            return Err(LockError::InvalidArgument(format!(
+                "lease-ms is {lease_ms}; the limit is {} ms",
+                self.max_lease.as_millis()
+            )));
+        }
+        Ok(lease)
+    }
+
+    /// Checks a wait: 0 (do not wait) up to `max_wait`.
+    pub fn check_wait(&self, wait_ms: u32) -> Result<Duration, LockError> {
+        let wait = Duration::from_millis(wait_ms.into());
+        if wait > self.max_wait {
+            return Err(LockError::InvalidArgument(format!(
+                "wait-ms is {wait_ms}; the limit is {} ms",
+                self.max_wait.as_millis()
+            )));
+        }
+        Ok(wait)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(err: LockError) -> String {
+        match err {
+            LockError::InvalidArgument(msg) => msg,
+            other => panic!("expected invalid-argument, got {other:?}"),
+        }
+    }
+
+    /// Each refusal names the argument and the bound it broke.
+    #[test]
+    fn refusals_name_the_argument() {
+        let limits = Limits::default();
+        assert!(message(limits.check_id("").unwrap_err()).starts_with("resource-id is empty"));
+        let long = "x".repeat(1025);
+        assert!(message(limits.check_id(&long).unwrap_err()).contains("1025 bytes"));
+        assert!(message(limits.check_lease(0).unwrap_err()).starts_with("lease-ms is 0"));
+        assert!(message(limits.check_lease(3_600_001).unwrap_err()).contains("3600000 ms"));
+        assert!(message(limits.check_wait(300_001).unwrap_err()).starts_with("wait-ms"));
+    }
+
+    /// The bounds themselves are allowed.
+    #[test]
+    fn bounds_are_inclusive() {
+        let limits = Limits::default();
+        limits.check_id(&"x".repeat(1024)).unwrap();
+        limits.check_lease(1).unwrap();
+        limits.check_lease(3_600_000).unwrap();
+        limits.check_wait(0).unwrap();
+        limits.check_wait(300_000).unwrap();
+    }
+}

@@ -1,0 +1,164 @@
+//! [`LockStore`]: one configured store, with the behaviour every backend shares — owner
+//! tokens, timeouts, and waiting for a lock without polling.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout, timeout_at};
+
+use crate::backend::memory::MemoryBackend;
+use crate::backend::redis::{RedisBackend, RedisConfig};
+use crate::backend::{Attempt, Backend, BackendResult, Token, UnlockStatus};
+use crate::error::StoreError;
+use crate::key::LockKey;
+
+/// How long a store call may take before it is `unavailable`, unless configured otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A lock store a host can offer to guests. Cheap to clone: clones share the backend, so
+/// every instance given a clone competes for the same locks.
+#[derive(Clone)]
+pub struct LockStore {
+    backend: Arc<dyn Backend>,
+    timeout: Duration,
+}
+
+/// A lock this host holds on a guest's behalf.
+#[derive(Debug)]
+pub struct Grant {
+    /// Where the lock lives.
+    pub key: LockKey,
+    /// The owner token that proves it is ours.
+    pub token: Token,
+    /// The fencing token of the grant.
+    pub fence: u64,
+}
+
+impl LockStore {
+    /// A store in this process's memory: zero set-up, shared by the instances of one host.
+    pub fn memory() -> Self {
+        Self::new(Arc::new(MemoryBackend::new()), DEFAULT_TIMEOUT)
+    }
+
+    /// A store on a Redis server. The URL is checked now; the connection is made on first
+    /// use, so an unreachable server makes calls `unavailable` rather than failing here.
+    pub fn redis(config: RedisConfig) -> Result<Self, String> {
+        let timeout = config.timeout;
+        Ok(Self::new(Arc::new(RedisBackend::new(config)?), timeout))
+    }
+
+    /// The store a URL names: `memory`, or a Redis URL (`redis://`, `rediss://`,
+    /// `redis+unix://`). `password`, if given, replaces the URL's.
+    pub fn from_url(url: &str, password: Option<String>, timeout: Duration) -> Result<Self, String> {
+        if url == "memory" {
+            return Ok(Self::memory().with_timeout(timeout));
+        }
+        match url.split_once("://") {
+            Some(("redis" | "rediss" | "redis+unix" | "unix", _)) => Self::redis(RedisConfig {
+                url: url.to_owned(),
+                password,
+                timeout,
+            }),
+            _ => Err(format!(
+                "{} is neither `memory` nor a redis://, rediss:// or redis+unix:// URL",
+                crate::backend::redis::redacted(url)
+            )),
+        }
+    }
+
+    /// The same store with another call timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// A store on any backend; each call on it fails as `unavailable` after `timeout`.
+    pub fn new(backend: Arc<dyn Backend>, timeout: Duration) -> Self {
+        LockStore { backend, timeout }
+    }
+
+    /// Checks that the store answers within its timeout.
+    pub async fn ping(&self, name: &str) -> Result<(), StoreError> {
+        self.bounded(name, self.backend.ping()).await
+    }
+
+    /// Takes the lock now if nobody holds it.
+    pub async fn try_lock(
+        &self,
+        name: &str,
+        key: LockKey,
+        lease: Duration,
+    ) -> Result<Option<Grant>, StoreError> {
+        let token = Token::random();
+        match self.bounded(name, self.backend.try_acquire(&key, &token, lease)).await? {
+            Attempt::Granted { fence } => Ok(Some(Grant { key, token, fence })),
+            Attempt::Held { .. } => Ok(None),
+        }
+    }
+
+    /// Takes the lock, waiting up to `wait` for its holder to release it or for the
+    /// holder's lease to end.
+    ///
+    /// Before each attempt it subscribes to the lock's releases, so a release between a
+    /// failed attempt and the wait still wakes it. Without a release it sleeps until the
+    /// holder's lease ends; it never polls on a fixed period.
+    pub async fn lock(
+        &self,
+        name: &str,
+        key: LockKey,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Grant>, StoreError> {
+        let deadline = Instant::now() + wait;
+        let token = Token::random();
+        loop {
+            let mut released = self.bounded(name, self.backend.watch(&key)).await?;
+            let expires_in = match self.bounded(name, self.backend.try_acquire(&key, &token, lease)).await? {
+                Attempt::Granted { fence } => return Ok(Some(Grant { key, token, fence })),
+                Attempt::Held { expires_in } => expires_in,
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            // A store that cannot say when the lease ends gets one more look at the deadline.
+            let wake_at = expires_in.map_or(deadline, |left| deadline.min(now + left));
+            let _ = timeout_at(wake_at, released.released()).await;
+        }
+    }
+
+    /// Restarts the lease at `lease` from now; false if the grant no longer holds the lock.
+    pub async fn extend(
+        &self,
+        name: &str,
+        grant: &Grant,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        self.bounded(name, self.backend.extend(&grant.key, &grant.token, lease))
+            .await
+    }
+
+    /// Frees the lock if the grant still holds it, and says what it found.
+    pub async fn unlock(&self, name: &str, grant: &Grant) -> Result<UnlockStatus, StoreError> {
+        self.bounded(name, self.backend.release(&grant.key, &grant.token))
+            .await
+    }
+
+    async fn bounded<T>(
+        &self,
+        name: &str,
+        call: impl Future<Output = BackendResult<T>>,
+    ) -> Result<T, StoreError> {
+        let fail = |reason: String| StoreError {
+            store: name.to_owned(),
+            reason,
+        };
+        match timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(fail),
+            Err(_) => Err(fail(format!(
+                "did not answer within {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+}
