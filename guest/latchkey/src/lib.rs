@@ -1,1 +1,195 @@
+//! # latchkey: distributed locks for Rust guests
+//!
+//! Take a lock on a named resource, shared with every other instance of your app, from a
+//! WebAssembly component. The host decides where the locks live (memory, Redis) and keeps
+//! the credentials; the guest only names a store and a resource.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! let store = latchkey::Store::open("lockstore")?;
+//! match store.try_lock("my_file_name", Duration::from_secs(60))? {
+//!     Some(lock) => {
+//!         // Exclusive until the lease ends: hand `lock.fence()` to the resource so it can
+//!         // refuse a holder whose lease has run out.
+//!         println!("Success, fence {}", lock.fence());
+//!     } // dropped here: unlocked
+//!     None => println!("Failed to lock my_file_name."),
+//! }
+//! # Ok::<(), latchkey::Error>(())
+//! ```
+//!
+//! Durations are sent in whole milliseconds: a lease under 1 ms, or over the host's maximum,
+//! is refused as [`Error::InvalidArgument`].
 
+use std::fmt;
+use std::time::Duration;
+
+/// The raw bindings of `latchkey:lock/locks`, for what the wrappers do not cover.
+pub mod wit {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "latchkey:lock/imports",
+    });
+    pub use self::latchkey::lock::locks::*;
+}
+
+/// A lock store the host configured for this app.
+pub struct Store {
+    inner: wit::Store,
+}
+
+/// A lock this instance holds. Dropping it unlocks it.
+pub struct Lock {
+    inner: wit::Lock,
+}
+
+/// What an unlock found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnlockStatus {
+    /// The lock was still ours; now it is free.
+    Success,
+    /// The lease had ended and nobody holds the lock.
+    LockDoesNotExist,
+    /// The lease had ended and someone else holds the lock now.
+    LockBelongsToOthers,
+}
+
+/// Why a lock call failed. A lock held by someone else is not an error: it is `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// No store of this name is configured for this app.
+    NoSuchStore(String),
+    /// An argument is empty, too long or out of range.
+    InvalidArgument(String),
+    /// The host's policy does not allow it.
+    AccessDenied(String),
+    /// This instance holds as many locks as the host allows.
+    LimitExceeded(String),
+    /// The store could not be reached or did not answer in time.
+    Unavailable(String),
+}
+
+impl Store {
+    /// Opens the store called `name`.
+    pub fn open(name: &str) -> Result<Store, Error> {
+        Ok(Store {
+            inner: wit::open(name)?,
+        })
+    }
+
+    /// Takes the lock on `resource_id` for `lease` if nobody holds it.
+    pub fn try_lock(&self, resource_id: &str, lease: Duration) -> Result<Option<Lock>, Error> {
+        let lock = self.inner.try_lock(resource_id, millis(lease))?;
+        Ok(lock.map(|inner| Lock { inner }))
+    }
+
+    /// Takes the lock on `resource_id` for `lease`, waiting up to `wait` for its holder to
+    /// release it or for the holder's lease to end.
+    pub fn lock(
+        &self,
+        resource_id: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Lock>, Error> {
+        let lock = self
+            .inner
+            .lock(resource_id, millis(lease), millis(wait))?;
+        Ok(lock.map(|inner| Lock { inner }))
+    }
+}
+
+impl Lock {
+    /// The resource id this lock is on.
+    pub fn resource_id(&self) -> String {
+        self.inner.resource_id()
+    }
+
+    /// The fencing token: greater than that of every earlier grant of this resource.
+    pub fn fence(&self) -> u64 {
+        self.inner.fence()
+    }
+
+    /// Sets the lease to end `lease` from now. `false` if it had already ended: stop using
+    /// the resource, someone else may hold it.
+    pub fn extend(&self, lease: Duration) -> Result<bool, Error> {
+        Ok(self.inner.extend(millis(lease))?)
+    }
+
+    /// Releases the lock now and says what it found.
+    pub fn unlock(self) -> Result<UnlockStatus, Error> {
+        Ok(match self.inner.unlock()? {
+            wit::UnlockStatus::Success => UnlockStatus::Success,
+            wit::UnlockStatus::LockDoesNotExist => UnlockStatus::LockDoesNotExist,
+            wit::UnlockStatus::LockBelongsToOthers => UnlockStatus::LockBelongsToOthers,
+        })
+    }
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lock")
+            .field("resource_id", &self.resource_id())
+            .field("fence", &self.fence())
+            .finish()
+    }
+}
+
+/// Saturates rather than wraps: an over-long duration is then refused by the host.
+fn millis(d: Duration) -> u32 {
+    d.as_millis().try_into().unwrap_or(u32::MAX)
+}
+
+impl From<wit::Error> for Error {
+    fn from(err: wit::Error) -> Self {
+        match err {
+            wit::Error::NoSuchStore(m) => Error::NoSuchStore(m),
+            wit::Error::InvalidArgument(m) => Error::InvalidArgument(m),
+            wit::Error::AccessDenied(m) => Error::AccessDenied(m),
+            wit::Error::LimitExceeded(m) => Error::LimitExceeded(m),
+            wit::Error::Unavailable(m) => Error::Unavailable(m),
+        }
+    }
+}
+
+impl Error {
+    /// The WIT name of the error, such as `invalid-argument`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NoSuchStore(_) => "no-such-store",
+            Error::InvalidArgument(_) => "invalid-argument",
+            Error::AccessDenied(_) => "access-denied",
+            Error::LimitExceeded(_) => "limit-exceeded",
+            Error::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// The host's explanation.
+    pub fn message(&self) -> &str {
+        match self {
+            Error::NoSuchStore(m)
+            | Error::InvalidArgument(m)
+            | Error::AccessDenied(m)
+            | Error::LimitExceeded(m)
+            | Error::Unavailable(m) => m,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind(), self.message())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl fmt::Display for UnlockStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UnlockStatus::Success => "success",
+            UnlockStatus::LockDoesNotExist => "lock-does-not-exist",
+            UnlockStatus::LockBelongsToOthers => "lock-belongs-to-others",
+        })
+    }
+}

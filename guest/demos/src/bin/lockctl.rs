@@ -1,0 +1,100 @@
+//! A scripted lock client: each argument group is one step, each step prints one line.
+//!
+//! ```text
+//! lockctl open lockstore  try job 5000  extend 10000  unlock
+//! ```
+//!
+//! Steps (locks are kept in a stack; `extend`, `fence`, `unlock` and `drop` act on the top):
+//!
+//! | step                      | prints                                          |
+//! |---------------------------|-------------------------------------------------|
+//! | `open NAME`               | `opened NAME`                                   |
+//! | `try ID LEASE_MS`         | `granted ID fence=F` or `held ID`               |
+//! | `try-long BYTES LEASE_MS` | the same, for an id of BYTES `x`s               |
+//! | `lock ID LEASE_MS WAIT_MS`| `granted ID fence=F after=MS` or `held ID after=MS` |
+//! | `extend LEASE_MS`         | `extended true` or `extended false`             |
+//! | `fence`                   | `fence F`                                       |
+//! | `unlock`                  | `unlocked STATUS`                               |
+//! | `drop`                    | `dropped`                                       |
+//! | `sleep MS`                | nothing                                         |
+//! | `trap`                    | nothing: the instance traps                     |
+//!
+//! A failed step prints `error KIND: MESSAGE` and the script goes on.
+
+use std::time::{Duration, Instant};
+
+use latchkey::{Lock, Store};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args = args.iter().map(String::as_str);
+    let mut store: Option<Store> = None;
+    let mut locks: Vec<Lock> = Vec::new();
+    let ms = |s: Option<&str>| -> u64 { s.and_then(|s| s.parse().ok()).expect("a number of ms") };
+    while let Some(step) = args.next() {
+        let result = match step {
+            "open" => {
+                let name = args.next().expect("a store name");
+                Store::open(name).map(|s| {
+                    store = Some(s);
+                    format!("opened {name}")
+                })
+            }
+            "try" | "try-long" | "lock" => {
+                let id = match step {
+                    "try-long" => "x".repeat(ms(args.next()) as usize),
+                    _ => args.next().expect("a resource id").to_owned(),
+                };
+                let lease = Duration::from_millis(ms(args.next()));
+                let store = store.as_ref().expect("open before locking");
+                let started = Instant::now();
+                let outcome = if step == "lock" {
+                    let wait = Duration::from_millis(ms(args.next()));
+                    store.lock(&id, lease, wait)
+                } else {
+                    store.try_lock(&id, lease)
+                };
+                let after = match step {
+                    "lock" => format!(" after={}", started.elapsed().as_millis()),
+                    _ => String::new(),
+                };
+                let shown = if id.len() > 64 { format!("<{} bytes>", id.len()) } else { id };
+                outcome.map(|lock| match lock {
+                    Some(lock) => {
+                        let line = format!("granted {shown} fence={}{after}", lock.fence());
+                        locks.push(lock);
+                        line
+                    }
+                    None => format!("held {shown}{after}"),
+                })
+            }
+            "extend" => {
+                let lease = Duration::from_millis(ms(args.next()));
+                top(&locks).extend(lease).map(|ok| format!("extended {ok}"))
+            }
+            "fence" => Ok(format!("fence {}", top(&locks).fence())),
+            "unlock" => {
+                let lock = locks.pop().expect("a lock to unlock");
+                lock.unlock().map(|status| format!("unlocked {status}"))
+            }
+            "drop" => {
+                drop(locks.pop().expect("a lock to drop"));
+                Ok("dropped".into())
+            }
+            "sleep" => {
+                std::thread::sleep(Duration::from_millis(ms(args.next())));
+                continue;
+            }
+            "trap" => std::process::abort(),
+            other => panic!("unknown step {other}"),
+        };
+        match result {
+            Ok(line) => println!("{line}"),
+            Err(err) => println!("error {err}"),
+        }
+    }
+}
+
+fn top(locks: &[Lock]) -> &Lock {
+    locks.last().expect("a lock")
+}
