@@ -50,7 +50,9 @@ impl LockCtxBuilder {
 
     /// The stores offered, by name.
     pub fn stores(&self) -> impl Iterator<Item = (&str, &LockStore)> {
-        self.stores.iter().map(|(name, store)| (name.as_str(), store))
+        self.stores
+            .iter()
+            .map(|(name, store)| (name.as_str(), store))
     }
 
     /// A fresh context for one instance.

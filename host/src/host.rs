@@ -131,13 +131,13 @@ impl HostLock for LockCtxView<'_> {
     ) -> Result<bool, LockError> {
         let lease = self.ctx.limits.check_lease(lease_ms)?;
         let held = self.table.get(&lock)?.held.clone();
-        Ok(held.store.extend(&held.store_name, &held.grant, lease).await?)
+        Ok(held
+            .store
+            .extend(&held.store_name, &held.grant, lease)
+            .await?)
     }
 
-    async fn unlock(
-        &mut self,
-        lock: Resource<LockHandle>,
-    ) -> Result<wit::UnlockStatus, LockError> {
+    async fn unlock(&mut self, lock: Resource<LockHandle>) -> Result<wit::UnlockStatus, LockError> {
         let handle = self.table.get(&lock)?;
         let (serial, held) = (handle.serial, handle.held.clone());
         let status = held.store.unlock(&held.store_name, &held.grant).await?;
@@ -162,4 +162,3 @@ impl HostLock for LockCtxView<'_> {
         Ok(())
     }
 }
-

@@ -72,7 +72,10 @@ mod tests {
     fn awkward_ids_are_escaped_inside_one_hash_tag() {
         let key = LockKey::new("app", "lockstore", "a:{b}%c");
         assert_eq!(key.lock(), "latchkey:{app:lockstore:a%3A%7Bb%7D%25c}:lock");
-        assert_eq!(key.fence(), "latchkey:{app:lockstore:a%3A%7Bb%7D%25c}:fence");
+        assert_eq!(
+            key.fence(),
+            "latchkey:{app:lockstore:a%3A%7Bb%7D%25c}:fence"
+        );
     }
 
     /// Moving a separator from one part to the next must give a different key.

@@ -49,7 +49,11 @@ impl LockStore {
 
     /// The store a URL names: `memory`, or a Redis URL (`redis://`, `rediss://`,
     /// `redis+unix://`). `password`, if given, replaces the URL's.
-    pub fn from_url(url: &str, password: Option<String>, timeout: Duration) -> Result<Self, String> {
+    pub fn from_url(
+        url: &str,
+        password: Option<String>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         if url == "memory" {
             return Ok(Self::memory().with_timeout(timeout));
         }
@@ -90,10 +94,34 @@ impl LockStore {
         lease: Duration,
     ) -> Result<Option<Grant>, StoreError> {
         let token = Token::random();
-        match self.bounded(name, self.backend.try_acquire(&key, &token, lease)).await? {
+        match self.attempt(name, &key, &token, lease).await? {
             Attempt::Granted { fence } => Ok(Some(Grant { key, token, fence })),
             Attempt::Held { .. } => Ok(None),
         }
+    }
+
+    /// One acquire attempt. If it fails, the store may still carry it out later (a request
+    /// that timed out can still be in flight), so a release with the same token is sent
+    /// after it: the lock is not left taken by nobody until its lease ends.
+    async fn attempt(
+        &self,
+        name: &str,
+        key: &LockKey,
+        token: &Token,
+        lease: Duration,
+    ) -> Result<Attempt, StoreError> {
+        let result = self
+            .bounded(name, self.backend.try_acquire(key, token, lease))
+            .await;
+        if result.is_err() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let (store, key, token) = (self.clone(), key.clone(), token.clone());
+                runtime.spawn(async move {
+                    let _ = timeout(store.timeout, store.backend.release(&key, &token)).await;
+                });
+            }
+        }
+        result
     }
 
     /// Takes the lock, waiting up to `wait` for its holder to release it or for the
@@ -113,7 +141,7 @@ impl LockStore {
         let token = Token::random();
         loop {
             let mut released = self.bounded(name, self.backend.watch(&key)).await?;
-            let expires_in = match self.bounded(name, self.backend.try_acquire(&key, &token, lease)).await? {
+            let expires_in = match self.attempt(name, &key, &token, lease).await? {
                 Attempt::Granted { fence } => return Ok(Some(Grant { key, token, fence })),
                 Attempt::Held { expires_in } => expires_in,
             };

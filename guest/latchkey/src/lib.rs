@@ -92,9 +92,7 @@ impl Store {
         lease: Duration,
         wait: Duration,
     ) -> Result<Option<Lock>, Error> {
-        let lock = self
-            .inner
-            .lock(resource_id, millis(lease), millis(wait))?;
+        let lock = self.inner.lock(resource_id, millis(lease), millis(wait))?;
         Ok(lock.map(|inner| Lock { inner }))
     }
 }

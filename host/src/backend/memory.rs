@@ -206,7 +206,12 @@ mod tests {
         let mut last = 0;
         for i in 0..1000 {
             let k = key(&format!("id-{}", i % 10));
-            let f = fence(store.try_acquire(&k, &token, Duration::from_secs(1)).await.unwrap());
+            let f = fence(
+                store
+                    .try_acquire(&k, &token, Duration::from_secs(1))
+                    .await
+                    .unwrap(),
+            );
             assert!(f > last, "fence {f} after {last}");
             last = f;
             store.release(&k, &token).await.unwrap();

@@ -278,7 +278,10 @@ impl Channels {
         match push.kind {
             PushKind::Message => {
                 if let Some(Value::BulkString(channel)) = push.data.first() {
-                    if let Some(w) = std::str::from_utf8(channel).ok().and_then(|c| watched.get(c)) {
+                    if let Some(w) = std::str::from_utf8(channel)
+                        .ok()
+                        .and_then(|c| watched.get(c))
+                    {
                         w.released.send_replace(());
                     }
                 }
@@ -340,7 +343,9 @@ impl Drop for Unwatch {
     fn drop(&mut self) {
         let last = {
             let mut watched = self.channels.lock_watched();
-            let w = watched.get_mut(&self.channel).expect("a watched channel has an entry");
+            let w = watched
+                .get_mut(&self.channel)
+                .expect("a watched channel has an entry");
             w.watchers -= 1;
             w.watchers == 0
         };
@@ -384,7 +389,10 @@ mod tests {
         );
         assert_eq!(redacted("rediss://:pw@h/?x=@"), "rediss://***@h/?x=@");
         assert_eq!(redacted("redis://h:1"), "redis://h:1");
-        assert_eq!(redacted("redis+unix:///tmp/r.sock"), "redis+unix:///tmp/r.sock");
+        assert_eq!(
+            redacted("redis+unix:///tmp/r.sock"),
+            "redis+unix:///tmp/r.sock"
+        );
         assert_eq!(redacted("s3cret"), "<not a URL>");
     }
 }

@@ -16,6 +16,8 @@
 //! | `fence`                   | `fence F`                                       |
 //! | `unlock`                  | `unlocked STATUS`                               |
 //! | `drop`                    | `dropped`                                       |
+//! | `swap`                    | nothing: the top two locks change places        |
+//! | `env`                     | `env NAME=VALUE` for each variable the guest has |
 //! | `sleep MS`                | nothing                                         |
 //! | `trap`                    | nothing: the instance traps                     |
 //!
@@ -58,7 +60,11 @@ fn main() {
                     "lock" => format!(" after={}", started.elapsed().as_millis()),
                     _ => String::new(),
                 };
-                let shown = if id.len() > 64 { format!("<{} bytes>", id.len()) } else { id };
+                let shown = if id.len() > 64 {
+                    format!("<{} bytes>", id.len())
+                } else {
+                    id
+                };
                 outcome.map(|lock| match lock {
                     Some(lock) => {
                         let line = format!("granted {shown} fence={}{after}", lock.fence());
@@ -80,6 +86,17 @@ fn main() {
             "drop" => {
                 drop(locks.pop().expect("a lock to drop"));
                 Ok("dropped".into())
+            }
+            "swap" => {
+                let n = locks.len();
+                locks.swap(n - 1, n - 2);
+                continue;
+            }
+            "env" => {
+                for (name, value) in std::env::vars() {
+                    println!("env {name}={value}");
+                }
+                continue;
             }
             "sleep" => {
                 std::thread::sleep(Duration::from_millis(ms(args.next())));

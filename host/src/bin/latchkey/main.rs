@@ -7,8 +7,8 @@ mod args;
 mod output;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -29,15 +29,19 @@ const DEFAULT_STORE: &str = "lockstore";
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
 
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) =>
+        {
             let _ = err.print();
             return ExitCode::SUCCESS;
         }
@@ -91,7 +95,11 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let many = args.instances > 1;
     let mut instances = tokio::task::JoinSet::new();
     for n in 1..=args.instances {
-        let prefix = if many { format!("[{n}] ") } else { String::new() };
+        let prefix = if many {
+            format!("[{n}] ")
+        } else {
+            String::new()
+        };
         let stdout = Prefixed::new(Target::Stdout, prefix.clone());
         let stderr = Prefixed::new(Target::Stderr, prefix);
         let wasi = wasi_ctx(&args, stdout.clone(), stderr.clone())?;
@@ -133,7 +141,10 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 fn file_stem(path: &Path) -> anyhow::Result<String> {
     match path.file_stem().and_then(|s| s.to_str()) {
         Some(stem) if !stem.is_empty() => Ok(stem.to_owned()),
-        _ => bail!("cannot take an app id from {}; give --app-id", path.display()),
+        _ => bail!(
+            "cannot take an app id from {}; give --app-id",
+            path.display()
+        ),
     }
 }
 
@@ -177,8 +188,7 @@ fn password_for(args: &RunArgs, store: &str) -> anyhow::Result<Option<String>> {
 }
 
 fn read_component(runner: &Runner, path: &Path) -> anyhow::Result<Component> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if !bytes.starts_with(b"\0asm") {
         bail!("{} is not a WebAssembly file", path.display());
     }

@@ -1,0 +1,46 @@
+//! Builds the guests in `guest/` for wasm32-wasip2, so that one `cargo test` runs everything.
+//!
+//! The guests get their own target directory: a nested cargo on the outer build's directory
+//! would wait forever for the lock the outer build holds.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest.parent().unwrap().to_owned();
+    // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
+    let target_dir = out_dir.ancestors().nth(4).unwrap().join("guests");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "latchkey-demos",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // Flags meant for the host build are not for the guests.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "building the guests for wasm32-wasip2 failed; is the target installed? \
+         (rustup target add wasm32-wasip2)"
+    );
+
+    let guests = target_dir.join("wasm32-wasip2").join("release");
+    println!("cargo:rustc-env=LATCHKEY_GUESTS={}", guests.display());
+    println!("cargo:rerun-if-changed={}", root.join("guest").display());
+    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+}

@@ -1,0 +1,156 @@
+//! The `latchkey` command as a user runs it: the demo, `--instances`, and one-line errors.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use harness::{RedisServer, free_port, guest};
+
+/// The `latchkey` binary, built by `cargo test --workspace` next to the test binaries.
+fn latchkey() -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let path: PathBuf = exe.parent().unwrap().parent().unwrap().join("latchkey");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    let mut cmd = Command::new(path);
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+fn run(args: &[&str]) -> Output {
+    latchkey().args(args).output().expect("latchkey runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The README's demo: two instances of the Dapr sample, one wins, one is told so, each line
+/// prefixed by its instance.
+#[test]
+fn two_instances_of_the_sample_contend() {
+    let out = run(&[
+        "run",
+        "--instances",
+        "2",
+        guest("try-lock").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let mut lines: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| l.split_once("] ").expect("a prefix").1.to_owned())
+        .collect();
+    lines.sort();
+    assert_eq!(lines, ["Failed to lock my_file_name.", "Success"]);
+}
+
+/// The counter through the CLI on Redis: several instances, one shared file, exact.
+#[test]
+fn counter_instances_share_a_redis_store() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("lockstore={}", redis.url());
+    let data = format!("{}::/data", dir.path().display());
+    let out = run(&[
+        "run",
+        "--instances",
+        "4",
+        "--store",
+        &store,
+        "--dir",
+        &data,
+        guest("counter").to_str().unwrap(),
+        "--iterations",
+        "50",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout).lines().count(), 4);
+    let count = std::fs::read_to_string(dir.path().join("counter")).unwrap();
+    assert_eq!(count.trim(), "200");
+}
+
+/// The guest gets only the variables given with --env, never the host's.
+#[test]
+fn guests_inherit_no_environment() {
+    let lockctl = guest("lockctl");
+    let out = latchkey()
+        .env("HOST_SECRET", "x")
+        .args(["run", "--env", "GIVEN=1", lockctl.to_str().unwrap(), "env"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "env GIVEN=1\n");
+}
+
+/// Each mistake is one line on stderr and a non-zero exit.
+#[test]
+fn mistakes_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let text_file = dir.path().join("notes.txt");
+    std::fs::write(&text_file, "hello").unwrap();
+    let core_module = dir.path().join("core.wasm");
+    std::fs::write(&core_module, b"\0asm\x01\0\0\0").unwrap();
+    let lockctl = guest("lockctl");
+    let lockctl = lockctl.to_str().unwrap();
+    let dead = format!("lockstore=redis://user:hunter2@127.0.0.1:{}", free_port());
+
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["run", "missing.wasm"], "cannot read missing.wasm"),
+        (
+            vec!["run", text_file.to_str().unwrap()],
+            "is not a WebAssembly file",
+        ),
+        (
+            vec!["run", core_module.to_str().unwrap()],
+            "is not a WebAssembly component",
+        ),
+        (
+            vec!["run", "--frobnicate", lockctl],
+            "unexpected argument '--frobnicate'",
+        ),
+        (
+            vec!["run", "--store", "lockstore=ftp://x", lockctl],
+            "neither `memory` nor",
+        ),
+        (
+            vec!["run", "--store", "nonsense", lockctl],
+            "expected NAME=VALUE",
+        ),
+        (
+            vec!["run", "--store", &dead, lockctl],
+            "could not be reached",
+        ),
+        (
+            vec!["run", "--password-file", "other=/x", lockctl],
+            "no --store other=URL",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = run(&args);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("latchkey: "), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("hunter2"),
+            "a password was printed: {stderr}"
+        );
+    }
+}
+
+/// A guest's failure is the command's failure.
+#[test]
+fn a_trapping_guest_fails_the_command() {
+    let out = run(&[
+        "run",
+        guest("lockctl").to_str().unwrap(),
+        "open",
+        "lockstore",
+        "trap",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stdout).contains("opened lockstore"));
+}

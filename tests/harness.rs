@@ -1,0 +1,372 @@
+//! # The test harness
+//!
+//! What every integration test shares. A newcomer reads this file first.
+//!
+//! # Layout
+//!
+//! - [`RedisServer`]: a real `redis-server` on a free loopback port, started and stopped by
+//!   the test that owns it (and restarted, paused, flushed when a test needs it).
+//! - [`Fixture`]: one lock store for a test, in memory or on its own Redis, and the apps
+//!   built on it. `on_both_backends!` runs a test once on each.
+//! - [`run`] / [`run_with`]: run a guest from `guest/` through the real host library and
+//!   capture its output.
+//! - The guests (`lockctl`, `counter`, `try-lock`) are built for wasm32-wasip2 by
+//!   `build.rs`; [`guest`] gives their paths.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use latchkey_host::run::Program;
+use latchkey_host::{Exit, LockCtxBuilder, LockStore, RedisConfig, Runner};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+/// The path of a guest built from `guest/demos`, such as `guest("lockctl")`.
+pub fn guest(name: &str) -> PathBuf {
+    PathBuf::from(env!("LATCHKEY_GUESTS")).join(format!("{name}.wasm"))
+}
+
+/// A `redis-server` of the test's own, without persistence, on a free loopback port.
+pub struct RedisServer {
+    port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a server. Panics with a clear message if there is no `redis-server` to run.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments, such as `--requirepass x`.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let child = spawn_redis(port, &dir, &extra);
+        let server = RedisServer {
+            port,
+            child,
+            dir,
+            extra,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// The URL the host uses (no password: see [`RedisServer::start_with`]).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server with SIGKILL and starts a new, empty one on the same port: a crash
+    /// of a Redis that does not persist.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_redis(self.port, &self.dir, &self.extra);
+        self.wait_ready();
+    }
+
+    /// Stops the process (SIGSTOP): connections stay open but nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Continues a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Runs one command on a fresh connection of the test's own.
+    pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut conn = self.connection().expect("the test can reach its Redis");
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query(&mut conn).expect("the command succeeds")
+    }
+
+    /// Every key in the server, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut conn = self.connection().expect("the test can reach its Redis");
+        let mut keys = redis::Commands::scan::<String>(&mut conn)
+            .expect("SCAN succeeds")
+            .collect::<Result<Vec<String>, _>>()
+            .expect("SCAN succeeds");
+        keys.sort();
+        keys
+    }
+
+    fn connection(&self) -> redis::RedisResult<redis::Connection> {
+        let mut info = redis::IntoConnectionInfo::into_connection_info(self.url().as_str())?;
+        if let Some(at) = self.extra.iter().position(|a| a == "--requirepass") {
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_password(&self.extra[at + 1]);
+            info = info.set_redis_settings(settings);
+        }
+        redis::Client::open(info)?.get_connection_with_timeout(Duration::from_secs(2))
+    }
+
+    fn wait_ready(&self) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(mut conn) = self.connection() {
+                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "redis-server on port {} did not answer within 10 s",
+            self.port
+        );
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.resume_quietly();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RedisServer {
+    fn resume_quietly(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn spawn_redis(port: u16, dir: &tempfile::TempDir, extra: &[String]) -> Child {
+    Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|err| {
+            panic!(
+                "cannot start redis-server ({err}): the tests need a real Redis. \
+                 Install it (apt-get install -y redis-server) or run `make test`."
+            )
+        })
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().unwrap().port()
+}
+
+/// The lock store of one test.
+pub struct Fixture {
+    /// The store every app of the test uses.
+    pub store: LockStore,
+    /// The Redis behind it, for the Redis runs.
+    pub redis: Option<RedisServer>,
+}
+
+impl Fixture {
+    /// A store in the host's memory.
+    pub fn memory() -> Self {
+        Fixture {
+            store: LockStore::memory(),
+            redis: None,
+        }
+    }
+
+    /// A store on a Redis server of the test's own.
+    pub fn redis() -> Self {
+        let server = RedisServer::start();
+        Fixture {
+            store: redis_store(&server.url(), Duration::from_secs(2)),
+            redis: Some(server),
+        }
+    }
+
+    /// The app `app_id`, offered this fixture's store as `lockstore`.
+    pub fn app(&self, app_id: &str) -> LockCtxBuilder {
+        let mut app = LockCtxBuilder::new(app_id);
+        app.store("lockstore", self.store.clone());
+        app
+    }
+}
+
+/// A Redis store at `url` with the given call timeout.
+pub fn redis_store(url: &str, timeout: Duration) -> LockStore {
+    LockStore::redis(RedisConfig {
+        url: url.to_owned(),
+        password: None,
+        timeout,
+    })
+    .expect("a valid Redis URL")
+}
+
+/// Defines each test once and runs it on both backends: `memory::name` and `redis::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($(#[$doc:meta])* async fn $name:ident($fx:ident: &Fixture) $body:block)*) => {
+        $( $(#[$doc])* async fn $name($fx: &$crate::Fixture) $body )*
+
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(&$crate::Fixture::memory()).await
+                }
+            )*
+        }
+
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(&$crate::Fixture::redis()).await
+                }
+            )*
+        }
+    };
+}
+
+/// What a guest did.
+#[derive(Debug)]
+pub struct Run {
+    /// How it ended.
+    pub exit: Exit,
+    /// What it printed.
+    pub stdout: String,
+    /// How long it ran, start to end.
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// The printed lines.
+    pub fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+
+    /// Panics unless the guest exited with status 0.
+    pub fn assert_success(&self) -> &Self {
+        assert!(
+            matches!(self.exit, Exit::Status(0)),
+            "guest failed: {:?}\n{}",
+            self.exit,
+            self.stdout
+        );
+        self
+    }
+
+    /// The fence of every `granted` line, in order.
+    pub fn fences(&self) -> Vec<u64> {
+        self.lines()
+            .iter()
+            .filter_map(|line| line.split("fence=").nth(1))
+            .map(|rest| rest.split(' ').next().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    /// The `after=MS` of the first `lock` step.
+    pub fn waited(&self) -> Duration {
+        let ms = self
+            .stdout
+            .split("after=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("a lock step in the output");
+        Duration::from_millis(ms.parse().unwrap())
+    }
+}
+
+/// The host shared by the tests of one binary: one engine, each guest compiled once.
+fn runner() -> &'static (Runner, Mutex<HashMap<String, Program>>) {
+    static RUNNER: OnceLock<(Runner, Mutex<HashMap<String, Program>>)> = OnceLock::new();
+    RUNNER.get_or_init(|| (Runner::new().expect("an engine"), Mutex::default()))
+}
+
+fn program(name: &str) -> Program {
+    let (runner, programs) = runner();
+    let mut programs = programs.lock().unwrap();
+    programs
+        .entry(name.to_owned())
+        .or_insert_with(|| {
+            runner
+                .load(&guest(name))
+                .unwrap_or_else(|e| panic!("cannot load guest {name}: {e:?}"))
+        })
+        .clone()
+}
+
+/// Runs `guest` with `args` as one instance of `app`.
+pub async fn run(app: &LockCtxBuilder, guest: &str, args: &[&str]) -> Run {
+    run_with(app, guest, args, |_| {}).await
+}
+
+/// Like [`run`], with a chance to grant the guest more WASI (a directory, variables).
+pub async fn run_with(
+    app: &LockCtxBuilder,
+    guest: &str,
+    args: &[&str],
+    grant: impl FnOnce(&mut WasiCtxBuilder),
+) -> Run {
+    let program = program(guest);
+    let stdout = MemoryOutputPipe::new(1 << 20);
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.arg(guest)
+        .args(args)
+        .stdout(stdout.clone())
+        .inherit_stderr();
+    grant(&mut wasi);
+    let started = Instant::now();
+    let exit = runner().0.run(&program, wasi.build(), app.build()).await;
+    Run {
+        exit,
+        stdout: String::from_utf8(stdout.contents().to_vec()).expect("UTF-8 output"),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Splits `"open lockstore try a 100"` into arguments, for readable scripts.
+pub fn script(text: &str) -> Vec<&str> {
+    text.split_whitespace().collect()
+}
+
+/// Starts `lockctl` with the steps in `steps` as its own task, so that several instances
+/// run at once.
+pub fn spawn_lockctl(app: &LockCtxBuilder, steps: &str) -> tokio::task::JoinHandle<Run> {
+    let (app, steps) = (app.clone(), steps.to_owned());
+    tokio::spawn(async move { run(&app, "lockctl", &script(&steps)).await })
+}
+
+/// Runs `lockctl` with the steps in `steps` and waits for it.
+pub async fn lockctl(app: &LockCtxBuilder, steps: &str) -> Run {
+    run(app, "lockctl", &script(steps)).await
+}

@@ -1,0 +1,180 @@
+//! What only a real Redis can show: fences that survive the loss of all data, the key
+//! layout, credentials, one shared connection, and `unavailable` when Redis is not there.
+
+use std::time::Duration;
+
+use harness::{Fixture, RedisServer, free_port, lockctl, redis_store, spawn_lockctl};
+use latchkey_host::{LockCtxBuilder, LockStore, RedisConfig};
+
+/// Runs `steps` until a `try` is granted: the first call after a crash may find the old
+/// connection dead (`unavailable`) while the host reconnects.
+async fn fence_after_recovery(app: &LockCtxBuilder, steps: &str) -> u64 {
+    for _ in 0..5 {
+        let run = lockctl(app, steps).await;
+        if let Some(&fence) = run.fences().first() {
+            return fence;
+        }
+        assert!(run.stdout.contains("error unavailable"), "{run:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no grant after the server came back");
+}
+
+/// Fences keep growing when Redis forgets everything: after FLUSHALL and after a crash and
+/// restart without persistence.
+#[tokio::test(flavor = "multi_thread")]
+async fn fences_grow_across_flushall_and_restart() {
+    let mut fx = Fixture::redis();
+    let app = fx.app("app");
+    let steps = "open lockstore try f 60000 unlock";
+    let before = fence_after_recovery(&app, steps).await;
+
+    let redis = fx.redis.as_mut().unwrap();
+    let () = redis.cmd(&["FLUSHALL"]);
+    assert!(redis.keys().is_empty());
+    let after_flush = fence_after_recovery(&app, steps).await;
+    assert!(after_flush > before, "{after_flush} after {before}");
+
+    redis.crash_and_restart();
+    assert!(redis.keys().is_empty());
+    let after_restart = fence_after_recovery(&app, steps).await;
+    assert!(
+        after_restart > after_flush,
+        "{after_restart} after {after_flush}"
+    );
+}
+
+/// Keys follow the documented layout, escaped, in one hash tag per lock, with the lease as
+/// TTL; an unlocked lock leaves only its fence.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_follow_the_documented_layout() {
+    let fx = Fixture::redis();
+    let redis = fx.redis.as_ref().unwrap();
+    let holder = spawn_lockctl(
+        &fx.app("shop"),
+        "open lockstore try {order}:7 5000 sleep 1000",
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lock = "latchkey:{shop:lockstore:%7Border%7D%3A7}:lock";
+    let fence = "latchkey:{shop:lockstore:%7Border%7D%3A7}:fence";
+    assert_eq!(redis.keys(), [fence, lock]);
+    let ttl: i64 = redis.cmd(&["PTTL", lock]);
+    assert!((1..=5000).contains(&ttl), "lease TTL {ttl}");
+    let token: String = redis.cmd(&["GET", lock]);
+    assert_eq!(token.len(), 32, "a 128-bit hex token");
+    // Redis Cluster hashes what is between the first `{` and the next `}`.
+    let hash_tag = |key: &str| {
+        let open = key.find('{').unwrap();
+        let close = open + key[open..].find('}').unwrap();
+        key[open..=close].to_owned()
+    };
+    assert_eq!(hash_tag(lock), "{shop:lockstore:%7Border%7D%3A7}");
+    assert_eq!(hash_tag(fence), hash_tag(lock));
+
+    holder.await.unwrap().assert_success();
+    assert_eq!(redis.keys(), [fence]);
+}
+
+/// A store nobody listens on is `unavailable`, within the configured timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_redis_is_unavailable_quickly() {
+    let timeout = Duration::from_millis(500);
+    let mut app = LockCtxBuilder::new("app");
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    app.store("lockstore", redis_store(&url, timeout));
+    let run = lockctl(&app, "open lockstore try a 1000 lock b 1000 5000").await;
+    let lines = run.assert_success().lines();
+    assert!(
+        lines[1].starts_with("error unavailable: store 'lockstore'"),
+        "{lines:?}"
+    );
+    assert!(lines[2].starts_with("error unavailable"), "{lines:?}");
+    assert!(
+        !run.stdout.contains("127.0.0.1"),
+        "the address reached the guest"
+    );
+    assert!(
+        run.elapsed < 2 * timeout + Duration::from_secs(1),
+        "{:?}",
+        run.elapsed
+    );
+}
+
+/// A Redis that stops answering (SIGSTOP) is `unavailable` after the timeout, and the
+/// host recovers by itself once it answers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_redis_is_unavailable_then_recovers() {
+    let server = RedisServer::start();
+    let timeout = Duration::from_millis(500);
+    let mut app = LockCtxBuilder::new("app");
+    app.store("lockstore", redis_store(&server.url(), timeout));
+    lockctl(&app, "open lockstore try a 1000 unlock")
+        .await
+        .assert_success();
+
+    server.pause();
+    let run = lockctl(&app, "open lockstore try a 1000").await;
+    server.resume();
+    assert!(run.lines()[1].starts_with("error unavailable"), "{run:?}");
+    assert!(run.elapsed >= timeout, "{:?}", run.elapsed);
+    assert!(
+        run.elapsed < timeout + Duration::from_secs(2),
+        "{:?}",
+        run.elapsed
+    );
+
+    let fence = fence_after_recovery(&app, "open lockstore try a 1000").await;
+    assert!(fence > 0);
+}
+
+/// The password stays with the host: it works, and a wrong one gives the guest an error
+/// that holds no secret.
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_stay_with_the_host() {
+    let server = RedisServer::start_with(&["--requirepass", "s3cret-pw"]);
+    let with = |password: &str| {
+        let mut app = LockCtxBuilder::new("app");
+        let store = LockStore::redis(RedisConfig {
+            url: format!("redis://default@127.0.0.1:{}", server.port()),
+            password: Some(password.into()),
+            timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        app.store("lockstore", store);
+        app
+    };
+    let good = lockctl(&with("s3cret-pw"), "open lockstore try a 1000 env").await;
+    assert!(good.lines()[1].starts_with("granted a"), "{good:?}");
+    assert_eq!(good.lines().len(), 2, "the guest saw variables: {good:?}");
+
+    let bad = lockctl(&with("wrong-pw"), "open lockstore try a 1000").await;
+    assert!(bad.lines()[1].starts_with("error unavailable"), "{bad:?}");
+    assert!(!bad.stdout.contains("wrong-pw") && !bad.stdout.contains("s3cret"));
+}
+
+/// Many waiters on one host share its one connection and one subscription per lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn waiters_share_one_connection() {
+    let fx = Fixture::redis();
+    let redis = fx.redis.as_ref().unwrap();
+    let app = fx.app("app");
+    let holder = spawn_lockctl(&app, "open lockstore try q 60000 sleep 1500 unlock");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiters: Vec<_> = (0..20)
+        .map(|_| spawn_lockctl(&app, "open lockstore lock q 60000 20000 unlock"))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let clients: String = redis.cmd(&["CLIENT", "LIST"]);
+    // The host's connection and the test's own.
+    assert_eq!(clients.lines().count(), 2, "{clients}");
+    let numsub: (String, i64) =
+        redis.cmd(&["PUBSUB", "NUMSUB", "latchkey:{app:lockstore:q}:released"]);
+    assert_eq!(numsub.1, 1);
+
+    holder.await.unwrap().assert_success();
+    for waiter in waiters {
+        let run = waiter.await.unwrap();
+        assert!(run.lines()[1].starts_with("granted q"), "{run:?}");
+    }
+}
