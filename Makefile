@@ -1,0 +1,31 @@
+# The two set-up commands of the README. Both work on a fresh machine.
+#   make demo   builds latchkey and the demo guests, and runs them on the embedded store
+#   make test   installs what the tests need (redis-server, the wasm target) and runs them all
+
+GUESTS := target/guests/wasm32-wasip2/release
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test wasm-target redis-server
+
+wasm-target:
+	rustup target add wasm32-wasip2
+
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; }
+
+demo: wasm-target
+	cargo build --release -p latchkey-host
+	cargo build --release --target wasm32-wasip2 -p latchkey-demos --target-dir target/guests
+	@echo
+	@echo "== Two instances of Dapr's sample contend for my_file_name (embedded store) =="
+	./target/release/latchkey run --instances 2 $(GUESTS)/try-lock.wasm
+	@echo
+	@echo "== Four counter instances, 100 locked increments each, on one shared file =="
+	@mkdir -p target/demo && rm -f target/demo/counter
+	./target/release/latchkey run --instances 4 --dir target/demo::/data $(GUESTS)/counter.wasm --iterations 100
+	@echo "The file says $$(cat target/demo/counter): 4 x 100, no update lost."
+
+test: wasm-target redis-server
+	cargo test --workspace --release
