@@ -125,10 +125,10 @@ impl RedisServer {
     fn wait_ready(&self) {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
-            if let Ok(mut conn) = self.connection() {
-                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                    return;
-                }
+            if let Ok(mut conn) = self.connection()
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }

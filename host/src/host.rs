@@ -153,11 +153,11 @@ impl HostLock for LockCtxView<'_> {
 
     async fn drop(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
         let handle = self.table.delete(lock)?;
-        if let Some(held) = self.ctx.held.remove(&handle.serial) {
-            if let Err(err) = held.store.unlock(&held.store_name, &held.grant).await {
-                // Dropping cannot report an error to the guest; the lease ends the lock.
-                tracing::warn!(%err, "could not release a dropped lock");
-            }
+        if let Some(held) = self.ctx.held.remove(&handle.serial)
+            && let Err(err) = held.store.unlock(&held.store_name, &held.grant).await
+        {
+            // Dropping cannot report an error to the guest; the lease ends the lock.
+            tracing::warn!(%err, "could not release a dropped lock");
         }
         Ok(())
     }

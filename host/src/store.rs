@@ -113,13 +113,13 @@ impl LockStore {
         let result = self
             .bounded(name, self.backend.try_acquire(key, token, lease))
             .await;
-        if result.is_err() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let (store, key, token) = (self.clone(), key.clone(), token.clone());
-                runtime.spawn(async move {
-                    let _ = timeout(store.timeout, store.backend.release(&key, &token)).await;
-                });
-            }
+        if result.is_err()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (store, key, token) = (self.clone(), key.clone(), token.clone());
+            runtime.spawn(async move {
+                let _ = timeout(store.timeout, store.backend.release(&key, &token)).await;
+            });
         }
         result
     }

@@ -277,13 +277,12 @@ impl Channels {
         let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
         match push.kind {
             PushKind::Message => {
-                if let Some(Value::BulkString(channel)) = push.data.first() {
-                    if let Some(w) = std::str::from_utf8(channel)
+                if let Some(Value::BulkString(channel)) = push.data.first()
+                    && let Some(w) = std::str::from_utf8(channel)
                         .ok()
                         .and_then(|c| watched.get(c))
-                    {
-                        w.released.send_replace(());
-                    }
+                {
+                    w.released.send_replace(());
                 }
             }
             // Releases may have been missed while the connection was down: let every
