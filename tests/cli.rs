@@ -84,6 +84,59 @@ fn guests_inherit_no_environment() {
     assert_eq!(text(&out.stdout), "env GIVEN=1\n");
 }
 
+/// A Redis password comes from a file or the host's environment, never the command line.
+#[test]
+fn passwords_come_from_a_file_or_the_environment() {
+    let redis = RedisServer::start_with(&["--requirepass", "pw-from-elsewhere"]);
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, "pw-from-elsewhere\n").unwrap();
+    let store = format!("lockstore={}", redis.url());
+    let from_file = format!("lockstore={}", password_file.display());
+    let lockctl = guest("lockctl");
+    let lockctl = lockctl.to_str().unwrap();
+
+    let out = run(&[
+        "run",
+        "--store",
+        &store,
+        "--password-file",
+        &from_file,
+        lockctl,
+        "open",
+        "lockstore",
+        "try",
+        "a",
+        "1000",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text(&out.stdout).contains("granted a"), "{out:?}");
+
+    let out = latchkey()
+        .env("LOCK_PW", "pw-from-elsewhere")
+        .args([
+            "run",
+            "--store",
+            &store,
+            "--password-env",
+            "lockstore=LOCK_PW",
+            lockctl,
+            "open",
+            "lockstore",
+            "try",
+            "a",
+            "1000",
+        ])
+        .output()
+        .unwrap();
+    assert!(text(&out.stdout).contains("granted a"), "{out:?}");
+
+    // Without it, the server refuses the host before any guest runs.
+    let out = run(&["run", "--store", &store, lockctl]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("credentials"), "{out:?}");
+}
+
 /// Each mistake is one line on stderr and a non-zero exit.
 #[test]
 fn mistakes_are_one_line_errors() {

@@ -178,3 +178,18 @@ async fn waiters_share_one_connection() {
         assert!(run.lines()[1].starts_with("granted q"), "{run:?}");
     }
 }
+
+/// A store can be a Redis listening on a unix socket only (`redis+unix://`).
+#[tokio::test(flavor = "multi_thread")]
+async fn unix_socket_store_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("redis.sock");
+    let server = RedisServer::start_with(&["--unixsocket", socket.to_str().unwrap()]);
+    let mut app = LockCtxBuilder::new("app");
+    let url = format!("redis+unix://{}", socket.display());
+    app.store("lockstore", redis_store(&url, Duration::from_secs(2)));
+    let run = lockctl(&app, "open lockstore try s 60000 sleep 200").await;
+    assert!(run.lines()[1].starts_with("granted s"), "{run:?}");
+    // It really went to that server: the host released the lock, leaving only the fence.
+    assert_eq!(server.keys(), ["latchkey:{app:lockstore:s}:fence"]);
+}

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use harness::{lockctl, on_both_backends, run_with, spawn_lockctl};
+use harness::{Fixture, lockctl, on_both_backends, run_with, spawn_lockctl};
 use latchkey_host::Exit;
 use wasmtime_wasi::FsPerms;
 
@@ -75,39 +75,24 @@ on_both_backends! {
 
     /// A waiter is woken by the holder's unlock, long before the lease or its wait ends.
     async fn waiter_wakes_on_release(fx: &Fixture) {
-        let app = fx.app("app");
-        let holder = spawn_lockctl(&app, "open lockstore try w 60000 sleep 600 unlock");
-        let waiter = lockctl(&app, "open lockstore sleep 100 lock w 60000 20000").await;
-        holder.await.unwrap().assert_success();
-        assert!(waiter.lines()[1].starts_with("granted w"), "{waiter:?}");
-        let waited = waiter.waited();
-        assert!(waited >= Duration::from_millis(300), "granted while held: {waited:?}");
-        assert!(waited < Duration::from_secs(10), "not woken by the unlock: {waited:?}");
+        let (outcome, waited) = wait_behind(fx, "try w 60000 sleep 600 unlock", "w", 20000).await;
+        assert!(outcome.starts_with("granted w"), "{outcome}");
+        assert_between(waited, 300, 10_000, "woken by the unlock");
     }
 
     /// A waiter gets the lock when the holder's lease ends, though the holder never unlocks.
     async fn waiter_wakes_on_expiry(fx: &Fixture) {
-        let app = fx.app("app");
-        let holder = spawn_lockctl(&app, "open lockstore try e 700 sleep 4000");
-        let waiter = lockctl(&app, "open lockstore sleep 100 lock e 60000 20000").await;
-        assert!(waiter.lines()[1].starts_with("granted e"), "{waiter:?}");
-        let waited = waiter.waited();
-        assert!(waited >= Duration::from_millis(400), "granted while held: {waited:?}");
+        let (outcome, waited) = wait_behind(fx, "try e 700 sleep 4000", "e", 20000).await;
+        assert!(outcome.starts_with("granted e"), "{outcome}");
         // Well before the holder's instance ends at 4 s and releases everything.
-        assert!(waited < Duration::from_millis(3000), "not woken by the expiry: {waited:?}");
-        holder.await.unwrap();
+        assert_between(waited, 400, 3000, "woken by the expiry");
     }
 
     /// A waiter gives up when its wait ends and gets `none`.
     async fn waiter_times_out(fx: &Fixture) {
-        let app = fx.app("app");
-        let holder = spawn_lockctl(&app, "open lockstore try t 60000 sleep 2000");
-        let waiter = lockctl(&app, "open lockstore sleep 100 lock t 60000 400").await;
-        assert!(waiter.lines()[1].starts_with("held t"), "{waiter:?}");
-        let waited = waiter.waited();
-        assert!(waited >= Duration::from_millis(400), "gave up early: {waited:?}");
-        assert!(waited < Duration::from_millis(1800), "waited past its wait: {waited:?}");
-        holder.await.unwrap();
+        let (outcome, waited) = wait_behind(fx, "try t 60000 sleep 2000", "t", 400).await;
+        assert!(outcome.starts_with("held t"), "{outcome}");
+        assert_between(waited, 400, 1800, "gave up when the wait ended");
     }
 
     /// Locks an instance still holds are released when it ends: returning, trapping, or
@@ -205,4 +190,26 @@ async fn run_counter(app: &latchkey_host::LockCtxBuilder, extra: &[&str]) -> u64
     }
     let text = std::fs::read_to_string(dir.path().join("counter")).unwrap();
     text.trim().parse().unwrap()
+}
+
+/// Runs a holder with `holder` steps and, 100 ms later, a waiter doing `lock ID 60000
+/// WAIT_MS`; returns the waiter's outcome line and how long its `lock` took.
+async fn wait_behind(fx: &Fixture, holder: &str, id: &str, wait_ms: u32) -> (String, Duration) {
+    let app = fx.app("app");
+    let holder = spawn_lockctl(&app, &format!("open lockstore {holder}"));
+    let waiter = lockctl(
+        &app,
+        &format!("open lockstore sleep 100 lock {id} 60000 {wait_ms}"),
+    )
+    .await;
+    holder.await.unwrap().assert_success();
+    (waiter.lines()[1].to_owned(), waiter.waited())
+}
+
+fn assert_between(waited: Duration, min_ms: u64, max_ms: u64, what: &str) {
+    let range = Duration::from_millis(min_ms)..Duration::from_millis(max_ms);
+    assert!(
+        range.contains(&waited),
+        "{what}: waited {waited:?}, expected {range:?}"
+    );
 }

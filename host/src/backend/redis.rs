@@ -169,11 +169,20 @@ fn describe(err: redis::RedisError) -> String {
         "could not be reached (connection refused)".into()
     } else if err.is_connection_dropped() || err.is_io_error() {
         "could not be reached (connection lost)".into()
-    } else if err.kind() == redis::ErrorKind::AuthenticationFailed {
+    } else if err.kind() == redis::ErrorKind::AuthenticationFailed || is_auth_refusal(&err) {
         "refused the host's credentials".into()
     } else {
         format!("failed ({:?})", err.kind())
     }
+}
+
+/// A refusal during the handshake (HELLO) comes back as a generic error whose text starts
+/// with the server's code, so the code is looked for in the text.
+fn is_auth_refusal(err: &redis::RedisError) -> bool {
+    let text = err.to_string();
+    ["NOAUTH", "WRONGPASS"]
+        .iter()
+        .any(|code| text.contains(code))
 }
 
 fn millis(d: Duration) -> u64 {
