@@ -7,6 +7,7 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 
 use crate::limits::Limits;
+use crate::policy::ResourcePolicy;
 use crate::store::{Grant, LockStore};
 
 /// Builds a [`LockCtx`] for each instance of one app.
@@ -18,6 +19,7 @@ pub struct LockCtxBuilder {
     app_id: Arc<str>,
     stores: BTreeMap<String, LockStore>,
     limits: Limits,
+    resources: ResourcePolicy,
 }
 
 impl LockCtxBuilder {
@@ -28,6 +30,7 @@ impl LockCtxBuilder {
             app_id: app_id.into(),
             stores: BTreeMap::new(),
             limits: Limits::default(),
+            resources: ResourcePolicy::any(),
         }
     }
 
@@ -40,6 +43,12 @@ impl LockCtxBuilder {
     /// Replaces the default [`Limits`].
     pub fn limits(&mut self, limits: Limits) -> &mut Self {
         self.limits = limits;
+        self
+    }
+
+    /// Restricts the resource ids the app may lock; others are `access-denied`.
+    pub fn resources(&mut self, policy: ResourcePolicy) -> &mut Self {
+        self.resources = policy;
         self
     }
 
@@ -61,6 +70,7 @@ impl LockCtxBuilder {
             app_id: self.app_id.clone(),
             stores: Arc::new(self.stores.clone()),
             limits: self.limits,
+            resources: self.resources.clone(),
             held: HashMap::new(),
             next_serial: 0,
         }
@@ -73,6 +83,7 @@ pub struct LockCtx {
     pub(crate) app_id: Arc<str>,
     pub(crate) stores: Arc<BTreeMap<String, LockStore>>,
     pub(crate) limits: Limits,
+    pub(crate) resources: ResourcePolicy,
     /// Every grant not yet unlocked, so that none outlives the instance.
     pub(crate) held: HashMap<u64, Held>,
     next_serial: u64,

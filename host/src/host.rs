@@ -58,6 +58,13 @@ impl LockCtxView<'_> {
         limits.check_id(&resource_id)?;
         let lease = limits.check_lease(lease_ms)?;
         let wait = wait_ms.map(|ms| limits.check_wait(ms)).transpose()?;
+        if !self.ctx.resources.allows(&resource_id) {
+            return Err(LockError::AccessDenied(format!(
+                "app {:?} may not lock resource id {:?}",
+                &*self.ctx.app_id,
+                abbreviated(&resource_id)
+            )));
+        }
         if self.ctx.held.len() >= limits.max_held {
             return Err(LockError::LimitExceeded(format!(
                 "this instance already holds {} locks, the most it may hold",
@@ -86,6 +93,14 @@ impl LockCtxView<'_> {
             held,
         };
         Ok(Some(self.table.push(handle)?))
+    }
+}
+
+/// An id short enough to quote in a message.
+fn abbreviated(id: &str) -> String {
+    match id.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &id[..end]),
+        None => id.to_owned(),
     }
 }
 

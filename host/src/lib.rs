@@ -51,23 +51,27 @@
 //!
 //! # Layout
 //!
+//! - [`config`]: the operator's TOML file: stores, per-app policy and limits.
 //! - [`ctx`]: [`LockCtx`] (one instance's state), its builder, and the borrowed view.
 //! - `host`: the WIT functions, implemented on [`LockCtxView`].
 //! - [`store`]: [`LockStore`], what every backend shares: owner tokens, timeouts, waiting.
 //! - [`backend`]: the [`Backend`] trait and its two implementations, `memory` and `redis`.
 //! - [`key`]: the key layout of a lock in a store, and its escaping.
 //! - [`limits`]: the bounds every argument is checked against.
+//! - [`policy`]: which resource ids an app may lock.
 //! - [`error`]: [`LockError`] and its one mapping onto the WIT `error`.
 //! - [`run`]: [`Runner`], which runs command components with WASI and locks linked in.
 
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod config;
 pub mod ctx;
 pub mod error;
 mod host;
 pub mod key;
 pub mod limits;
+pub mod policy;
 pub mod run;
 pub mod store;
 
@@ -92,7 +96,8 @@ pub use ctx::{LockCtx, LockCtxBuilder, LockCtxView, LockView};
 pub use error::{LockError, StoreError};
 pub use host::{LockHandle, StoreHandle};
 pub use limits::Limits;
-pub use run::{Exit, Runner};
+pub use policy::ResourcePolicy;
+pub use run::{Exit, GuestLimits, Runner};
 pub use store::LockStore;
 
 use wasmtime::component::{HasData, Linker};

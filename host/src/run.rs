@@ -1,9 +1,10 @@
 //! Running `wasi:cli` command components with locks: what `latchkey run` does, as a library.
 
 use std::path::Path;
+use std::time::Duration;
 
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::p2::bindings::{Command, CommandPre};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
@@ -14,7 +15,27 @@ pub struct Instance {
     wasi: WasiCtx,
     locks: LockCtx,
     table: ResourceTable,
+    limits: StoreLimits,
 }
+
+/// Bounds on one instance. Whatever stops it, its locks are released.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestLimits {
+    /// Wall-clock time the instance may run, time blocked in host calls (waiting for a
+    /// lock, sleeping) included.
+    pub deadline: Option<Duration>,
+    /// The most bytes of linear memory (per memory) it may grow to.
+    pub max_memory: Option<usize>,
+    /// Fuel for the instance, if the runner meters fuel ([`Runner::metering_fuel`]).
+    pub fuel: Option<u64>,
+}
+
+/// How often the engine's epoch advances: the resolution of deadlines for code that
+/// never calls the host.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// 2^40 ticks of 10 ms: about 350 years.
+const NO_DEADLINE_TICKS: u64 = 1 << 40;
 
 impl WasiView for Instance {
     fn ctx(&mut self) -> WasiCtxView<'_> {
@@ -39,7 +60,9 @@ impl LockView for Instance {
 pub enum Exit {
     /// `main` returned or the guest called `exit`, with this status.
     Status(i32),
-    /// The guest trapped or a host call failed.
+    /// The guest ran past its deadline and was stopped.
+    Deadline(Duration),
+    /// The guest trapped (or ran out of memory or fuel), or a host call failed.
     Trap(wasmtime::Error),
 }
 
@@ -47,6 +70,7 @@ pub enum Exit {
 pub struct Runner {
     engine: Engine,
     linker: Linker<Instance>,
+    fuel: bool,
 }
 
 /// A component ready to be instantiated many times.
@@ -56,15 +80,34 @@ pub struct Program {
 }
 
 impl Runner {
-    /// An engine with async host calls, and a linker with WASI p2 and `latchkey:lock`.
+    /// An engine with async host calls and epoch deadlines, and a linker with WASI p2 and
+    /// `latchkey:lock`.
     pub fn new() -> wasmtime::Result<Self> {
+        Self::build(false)
+    }
+
+    /// Like [`Runner::new`], also metering fuel so that [`GuestLimits::fuel`] applies.
+    /// Metering slows guests down; use it only if you set fuel.
+    pub fn metering_fuel() -> wasmtime::Result<Self> {
+        Self::build(true)
+    }
+
+    fn build(fuel: bool) -> wasmtime::Result<Self> {
         let mut config = Config::new();
-        config.wasm_component_model(true);
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(fuel);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         crate::add_to_linker(&mut linker)?;
-        Ok(Runner { engine, linker })
+        start_epoch_ticker(&engine);
+        Ok(Runner {
+            engine,
+            linker,
+            fuel,
+        })
     }
 
     /// The engine components must be compiled for.
@@ -87,23 +130,82 @@ impl Runner {
 
     /// Runs one instance of `program` to its end, then releases every lock it still holds.
     pub async fn run(&self, program: &Program, wasi: WasiCtx, locks: LockCtx) -> Exit {
+        self.run_limited(program, wasi, locks, GuestLimits::default())
+            .await
+    }
+
+    /// Runs one instance within `limits`, then releases every lock it still holds —
+    /// also when a limit stopped it.
+    pub async fn run_limited(
+        &self,
+        program: &Program,
+        wasi: WasiCtx,
+        locks: LockCtx,
+        limits: GuestLimits,
+    ) -> Exit {
+        let mut memory = StoreLimitsBuilder::new();
+        if let Some(bytes) = limits.max_memory {
+            // A trap, not a failed `memory.grow`: the guest is stopped, not asked to cope.
+            memory = memory.memory_size(bytes).trap_on_grow_failure(true);
+        }
         let instance = Instance {
             wasi,
             locks,
             table: ResourceTable::new(),
+            limits: memory.build(),
         };
         let mut store = Store::new(&self.engine, instance);
-        let exit = match call_run(&mut store, program).await {
-            Ok(Ok(())) => Exit::Status(0),
-            Ok(Err(())) => Exit::Status(1),
-            Err(err) => match err.downcast_ref::<I32Exit>() {
-                Some(I32Exit(status)) => Exit::Status(*status),
-                None => Exit::Trap(err),
-            },
+        store.limiter(|instance| &mut instance.limits);
+        if self.fuel {
+            // Without a budget, a metering engine runs the guest unmetered in effect.
+            if let Err(err) = store.set_fuel(limits.fuel.unwrap_or(u64::MAX)) {
+                return Exit::Trap(err);
+            }
+        }
+        // Code that never calls the host is stopped by the epoch; code blocked in a host
+        // call (a wait for a lock, a sleep) by dropping the call at the deadline.
+        // Without a deadline, one centuries away (the epoch counter adds, not saturates).
+        let ticks = limits.deadline.map_or(NO_DEADLINE_TICKS, |d| {
+            (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+        });
+        store.set_epoch_deadline(ticks);
+        let run = call_run(&mut store, program);
+        let result = match limits.deadline {
+            Some(deadline) => tokio::time::timeout(deadline, run).await.ok(),
+            None => Some(run.await),
+        };
+        let exit = match result {
+            None => Exit::Deadline(limits.deadline.unwrap_or_default()),
+            Some(Ok(Ok(()))) => Exit::Status(0),
+            Some(Ok(Err(()))) => Exit::Status(1),
+            Some(Err(err)) => {
+                if let Some(I32Exit(status)) = err.downcast_ref::<I32Exit>() {
+                    Exit::Status(*status)
+                } else if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                    Exit::Deadline(limits.deadline.unwrap_or_default())
+                } else {
+                    Exit::Trap(err)
+                }
+            }
         };
         store.data_mut().locks.release_all().await;
         exit
     }
+}
+
+/// Advances the engine's epoch every tick for as long as the engine lives.
+fn start_epoch_ticker(engine: &Engine) {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("latchkey-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("a thread for the epoch ticker");
 }
 
 async fn call_run(

@@ -100,9 +100,10 @@ impl LockStore {
         }
     }
 
-    /// One acquire attempt. If it fails, the store may still carry it out later (a request
-    /// that timed out can still be in flight), so a release with the same token is sent
-    /// after it: the lock is not left taken by nobody until its lease ends.
+    /// One acquire attempt. If it fails or is cancelled (the instance hit its deadline),
+    /// the store may still carry it out later — a request that timed out can still be in
+    /// flight — so a release with the same token follows it, and the lock is not left
+    /// taken by nobody until its lease ends.
     async fn attempt(
         &self,
         name: &str,
@@ -110,17 +111,17 @@ impl LockStore {
         token: &Token,
         lease: Duration,
     ) -> Result<Attempt, StoreError> {
+        let mut undo = ReleaseUnlessKept {
+            store: self,
+            key,
+            token,
+            keep: false,
+        };
         let result = self
             .bounded(name, self.backend.try_acquire(key, token, lease))
             .await;
-        if result.is_err()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let (store, key, token) = (self.clone(), key.clone(), token.clone());
-            runtime.spawn(async move {
-                let _ = timeout(store.timeout, store.backend.release(&key, &token)).await;
-            });
-        }
+        // A grant is kept: the caller records it before its next await.
+        undo.keep = result.is_ok();
         result
     }
 
@@ -188,5 +189,29 @@ impl LockStore {
                 self.timeout.as_millis()
             ))),
         }
+    }
+}
+
+/// Releases `token`'s hold on `key` when dropped, unless told to keep it.
+struct ReleaseUnlessKept<'a> {
+    store: &'a LockStore,
+    key: &'a LockKey,
+    token: &'a Token,
+    keep: bool,
+}
+
+impl Drop for ReleaseUnlessKept<'_> {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (backend, wait) = (self.store.backend.clone(), self.store.timeout);
+        let (key, token) = (self.key.clone(), self.token.clone());
+        runtime.spawn(async move {
+            let _ = timeout(wait, backend.release(&key, &token)).await;
+        });
     }
 }

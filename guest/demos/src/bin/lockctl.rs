@@ -21,6 +21,17 @@
 //! | `sleep MS`                | nothing                                         |
 //! | `trap`                    | nothing: the instance traps                     |
 //!
+//! And steps a hostile guest would take, for the sandbox tests:
+//!
+//! | step                      | does                                            |
+//! |---------------------------|-------------------------------------------------|
+//! | `spin`                    | loops forever                                   |
+//! | `bomb`                    | allocates memory until something stops it       |
+//! | `many N LEASE_MS`         | tries N distinct ids; prints `many granted=G` and the first error |
+//! | `forge HANDLE`            | unlocks a lock handle it made up (the host traps it) |
+//! | `connect ADDR`            | opens a TCP connection: `connect ok` or `connect error ...` |
+//! | `read PATH`               | reads a file: `read N bytes` or `read error ...` |
+//!
 //! A failed step prints `error KIND: MESSAGE` and the script goes on.
 
 use std::time::{Duration, Instant};
@@ -103,6 +114,58 @@ fn main() {
                 continue;
             }
             "trap" => std::process::abort(),
+            "spin" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            "many" => {
+                let count = ms(args.next());
+                let lease = Duration::from_millis(ms(args.next()));
+                let store = store.as_ref().expect("open before locking");
+                let mut first_error = None;
+                for i in 0..count {
+                    match store.try_lock(&format!("id-{i}"), lease) {
+                        Ok(Some(lock)) => locks.push(lock),
+                        Ok(None) => {}
+                        Err(err) => {
+                            first_error.get_or_insert(err);
+                        }
+                    }
+                }
+                let error = first_error.map_or(String::new(), |e| format!(" first-error={e}"));
+                Ok(format!("many granted={}{error}", locks.len()))
+            }
+            "forge" => {
+                let handle: u32 = ms(args.next()) as u32;
+                // SAFETY: deliberately unsound; the host must refuse a handle it never gave.
+                let forged = unsafe { latchkey::wit::Lock::from_handle(handle) };
+                forged
+                    .unlock()
+                    .map(|status| format!("unlocked {status:?}"))
+                    .map_err(Into::into)
+            }
+            "connect" => {
+                let addr = args.next().expect("an address");
+                Ok(match std::net::TcpStream::connect(addr) {
+                    Ok(_) => "connect ok".to_owned(),
+                    Err(err) => format!("connect error {err}"),
+                })
+            }
+            "read" => {
+                let path = args.next().expect("a path");
+                Ok(match std::fs::read(path) {
+                    Ok(bytes) => format!("read {} bytes", bytes.len()),
+                    Err(err) => format!("read error {err}"),
+                })
+            }
             other => panic!("unknown step {other}"),
         };
         match result {

@@ -20,6 +20,10 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// A TOML file of stores and per-app policy and limits (see the README); flags override it
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// The app the locks belong to; apps never share locks [default: the component's file stem]
     #[arg(long, value_name = "ID")]
     pub app_id: Option<String>,
@@ -39,8 +43,26 @@ pub struct RunArgs {
     pub password_envs: Vec<(String, String)>,
 
     /// How long a store may take to answer before a call fails as `unavailable`, in ms
-    #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
-    pub store_timeout_ms: u64,
+    /// [default: 2000]
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub store_timeout_ms: Option<u64>,
+
+    /// Stop each instance after this long, time blocked on locks included (e.g. 5s, 1m);
+    /// its locks are released
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub timeout: Option<std::time::Duration>,
+
+    /// Cap each instance's linear memory (e.g. 64MiB); growing past it stops the instance
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_memory: Option<u64>,
+
+    /// Give each instance this much fuel (roughly, wasm instructions); running out stops it
+    #[arg(long, value_name = "N")]
+    pub fuel: Option<u64>,
+
+    /// Let the guest open network sockets and resolve names (denied by default)
+    #[arg(long)]
+    pub allow_network: bool,
 
     /// Run N copies of the component at once (competing consumers); with N > 1 every
     /// output line starts with the instance's number
@@ -68,4 +90,14 @@ fn key_value(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("expected NAME=VALUE, got {s:?}")),
     }
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; write e.g. 500ms, 5s, 2m"))
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    s.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{e}; write e.g. 64MiB"))
 }

@@ -6,6 +6,7 @@
 mod args;
 mod output;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use anyhow::{Context as _, bail};
 use clap::Parser as _;
 use clap::error::ErrorKind;
 use latchkey_host::backend::redis::redacted;
-use latchkey_host::{Exit, LockCtxBuilder, LockStore, Runner};
+use latchkey_host::config::{Config, StoreConfig};
+use latchkey_host::{Exit, LockCtxBuilder, Runner};
 use wasmtime::component::Component;
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
@@ -69,27 +71,50 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => Config::load(path).map_err(anyhow::Error::msg)?,
+        None => Config::default(),
+    };
     let app_id = match &args.app_id {
         Some(id) if id.is_empty() => bail!("--app-id must not be empty"),
         Some(id) => id.clone(),
         None => file_stem(&args.component)?,
     };
-    let stores = open_stores(&args)?;
+    let app = config.app(&app_id);
+    let mut locks = LockCtxBuilder::new(app_id.clone());
+    locks
+        .limits(app.limits())
+        .resources(app.resource_policy().map_err(anyhow::Error::msg)?);
+    let mut guest_limits = app.guest_limits();
+    guest_limits.deadline = args.timeout.or(guest_limits.deadline);
+    guest_limits.max_memory = args
+        .max_memory
+        .map(|b| b as usize)
+        .or(guest_limits.max_memory);
+    guest_limits.fuel = args.fuel.or(guest_limits.fuel);
 
-    let runner = Arc::new(Runner::new()?);
+    let runner = Arc::new(match guest_limits.fuel {
+        Some(_) => Runner::metering_fuel()?,
+        None => Runner::new()?,
+    });
     let component = read_component(&runner, &args.component)?;
     let program = runner
         .prepare(&component)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("{} cannot run here", args.component.display()))?;
 
-    let mut locks = LockCtxBuilder::new(app_id);
-    for (name, url, store) in stores {
-        store
+    for (name, store) in store_configs(&args, &config)? {
+        if !app.may_open(&name) {
+            continue;
+        }
+        let opened = store
+            .open()
+            .map_err(|msg| anyhow::anyhow!("store {name}: {msg}"))?;
+        opened
             .ping(&name)
             .await
-            .with_context(|| format!("lock store {name} at {}", redacted(&url)))?;
-        locks.store(name, store);
+            .with_context(|| format!("lock store {name} at {}", redacted(&store.url)))?;
+        locks.store(name, opened);
     }
 
     let many = args.instances > 1;
@@ -105,7 +130,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let wasi = wasi_ctx(&args, stdout.clone(), stderr.clone())?;
         let (runner, program, ctx) = (runner.clone(), program.clone(), locks.build());
         instances.spawn(async move {
-            let exit = runner.run(&program, wasi, ctx).await;
+            let exit = runner.run_limited(&program, wasi, ctx, guest_limits).await;
             stdout.finish();
             stderr.finish();
             (n, exit)
@@ -122,6 +147,13 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 tracing::info!(instance = n, status, "instance exited");
                 if !failed {
                     code = ExitCode::from(u8::try_from(status).unwrap_or(1));
+                    failed = true;
+                }
+            }
+            Exit::Deadline(after) => {
+                eprintln!("latchkey: instance {n} stopped at its deadline of {after:?}");
+                if !failed {
+                    code = ExitCode::FAILURE;
                     failed = true;
                 }
             }
@@ -148,43 +180,54 @@ fn file_stem(path: &Path) -> anyhow::Result<String> {
     }
 }
 
-/// The stores named on the command line (or the default one), with their passwords.
-fn open_stores(args: &RunArgs) -> anyhow::Result<Vec<(String, String, LockStore)>> {
-    let mut urls = args.stores.clone();
-    if urls.is_empty() {
-        urls.push((DEFAULT_STORE.to_owned(), "memory".to_owned()));
-    }
-    for (name, _) in args.password_files.iter().chain(&args.password_envs) {
-        if !urls.iter().any(|(n, _)| n == name) {
-            bail!("a password is given for store {name}, but there is no --store {name}=URL");
-        }
-    }
-    let timeout = Duration::from_millis(args.store_timeout_ms);
-    let mut stores: Vec<(String, String, LockStore)> = Vec::new();
-    for (name, url) in urls {
-        if stores.iter().any(|(n, _, _)| *n == name) {
+/// The stores of the config file, overridden and extended by `--store` flags; the default
+/// in-memory `lockstore` if neither names any.
+fn store_configs(args: &RunArgs, config: &Config) -> anyhow::Result<BTreeMap<String, StoreConfig>> {
+    let mut stores = config.stores.clone();
+    let mut flagged = BTreeSet::new();
+    for (name, url) in &args.stores {
+        if !flagged.insert(name) {
             bail!("store {name} is given twice");
         }
-        let password = password_for(args, &name)?;
-        let store = LockStore::from_url(&url, password, timeout)
-            .map_err(|msg| anyhow::anyhow!("--store {name}: {msg}"))?;
-        stores.push((name, url, store));
+        stores.insert(
+            name.clone(),
+            StoreConfig {
+                url: url.clone(),
+                timeout: None,
+                password_file: None,
+                password_env: None,
+            },
+        );
+    }
+    for (name, path) in &args.password_files {
+        let store = stores.get_mut(name).with_context(|| {
+            format!("a password is given for store {name}, but there is no --store {name}=URL")
+        })?;
+        (store.password_file, store.password_env) = (Some(path.into()), None);
+    }
+    for (name, var) in &args.password_envs {
+        let store = stores.get_mut(name).with_context(|| {
+            format!("a password is given for store {name}, but there is no --store {name}=URL")
+        })?;
+        (store.password_file, store.password_env) = (None, Some(var.clone()));
+    }
+    if let Some(ms) = args.store_timeout_ms {
+        for store in stores.values_mut() {
+            store.timeout = Some(Duration::from_millis(ms));
+        }
+    }
+    if stores.is_empty() {
+        stores.insert(
+            DEFAULT_STORE.to_owned(),
+            StoreConfig {
+                url: "memory".into(),
+                timeout: args.store_timeout_ms.map(Duration::from_millis),
+                password_file: None,
+                password_env: None,
+            },
+        );
     }
     Ok(stores)
-}
-
-fn password_for(args: &RunArgs, store: &str) -> anyhow::Result<Option<String>> {
-    if let Some((_, path)) = args.password_files.iter().find(|(n, _)| n == store) {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the password file of store {store}"))?;
-        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()));
-    }
-    if let Some((_, var)) = args.password_envs.iter().find(|(n, _)| n == store) {
-        let value = std::env::var(var)
-            .with_context(|| format!("the password of store {store} is to come from ${var}"))?;
-        return Ok(Some(value));
-    }
-    Ok(None)
 }
 
 fn read_component(runner: &Runner, path: &Path) -> anyhow::Result<Component> {
@@ -197,8 +240,8 @@ fn read_component(runner: &Runner, path: &Path) -> anyhow::Result<Component> {
         .with_context(|| format!("{} is not a WebAssembly component", path.display()))
 }
 
-/// The guest's WASI: only what the flags grant. No inherited environment, no network,
-/// no files beyond `--dir`.
+/// The guest's WASI: only what the flags grant. No inherited environment, no network
+/// unless `--allow-network`, no files beyond `--dir`.
 fn wasi_ctx(args: &RunArgs, stdout: Prefixed, stderr: Prefixed) -> anyhow::Result<WasiCtx> {
     let mut wasi = WasiCtx::builder();
     let program = args
@@ -209,10 +252,13 @@ fn wasi_ctx(args: &RunArgs, stdout: Prefixed, stderr: Prefixed) -> anyhow::Resul
         .args(&args.args)
         .envs(&args.envs)
         .stdout(stdout)
-        .stderr(stderr)
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false);
+        .stderr(stderr);
+    if args.allow_network {
+        wasi.inherit_network()
+            .allow_tcp(true)
+            .allow_udp(true)
+            .allow_ip_name_lookup(true);
+    }
     for dir in &args.dirs {
         let (host, guest) = dir.split_once("::").unwrap_or((dir, dir));
         wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
