@@ -17,11 +17,11 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use latchkey_host::run::Program;
-use latchkey_host::{Exit, LockCtxBuilder, LockStore, RedisConfig, Runner};
+use latchkey_host::{Exit, GuestLimits, LockCtxBuilder, LockStore, RedisConfig, Runner};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
@@ -306,38 +306,58 @@ impl Run {
     }
 }
 
-/// The host shared by the tests of one binary: one engine, each guest compiled once.
-fn runner() -> &'static (Runner, Mutex<HashMap<String, Program>>) {
-    static RUNNER: OnceLock<(Runner, Mutex<HashMap<String, Program>>)> = OnceLock::new();
-    RUNNER.get_or_init(|| (Runner::new().expect("an engine"), Mutex::default()))
+type Host = (Runner, HashMap<&'static str, Program>);
+
+/// The guests of `guest/demos`.
+const GUESTS: [&str; 3] = ["lockctl", "counter", "try-lock"];
+
+/// The host shared by the tests of one binary: one engine with every guest compiled up
+/// front, so that no test's timing includes a compilation; a second engine that meters
+/// fuel, for the tests that set some.
+fn runner(fuel: bool) -> &'static Host {
+    static PLAIN: OnceLock<Host> = OnceLock::new();
+    static FUELLED: OnceLock<Host> = OnceLock::new();
+    let cell = if fuel { &FUELLED } else { &PLAIN };
+    cell.get_or_init(|| {
+        let runner = if fuel {
+            Runner::metering_fuel()
+        } else {
+            Runner::new()
+        };
+        let runner = runner.expect("an engine");
+        let programs = GUESTS
+            .into_iter()
+            .map(|name| {
+                let program = runner
+                    .load(&guest(name))
+                    .unwrap_or_else(|e| panic!("cannot load guest {name}: {e:?}"));
+                (name, program)
+            })
+            .collect();
+        (runner, programs)
+    })
 }
 
-fn program(name: &str) -> Program {
-    let (runner, programs) = runner();
-    let mut programs = programs.lock().unwrap();
-    programs
-        .entry(name.to_owned())
-        .or_insert_with(|| {
-            runner
-                .load(&guest(name))
-                .unwrap_or_else(|e| panic!("cannot load guest {name}: {e:?}"))
-        })
-        .clone()
+fn program(name: &str, fuel: bool) -> Program {
+    runner(fuel).1[name].clone()
 }
 
 /// Runs `guest` with `args` as one instance of `app`.
 pub async fn run(app: &LockCtxBuilder, guest: &str, args: &[&str]) -> Run {
-    run_with(app, guest, args, |_| {}).await
+    run_with(app, guest, args, GuestLimits::default(), |_| {}).await
 }
 
-/// Like [`run`], with a chance to grant the guest more WASI (a directory, variables).
+/// Like [`run`], within `limits`, and with a chance to grant the guest more WASI (a
+/// directory, variables, the network).
 pub async fn run_with(
     app: &LockCtxBuilder,
     guest: &str,
     args: &[&str],
+    limits: GuestLimits,
     grant: impl FnOnce(&mut WasiCtxBuilder),
 ) -> Run {
-    let program = program(guest);
+    let fuel = limits.fuel.is_some();
+    let program = program(guest, fuel);
     let stdout = MemoryOutputPipe::new(1 << 20);
     let mut wasi = WasiCtxBuilder::new();
     wasi.arg(guest)
@@ -346,7 +366,10 @@ pub async fn run_with(
         .inherit_stderr();
     grant(&mut wasi);
     let started = Instant::now();
-    let exit = runner().0.run(&program, wasi.build(), app.build()).await;
+    let exit = runner(fuel)
+        .0
+        .run_limited(&program, wasi.build(), app.build(), limits)
+        .await;
     Run {
         exit,
         stdout: String::from_utf8(stdout.contents().to_vec()).expect("UTF-8 output"),
@@ -369,4 +392,32 @@ pub fn spawn_lockctl(app: &LockCtxBuilder, steps: &str) -> tokio::task::JoinHand
 /// Runs `lockctl` with the steps in `steps` and waits for it.
 pub async fn lockctl(app: &LockCtxBuilder, steps: &str) -> Run {
     run(app, "lockctl", &script(steps)).await
+}
+
+/// Runs `lockctl` within `limits`.
+pub async fn lockctl_limited(app: &LockCtxBuilder, steps: &str, limits: GuestLimits) -> Run {
+    run_with(app, "lockctl", &script(steps), limits, |_| {}).await
+}
+
+impl RedisServer {
+    /// Waits up to 10 s until `key` exists: until a guest has taken a lock, say.
+    pub fn wait_for_key(&self, key: &str) {
+        let started = Instant::now();
+        while self.cmd::<i64>(&["EXISTS", key]) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{key} never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The keys of held locks (`...:lock`), sorted: what must be gone once their holders
+    /// have ended.
+    pub fn lock_keys(&self) -> Vec<String> {
+        self.keys()
+            .into_iter()
+            .filter(|k| k.ends_with(":lock"))
+            .collect()
+    }
 }

@@ -178,7 +178,7 @@ async fn run_counter(app: &latchkey_host::LockCtxBuilder, extra: &[&str]) -> u64
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         instances.push(tokio::spawn(async move {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            run_with(&app, "counter", &args, |wasi| {
+            run_with(&app, "counter", &args, Default::default(), |wasi| {
                 wasi.preopened_dir(&path, "/data", FsPerms::ReadWrite)
                     .unwrap();
             })

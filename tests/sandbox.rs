@@ -1,0 +1,330 @@
+//! Hostile guests. Each test asserts that the guest is stopped or refused with the right
+//! error, that the host keeps serving other instances, that the guest's locks are freed,
+//! and that Redis holds nothing it should not (every test runs on a Redis of its own).
+
+use std::time::Duration;
+
+use harness::{Fixture, lockctl, lockctl_limited, run_with, script, spawn_lockctl};
+use latchkey_host::{Exit, GuestLimits, Limits, ResourcePolicy};
+
+fn deadline(ms: u64) -> GuestLimits {
+    GuestLimits {
+        deadline: Some(Duration::from_millis(ms)),
+        ..GuestLimits::default()
+    }
+}
+
+/// A guest that loops forever inside its critical section is stopped at its deadline,
+/// its locks are released, and another instance is served meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_loop_while_holding_locks_is_stopped() {
+    let fx = Fixture::redis();
+    let app = fx.app("app");
+    let spinner = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            lockctl_limited(
+                &app,
+                "open lockstore try a 60000 try b 60000 spin",
+                deadline(1500),
+            )
+            .await
+        })
+    };
+    let redis = fx.redis.as_ref().unwrap();
+    redis.wait_for_key("latchkey:{app:lockstore:b}:lock");
+    let meanwhile = lockctl(&app, "open lockstore try c 60000 unlock try a 60000").await;
+    assert_eq!(meanwhile.lines()[2], "unlocked success");
+    assert_eq!(meanwhile.lines()[3], "held a", "the spinner should hold a");
+
+    let spinner = spinner.await.unwrap();
+    assert!(matches!(spinner.exit, Exit::Deadline(_)), "{spinner:?}");
+    assert!(
+        spinner.elapsed < Duration::from_secs(4),
+        "{:?}",
+        spinner.elapsed
+    );
+    assert_eq!(redis.lock_keys(), Vec::<String>::new());
+    let after = lockctl(&app, "open lockstore try a 60000 try b 60000").await;
+    assert_eq!(after.fences().len(), 2, "{after:?}");
+}
+
+/// A guest that allocates without end while holding locks is stopped at its memory cap,
+/// and its locks are released.
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_bomb_while_holding_locks_is_stopped() {
+    let fx = Fixture::redis();
+    let app = fx.app("app");
+    let limits = GuestLimits {
+        max_memory: Some(32 << 20),
+        ..GuestLimits::default()
+    };
+    let run = lockctl_limited(&app, "open lockstore try a 60000 bomb", limits).await;
+    let Exit::Trap(err) = &run.exit else {
+        panic!("the bomb was not stopped: {run:?}");
+    };
+    assert!(format!("{err:?}").contains("growing memory"), "{err:?}");
+    assert_eq!(fx.redis.as_ref().unwrap().lock_keys(), Vec::<String>::new());
+    let after = lockctl(&app, "open lockstore try a 60000").await;
+    assert!(after.lines()[1].starts_with("granted a"), "{after:?}");
+}
+
+/// A guest that runs out of fuel while holding a lock is stopped and its lock released.
+#[tokio::test(flavor = "multi_thread")]
+async fn fuel_exhaustion_while_holding_locks_is_stopped() {
+    let fx = Fixture::redis();
+    let app = fx.app("app");
+    let limits = GuestLimits {
+        fuel: Some(50_000_000),
+        ..GuestLimits::default()
+    };
+    let run = lockctl_limited(&app, "open lockstore try a 60000 spin", limits).await;
+    let Exit::Trap(err) = &run.exit else {
+        panic!("the spinner was not stopped: {run:?}");
+    };
+    assert!(format!("{err:?}").contains("fuel"), "{err:?}");
+    assert_eq!(fx.redis.as_ref().unwrap().lock_keys(), Vec::<String>::new());
+}
+
+/// Time blocked waiting for a lock counts against the deadline, and a hundred blocked
+/// instances hold no threads: another instance is served at once meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_counts_against_the_deadline_without_holding_threads() {
+    let fx = Fixture::redis();
+    let app = fx.app("app");
+    let holder = spawn_lockctl(&app, "open lockstore try w 60000 sleep 3000");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiters: Vec<_> = (0..100)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                lockctl_limited(&app, "open lockstore lock w 60000 300000", deadline(1500)).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let served = lockctl(&app, "open lockstore try other 1000 unlock").await;
+    assert_eq!(served.lines()[2], "unlocked success");
+    assert!(
+        served.elapsed < Duration::from_secs(1),
+        "{:?}",
+        served.elapsed
+    );
+
+    for waiter in waiters {
+        let run = waiter.await.unwrap();
+        assert!(matches!(run.exit, Exit::Deadline(_)), "{run:?}");
+        assert!(
+            run.elapsed < Duration::from_millis(2500),
+            "{:?}",
+            run.elapsed
+        );
+    }
+    holder.await.unwrap().assert_success();
+    assert_eq!(fx.redis.as_ref().unwrap().lock_keys(), Vec::<String>::new());
+}
+
+/// 10^5 distinct ids stop at the per-instance limit with `limit-exceeded`; the refused
+/// ones never reach the store, and all are freed when the instance ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_ids_hit_the_instance_limit() {
+    let fx = Fixture::redis();
+    let mut app = fx.app("app");
+    app.limits(Limits {
+        max_held: 100,
+        ..Limits::default()
+    });
+    let run = lockctl(&app, "open lockstore many 100000 60000").await;
+    assert_eq!(
+        run.assert_success().lines()[1],
+        "many granted=100 first-error=limit-exceeded: this instance already holds 100 locks, \
+         the most it may hold"
+    );
+    let redis = fx.redis.as_ref().unwrap();
+    assert_eq!(redis.lock_keys(), Vec::<String>::new());
+    assert_eq!(
+        redis.keys().len(),
+        100,
+        "one fence per granted id, nothing for refused ones"
+    );
+}
+
+/// Ids of 1 MiB are refused without touching the store; ids of every awkward character
+/// each get their own, escaped key.
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_and_awkward_ids() {
+    let fx = Fixture::redis();
+    let app = fx.app("app");
+    let run = lockctl(&app, "open lockstore try-long 1048576 1000").await;
+    assert!(
+        run.lines()[1].starts_with("error invalid-argument: resource-id is 1048576 bytes"),
+        "{run:?}"
+    );
+    let redis = fx.redis.as_ref().unwrap();
+    assert!(redis.keys().is_empty());
+
+    let awkward = [
+        "\0",
+        "\n",
+        "\t",
+        " ",
+        "\u{7f}",
+        "\u{ffff}",
+        "{",
+        "}",
+        "{}",
+        "%",
+        "%7B",
+        ":",
+        "::",
+        "*",
+        "?",
+        "[a]",
+        "\\",
+        "\"",
+        "'",
+        "a b",
+        "é",
+        "e\u{301}",
+        "🔒",
+        "\u{202e}rtl",
+    ];
+    let mut args = vec!["open", "lockstore"];
+    for id in awkward {
+        args.extend(["try", id, "60000"]);
+    }
+    args.extend(["sleep", "300"]);
+    let holder = {
+        let (app, args) = (
+            app.clone(),
+            args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        );
+        tokio::spawn(async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_with(&app, "lockctl", &args, GuestLimits::default(), |_| {}).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let locks = redis.lock_keys();
+    let holder = holder.await.unwrap();
+    assert_eq!(
+        holder.assert_success().fences().len(),
+        awkward.len(),
+        "{holder:?}"
+    );
+    assert_eq!(locks.len(), awkward.len(), "{locks:?}");
+    for key in &locks {
+        let inner = &key["latchkey:{".len()..key.len() - "}:lock".len()];
+        assert!(
+            !inner.contains(['{', '}']),
+            "{key:?} has a brace inside its hash tag"
+        );
+    }
+    assert!(locks.contains(&"latchkey:{app:lockstore:%7B%7D}:lock".to_owned()));
+    assert!(locks.contains(&"latchkey:{app:lockstore:%257B}:lock".to_owned()));
+    assert_eq!(redis.lock_keys(), Vec::<String>::new());
+}
+
+/// A guest has no environment, files or network unless granted; the controls show each
+/// probe would see them if granted.
+#[tokio::test(flavor = "multi_thread")]
+async fn guests_get_no_ambient_authority() {
+    let fx = Fixture::redis();
+    let app = fx.app("app");
+    let redis = format!("127.0.0.1:{}", fx.redis.as_ref().unwrap().port());
+    let probe = format!("env read /etc/hostname connect {redis}");
+    let denied = run_with(
+        &app,
+        "lockctl",
+        &script(&probe),
+        GuestLimits::default(),
+        |_| {},
+    )
+    .await;
+    let lines = denied.assert_success().lines();
+    assert_eq!(lines.len(), 2, "the guest saw variables: {lines:?}");
+    assert!(lines[0].starts_with("read error"), "{lines:?}");
+    assert!(lines[1].starts_with("connect error"), "{lines:?}");
+
+    let granted = run_with(
+        &app,
+        "lockctl",
+        &script(&probe),
+        GuestLimits::default(),
+        |wasi| {
+            wasi.env("GIVEN", "1")
+                .preopened_dir("/etc", "/etc", wasmtime_wasi::FsPerms::ReadOnly)
+                .unwrap()
+                .inherit_network()
+                .allow_tcp(true);
+        },
+    )
+    .await;
+    let lines = granted.assert_success().lines();
+    assert_eq!(lines[0], "env GIVEN=1");
+    assert!(
+        lines[1].starts_with("read ") && !lines[1].contains("error"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[2], "connect ok");
+}
+
+/// App A cannot reach app B's locks: the same id is another lock, and a made-up handle is
+/// a trap that leaves B's lock alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn apps_cannot_touch_each_others_locks() {
+    let fx = Fixture::redis();
+    let b = spawn_lockctl(
+        &fx.app("b"),
+        "open lockstore try x 60000 sleep 800 extend 60000 unlock",
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a = lockctl(&fx.app("a"), "open lockstore lock x 60000 0 unlock").await;
+    assert!(a.lines()[1].starts_with("granted x"), "{a:?}");
+    assert_eq!(a.lines()[2], "unlocked success");
+    for handle in ["0", "1", "2", "3", "1000"] {
+        let forger = lockctl(&fx.app("a"), &format!("open lockstore forge {handle}")).await;
+        assert!(matches!(forger.exit, Exit::Trap(_)), "{forger:?}");
+    }
+    let b = b.await.unwrap();
+    assert_eq!(
+        b.assert_success().lines()[2..],
+        ["extended true", "unlocked success"]
+    );
+    assert_eq!(fx.redis.as_ref().unwrap().lock_keys(), Vec::<String>::new());
+}
+
+/// The operator's policy refuses ids outside the app's patterns and leases over its
+/// maximum, and a store not offered to the app does not exist for it; nothing is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_refusals_change_nothing() {
+    let fx = Fixture::redis();
+    let mut app = fx.app("app");
+    app.resources(ResourcePolicy::only(["job-*"]).unwrap())
+        .limits(Limits {
+            max_lease: Duration::from_secs(10),
+            ..Limits::default()
+        });
+    let run = lockctl(
+        &app,
+        "open lockstore try payroll 1000 try job-1 10001 \
+                             try job-1 1000 open other",
+    )
+    .await;
+    let lines = run.assert_success().lines();
+    assert!(
+        lines[1]
+            .starts_with("error access-denied: app \"app\" may not lock resource id \"payroll\""),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("error invalid-argument: lease-ms is 10001; the limit is 10000 ms"),
+        "{lines:?}"
+    );
+    assert!(lines[3].starts_with("granted job-1"), "{lines:?}");
+    assert!(lines[4].starts_with("error no-such-store"), "{lines:?}");
+    assert_eq!(
+        fx.redis.as_ref().unwrap().keys(),
+        ["latchkey:{app:lockstore:job-1}:fence"]
+    );
+}
