@@ -96,3 +96,66 @@ mod tests {
         }
     }
 }
+
+/// Property tests of the encoding: run `PROPTEST_CASES=N cargo test` for more cases.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// How many cases each property runs by default.
+    const CASES: u32 = 10_000;
+
+    /// Parts drawn from the characters that could confuse the layout, so that near
+    /// collisions are common; and arbitrary Unicode.
+    fn part() -> impl Strategy<Value = String> {
+        prop_oneof!["[%:{}a3A7BD]{0,6}", any::<String>(),]
+    }
+
+    /// Reverses `escape_into` for one part; `None` if it is not a valid escaped part.
+    fn unescape(part: &str) -> Option<String> {
+        let mut out = String::new();
+        let mut chars = part.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '%' => {
+                    let hex: String = chars.by_ref().take(2).collect();
+                    out.push(char::from(u8::from_str_radix(&hex, 16).ok()?));
+                }
+                ':' | '{' | '}' => return None,
+                c => out.push(c),
+            }
+        }
+        Some(out)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        /// The hash tag holds the whole triple and can be read back: so two different
+        /// triples never share a key, and a lock's keys share one Redis Cluster slot.
+        #[test]
+        fn keys_decode_to_their_triple(app in part(), store in part(), id in part()) {
+            let key = LockKey::new(&app, &store, &id);
+            let lock = key.lock();
+            let tag = lock.strip_prefix("latchkey:{").unwrap().strip_suffix("}:lock").unwrap();
+            // Cluster hashes from the first `{` to the first `}` after it: the whole tag.
+            prop_assert!(!tag.contains(['{', '}']), "brace inside the tag {tag:?}");
+            let parts: Vec<&str> = tag.split(':').collect();
+            prop_assert_eq!(parts.len(), 3);
+            prop_assert_eq!(unescape(parts[0]), Some(app));
+            prop_assert_eq!(unescape(parts[1]), Some(store));
+            prop_assert_eq!(unescape(parts[2]), Some(id));
+            prop_assert_eq!(key.fence().replace(":fence", ":lock"), lock);
+        }
+
+        /// Equal keys only for equal triples, checked directly on near-identical triples.
+        #[test]
+        fn keys_are_injective(a in (part(), part(), part()), b in (part(), part(), part())) {
+            let key_a = LockKey::new(&a.0, &a.1, &a.2);
+            let key_b = LockKey::new(&b.0, &b.1, &b.2);
+            prop_assert_eq!(a == b, key_a == key_b);
+        }
+    }
+}

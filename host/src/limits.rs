@@ -112,3 +112,39 @@ mod tests {
         limits.check_wait(300_000).unwrap();
     }
 }
+
+/// Argument checking against its specification, over arbitrary input.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Every id, lease and wait is accepted exactly when the documented bounds allow
+        /// it, and a refusal always names its argument.
+        #[test]
+        fn checks_follow_the_spec(
+            id in prop::collection::vec(any::<char>(), 0..400).prop_map(String::from_iter),
+            lease in prop_oneof![0..=10u32, 3_599_990..=3_600_010u32, any::<u32>()],
+            wait in prop_oneof![0..=10u32, 299_990..=300_010u32, any::<u32>()],
+        ) {
+            let limits = Limits::default();
+            let id_ok = !id.is_empty() && id.len() <= 1024;
+            prop_assert_eq!(limits.check_id(&id).is_ok(), id_ok);
+            prop_assert_eq!(limits.check_lease(lease).is_ok(), (1..=3_600_000).contains(&lease));
+            prop_assert_eq!(limits.check_wait(wait).is_ok(), wait <= 300_000);
+            for (result, name) in [
+                (limits.check_id(&id).err(), "resource-id"),
+                (limits.check_lease(lease).err(), "lease-ms"),
+                (limits.check_wait(wait).err(), "wait-ms"),
+            ] {
+                if let Some(LockError::InvalidArgument(message)) = result {
+                    prop_assert!(message.starts_with(name), "{message}");
+                }
+            }
+        }
+    }
+}
