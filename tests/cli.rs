@@ -207,3 +207,126 @@ fn a_trapping_guest_fails_the_command() {
     assert!(!out.status.success());
     assert!(text(&out.stdout).contains("opened lockstore"));
 }
+
+/// A config file sets the app's policy; flags override the file's stores; a guest that
+/// outstays `--timeout` is stopped, and one that outgrows `--max-memory` too.
+#[test]
+fn config_file_policy_and_limit_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("latchkey.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[stores.lockstore]\nurl = \"redis://127.0.0.1:{}\"\n\
+             [apps.jobs]\nresources = [\"job-*\"]\nmax-lease = \"10s\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let lockctl = guest("lockctl");
+    let lockctl = lockctl.to_str().unwrap();
+
+    // The file's Redis is down: the file alone fails, the flag's memory store replaces it.
+    let out = run(&["run", "--config", config, "--app-id", "jobs", lockctl]);
+    assert!(
+        text(&out.stderr).contains("could not be reached"),
+        "{out:?}"
+    );
+    let out = run(&[
+        "run",
+        "--config",
+        config,
+        "--app-id",
+        "jobs",
+        "--store",
+        "lockstore=memory",
+        lockctl,
+        "open",
+        "lockstore",
+        "try",
+        "payroll",
+        "1000",
+        "try",
+        "job-1",
+        "20000",
+        "try",
+        "job-1",
+        "1000",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[1].starts_with("error access-denied"), "{lines:?}");
+    assert!(
+        lines[2].starts_with("error invalid-argument: lease-ms is 20000"),
+        "{lines:?}"
+    );
+    assert!(lines[3].starts_with("granted job-1"), "{lines:?}");
+
+    let out = run(&[
+        "run",
+        "--timeout",
+        "1s",
+        lockctl,
+        "open",
+        "lockstore",
+        "try",
+        "a",
+        "60000",
+        "spin",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("stopped at its deadline of 1s"),
+        "{out:?}"
+    );
+
+    let out = run(&[
+        "run",
+        "--max-memory",
+        "32MiB",
+        lockctl,
+        "open",
+        "lockstore",
+        "bomb",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("growing memory"), "{out:?}");
+}
+
+/// A mistake in the config file is one line saying where and what.
+#[test]
+fn config_mistakes_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let lockctl = guest("lockctl");
+    let cases = [
+        (
+            "[stores.a]\nurl = \"memory\"\ncolor = \"red\"\n",
+            "unknown field `color`",
+        ),
+        ("[stores.a]\nurl = \"http://x\"\n", "stores.a.url"),
+        (
+            "[apps.x]\nmax-wait = \"forever\"\n",
+            "\"forever\" is not a duration",
+        ),
+        (
+            "[apps.x]\nstores = [\"b\"]\n",
+            "apps.x.stores: there is no [stores.b]",
+        ),
+    ];
+    for (i, (toml, expected)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        let out = run(&[
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            lockctl.to_str().unwrap(),
+        ]);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{toml}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "{toml:?}: {stderr}");
+    }
+}
