@@ -23,6 +23,11 @@ fn run(args: &[&str]) -> Output {
     latchkey().args(args).output().expect("latchkey runs")
 }
 
+/// Runs a command line split at spaces (the paths of these tests have none).
+fn run_line(line: &str) -> Output {
+    run(&line.split_whitespace().collect::<Vec<_>>())
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -31,12 +36,10 @@ fn text(bytes: &[u8]) -> String {
 /// prefixed by its instance.
 #[test]
 fn two_instances_of_the_sample_contend() {
-    let out = run(&[
-        "run",
-        "--instances",
-        "2",
-        guest("try-lock").to_str().unwrap(),
-    ]);
+    let out = run_line(&format!(
+        "run --instances 2 {}",
+        guest("try-lock").display()
+    ));
     assert!(out.status.success(), "{out:?}");
     let mut lines: Vec<String> = text(&out.stdout)
         .lines()
@@ -51,20 +54,12 @@ fn two_instances_of_the_sample_contend() {
 fn counter_instances_share_a_redis_store() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let store = format!("lockstore={}", redis.url());
-    let data = format!("{}::/data", dir.path().display());
-    let out = run(&[
-        "run",
-        "--instances",
-        "4",
-        "--store",
-        &store,
-        "--dir",
-        &data,
-        guest("counter").to_str().unwrap(),
-        "--iterations",
-        "50",
-    ]);
+    let out = run_line(&format!(
+        "run --instances 4 --store lockstore={} --dir {}::/data {} --iterations 50",
+        redis.url(),
+        dir.path().display(),
+        guest("counter").display()
+    ));
     assert!(out.status.success(), "{out:?}");
     assert_eq!(text(&out.stdout).lines().count(), 4);
     let count = std::fs::read_to_string(dir.path().join("counter")).unwrap();
@@ -91,48 +86,30 @@ fn passwords_come_from_a_file_or_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let password_file = dir.path().join("password");
     std::fs::write(&password_file, "pw-from-elsewhere\n").unwrap();
-    let store = format!("lockstore={}", redis.url());
-    let from_file = format!("lockstore={}", password_file.display());
-    let lockctl = guest("lockctl");
-    let lockctl = lockctl.to_str().unwrap();
+    let (url, lockctl) = (redis.url(), guest("lockctl"));
+    let lockctl = lockctl.display();
 
-    let out = run(&[
-        "run",
-        "--store",
-        &store,
-        "--password-file",
-        &from_file,
-        lockctl,
-        "open",
-        "lockstore",
-        "try",
-        "a",
-        "1000",
-    ]);
+    let out = run_line(&format!(
+        "run --store lockstore={url} --password-file lockstore={} {lockctl} \
+         open lockstore try a 1000",
+        password_file.display()
+    ));
     assert!(out.status.success(), "{out:?}");
     assert!(text(&out.stdout).contains("granted a"), "{out:?}");
 
+    let line = format!(
+        "run --store lockstore={url} --password-env lockstore=LOCK_PW {lockctl} \
+         open lockstore try a 1000"
+    );
     let out = latchkey()
         .env("LOCK_PW", "pw-from-elsewhere")
-        .args([
-            "run",
-            "--store",
-            &store,
-            "--password-env",
-            "lockstore=LOCK_PW",
-            lockctl,
-            "open",
-            "lockstore",
-            "try",
-            "a",
-            "1000",
-        ])
+        .args(line.split_whitespace())
         .output()
         .unwrap();
     assert!(text(&out.stdout).contains("granted a"), "{out:?}");
 
     // Without it, the server refuses the host before any guest runs.
-    let out = run(&["run", "--store", &store, lockctl]);
+    let out = run_line(&format!("run --store lockstore={url} {lockctl}"));
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("credentials"), "{out:?}");
 }
@@ -197,13 +174,10 @@ fn mistakes_are_one_line_errors() {
 /// A guest's failure is the command's failure.
 #[test]
 fn a_trapping_guest_fails_the_command() {
-    let out = run(&[
-        "run",
-        guest("lockctl").to_str().unwrap(),
-        "open",
-        "lockstore",
-        "trap",
-    ]);
+    let out = run_line(&format!(
+        "run {} open lockstore trap",
+        guest("lockctl").display()
+    ));
     assert!(!out.status.success());
     assert!(text(&out.stdout).contains("opened lockstore"));
 }
@@ -214,46 +188,28 @@ fn a_trapping_guest_fails_the_command() {
 fn config_file_policy_and_limit_flags() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("latchkey.toml");
+    let redis_down = format!("redis://127.0.0.1:{}", free_port());
     std::fs::write(
         &config,
         format!(
-            "[stores.lockstore]\nurl = \"redis://127.0.0.1:{}\"\n\
-             [apps.jobs]\nresources = [\"job-*\"]\nmax-lease = \"10s\"\n",
-            free_port()
+            "[stores.lockstore]\nurl = \"{redis_down}\"\n\
+             [apps.jobs]\nresources = [\"job-*\"]\nmax-lease = \"10s\"\n"
         ),
     )
     .unwrap();
-    let config = config.to_str().unwrap();
-    let lockctl = guest("lockctl");
-    let lockctl = lockctl.to_str().unwrap();
+    let (config, lockctl) = (config.display(), guest("lockctl"));
+    let lockctl = lockctl.display();
 
     // The file's Redis is down: the file alone fails, the flag's memory store replaces it.
-    let out = run(&["run", "--config", config, "--app-id", "jobs", lockctl]);
+    let out = run_line(&format!("run --config {config} --app-id jobs {lockctl}"));
     assert!(
         text(&out.stderr).contains("could not be reached"),
         "{out:?}"
     );
-    let out = run(&[
-        "run",
-        "--config",
-        config,
-        "--app-id",
-        "jobs",
-        "--store",
-        "lockstore=memory",
-        lockctl,
-        "open",
-        "lockstore",
-        "try",
-        "payroll",
-        "1000",
-        "try",
-        "job-1",
-        "20000",
-        "try",
-        "job-1",
-        "1000",
-    ]);
+    let out = run_line(&format!(
+        "run --config {config} --app-id jobs --store lockstore=memory {lockctl} \
+         open lockstore try payroll 1000 try job-1 20000 try job-1 1000"
+    ));
     assert!(out.status.success(), "{out:?}");
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -264,33 +220,16 @@ fn config_file_policy_and_limit_flags() {
     );
     assert!(lines[3].starts_with("granted job-1"), "{lines:?}");
 
-    let out = run(&[
-        "run",
-        "--timeout",
-        "1s",
-        lockctl,
-        "open",
-        "lockstore",
-        "try",
-        "a",
-        "60000",
-        "spin",
-    ]);
+    let out = run_line(&format!(
+        "run --timeout 1s {lockctl} open lockstore try a 60000 spin"
+    ));
     assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("stopped at its deadline of 1s"),
-        "{out:?}"
-    );
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("stopped at its deadline of 1s"), "{stderr}");
 
-    let out = run(&[
-        "run",
-        "--max-memory",
-        "32MiB",
-        lockctl,
-        "open",
-        "lockstore",
-        "bomb",
-    ]);
+    let out = run_line(&format!(
+        "run --max-memory 32MiB {lockctl} open lockstore bomb"
+    ));
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("growing memory"), "{out:?}");
 }
@@ -318,12 +257,11 @@ fn config_mistakes_are_one_line_errors() {
     for (i, (toml, expected)) in cases.into_iter().enumerate() {
         let path = dir.path().join(format!("bad{i}.toml"));
         std::fs::write(&path, toml).unwrap();
-        let out = run(&[
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-            lockctl.to_str().unwrap(),
-        ]);
+        let out = run_line(&format!(
+            "run --config {} {}",
+            path.display(),
+            lockctl.display()
+        ));
         let stderr = text(&out.stderr);
         assert!(!out.status.success(), "{toml}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");

@@ -53,37 +53,37 @@ async fn endless_loop_while_holding_locks_is_stopped() {
 /// and its locks are released.
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_bomb_while_holding_locks_is_stopped() {
-    let fx = Fixture::redis();
-    let app = fx.app("app");
     let limits = GuestLimits {
         max_memory: Some(32 << 20),
         ..GuestLimits::default()
     };
-    let run = lockctl_limited(&app, "open lockstore try a 60000 bomb", limits).await;
-    let Exit::Trap(err) = &run.exit else {
-        panic!("the bomb was not stopped: {run:?}");
-    };
-    assert!(format!("{err:?}").contains("growing memory"), "{err:?}");
-    assert_eq!(fx.redis.as_ref().unwrap().lock_keys(), Vec::<String>::new());
-    let after = lockctl(&app, "open lockstore try a 60000").await;
-    assert!(after.lines()[1].starts_with("granted a"), "{after:?}");
+    assert_trapped_and_released("bomb", limits, "growing memory").await;
 }
 
-/// A guest that runs out of fuel while holding a lock is stopped and its lock released.
+/// A guest that runs out of fuel while holding locks is stopped and its locks released.
 #[tokio::test(flavor = "multi_thread")]
 async fn fuel_exhaustion_while_holding_locks_is_stopped() {
-    let fx = Fixture::redis();
-    let app = fx.app("app");
     let limits = GuestLimits {
         fuel: Some(50_000_000),
         ..GuestLimits::default()
     };
-    let run = lockctl_limited(&app, "open lockstore try a 60000 spin", limits).await;
+    assert_trapped_and_released("spin", limits, "fuel").await;
+}
+
+/// Takes two locks, then runs `hostile_step` within `limits`: the instance must trap with
+/// `cause` in the error, leave no lock in Redis, and the locks must be free at once.
+async fn assert_trapped_and_released(hostile_step: &str, limits: GuestLimits, cause: &str) {
+    let fx = Fixture::redis();
+    let app = fx.app("app");
+    let steps = format!("open lockstore try a 60000 try b 60000 {hostile_step}");
+    let run = lockctl_limited(&app, &steps, limits).await;
     let Exit::Trap(err) = &run.exit else {
-        panic!("the spinner was not stopped: {run:?}");
+        panic!("{hostile_step} was not stopped: {run:?}");
     };
-    assert!(format!("{err:?}").contains("fuel"), "{err:?}");
+    assert!(format!("{err:?}").contains(cause), "{err:?}");
     assert_eq!(fx.redis.as_ref().unwrap().lock_keys(), Vec::<String>::new());
+    let after = lockctl(&app, "open lockstore try a 60000 try b 60000").await;
+    assert_eq!(after.fences().len(), 2, "{after:?}");
 }
 
 /// Time blocked waiting for a lock counts against the deadline, and a hundred blocked
