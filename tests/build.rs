@@ -3,7 +3,7 @@
 //! The guests get their own target directory: a nested cargo on the outer build's directory
 //! would wait forever for the lock the outer build holds.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
@@ -41,6 +41,22 @@ fn main() {
 
     let guests = target_dir.join("wasm32-wasip2").join("release");
     println!("cargo:rustc-env=LATCHKEY_GUESTS={}", guests.display());
-    println!("cargo:rerun-if-changed={}", root.join("guest").display());
-    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    // Every file, not the folders: cargo notices a new file only through its folder's
+    // own timestamp, which a file added deeper down does not change.
+    for dir in ["guest", "wit"] {
+        watch(&root.join(dir));
+    }
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.lock").display()
+    );
+}
+
+fn watch(path: &Path) {
+    println!("cargo:rerun-if-changed={}", path.display());
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            watch(&entry.unwrap().path());
+        }
+    }
 }

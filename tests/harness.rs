@@ -309,7 +309,7 @@ impl Run {
 type Host = (Runner, HashMap<&'static str, Program>);
 
 /// The guests of `guest/demos`.
-const GUESTS: [&str; 3] = ["lockctl", "counter", "try-lock"];
+const GUESTS: [&str; 4] = ["lockctl", "counter", "try-lock", "bench"];
 
 /// The host shared by the tests of one binary: one engine with every guest compiled up
 /// front, so that no test's timing includes a compilation; a second engine that meters
@@ -358,7 +358,7 @@ pub async fn run_with(
 ) -> Run {
     let fuel = limits.fuel.is_some();
     let program = program(guest, fuel);
-    let stdout = MemoryOutputPipe::new(1 << 20);
+    let stdout = MemoryOutputPipe::new(64 << 20);
     let mut wasi = WasiCtxBuilder::new();
     wasi.arg(guest)
         .args(args)

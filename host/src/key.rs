@@ -16,10 +16,12 @@
 
 use std::fmt::Write as _;
 
-/// The store names of one lock, computed once per call.
+/// The store names of one lock, computed once when the lock is first named.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LockKey {
-    tag: String,
+    lock: String,
+    fence: String,
+    released: String,
 }
 
 impl LockKey {
@@ -33,22 +35,26 @@ impl LockKey {
         tag.push(':');
         escape_into(&mut tag, id);
         tag.push('}');
-        LockKey { tag }
+        LockKey {
+            lock: format!("latchkey:{tag}:lock"),
+            fence: format!("latchkey:{tag}:fence"),
+            released: format!("latchkey:{tag}:released"),
+        }
     }
 
     /// The key that holds the owner token.
-    pub fn lock(&self) -> String {
-        format!("latchkey:{}:lock", self.tag)
+    pub fn lock(&self) -> &str {
+        &self.lock
     }
 
     /// The key that holds the last fencing token.
-    pub fn fence(&self) -> String {
-        format!("latchkey:{}:fence", self.tag)
+    pub fn fence(&self) -> &str {
+        &self.fence
     }
 
     /// The channel on which unlocks are announced.
-    pub fn released(&self) -> String {
-        format!("latchkey:{}:released", self.tag)
+    pub fn released(&self) -> &str {
+        &self.released
     }
 }
 
@@ -138,7 +144,7 @@ mod properties {
         #[test]
         fn keys_decode_to_their_triple(app in part(), store in part(), id in part()) {
             let key = LockKey::new(&app, &store, &id);
-            let lock = key.lock();
+            let lock = key.lock().to_owned();
             let tag = lock.strip_prefix("latchkey:{").unwrap().strip_suffix("}:lock").unwrap();
             // Cluster hashes from the first `{` to the first `}` after it: the whole tag.
             prop_assert!(!tag.contains(['{', '}']), "brace inside the tag {tag:?}");

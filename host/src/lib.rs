@@ -97,7 +97,7 @@ pub use error::{LockError, StoreError};
 pub use host::{LockHandle, StoreHandle};
 pub use limits::Limits;
 pub use policy::ResourcePolicy;
-pub use run::{Exit, GuestLimits, Runner};
+pub use run::{Exit, GuestLimits, Runner, RunnerOptions};
 pub use store::LockStore;
 
 use wasmtime::component::{HasData, Linker};

@@ -73,6 +73,17 @@ pub struct Runner {
     fuel: bool,
 }
 
+/// How a [`Runner`]'s engine is set up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunnerOptions {
+    /// Meter fuel, so that [`GuestLimits::fuel`] applies (slows guests down).
+    pub meter_fuel: bool,
+    /// Keep compiled components in wasmtime's cache directory (`~/.cache/wasmtime`), keyed
+    /// by the component's content and the engine's settings, so an unchanged component is
+    /// not compiled again.
+    pub disk_cache: bool,
+}
+
 /// A component ready to be instantiated many times.
 #[derive(Clone)]
 pub struct Program {
@@ -83,21 +94,35 @@ impl Runner {
     /// An engine with async host calls and epoch deadlines, and a linker with WASI p2 and
     /// `latchkey:lock`.
     pub fn new() -> wasmtime::Result<Self> {
-        Self::build(false)
+        Self::with_options(RunnerOptions::default())
     }
 
     /// Like [`Runner::new`], also metering fuel so that [`GuestLimits::fuel`] applies.
     /// Metering slows guests down; use it only if you set fuel.
     pub fn metering_fuel() -> wasmtime::Result<Self> {
-        Self::build(true)
+        Self::with_options(RunnerOptions {
+            meter_fuel: true,
+            ..RunnerOptions::default()
+        })
     }
 
-    fn build(fuel: bool) -> wasmtime::Result<Self> {
+    /// A runner with the given options.
+    pub fn with_options(options: RunnerOptions) -> wasmtime::Result<Self> {
+        let fuel = options.meter_fuel;
         let mut config = Config::new();
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
             .consume_fuel(fuel);
+        if options.disk_cache {
+            match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                }
+                // A cache is an optimisation: without one, components are compiled anew.
+                Err(err) => tracing::warn!("no cache of compiled components: {err}"),
+            }
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -143,25 +168,10 @@ impl Runner {
         locks: LockCtx,
         limits: GuestLimits,
     ) -> Exit {
-        let mut memory = StoreLimitsBuilder::new();
-        if let Some(bytes) = limits.max_memory {
-            // A trap, not a failed `memory.grow`: the guest is stopped, not asked to cope.
-            memory = memory.memory_size(bytes).trap_on_grow_failure(true);
-        }
-        let instance = Instance {
-            wasi,
-            locks,
-            table: ResourceTable::new(),
-            limits: memory.build(),
+        let mut store = match self.new_store(wasi, locks, limits) {
+            Ok(store) => store,
+            Err(err) => return Exit::Trap(err),
         };
-        let mut store = Store::new(&self.engine, instance);
-        store.limiter(|instance| &mut instance.limits);
-        if self.fuel {
-            // Without a budget, a metering engine runs the guest unmetered in effect.
-            if let Err(err) = store.set_fuel(limits.fuel.unwrap_or(u64::MAX)) {
-                return Exit::Trap(err);
-            }
-        }
         // Code that never calls the host is stopped by the epoch; code blocked in a host
         // call (a wait for a lock, a sleep) by dropping the call at the deadline.
         // Without a deadline, one centuries away (the epoch counter adds, not saturates).
@@ -190,6 +200,56 @@ impl Runner {
         };
         store.data_mut().locks.release_all().await;
         exit
+    }
+}
+
+impl Runner {
+    /// Instantiates `program` without running it: what a platform that serves one request
+    /// per instance pays before the first call. The caller runs `wasi:cli/run` if it
+    /// wants, and must call `release_all` on the instance's locks when done.
+    pub async fn instantiate(
+        &self,
+        program: &Program,
+        wasi: WasiCtx,
+        locks: LockCtx,
+    ) -> wasmtime::Result<(Store<Instance>, Command)> {
+        let mut store = self.new_store(wasi, locks, GuestLimits::default())?;
+        store.set_epoch_deadline(NO_DEADLINE_TICKS);
+        let command = program.pre.instantiate_async(&mut store).await?;
+        Ok((store, command))
+    }
+
+    fn new_store(
+        &self,
+        wasi: WasiCtx,
+        locks: LockCtx,
+        limits: GuestLimits,
+    ) -> wasmtime::Result<Store<Instance>> {
+        let mut memory = StoreLimitsBuilder::new();
+        if let Some(bytes) = limits.max_memory {
+            // A trap, not a failed `memory.grow`: the guest is stopped, not asked to cope.
+            memory = memory.memory_size(bytes).trap_on_grow_failure(true);
+        }
+        let instance = Instance {
+            wasi,
+            locks,
+            table: ResourceTable::new(),
+            limits: memory.build(),
+        };
+        let mut store = Store::new(&self.engine, instance);
+        store.limiter(|instance| &mut instance.limits);
+        if self.fuel {
+            // Without a budget, a metering engine runs the guest unmetered in effect.
+            store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
+        }
+        Ok(store)
+    }
+}
+
+impl Instance {
+    /// The instance's lock state, to release its locks after [`Runner::instantiate`].
+    pub fn locks_mut(&mut self) -> &mut LockCtx {
+        &mut self.locks
     }
 }
 

@@ -24,7 +24,7 @@ use crate::key::LockKey;
 /// the fence key exists; the clock makes them grow after it is lost (FLUSHALL, a restart
 /// without persistence, or the key's own expiry a day after the last grant). It is written
 /// with `%.0f` because Lua's default number format would round it.
-const ACQUIRE: &str = r"
+pub const ACQUIRE: &str = r"
 -- KEYS[1] lock, KEYS[2] fence; ARGV[1] token, ARGV[2] lease ms, ARGV[3] fence key TTL ms
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {0, redis.call('PTTL', KEYS[1])}
@@ -40,7 +40,7 @@ return {1, fence}
 /// Compare-and-delete: only the token's owner frees the lock, and the check and the delete
 /// cannot be split by another client's grant. Returns 0 success, 1 no lock, 2 someone
 /// else's; a success is announced on the lock's channel.
-const RELEASE: &str = r"
+pub const RELEASE: &str = r"
 -- KEYS[1] lock; ARGV[1] token, ARGV[2] channel
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
@@ -54,7 +54,7 @@ return 1
 ";
 
 /// Compare-and-expire: the lease is only moved while the token still holds the lock.
-const EXTEND: &str = r"
+pub const EXTEND: &str = r"
 -- KEYS[1] lock; ARGV[1] token, ARGV[2] lease ms
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -64,7 +64,7 @@ return 0
 
 /// How long a fence key outlives its last grant. Within it fences follow a counter; after
 /// it they follow the server's clock.
-const FENCE_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
+pub const FENCE_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How to reach one Redis server.
 #[derive(Clone)]
@@ -253,7 +253,7 @@ impl Backend for RedisBackend {
 
     async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
         let conn = self.connection().await?;
-        self.channels.watch(conn, key.released()).await
+        self.channels.watch(conn, key.released().to_owned()).await
     }
 
     async fn ping(&self) -> BackendResult<()> {

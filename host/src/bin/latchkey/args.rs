@@ -60,6 +60,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub fuel: Option<u64>,
 
+    /// Compile the component even if wasmtime's cache (~/.cache/wasmtime) has it
+    #[arg(long)]
+    pub no_cache: bool,
+
     /// Let the guest open network sockets and resolve names (denied by default)
     #[arg(long)]
     pub allow_network: bool,

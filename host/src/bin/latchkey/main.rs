@@ -17,7 +17,7 @@ use clap::Parser as _;
 use clap::error::ErrorKind;
 use latchkey_host::backend::redis::redacted;
 use latchkey_host::config::{Config, StoreConfig};
-use latchkey_host::{Exit, LockCtxBuilder, Runner};
+use latchkey_host::{Exit, LockCtxBuilder, Runner, RunnerOptions};
 use wasmtime::component::Component;
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
@@ -93,10 +93,10 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .or(guest_limits.max_memory);
     guest_limits.fuel = args.fuel.or(guest_limits.fuel);
 
-    let runner = Arc::new(match guest_limits.fuel {
-        Some(_) => Runner::metering_fuel()?,
-        None => Runner::new()?,
-    });
+    let runner = Arc::new(Runner::with_options(RunnerOptions {
+        meter_fuel: guest_limits.fuel.is_some(),
+        disk_cache: !args.no_cache,
+    })?);
     let component = read_component(&runner, &args.component)?;
     let program = runner
         .prepare(&component)

@@ -1,0 +1,83 @@
+//! The guest side of latchkey's benchmarks (`cargo bench -p latchkey-tests`).
+//!
+//! - `bench pairs N ID`: N uncontended try-lock + unlock pairs on ID; prints
+//!   `pairs N P50_NS P99_NS TOTAL_NS`, the pair latencies seen from inside the guest. An ID
+//!   ending in `*` gets a random suffix, so that instances started alike use distinct ids.
+//! - `bench handoff MS ID`: for MS milliseconds, lock ID (waiting), note the time, unlock;
+//!   prints `grant ACQUIRED_NS UNLOCKING_NS` per grant, in Unix-epoch nanoseconds.
+//! - `bench once`: open, lock, unlock, return: one short-lived request.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use latchkey::Store;
+
+const LEASE: Duration = Duration::from_secs(10);
+
+fn main() -> Result<(), latchkey::Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let store = Store::open("lockstore")?;
+    match args.first().map(String::as_str) {
+        Some("pairs") => pairs(
+            &store,
+            args[1].parse().expect("a count"),
+            &distinct(&args[2]),
+        ),
+        Some("handoff") => handoff(&store, args[1].parse().expect("ms"), &args[2]),
+        Some("once") => {
+            let lock = store.try_lock("once", LEASE)?.expect("uncontended");
+            lock.unlock()?;
+            Ok(())
+        }
+        _ => panic!("usage: bench pairs N ID | handoff MS ID | once"),
+    }
+}
+
+fn distinct(id: &str) -> String {
+    match id.strip_suffix('*') {
+        Some(prefix) => {
+            use std::hash::BuildHasher;
+            // RandomState is seeded from WASI's random source.
+            let suffix = std::collections::hash_map::RandomState::new().hash_one(0u8);
+            format!("{prefix}{suffix:016x}")
+        }
+        None => id.to_owned(),
+    }
+}
+
+fn pairs(store: &Store, count: usize, id: &str) -> Result<(), latchkey::Error> {
+    let mut latencies = Vec::with_capacity(count);
+    let started = Instant::now();
+    for _ in 0..count {
+        let pair = Instant::now();
+        let lock = store.try_lock(id, LEASE)?.expect("uncontended");
+        lock.unlock()?;
+        latencies.push(pair.elapsed().as_nanos() as u64);
+    }
+    let total = started.elapsed().as_nanos();
+    latencies.sort_unstable();
+    let p50 = latencies[count / 2];
+    let p99 = latencies[count * 99 / 100];
+    println!("pairs {count} {p50} {p99} {total}");
+    Ok(())
+}
+
+fn handoff(store: &Store, ms: u64, id: &str) -> Result<(), latchkey::Error> {
+    let until = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < until {
+        let Some(lock) = store.lock(id, LEASE, Duration::from_secs(30))? else {
+            continue;
+        };
+        let acquired = epoch_ns();
+        let unlocking = epoch_ns();
+        lock.unlock()?;
+        println!("grant {acquired} {unlocking}");
+    }
+    Ok(())
+}
+
+fn epoch_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}

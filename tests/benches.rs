@@ -1,0 +1,458 @@
+//! latchkey's benchmarks: `cargo bench -p latchkey-tests` (see BENCHMARKS.md).
+//!
+//! Every figure is printed beside a baseline measured in the same run, on the same
+//! `redis-server` (started here on a free port) and the same kind of connection: the same
+//! Lua scripts issued by raw redis-rs from Rust, or the store called from Rust without Wasm.
+//!
+//! - B1 latency: try-lock + unlock from inside one guest, uncontended.
+//! - B2 throughput: 1 to 512 concurrent guest instances on distinct ids.
+//! - B3 hand-off: one id, many waiters: unlock-to-next-grant time, and fairness.
+//! - B4 per-invocation: instantiate → open → lock → unlock → drop, and instantiation alone.
+//! - B5 scaling: 1, 2 and 4 host processes (this program, re-run as workers) on one Redis,
+//!   against Redis' own ceiling for the same scripts (`redis-benchmark`, pipelined).
+
+use std::time::{Duration, Instant};
+
+use harness::{RedisServer, redis_store, run};
+use latchkey_host::backend::redis::{ACQUIRE, FENCE_MEMORY, RELEASE};
+use latchkey_host::key::LockKey;
+use latchkey_host::{LockCtxBuilder, LockStore, Runner};
+use redis::aio::ConnectionManager;
+use wasmtime_wasi::WasiCtxBuilder;
+
+/// Medians and tails of a set of durations.
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Stats {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
+        Stats {
+            p50: at(50),
+            p99: at(99),
+        }
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_nanos() as f64 / 1000.0)
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_nanos() as f64 / b.as_nanos() as f64
+}
+
+fn app(store: &LockStore) -> LockCtxBuilder {
+    let mut app = LockCtxBuilder::new("bench");
+    app.store("lockstore", store.clone());
+    app
+}
+
+/// Runs the bench guest `pairs` and reads back its p50 and p99.
+async fn guest_pairs(store: &LockStore, count: usize, id: &str) -> Stats {
+    let run = run(&app(store), "bench", &["pairs", &count.to_string(), id]).await;
+    let fields: Vec<u64> = run
+        .stdout
+        .split_whitespace()
+        .skip(2)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    Stats {
+        p50: Duration::from_nanos(fields[0]),
+        p99: Duration::from_nanos(fields[1]),
+    }
+}
+
+/// The baseline of B1 and B2: the same scripts, by raw redis-rs.
+async fn raw_pairs(conn: &ConnectionManager, count: usize, id: &str) -> Vec<Duration> {
+    let (acquire, release) = (redis::Script::new(ACQUIRE), redis::Script::new(RELEASE));
+    let key = LockKey::new("raw", "lockstore", id);
+    let (lock, fence, channel) = (key.lock(), key.fence(), key.released());
+    let mut conn = conn.clone();
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        let token = format!("{i:032x}");
+        let started = Instant::now();
+        let (granted, _): (i64, i64) = acquire
+            .key(&lock)
+            .key(&fence)
+            .arg(&token)
+            .arg(10_000)
+            .arg(FENCE_MEMORY.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(granted, 1);
+        let _: i64 = release
+            .key(&lock)
+            .arg(&token)
+            .arg(&channel)
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        samples.push(started.elapsed());
+    }
+    samples
+}
+
+/// The baseline of B1 on memory: the store called from Rust, without Wasm.
+async fn direct_pairs(store: &LockStore, count: usize, id: &str) -> Vec<Duration> {
+    let lease = Duration::from_secs(10);
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let key = LockKey::new("direct", "lockstore", id);
+        let grant = store
+            .try_lock("lockstore", key, lease)
+            .await
+            .unwrap()
+            .unwrap();
+        store.unlock("lockstore", &grant).await.unwrap();
+        samples.push(started.elapsed());
+    }
+    samples
+}
+
+async fn connection(redis: &RedisServer) -> ConnectionManager {
+    let url = format!("{}?protocol=resp3", redis.url());
+    let client = redis::Client::open(url).unwrap();
+    ConnectionManager::new(client).await.unwrap()
+}
+
+async fn b1(redis: &RedisServer, conn: &ConnectionManager) {
+    const PAIRS: usize = 5000;
+    println!("\n## B1 latency: try-lock + unlock, one instance, uncontended ({PAIRS} pairs)\n");
+    println!(
+        "| store | guest p50 | guest p99 | baseline | base p50 | base p99 | ratio p50 | ratio p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let store = redis_store(&redis.url(), Duration::from_secs(2));
+    guest_pairs(&store, 500, "warm").await;
+    raw_pairs(conn, 500, "warm").await;
+    let guest = guest_pairs(&store, PAIRS, "b1").await;
+    let raw = Stats::of(raw_pairs(conn, PAIRS, "b1").await);
+    row("redis", &guest, "redis-rs scripts", &raw);
+
+    let memory = LockStore::memory();
+    guest_pairs(&memory, 500, "warm").await;
+    let guest = guest_pairs(&memory, PAIRS, "b1").await;
+    let direct = Stats::of(direct_pairs(&memory, PAIRS, "b1").await);
+    row("memory", &guest, "LockStore from Rust", &direct);
+}
+
+fn row(store: &str, guest: &Stats, baseline: &str, base: &Stats) {
+    println!(
+        "| {store} | {} | {} | {baseline} | {} | {} | {:.2} | {:.2} |",
+        us(guest.p50),
+        us(guest.p99),
+        us(base.p50),
+        us(base.p99),
+        ratio(guest.p50, base.p50),
+        ratio(guest.p99, base.p99)
+    );
+}
+
+async fn b2(redis: &RedisServer, conn: &ConnectionManager) {
+    const TOTAL: usize = 40_000;
+    println!("\n## B2 throughput: concurrent instances on distinct ids ({TOTAL} pairs per row)\n");
+    println!("| store | instances | guest pairs/s | baseline pairs/s | ratio |");
+    println!("|---|---|---|---|---|");
+    let store = redis_store(&redis.url(), Duration::from_secs(5));
+    for store_kind in ["redis", "memory"] {
+        let store = if store_kind == "redis" {
+            store.clone()
+        } else {
+            LockStore::memory()
+        };
+        for instances in [1usize, 8, 64, 512] {
+            let per = TOTAL / instances;
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..instances)
+                .map(|i| {
+                    let store = store.clone();
+                    tokio::spawn(async move { guest_pairs(&store, per, &format!("b2-{i}")).await })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            let guest = (per * instances) as f64 / started.elapsed().as_secs_f64();
+
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..instances)
+                .map(|i| {
+                    let (conn, store) = (conn.clone(), store.clone());
+                    let kind = store_kind;
+                    tokio::spawn(async move {
+                        if kind == "redis" {
+                            raw_pairs(&conn, per, &format!("b2-{i}")).await;
+                        } else {
+                            direct_pairs(&store, per, &format!("b2-{i}")).await;
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            let base = (per * instances) as f64 / started.elapsed().as_secs_f64();
+            println!(
+                "| {store_kind} | {instances} | {guest:.0} | {base:.0} | {:.2} |",
+                guest / base
+            );
+        }
+    }
+}
+
+async fn b3(redis: &RedisServer, conn: &ConnectionManager) {
+    const WAITERS: usize = 8;
+    const RUN_MS: u64 = 5000;
+    println!(
+        "\n## B3 hand-off: {WAITERS} instances taking one id in turn for {} s\n",
+        RUN_MS / 1000
+    );
+    let mut rtt = Vec::new();
+    let mut ping = conn.clone();
+    for _ in 0..2000 {
+        let started = Instant::now();
+        let () = redis::cmd("PING").query_async(&mut ping).await.unwrap();
+        rtt.push(started.elapsed());
+    }
+    let rtt = Stats::of(rtt);
+    println!(
+        "Round trip (PING by redis-rs): p50 {}, p99 {}\n",
+        us(rtt.p50),
+        us(rtt.p99)
+    );
+    println!(
+        "| store | grants | hand-off p50 | hand-off p99 | p50 - RTT | grants per waiter min / max |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (kind, store) in [
+        ("redis", redis_store(&redis.url(), Duration::from_secs(5))),
+        ("memory", LockStore::memory()),
+    ] {
+        let tasks: Vec<_> = (0..WAITERS)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    run(
+                        &app(&store),
+                        "bench",
+                        &["handoff", &RUN_MS.to_string(), "b3"],
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut grants: Vec<(u128, u128)> = Vec::new();
+        let mut per_waiter = Vec::new();
+        for task in tasks {
+            let out = task.await.unwrap();
+            let mine: Vec<(u128, u128)> = out
+                .stdout
+                .lines()
+                .map(|l| {
+                    let f: Vec<u128> = l
+                        .split_whitespace()
+                        .skip(1)
+                        .map(|f| f.parse().unwrap())
+                        .collect();
+                    (f[0], f[1])
+                })
+                .collect();
+            per_waiter.push(mine.len());
+            grants.extend(mine);
+        }
+        grants.sort_unstable();
+        let handoffs: Vec<Duration> = grants
+            .windows(2)
+            .map(|w| Duration::from_nanos(w[1].0.saturating_sub(w[0].1) as u64))
+            .collect();
+        let stats = Stats::of(handoffs);
+        let over = stats.p50.as_nanos() as f64 / 1000.0 - rtt.p50.as_nanos() as f64 / 1000.0;
+        println!(
+            "| {kind} | {} | {} | {} | {over:.1} µs | {} / {} |",
+            grants.len(),
+            us(stats.p50),
+            us(stats.p99),
+            per_waiter.iter().min().unwrap(),
+            per_waiter.iter().max().unwrap()
+        );
+    }
+}
+
+async fn b4(redis: &RedisServer) {
+    const RUNS: usize = 300;
+    println!("\n## B4 per-invocation: a short-lived guest ({RUNS} runs)\n");
+    println!("| what | p50 | p99 |");
+    println!("|---|---|---|");
+    let runner = Runner::new().unwrap();
+    let program = runner.load(&harness::guest("bench")).unwrap();
+    let memory = LockStore::memory();
+    let mut samples = Vec::new();
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        let wasi = WasiCtxBuilder::new().arg("bench").build();
+        let (mut store, _command) = runner
+            .instantiate(&program, wasi, app(&memory).build())
+            .await
+            .unwrap();
+        samples.push(started.elapsed());
+        store.data_mut().locks_mut().release_all().await;
+    }
+    let s = Stats::of(samples);
+    println!("| instantiation alone | {} | {} |", us(s.p50), us(s.p99));
+    for (kind, store) in [
+        ("memory", memory.clone()),
+        ("redis", redis_store(&redis.url(), Duration::from_secs(2))),
+    ] {
+        let mut samples = Vec::new();
+        for _ in 0..RUNS {
+            let started = Instant::now();
+            let wasi = WasiCtxBuilder::new().args(&["bench", "once"]).build();
+            let exit = runner.run(&program, wasi, app(&store).build()).await;
+            assert!(matches!(exit, latchkey_host::Exit::Status(0)), "{exit:?}");
+            samples.push(started.elapsed());
+        }
+        let s = Stats::of(samples);
+        println!(
+            "| instantiate → open → lock → unlock → drop, {kind} | {} | {} |",
+            us(s.p50),
+            us(s.p99)
+        );
+    }
+}
+
+/// Instances per host process in B5, and pairs per instance.
+const B5_INSTANCES: usize = 64;
+const B5_PAIRS: usize = 400;
+
+/// A B5 worker: one host process running `B5_INSTANCES` guests against the Redis at `url`.
+async fn b5_worker(url: &str) {
+    let store = redis_store(url, Duration::from_secs(5));
+    let tasks: Vec<_> = (0..B5_INSTANCES)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { guest_pairs(&store, B5_PAIRS, "b5-*").await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+async fn b5(redis: &RedisServer, conn: &ConnectionManager) {
+    println!(
+        "\n## B5 scaling: host processes on one Redis ({B5_INSTANCES} instances × {B5_PAIRS} pairs each)\n"
+    );
+    let ceiling = redis_ceiling(redis, conn).await;
+    println!(
+        "Redis' ceiling for these scripts (redis-benchmark, 64 clients, pipeline 16): {ceiling:.0} pairs/s\n"
+    );
+    println!("| host processes | pairs/s | of the ceiling |");
+    println!("|---|---|---|");
+    let exe = std::env::current_exe().unwrap();
+    for processes in [1, 2, 4] {
+        let started = Instant::now();
+        let children: Vec<_> = (0..processes)
+            .map(|_| {
+                std::process::Command::new(&exe)
+                    .env("LATCHKEY_BENCH_WORKER", redis.url())
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut child in children {
+            assert!(child.wait().unwrap().success());
+        }
+        let rate = (processes * B5_INSTANCES * B5_PAIRS) as f64 / started.elapsed().as_secs_f64();
+        println!("| {processes} | {rate:.0} | {:.2} |", rate / ceiling);
+    }
+}
+
+/// Pairs per second Redis itself sustains for the acquire and release scripts, from
+/// `redis-benchmark` runs of each: one pair costs one of each.
+async fn redis_ceiling(redis: &RedisServer, conn: &ConnectionManager) -> f64 {
+    let mut conn = conn.clone();
+    let mut ceiling = 0.0;
+    for (script, args) in [
+        (
+            ACQUIRE,
+            &[
+                "2",
+                "lk:{__rand_int__}",
+                "fk:{__rand_int__}",
+                "tok",
+                "10000",
+                "86400000",
+            ][..],
+        ),
+        (RELEASE, &["1", "lk:{__rand_int__}", "tok", "ch"][..]),
+    ] {
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(script)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let out = std::process::Command::new("redis-benchmark")
+            .args([
+                "-p",
+                &redis.port().to_string(),
+                "-c",
+                "64",
+                "-P",
+                "16",
+                "-n",
+                "400000",
+            ])
+            .args(["-r", "1000000", "--csv", "EVALSHA", &sha])
+            .args(args)
+            .output()
+            .expect("redis-benchmark runs (it comes with redis-server)");
+        let csv = String::from_utf8(out.stdout).unwrap();
+        // A header line, then "test","rps",...
+        let line = csv.lines().nth(1).expect("a result line");
+        let rps: f64 = line
+            .split(',')
+            .nth(1)
+            .unwrap()
+            .trim_matches('"')
+            .parse()
+            .unwrap();
+        ceiling += 1.0 / rps;
+    }
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    1.0 / ceiling
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if let Ok(url) = std::env::var("LATCHKEY_BENCH_WORKER") {
+        runtime.block_on(b5_worker(&url));
+        return;
+    }
+    runtime.block_on(async {
+        let redis = RedisServer::start();
+        let conn = connection(&redis).await;
+        println!("# latchkey benchmarks\n");
+        println!(
+            "redis-server on 127.0.0.1:{}, loopback TCP; {} cores",
+            redis.port(),
+            std::thread::available_parallelism().unwrap()
+        );
+        b1(&redis, &conn).await;
+        b2(&redis, &conn).await;
+        b3(&redis, &conn).await;
+        b4(&redis).await;
+        b5(&redis, &conn).await;
+    });
+}
