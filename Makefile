@@ -1,11 +1,13 @@
 # The two set-up commands of the README. Both work on a fresh machine.
 #   make demo   builds latchkey and the demo guests, and runs them on the embedded store
 #   make test   installs what the tests need (redis-server, the wasm target) and runs them all
+# and, besides them:
+#   make bench  the benchmarks of BENCHMARKS.md
 
 GUESTS := target/guests/wasm32-wasip2/release
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test wasm-target redis-server
+.PHONY: demo test bench wasm-target redis-server
 
 wasm-target:
 	rustup target add wasm32-wasip2
@@ -29,3 +31,7 @@ demo: wasm-target
 
 test: wasm-target redis-server
 	cargo test --workspace --release
+
+# The benchmarks of BENCHMARKS.md: each figure beside its baseline from the same run.
+bench: wasm-target redis-server
+	cargo bench -p latchkey-tests

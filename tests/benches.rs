@@ -71,8 +71,8 @@ async fn raw_pairs(conn: &ConnectionManager, count: usize, id: &str) -> Vec<Dura
         let token = format!("{i:032x}");
         let started = Instant::now();
         let (granted, _): (i64, i64) = acquire
-            .key(&lock)
-            .key(&fence)
+            .key(lock)
+            .key(fence)
             .arg(&token)
             .arg(10_000)
             .arg(FENCE_MEMORY.as_millis() as u64)
@@ -81,9 +81,9 @@ async fn raw_pairs(conn: &ConnectionManager, count: usize, id: &str) -> Vec<Dura
             .unwrap();
         assert_eq!(granted, 1);
         let _: i64 = release
-            .key(&lock)
+            .key(lock)
             .arg(&token)
-            .arg(&channel)
+            .arg(channel)
             .invoke_async(&mut conn)
             .await
             .unwrap();
