@@ -24,6 +24,9 @@ use wasmtime_wasi::{FsPerms, WasiCtx};
 use args::{Cli, Command, RunArgs};
 use output::{Prefixed, Target};
 
+/// The most instances `latchkey run` preallocates slots for.
+const MAX_POOLED: u32 = 1000;
+
 /// The store a guest gets when no `--store` is given: the name Dapr's docs use.
 const DEFAULT_STORE: &str = "lockstore";
 
@@ -96,6 +99,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let runner = Arc::new(Runner::with_options(RunnerOptions {
         meter_fuel: guest_limits.fuel.is_some(),
         disk_cache: !args.no_cache,
+        // Past a thousand, the pool's address-space reservation gets large: allocate on
+        // demand instead.
+        pooled_instances: (args.instances <= MAX_POOLED).then_some(args.instances),
     })?);
     let component = read_component(&runner, &args.component)?;
     let program = runner
