@@ -1,23 +1,8 @@
 //! The `latchkey` command as a user runs it: the demo, `--instances`, and one-line errors.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use harness::{RedisServer, free_port, guest};
-
-/// The `latchkey` binary, built by `cargo test --workspace` next to the test binaries.
-fn latchkey() -> Command {
-    let exe = std::env::current_exe().unwrap();
-    let path: PathBuf = exe.parent().unwrap().parent().unwrap().join("latchkey");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
-        path.display()
-    );
-    let mut cmd = Command::new(path);
-    cmd.env_remove("RUST_LOG");
-    cmd
-}
+use harness::{RedisServer, free_port, guest, latchkey};
 
 fn run(args: &[&str]) -> Output {
     latchkey().args(args).output().expect("latchkey runs")

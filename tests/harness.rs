@@ -25,6 +25,21 @@ use latchkey_host::{Exit, GuestLimits, LockCtxBuilder, LockStore, RedisConfig, R
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
+/// The `latchkey` binary, built by `cargo test --workspace` next to the test binaries, with
+/// no `RUST_LOG` so that its stderr holds only what a user would see.
+pub fn latchkey() -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let path: PathBuf = exe.parent().unwrap().parent().unwrap().join("latchkey");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    let mut cmd = Command::new(path);
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
 /// The path of a guest built from `guest/demos`, such as `guest("lockctl")`.
 pub fn guest(name: &str) -> PathBuf {
     PathBuf::from(env!("LATCHKEY_GUESTS")).join(format!("{name}.wasm"))

@@ -1,0 +1,90 @@
+//! Several `latchkey` host processes sharing one Redis: locks, fences and wake-ups cross
+//! processes, and a host killed with SIGKILL keeps its locks until their leases end — never
+//! less.
+
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::{RedisServer, guest, latchkey};
+
+/// Starts `latchkey run lockctl STEPS` as a process of its own on `redis`.
+fn host(redis: &RedisServer, steps: &str) -> Child {
+    latchkey()
+        .args(["run", "--app-id", "shared", "--store"])
+        .arg(format!("lockstore={}", redis.url()))
+        .arg(guest("lockctl"))
+        .args(steps.split_whitespace())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("latchkey starts")
+}
+
+fn lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn field(line: &str, name: &str) -> u64 {
+    let value = line.split(&format!("{name}=")).nth(1).expect(name);
+    value.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+const LOCK: &str = "latchkey:{shared:lockstore:x}:lock";
+
+/// A waiter in one process is woken by an unlock in another, before the lease would have
+/// ended, and gets a greater fence.
+#[test]
+fn locks_fences_and_wakeups_cross_processes() {
+    let redis = RedisServer::start();
+    let holder = host(&redis, "open lockstore try x 60000 sleep 800 unlock");
+    redis.wait_for_key(LOCK);
+    let waiter = host(&redis, "open lockstore lock x 60000 20000");
+    let (holder, waiter) = (
+        holder.wait_with_output().unwrap(),
+        waiter.wait_with_output().unwrap(),
+    );
+    let (holder, waiter) = (lines(&holder), lines(&waiter));
+    assert_eq!(holder[2], "unlocked success", "{holder:?}");
+    assert!(waiter[1].starts_with("granted x"), "{waiter:?}");
+    assert!(
+        field(&waiter[1], "after") < 10_000,
+        "not woken by the unlock: {waiter:?}"
+    );
+    assert!(field(&waiter[1], "fence") > field(&holder[1], "fence"));
+}
+
+/// SIGKILL of a host holding a lock: no one else gets it while the lease runs, and the next
+/// taker gets it once the lease has run out, without waiting for its own wait to end.
+#[test]
+fn killed_hosts_locks_end_with_their_lease() {
+    let redis = RedisServer::start();
+    let mut doomed = host(&redis, "open lockstore try x 2000 sleep 60000");
+    redis.wait_for_key(LOCK);
+    doomed.kill().unwrap();
+    let killed_at = Instant::now();
+    doomed.wait().unwrap();
+    let left: i64 = redis.cmd(&["PTTL", LOCK]);
+    assert!(left > 0, "the lease should outlive its host's death");
+
+    let out = host(&redis, "open lockstore try x 60000 lock x 60000 20000")
+        .wait_with_output()
+        .unwrap();
+    let out = lines(&out);
+    assert_eq!(
+        out[1], "held x",
+        "taken while the dead host's lease ran: {out:?}"
+    );
+    assert!(out[2].starts_with("granted x"), "{out:?}");
+    let granted_after = killed_at.elapsed();
+    let lease_end = Duration::from_millis(left as u64);
+    assert!(
+        granted_after >= lease_end,
+        "granted {granted_after:?} after the kill, lease had {lease_end:?}"
+    );
+    assert!(
+        granted_after < lease_end + Duration::from_secs(3),
+        "{granted_after:?}"
+    );
+}
