@@ -28,7 +28,8 @@ impl wit::Host for LockCtxView<'_> {
     async fn open(&mut self, name: String) -> Result<Resource<StoreHandle>, LockError> {
         let Some(store) = self.ctx.stores.get(&name) else {
             return Err(LockError::NoSuchStore(format!(
-                "no lock store named {name:?} is configured for app {:?}",
+                "no lock store named {:?} is configured for app {:?}",
+                abbreviated(&name),
                 &*self.ctx.app_id
             )));
         };
@@ -45,8 +46,9 @@ impl wit::Host for LockCtxView<'_> {
 }
 
 impl LockCtxView<'_> {
-    /// Checks the arguments and the instance's budget, then runs `take` on the store and
-    /// turns a grant into a guest handle.
+    /// Checks the arguments, the app's policy and the instance's budget — all before the
+    /// store is touched — then takes the lock (waiting if `wait_ms` is given) and turns the
+    /// grant into a guest handle.
     async fn take(
         &mut self,
         store: Resource<StoreHandle>,
