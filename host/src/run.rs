@@ -148,7 +148,7 @@ impl Runner {
                     config.cache(Some(cache));
                 }
                 // A cache is an optimisation: without one, components are compiled anew.
-                Err(err) => tracing::warn!("no cache of compiled components: {err}"),
+                Err(err) => tracing::info!("no cache of compiled components: {err}"),
             }
         }
         let engine = Engine::new(&config)?;
