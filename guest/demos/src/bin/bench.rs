@@ -6,6 +6,9 @@
 //! - `bench handoff MS ID`: for MS milliseconds, lock ID (waiting), note the time, unlock;
 //!   prints `grant ACQUIRED_NS UNLOCKING_NS` per grant, in Unix-epoch nanoseconds.
 //! - `bench once`: open, lock, unlock, return: one short-lived request.
+//! - `bench history MS ID`: for MS milliseconds, lock ID (500 ms lease), add one to the number
+//!   in `/data/counter` (read, pause 5 ms, write), unlock; prints `grant FENCE ACQUIRED_NS
+//!   RELEASED_NS` per grant, for the fault tests' history checker. `unavailable` is waited out.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,6 +26,7 @@ fn main() -> Result<(), latchkey::Error> {
             &distinct(&args[2]),
         ),
         Some("handoff") => handoff(&store, args[1].parse().expect("ms"), &args[2]),
+        Some("history") => history(&store, args[1].parse().expect("ms"), &args[2]),
         Some("once") => {
             let lock = store.try_lock("once", LEASE)?.expect("uncontended");
             lock.unlock()?;
@@ -68,6 +72,33 @@ fn handoff(store: &Store, ms: u64, id: &str) -> Result<(), latchkey::Error> {
         let unlocking = epoch_ns();
         lock.unlock()?;
         println!("grant {acquired} {unlocking}");
+    }
+    Ok(())
+}
+
+fn history(store: &Store, ms: u64, id: &str) -> Result<(), latchkey::Error> {
+    let until = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < until {
+        let lock = match store.lock(id, Duration::from_millis(500), Duration::from_secs(5)) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => continue,
+            Err(latchkey::Error::Unavailable(_)) => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        let acquired = epoch_ns();
+        let count: u64 = std::fs::read_to_string("/data/counter")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(5));
+        std::fs::write("/data/counter", format!("{}\n", count + 1)).expect("a writable /data");
+        let released = epoch_ns();
+        println!("grant {} {acquired} {released}", lock.fence());
+        // The lease may have ended meanwhile (a fault); the history says what was held.
+        let _ = lock.unlock();
     }
     Ok(())
 }
