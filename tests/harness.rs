@@ -242,6 +242,7 @@ pub fn redis_store(url: &str, timeout: Duration) -> LockStore {
         url: url.to_owned(),
         password: None,
         timeout,
+        wait_replicas: 0,
     })
     .expect("a valid Redis URL")
 }

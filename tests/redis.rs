@@ -138,6 +138,7 @@ async fn credentials_stay_with_the_host() {
             url: format!("redis://default@127.0.0.1:{}", server.port()),
             password: Some(password.into()),
             timeout: Duration::from_secs(1),
+            wait_replicas: 0,
         })
         .unwrap();
         app.store("lockstore", store);
@@ -192,4 +193,83 @@ async fn unix_socket_store_works() {
     assert!(run.lines()[1].starts_with("granted s"), "{run:?}");
     // It really went to that server: the host released the lock, leaving only the fence.
     assert_eq!(server.keys(), ["latchkey:{app:lockstore:s}:fence"]);
+}
+
+/// A primary with one replica attached and in sync.
+fn primary_and_replica() -> (RedisServer, RedisServer) {
+    let primary = RedisServer::start();
+    let port = primary.port().to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let started = std::time::Instant::now();
+    while !replica
+        .cmd::<String>(&["INFO", "replication"])
+        .contains("master_link_status:up")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the replica never synced"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (primary, replica)
+}
+
+fn replicated_app(server: &RedisServer, wait_replicas: u32) -> LockCtxBuilder {
+    let store = LockStore::redis(RedisConfig {
+        url: server.url(),
+        password: None,
+        timeout: Duration::from_millis(1000),
+        wait_replicas,
+    })
+    .unwrap();
+    let mut app = LockCtxBuilder::new("app");
+    app.store("lockstore", store);
+    app
+}
+
+/// Asynchronous replication can lose a granted lock on failover, so a replicated server is
+/// refused unless grants wait for replicas; and a replica is refused outright.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicated_servers_are_refused_unless_grants_wait() {
+    let (primary, replica) = primary_and_replica();
+    let run = lockctl(&replicated_app(&primary, 0), "open lockstore try a 1000").await;
+    assert!(
+        run.lines()[1].starts_with("error unavailable: store 'lockstore' has 1 replica(s)"),
+        "{run:?}"
+    );
+    let run = lockctl(&replicated_app(&replica, 0), "open lockstore try a 1000").await;
+    assert!(
+        run.lines()[1].starts_with("error unavailable: store 'lockstore' is a replica"),
+        "{run:?}"
+    );
+    assert!(primary.keys().is_empty());
+}
+
+/// With `wait_replicas`, a grant reaches the replica before the guest has it; if the
+/// replica cannot confirm, the guest gets `unavailable` and the primary keeps no lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn grants_wait_for_replicas() {
+    let (primary, replica) = primary_and_replica();
+    let app = replicated_app(&primary, 1);
+    let holder = spawn_lockctl(&app, "open lockstore try a 60000 sleep 500");
+    replica.wait_for_key("latchkey:{app:lockstore:a}:lock");
+    let holder = holder.await.unwrap();
+    assert!(holder.lines()[1].starts_with("granted a"), "{holder:?}");
+
+    replica.pause();
+    let run = lockctl(&app, "open lockstore try b 60000").await;
+    replica.resume();
+    assert!(
+        run.lines()[1].starts_with("error unavailable: store 'lockstore' had 0 of 1 replicas"),
+        "{run:?}"
+    );
+    let started = std::time::Instant::now();
+    while !primary.lock_keys().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            primary.lock_keys()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -5,6 +5,7 @@
 //! url = "redis://latchkey@10.0.0.5:6379"
 //! password-file = "/run/secrets/redis"   # or password-env = "REDIS_PASSWORD"
 //! timeout = "2s"
+//! wait-replicas = 0                      # replicas that must confirm each grant
 //!
 //! [stores.scratch]
 //! url = "memory"
@@ -32,7 +33,7 @@ use serde::{Deserialize, Deserializer};
 use crate::limits::Limits;
 use crate::policy::ResourcePolicy;
 use crate::run::GuestLimits;
-use crate::store::{DEFAULT_TIMEOUT, LockStore};
+use crate::store::{DEFAULT_TIMEOUT, LockStore, RedisOptions};
 
 /// A parsed and checked config file.
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +60,9 @@ pub struct StoreConfig {
     pub password_file: Option<PathBuf>,
     /// A host environment variable holding the password.
     pub password_env: Option<String>,
+    /// Replicas that must confirm each grant (Redis `WAIT`); 0 refuses replicated servers.
+    #[serde(default)]
+    pub wait_replicas: u32,
 }
 
 /// What one app may do.
@@ -127,7 +131,7 @@ impl Config {
                     "stores.{name}: give password-file or password-env, not both"
                 ));
             }
-            LockStore::from_url(&store.url, None, DEFAULT_TIMEOUT)
+            LockStore::from_url(&store.url, DEFAULT_TIMEOUT, RedisOptions::default())
                 .map_err(|e| format!("stores.{name}.url: {e}"))?;
         }
         for (app, policy) in &self.apps {
@@ -171,7 +175,11 @@ impl StoreConfig {
     /// Opens the store.
     pub fn open(&self) -> Result<LockStore, String> {
         let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        LockStore::from_url(&self.url, self.password()?, timeout)
+        let redis = RedisOptions {
+            password: self.password()?,
+            wait_replicas: self.wait_replicas,
+        };
+        LockStore::from_url(&self.url, timeout, redis)
     }
 }
 

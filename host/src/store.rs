@@ -23,6 +23,15 @@ pub struct LockStore {
     timeout: Duration,
 }
 
+/// What a Redis store needs besides its URL; ignored for `memory`.
+#[derive(Clone, Default)]
+pub struct RedisOptions {
+    /// A password that overrides the URL's.
+    pub password: Option<String>,
+    /// Replicas that must confirm each grant; see [`RedisConfig::wait_replicas`].
+    pub wait_replicas: u32,
+}
+
 /// A lock this host holds on a guest's behalf.
 #[derive(Debug)]
 pub struct Grant {
@@ -48,20 +57,17 @@ impl LockStore {
     }
 
     /// The store a URL names: `memory`, or a Redis URL (`redis://`, `rediss://`,
-    /// `redis+unix://`). `password`, if given, replaces the URL's.
-    pub fn from_url(
-        url: &str,
-        password: Option<String>,
-        timeout: Duration,
-    ) -> Result<Self, String> {
+    /// `redis+unix://`) with `redis`'s password and replica settings.
+    pub fn from_url(url: &str, timeout: Duration, redis: RedisOptions) -> Result<Self, String> {
         if url == "memory" {
             return Ok(Self::memory().with_timeout(timeout));
         }
         match url.split_once("://") {
             Some(("redis" | "rediss" | "redis+unix" | "unix", _)) => Self::redis(RedisConfig {
                 url: url.to_owned(),
-                password,
+                password: redis.password,
                 timeout,
+                wait_replicas: redis.wait_replicas,
             }),
             _ => Err(format!(
                 "{} is neither `memory` nor a redis://, rediss:// or redis+unix:// URL",

@@ -75,6 +75,10 @@ pub struct RedisConfig {
     pub password: Option<String>,
     /// How long to wait for a connection or an answer.
     pub timeout: Duration,
+    /// How many replicas must confirm a grant (Redis `WAIT`) before the guest gets it. With
+    /// 0, a server that has replicas, or is one, is refused: on failover, asynchronous
+    /// replication can lose a granted lock. See the README's "Replicas".
+    pub wait_replicas: u32,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -83,6 +87,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("url", &redacted(&self.url))
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("timeout", &self.timeout)
+            .field("wait_replicas", &self.wait_replicas)
             .finish()
     }
 }
@@ -103,6 +108,7 @@ pub fn redacted(url: &str) -> String {
 pub struct RedisBackend {
     client: Client,
     timeout: Duration,
+    wait_replicas: u32,
     connection: OnceCell<ConnectionManager>,
     channels: Arc<Channels>,
     acquire: Script,
@@ -130,6 +136,7 @@ impl RedisBackend {
         Ok(RedisBackend {
             client,
             timeout: config.timeout,
+            wait_replicas: config.wait_replicas,
             connection: OnceCell::new(),
             channels: Arc::default(),
             acquire: Script::new(ACQUIRE),
@@ -152,11 +159,65 @@ impl RedisBackend {
                         channels.deliver(push);
                         Ok::<(), std::convert::Infallible>(())
                     });
-                ConnectionManager::new_with_config(self.client.clone(), config)
+                async move {
+                    let mut conn = ConnectionManager::new_with_config(self.client.clone(), config)
+                        .await
+                        .map_err(describe)?;
+                    self.check_replication(&mut conn).await?;
+                    Ok::<_, String>(conn)
+                }
             })
+            .await?;
+        Ok(connection.clone())
+    }
+
+    /// Refuses a topology whose guarantees the configuration does not accept: a replica
+    /// (its writes are refused or lost), or a primary with replicas unless grants wait for
+    /// them. Checked once, when the connection is made.
+    async fn check_replication(&self, conn: &mut ConnectionManager) -> BackendResult<()> {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(conn)
             .await
             .map_err(describe)?;
-        Ok(connection.clone())
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        if field("role") == Some("slave") {
+            return Err("is a replica: point the store at its primary".into());
+        }
+        let replicas: u32 = field("connected_slaves")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if replicas > 0 && self.wait_replicas == 0 {
+            return Err(format!(
+                "has {replicas} replica(s), and a failover can lose a granted lock: \
+                 set wait-replicas to accept replication"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits until `wait_replicas` replicas have every write made so far on the connection;
+    /// the grant just made among them.
+    async fn confirm_replicated(&self, conn: &mut ConnectionManager) -> BackendResult<()> {
+        // Half the call's timeout, so that WAIT answers (with a count) before the call as a
+        // whole is given up.
+        let acked: u32 = redis::cmd("WAIT")
+            .arg(self.wait_replicas)
+            .arg(millis(self.timeout / 2).max(1))
+            .query_async(conn)
+            .await
+            .map_err(describe)?;
+        if acked < self.wait_replicas {
+            return Err(format!(
+                "had {acked} of {} replicas confirm the grant in time",
+                self.wait_replicas
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -209,6 +270,11 @@ impl Backend for RedisBackend {
             .await
             .map_err(describe)?;
         Ok(if granted == 1 {
+            if self.wait_replicas > 0 {
+                // On failure the caller releases the token: a grant the replicas may not
+                // have is not handed out.
+                self.confirm_replicated(&mut conn).await?;
+            }
             Attempt::Granted {
                 fence: value as u64,
             }

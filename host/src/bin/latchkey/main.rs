@@ -202,6 +202,7 @@ fn store_configs(args: &RunArgs, config: &Config) -> anyhow::Result<BTreeMap<Str
                 timeout: None,
                 password_file: None,
                 password_env: None,
+                wait_replicas: 0,
             },
         );
     }
@@ -230,6 +231,7 @@ fn store_configs(args: &RunArgs, config: &Config) -> anyhow::Result<BTreeMap<Str
                 timeout: args.store_timeout_ms.map(Duration::from_millis),
                 password_file: None,
                 password_env: None,
+                wait_replicas: 0,
             },
         );
     }
