@@ -126,6 +126,10 @@ fn mistakes_are_one_line_errors() {
             "unexpected argument '--frobnicate'",
         ),
         (
+            vec!["run"],
+            "required arguments were not provided: <COMPONENT>",
+        ),
+        (
             vec!["run", "--store", "lockstore=ftp://x", lockctl],
             "neither `memory` nor",
         ),

@@ -50,13 +50,21 @@ async fn main() -> ExitCode {
             let _ = err.print();
             return ExitCode::SUCCESS;
         }
+        Err(err) if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            return ExitCode::from(2);
+        }
         Err(err) => {
-            // clap's own text spans several lines; the first says what is wrong.
+            // clap's own text spans several paragraphs; the first says what is wrong.
             let text = err.to_string();
-            let first = text.lines().next().unwrap_or_default();
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
             eprintln!(
                 "latchkey: {} (see latchkey --help)",
-                first.trim_start_matches("error: ")
+                first.join(" ").trim_start_matches("error: ")
             );
             return ExitCode::from(2);
         }
