@@ -196,6 +196,67 @@ fn spawn_redis(port: u16, dir: &tempfile::TempDir, extra: &[String]) -> Child {
         })
 }
 
+/// A Redis Cluster of three masters (no replicas) on loopback, made with
+/// `redis-cli --cluster create`.
+pub struct RedisCluster {
+    /// The masters.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers, joins them, and waits until the cluster is up.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes"]))
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs (it comes with redis-server)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {out:?}"
+        );
+        let started = Instant::now();
+        for node in &nodes {
+            while !node
+                .cmd::<String>(&["CLUSTER", "INFO"])
+                .contains("cluster_state:ok")
+            {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "the cluster never came up"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        RedisCluster { nodes }
+    }
+
+    /// `redis+cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// Every key on every node, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.nodes.iter().flat_map(RedisServer::keys).collect();
+        keys.sort();
+        keys
+    }
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -208,6 +269,8 @@ pub struct Fixture {
     pub store: LockStore,
     /// The Redis behind it, for the Redis runs.
     pub redis: Option<RedisServer>,
+    /// The Redis Cluster behind it, for the cluster runs.
+    pub cluster: Option<RedisCluster>,
 }
 
 impl Fixture {
@@ -216,6 +279,7 @@ impl Fixture {
         Fixture {
             store: LockStore::memory(),
             redis: None,
+            cluster: None,
         }
     }
 
@@ -225,6 +289,17 @@ impl Fixture {
         Fixture {
             store: redis_store(&server.url(), Duration::from_secs(2)),
             redis: Some(server),
+            cluster: None,
+        }
+    }
+
+    /// A store on a three-master Redis Cluster of the test's own.
+    pub fn cluster() -> Self {
+        let cluster = RedisCluster::start();
+        Fixture {
+            store: redis_store(&cluster.url(), Duration::from_secs(2)),
+            redis: None,
+            cluster: Some(cluster),
         }
     }
 
@@ -247,7 +322,8 @@ pub fn redis_store(url: &str, timeout: Duration) -> LockStore {
     .expect("a valid Redis URL")
 }
 
-/// Defines each test once and runs it on both backends: `memory::name` and `redis::name`.
+/// Defines each test once and runs it on every backend: `memory::name`, `redis::name` and
+/// `cluster::name` (a three-master Redis Cluster).
 #[macro_export]
 macro_rules! on_both_backends {
     ($($(#[$doc:meta])* async fn $name:ident($fx:ident: &Fixture) $body:block)*) => {
@@ -267,6 +343,15 @@ macro_rules! on_both_backends {
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $name() {
                     super::$name(&$crate::Fixture::redis()).await
+                }
+            )*
+        }
+
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(&$crate::Fixture::cluster()).await
                 }
             )*
         }

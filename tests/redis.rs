@@ -273,3 +273,47 @@ async fn grants_wait_for_replicas() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// On a Redis Cluster, a lock's keys live on one node (one hash slot), while different
+/// locks spread over the masters.
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_keeps_each_locks_keys_on_one_node() {
+    let fx = Fixture::cluster();
+    let cluster = fx.cluster.as_ref().unwrap();
+    let mut steps = String::from("open lockstore");
+    for i in 0..30 {
+        steps += &format!(" try job-{i} 60000");
+    }
+    steps += " sleep 300";
+    let holder = spawn_lockctl(&fx.app("app"), &steps);
+    let started = std::time::Instant::now();
+    while cluster
+        .keys()
+        .iter()
+        .filter(|k| k.ends_with(":lock"))
+        .count()
+        < 30
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            cluster.keys()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut nodes_used = 0;
+    for node in &cluster.nodes {
+        let keys = node.keys();
+        nodes_used += usize::from(!keys.is_empty());
+        for key in keys.iter().filter(|k| k.ends_with(":lock")) {
+            let fence = format!("{}:fence", key.strip_suffix(":lock").unwrap());
+            assert!(
+                keys.contains(&fence),
+                "{key} and its fence are on different nodes"
+            );
+        }
+    }
+    assert!(nodes_used > 1, "30 locks all on one node");
+    assert_eq!(holder.await.unwrap().fences().len(), 30);
+    assert!(cluster.keys().iter().all(|k| k.ends_with(":fence")));
+}

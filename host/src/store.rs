@@ -57,20 +57,24 @@ impl LockStore {
     }
 
     /// The store a URL names: `memory`, or a Redis URL (`redis://`, `rediss://`,
-    /// `redis+unix://`) with `redis`'s password and replica settings.
+    /// `redis+unix://`, or `redis+cluster://host:port,host:port` for a Redis Cluster) with
+    /// `redis`'s password and replica settings.
     pub fn from_url(url: &str, timeout: Duration, redis: RedisOptions) -> Result<Self, String> {
         if url == "memory" {
             return Ok(Self::memory().with_timeout(timeout));
         }
         match url.split_once("://") {
-            Some(("redis" | "rediss" | "redis+unix" | "unix", _)) => Self::redis(RedisConfig {
-                url: url.to_owned(),
-                password: redis.password,
-                timeout,
-                wait_replicas: redis.wait_replicas,
-            }),
+            Some(("redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster", _)) => {
+                Self::redis(RedisConfig {
+                    url: url.to_owned(),
+                    password: redis.password,
+                    timeout,
+                    wait_replicas: redis.wait_replicas,
+                })
+            }
             _ => Err(format!(
-                "{} is neither `memory` nor a redis://, rediss:// or redis+unix:// URL",
+                "{} is neither `memory` nor a redis://, rediss://, redis+unix:// or \
+                 redis+cluster:// URL",
                 crate::backend::redis::redacted(url)
             )),
         }

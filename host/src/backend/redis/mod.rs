@@ -2,20 +2,24 @@
 //!
 //! Each call is one Lua script (sent by EVALSHA), so each step is atomic on the server: no
 //! other client can act between the check and the write. All calls of one host share one
-//! multiplexed [`ConnectionManager`], which reconnects by itself; the same connection speaks
-//! RESP3 so that it also carries the pub/sub subscriptions that wake waiters.
+//! multiplexed connection (`connection`: one server, or a Redis Cluster), which reconnects
+//! by itself and speaks RESP3 so that it also carries the pub/sub subscriptions that wake
+//! waiters (`channels`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Script, Value};
-use tokio::sync::{OnceCell, watch};
+use redis::Script;
+use tokio::sync::OnceCell;
 
 use super::{Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus};
 use crate::key::LockKey;
+use channels::Channels;
+use connection::{Connection, Target};
+
+mod channels;
+mod connection;
 
 /// Sets the lock if free and computes the fence in the same step, so a fence is never
 /// granted without the lock nor the lock without a fence.
@@ -69,7 +73,8 @@ pub const FENCE_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
 /// How to reach one Redis server.
 #[derive(Clone)]
 pub struct RedisConfig {
-    /// `redis://`, `rediss://` (TLS) or `redis+unix://` URL; may hold user and password.
+    /// `redis://`, `rediss://` (TLS), `redis+unix://` or `redis+cluster://host:port,...`
+    /// URL; may hold user and password.
     pub url: String,
     /// A password that overrides the URL's, so it need not appear on a command line.
     pub password: Option<String>,
@@ -106,10 +111,10 @@ pub fn redacted(url: &str) -> String {
 
 /// A lock store on one Redis server.
 pub struct RedisBackend {
-    client: Client,
+    target: Target,
     timeout: Duration,
     wait_replicas: u32,
-    connection: OnceCell<ConnectionManager>,
+    connection: OnceCell<Connection>,
     channels: Arc<Channels>,
     acquire: Script,
     release: Script,
@@ -119,22 +124,8 @@ pub struct RedisBackend {
 impl RedisBackend {
     /// Checks the URL now; connects on first use, so a host can start while Redis is down.
     pub fn new(config: RedisConfig) -> Result<Self, String> {
-        let info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| format!("bad Redis URL {}: {e}", redacted(&config.url)))?;
-        let mut settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        if let Some(password) = &config.password {
-            settings = settings.set_password(password);
-        }
-        let client = Client::open(info.set_redis_settings(settings))
-            .map_err(|e| format!("bad Redis URL {}: {e}", redacted(&config.url)))?;
         Ok(RedisBackend {
-            client,
+            target: Target::parse(&config.url, config.password.as_deref())?,
             timeout: config.timeout,
             wait_replicas: config.wait_replicas,
             connection: OnceCell::new(),
@@ -145,36 +136,43 @@ impl RedisBackend {
         })
     }
 
-    async fn connection(&self) -> BackendResult<ConnectionManager> {
+    async fn connection(&self) -> BackendResult<Connection> {
         let connection = self
             .connection
-            .get_or_try_init(|| {
+            .get_or_try_init(|| async {
                 let channels = self.channels.clone();
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(1)
-                    .set_automatic_resubscription()
-                    .set_push_sender(move |push: PushInfo| {
-                        channels.deliver(push);
-                        Ok::<(), std::convert::Infallible>(())
-                    });
-                async move {
-                    let mut conn = ConnectionManager::new_with_config(self.client.clone(), config)
-                        .await
-                        .map_err(describe)?;
-                    self.check_replication(&mut conn).await?;
-                    Ok::<_, String>(conn)
-                }
+                let mut conn = self
+                    .target
+                    .connect(self.timeout, move |push| channels.deliver(push))
+                    .await
+                    .map_err(describe)?;
+                self.check_replication(&mut conn).await?;
+                Ok::<_, String>(conn)
             })
             .await?;
         Ok(connection.clone())
     }
 
     /// Refuses a topology whose guarantees the configuration does not accept: a replica
-    /// (its writes are refused or lost), or a primary with replicas unless grants wait for
-    /// them. Checked once, when the connection is made.
-    async fn check_replication(&self, conn: &mut ConnectionManager) -> BackendResult<()> {
+    /// (its writes are refused or lost), a primary with replicas unless grants wait for
+    /// them, a cluster with replicas (waiting for them is not supported there yet). Checked
+    /// once, when the connection is made.
+    async fn check_replication(&self, conn: &mut Connection) -> BackendResult<()> {
+        if let Connection::Cluster(_) = conn {
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async(conn)
+                .await
+                .map_err(describe)?;
+            let replicas = nodes.lines().filter(|line| line.contains("slave")).count();
+            if replicas > 0 {
+                return Err(format!(
+                    "is a cluster with {replicas} replica(s): a failover can lose a granted \
+                     lock, and waiting for replicas is not supported on a cluster yet"
+                ));
+            }
+            return Ok(());
+        }
         let info: String = redis::cmd("INFO")
             .arg("replication")
             .query_async(conn)
@@ -202,7 +200,7 @@ impl RedisBackend {
 
     /// Waits until `wait_replicas` replicas have every write made so far on the connection;
     /// the grant just made among them.
-    async fn confirm_replicated(&self, conn: &mut ConnectionManager) -> BackendResult<()> {
+    async fn confirm_replicated(&self, conn: &mut Connection) -> BackendResult<()> {
         // Half the call's timeout, so that WAIT answers (with a count) before the call as a
         // whole is given up.
         let acked: u32 = redis::cmd("WAIT")
@@ -222,7 +220,7 @@ impl RedisBackend {
 }
 
 /// Says what failed without the server's address, which guests must not learn.
-fn describe(err: redis::RedisError) -> String {
+pub(super) fn describe(err: redis::RedisError) -> String {
     tracing::debug!(error = %err, "redis call failed");
     if err.is_timeout() {
         "did not answer in time".into()
@@ -328,125 +326,6 @@ impl Backend for RedisBackend {
             .query_async::<()>(&mut conn)
             .await
             .map_err(describe)
-    }
-}
-
-/// The channels this host is subscribed to, shared by all its waiters: one subscription per
-/// lock that somebody waits for, on the host's one connection.
-#[derive(Default)]
-struct Channels {
-    watched: Mutex<HashMap<String, Watched>>,
-    /// Held across SUBSCRIBE and UNSUBSCRIBE so that they reach the server in the order the
-    /// watch counts changed: an UNSUBSCRIBE can never overtake a later SUBSCRIBE.
-    changes: tokio::sync::Mutex<()>,
-}
-
-struct Watched {
-    released: watch::Sender<()>,
-    watchers: usize,
-    subscribed: bool,
-}
-
-impl Channels {
-    fn deliver(&self, push: PushInfo) {
-        let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
-        match push.kind {
-            PushKind::Message => {
-                if let Some(Value::BulkString(channel)) = push.data.first()
-                    && let Some(w) = std::str::from_utf8(channel)
-                        .ok()
-                        .and_then(|c| watched.get(c))
-                {
-                    w.released.send_replace(());
-                }
-            }
-            // Releases may have been missed while the connection was down: let every
-            // waiter try again. The manager resubscribes by itself.
-            PushKind::Disconnection => {
-                for w in watched.values() {
-                    w.released.send_replace(());
-                }
-            }
-            _ => {}
-        }
-    }
-
-    async fn watch(
-        self: &Arc<Self>,
-        mut conn: ConnectionManager,
-        channel: String,
-    ) -> BackendResult<ReleaseWatch> {
-        let _order = self.changes.lock().await;
-        let (released, needs_subscribe) = {
-            let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
-            let w = watched.entry(channel.clone()).or_insert_with(|| Watched {
-                released: watch::Sender::new(()),
-                watchers: 0,
-                subscribed: false,
-            });
-            w.watchers += 1;
-            (w.released.subscribe(), !w.subscribed)
-        };
-        let guard = Unwatch {
-            channels: self.clone(),
-            channel: channel.clone(),
-            conn: conn.clone(),
-        };
-        if needs_subscribe {
-            conn.subscribe(&channel).await.map_err(describe)?;
-            if let Some(w) = self.lock_watched().get_mut(&channel) {
-                w.subscribed = true;
-            }
-        }
-        Ok(ReleaseWatch::new(released, Some(Box::new(guard))))
-    }
-
-    fn lock_watched(&self) -> std::sync::MutexGuard<'_, HashMap<String, Watched>> {
-        self.watched.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Drops one watcher of a channel; the last one unsubscribes.
-struct Unwatch {
-    channels: Arc<Channels>,
-    channel: String,
-    conn: ConnectionManager,
-}
-
-impl Drop for Unwatch {
-    fn drop(&mut self) {
-        let last = {
-            let mut watched = self.channels.lock_watched();
-            let w = watched
-                .get_mut(&self.channel)
-                .expect("a watched channel has an entry");
-            w.watchers -= 1;
-            w.watchers == 0
-        };
-        if !last {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let channels = self.channels.clone();
-        let channel = std::mem::take(&mut self.channel);
-        let mut conn = self.conn.clone();
-        runtime.spawn(async move {
-            let _order = channels.changes.lock().await;
-            let still_unwatched = {
-                let mut watched = channels.lock_watched();
-                let idle = watched.get(&channel).is_some_and(|w| w.watchers == 0);
-                if idle {
-                    watched.remove(&channel);
-                }
-                idle
-            };
-            if still_unwatched {
-                // A failure leaves a harmless extra subscription until the next reconnect.
-                let _ = conn.unsubscribe(&channel).await;
-            }
-        });
     }
 }
 
