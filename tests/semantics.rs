@@ -1,5 +1,6 @@
-//! The semantics of `latchkey:lock`, the same on every backend: each test runs once on the
-//! in-memory store and once on a real Redis (`memory::name`, `redis::name`).
+//! The semantics of `latchkey:lock`, the same on every backend: each test runs on the
+//! in-memory store, on a real Redis and on a three-master Redis Cluster (`memory::name`,
+//! `redis::name`, `cluster::name`).
 //!
 //! Guests are real components (`guest/demos`) run by the real host; the scripted client
 //! `lockctl` prints one line per step, which the tests read.
