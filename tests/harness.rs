@@ -223,8 +223,47 @@ impl RedisCluster {
             out.status.success(),
             "redis-cli --cluster create failed: {out:?}"
         );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// `redis+cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// The index of the node that serves `key`'s hash slot.
+    pub fn owner_of(&self, key: &str) -> usize {
+        let slot: i64 = self.nodes[0].cmd(&["CLUSTER", "KEYSLOT", key]);
+        let table: String = self.nodes[0].cmd(&["CLUSTER", "NODES"]);
+        for line in table.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let serves = fields[8..].iter().any(|range| {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                (low.parse::<i64>().unwrap()..=high.parse::<i64>().unwrap()).contains(&slot)
+            });
+            if serves {
+                let port = fields[1].split([':', '@']).nth(1).unwrap();
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.port().to_string() == port)
+                    .unwrap();
+            }
+        }
+        panic!("no node serves slot {slot}");
+    }
+
+    /// Waits until every node says the cluster is up.
+    pub fn wait_until_ok(&self) {
         let started = Instant::now();
-        for node in &nodes {
+        for node in &self.nodes {
             while !node
                 .cmd::<String>(&["CLUSTER", "INFO"])
                 .contains("cluster_state:ok")
@@ -236,17 +275,6 @@ impl RedisCluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        RedisCluster { nodes }
-    }
-
-    /// `redis+cluster://` with every node as a seed.
-    pub fn url(&self) -> String {
-        let hosts: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
-            .collect();
-        format!("redis+cluster://{}", hosts.join(","))
     }
 
     /// Every key on every node, sorted.
