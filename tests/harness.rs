@@ -262,18 +262,8 @@ impl RedisCluster {
 
     /// Waits until every node says the cluster is up.
     pub fn wait_until_ok(&self) {
-        let started = Instant::now();
         for node in &self.nodes {
-            while !node
-                .cmd::<String>(&["CLUSTER", "INFO"])
-                .contains("cluster_state:ok")
-            {
-                assert!(
-                    started.elapsed() < Duration::from_secs(20),
-                    "the cluster never came up"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            node.wait_for_reply(&["CLUSTER", "INFO"], "cluster_state:ok");
         }
     }
 
@@ -529,6 +519,19 @@ pub async fn lockctl_limited(app: &LockCtxBuilder, steps: &str, limits: GuestLim
 }
 
 impl RedisServer {
+    /// Waits up to 20 s until the reply to `args` contains `needle`: until a replica is in
+    /// sync, say, or a cluster is up.
+    pub fn wait_for_reply(&self, args: &[&str], needle: &str) {
+        let started = Instant::now();
+        while !self.cmd::<String>(args).contains(needle) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{args:?} never said {needle}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits up to 10 s until `key` exists: until a guest has taken a lock, say.
     pub fn wait_for_key(&self, key: &str) {
         let started = Instant::now();

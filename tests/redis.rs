@@ -200,17 +200,7 @@ fn primary_and_replica() -> (RedisServer, RedisServer) {
     let primary = RedisServer::start();
     let port = primary.port().to_string();
     let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
-    let started = std::time::Instant::now();
-    while !replica
-        .cmd::<String>(&["INFO", "replication"])
-        .contains("master_link_status:up")
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the replica never synced"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    replica.wait_for_reply(&["INFO", "replication"], "master_link_status:up");
     (primary, replica)
 }
 
