@@ -37,6 +37,21 @@ impl Stats {
     }
 }
 
+/// Times `runs` calls of `call`, one after another.
+async fn timed<F, Fut>(runs: usize, mut call: F) -> Stats
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        call().await;
+        samples.push(started.elapsed());
+    }
+    Stats::of(samples)
+}
+
 fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_nanos() as f64 / 1000.0)
 }
@@ -252,14 +267,13 @@ async fn b3(redis: &RedisServer, conn: &ConnectionManager) {
         "\n## B3 hand-off: {WAITERS} instances taking one id in turn for {} s\n",
         RUN_MS / 1000
     );
-    let mut rtt = Vec::new();
-    let mut ping = conn.clone();
-    for _ in 0..2000 {
-        let started = Instant::now();
-        let () = redis::cmd("PING").query_async(&mut ping).await.unwrap();
-        rtt.push(started.elapsed());
-    }
-    let rtt = Stats::of(rtt);
+    let rtt = timed(2000, || {
+        let mut ping = conn.clone();
+        async move {
+            let () = redis::cmd("PING").query_async(&mut ping).await.unwrap();
+        }
+    })
+    .await;
     println!(
         "Round trip (PING by redis-rs): p50 {}, p99 {}\n",
         us(rtt.p50),
@@ -348,15 +362,12 @@ async fn b4(redis: &RedisServer) {
         ("memory", memory.clone()),
         ("redis", redis_store(&redis.url(), Duration::from_secs(2))),
     ] {
-        let mut samples = Vec::new();
-        for _ in 0..RUNS {
-            let started = Instant::now();
+        let s = timed(RUNS, || async {
             let wasi = WasiCtxBuilder::new().args(&["bench", "once"]).build();
             let exit = runner.run(&program, wasi, app(&store).build()).await;
             assert!(matches!(exit, latchkey_host::Exit::Status(0)), "{exit:?}");
-            samples.push(started.elapsed());
-        }
-        let s = Stats::of(samples);
+        })
+        .await;
         println!(
             "| instantiate → open → lock → unlock → drop, {kind} | {} | {} |",
             us(s.p50),
