@@ -157,6 +157,17 @@ impl Config {
 }
 
 impl StoreConfig {
+    /// A store at `url` with the default timeout, no password and no replicas to wait for.
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreConfig {
+            url: url.into(),
+            timeout: None,
+            password_file: None,
+            password_env: None,
+            wait_replicas: 0,
+        }
+    }
+
     /// The password from the file or variable named, if any.
     pub fn password(&self) -> Result<Option<String>, String> {
         if let Some(path) = &self.password_file {

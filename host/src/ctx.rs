@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 
+use crate::backend::UnlockStatus;
+use crate::error::StoreError;
 use crate::limits::Limits;
 use crate::policy::ResourcePolicy;
 use crate::store::{Grant, LockStore};
@@ -98,9 +100,16 @@ pub(crate) struct Held {
 }
 
 impl Held {
-    async fn release(self) {
-        if let Err(err) = self.store.unlock(&self.store_name, &self.grant).await {
-            tracing::warn!(%err, "could not release a lock of an ended instance; its lease will end it");
+    /// Frees the lock if this grant still holds it.
+    pub(crate) async fn unlock(&self) -> Result<UnlockStatus, StoreError> {
+        self.store.unlock(&self.store_name, &self.grant).await
+    }
+
+    /// Frees the lock where nobody can be told the outcome (a dropped handle, an ended
+    /// instance): a failure is logged, and the lease ends the lock.
+    pub(crate) async fn release(self) {
+        if let Err(err) = self.unlock().await {
+            tracing::warn!(%err, "could not release a lock; its lease will end it");
         }
     }
 }

@@ -157,7 +157,7 @@ impl HostLock for LockCtxView<'_> {
     async fn unlock(&mut self, lock: Resource<LockHandle>) -> Result<wit::UnlockStatus, LockError> {
         let handle = self.table.get(&lock)?;
         let (serial, held) = (handle.serial, handle.held.clone());
-        let status = held.store.unlock(&held.store_name, &held.grant).await?;
+        let status = held.unlock().await?;
         // Only now: if the store could not be reached, the lock stays on the list for the
         // instance's final release.
         self.ctx.held.remove(&serial);
@@ -170,11 +170,8 @@ impl HostLock for LockCtxView<'_> {
 
     async fn drop(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
         let handle = self.table.delete(lock)?;
-        if let Some(held) = self.ctx.held.remove(&handle.serial)
-            && let Err(err) = held.store.unlock(&held.store_name, &held.grant).await
-        {
-            // Dropping cannot report an error to the guest; the lease ends the lock.
-            tracing::warn!(%err, "could not release a dropped lock");
+        if let Some(held) = self.ctx.held.remove(&handle.serial) {
+            held.release().await;
         }
         Ok(())
     }

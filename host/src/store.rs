@@ -148,6 +148,10 @@ impl LockStore {
         lease: Duration,
         wait: Duration,
     ) -> Result<Option<Grant>, StoreError> {
+        if wait.is_zero() {
+            // Nothing to wait for, so nothing to subscribe to.
+            return self.try_lock(name, key, lease).await;
+        }
         let deadline = Instant::now() + wait;
         let token = Token::random();
         loop {

@@ -203,47 +203,34 @@ fn store_configs(args: &RunArgs, config: &Config) -> anyhow::Result<BTreeMap<Str
         if !flagged.insert(name) {
             bail!("store {name} is given twice");
         }
-        stores.insert(
-            name.clone(),
-            StoreConfig {
-                url: url.clone(),
-                timeout: None,
-                password_file: None,
-                password_env: None,
-                wait_replicas: 0,
-            },
-        );
+        stores.insert(name.clone(), StoreConfig::new(url));
     }
     for (name, path) in &args.password_files {
-        let store = stores.get_mut(name).with_context(|| {
-            format!("a password is given for store {name}, but there is no --store {name}=URL")
-        })?;
+        let store = store_for_password(&mut stores, name)?;
         (store.password_file, store.password_env) = (Some(path.into()), None);
     }
     for (name, var) in &args.password_envs {
-        let store = stores.get_mut(name).with_context(|| {
-            format!("a password is given for store {name}, but there is no --store {name}=URL")
-        })?;
+        let store = store_for_password(&mut stores, name)?;
         (store.password_file, store.password_env) = (None, Some(var.clone()));
+    }
+    if stores.is_empty() {
+        stores.insert(DEFAULT_STORE.to_owned(), StoreConfig::new("memory"));
     }
     if let Some(ms) = args.store_timeout_ms {
         for store in stores.values_mut() {
             store.timeout = Some(Duration::from_millis(ms));
         }
     }
-    if stores.is_empty() {
-        stores.insert(
-            DEFAULT_STORE.to_owned(),
-            StoreConfig {
-                url: "memory".into(),
-                timeout: args.store_timeout_ms.map(Duration::from_millis),
-                password_file: None,
-                password_env: None,
-                wait_replicas: 0,
-            },
-        );
-    }
     Ok(stores)
+}
+
+fn store_for_password<'a>(
+    stores: &'a mut BTreeMap<String, StoreConfig>,
+    name: &str,
+) -> anyhow::Result<&'a mut StoreConfig> {
+    stores.get_mut(name).with_context(|| {
+        format!("a password is given for store {name}, but there is no --store {name}=URL")
+    })
 }
 
 fn read_component(runner: &Runner, path: &Path) -> anyhow::Result<Component> {
