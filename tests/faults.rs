@@ -8,10 +8,10 @@
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use harness::{RedisCluster, RedisServer, guest, latchkey};
+use harness::{RedisCluster, RedisServer, SentinelSet, guest, latchkey};
 
 const LEASE_NS: u128 = 500_000_000;
-const RUN_MS: u64 = 4000;
+const RUN_MS: u64 = 7000;
 
 /// One grant, as a guest reported it.
 #[derive(Debug, Clone, Copy)]
@@ -56,8 +56,8 @@ fn check(mut history: Vec<Grant>) -> Verdict {
 }
 
 /// Starts a host process running `instances` history guests for `RUN_MS` on the store at
-/// `url`.
-fn host(url: &str, data: &std::path::Path, instances: u32) -> Child {
+/// `url`, with `store_flags` added to its command line.
+fn host(url: &str, store_flags: &[&str], data: &std::path::Path, instances: u32) -> Child {
     latchkey()
         .args([
             "run",
@@ -68,6 +68,7 @@ fn host(url: &str, data: &std::path::Path, instances: u32) -> Child {
         ])
         .arg("--store")
         .arg(format!("lockstore={url}"))
+        .args(store_flags)
         .args(["--store-timeout-ms", "3000", "--dir"])
         .arg(format!("{}::/data", data.display()))
         .arg(guest("bench"))
@@ -80,8 +81,20 @@ fn host(url: &str, data: &std::path::Path, instances: u32) -> Child {
 /// Runs two hosts of three instances each, applies `fault` after a second, and returns the
 /// history and the counter.
 fn run_with_fault<R>(redis: &mut R, url: &str, fault: impl FnOnce(&mut R)) -> (Vec<Grant>, u64) {
+    run_with_fault_and_flags(redis, url, &[], fault)
+}
+
+/// [`run_with_fault`], with `store_flags` for the hosts.
+fn run_with_fault_and_flags<R>(
+    redis: &mut R,
+    url: &str,
+    store_flags: &[&str],
+    fault: impl FnOnce(&mut R),
+) -> (Vec<Grant>, u64) {
     let data = tempfile::tempdir().unwrap();
-    let hosts: Vec<Child> = (0..2).map(|_| host(url, data.path(), 3)).collect();
+    let hosts: Vec<Child> = (0..2)
+        .map(|_| host(url, store_flags, data.path(), 3))
+        .collect();
     std::thread::sleep(Duration::from_millis(1000));
     fault(redis);
     let mut history = Vec::new();
@@ -207,6 +220,33 @@ fn cluster_master_crash() {
         &history,
         counter,
         restarted_at,
+    );
+}
+
+/// A Sentinel failover: the primary killed, a replica promoted, the old primary back empty.
+/// Every grant waited for a replica, so the promoted one has every lock still held: no
+/// double grant, fences grow, the counter is exact, and the hosts follow the new primary.
+#[test]
+fn sentinel_failover() {
+    let mut set = SentinelSet::start();
+    let url = set.url();
+    let mut failed_over_at = 0;
+    let flags = ["--wait-replicas", "lockstore=1"];
+    let (history, counter) = run_with_fault_and_flags(&mut set, &url, &flags, |set| {
+        set.fail_over();
+        failed_over_at = now_ns();
+    });
+    let verdict = check(history.clone());
+    println!("Sentinel failover: {verdict:?}");
+    assert_eq!(verdict.double_grants, 0, "{verdict:?}");
+    assert_eq!(verdict.fence_regressions, 0, "{verdict:?}");
+    assert_eq!(
+        counter, verdict.grants as u64,
+        "updates lost under the lock"
+    );
+    assert!(
+        after(&history, failed_over_at) > 0,
+        "no grant after the failover"
     );
 }
 

@@ -5,9 +5,12 @@
 //! # Layout
 //!
 //! - [`RedisServer`]: a real `redis-server` on a free loopback port, started and stopped by
-//!   the test that owns it (and restarted, paused, flushed when a test needs it).
-//! - [`Fixture`]: one lock store for a test, in memory or on its own Redis, and the apps
-//!   built on it. `on_both_backends!` runs a test once on each.
+//!   the test that owns it (and restarted, paused, flushed when a test needs it); also a
+//!   replica of one, or a Redis Sentinel.
+//! - [`RedisCluster`] (three masters) and [`SentinelSet`] (a primary, two replicas, three
+//!   sentinels): Redis' own distributed deployments, started by the tests that need them.
+//! - [`Fixture`]: one lock store for a test — in memory, on its own Redis, Cluster or
+//!   Sentinel set — and the apps built on it. `on_every_backend!` runs a test on each.
 //! - [`run`] / [`run_with`]: run a guest from `guest/` through the real host library and
 //!   capture its output.
 //! - The guests (`lockctl`, `counter`, `try-lock`) are built for wasm32-wasip2 by
@@ -50,6 +53,8 @@ pub struct RedisServer {
     port: u16,
     child: Child,
     dir: tempfile::TempDir,
+    /// A configuration file to start from (a sentinel's, which Sentinel rewrites).
+    config_file: Option<PathBuf>,
     extra: Vec<String>,
 }
 
@@ -61,14 +66,45 @@ impl RedisServer {
 
     /// Starts a server with extra `redis-server` arguments, such as `--requirepass x`.
     pub fn start_with(extra: &[&str]) -> Self {
-        let port = free_port();
         let dir = tempfile::tempdir().expect("a temporary directory");
+        Self::start_in(dir, None, extra)
+    }
+
+    /// A replica of this server, in sync before it returns.
+    pub fn start_replica(&self) -> Self {
+        // Otherwise the primary waits 5 s for more replicas before it sends its data.
+        self.cmd::<()>(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+        let replica = Self::start_with(&["--replicaof", "127.0.0.1", &self.port.to_string()]);
+        replica.wait_for_reply(&["INFO", "replication"], "master_link_status:up");
+        replica
+    }
+
+    /// A Redis Sentinel that watches `primary` as service `service`, calling it down after
+    /// a second of silence and failing over when `quorum` sentinels agree. (With less, a
+    /// just-promoted primary can be called down before the sentinels reach it, and fail
+    /// over again.)
+    pub fn start_sentinel(service: &str, primary: &RedisServer, quorum: u32) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let config_file = dir.path().join("sentinel.conf");
+        let config = format!(
+            "sentinel monitor {service} 127.0.0.1 {port} {quorum}\n\
+             sentinel down-after-milliseconds {service} 1000\n\
+             sentinel failover-timeout {service} 3000\n",
+            port = primary.port
+        );
+        std::fs::write(&config_file, config).expect("the sentinel's config is written");
+        Self::start_in(dir, Some(config_file), &["--sentinel"])
+    }
+
+    fn start_in(dir: tempfile::TempDir, config_file: Option<PathBuf>, extra: &[&str]) -> Self {
+        let port = free_port();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = spawn_redis(port, &dir, &extra);
+        let child = spawn_redis(port, &dir, config_file.as_deref(), &extra);
         let server = RedisServer {
             port,
             child,
             dir,
+            config_file,
             extra,
         };
         server.wait_ready();
@@ -88,9 +124,20 @@ impl RedisServer {
     /// Kills the server with SIGKILL and starts a new, empty one on the same port: a crash
     /// of a Redis that does not persist.
     pub fn crash_and_restart(&mut self) {
+        self.crash();
+        self.restart();
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn crash(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn_redis(self.port, &self.dir, &self.extra);
+    }
+
+    /// Starts a crashed server again, empty, on the same port and with the same arguments.
+    pub fn restart(&mut self) {
+        let config_file = self.config_file.as_deref();
+        self.child = spawn_redis(self.port, &self.dir, config_file, &self.extra);
         self.wait_ready();
     }
 
@@ -179,8 +226,14 @@ impl RedisServer {
     }
 }
 
-fn spawn_redis(port: u16, dir: &tempfile::TempDir, extra: &[String]) -> Child {
+fn spawn_redis(
+    port: u16,
+    dir: &tempfile::TempDir,
+    config_file: Option<&std::path::Path>,
+    extra: &[String],
+) -> Child {
     Command::new("redis-server")
+        .args(config_file)
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--save", "", "--appendonly", "no"])
         .arg("--dir")
@@ -275,6 +328,72 @@ impl RedisCluster {
     }
 }
 
+/// A primary with two replicas, watched by three Redis Sentinels (quorum 2) as service
+/// `latchkey`: the smallest set in which a failover keeps a replica to confirm grants.
+pub struct SentinelSet {
+    /// The data servers; which is the primary changes on failover.
+    pub servers: Vec<RedisServer>,
+    /// The sentinels.
+    pub sentinels: Vec<RedisServer>,
+}
+
+impl SentinelSet {
+    /// The service name the sentinels know the primary by.
+    pub const SERVICE: &str = "latchkey";
+
+    /// Starts the servers and sentinels, and waits until every sentinel knows both replicas
+    /// and the other sentinels.
+    pub fn start() -> Self {
+        let primary = RedisServer::start();
+        let replicas = [primary.start_replica(), primary.start_replica()];
+        let sentinels: Vec<RedisServer> = (0..3)
+            .map(|_| RedisServer::start_sentinel(Self::SERVICE, &primary, 2))
+            .collect();
+        for sentinel in &sentinels {
+            sentinel.wait_for_reply(&["INFO", "sentinel"], "slaves=2,sentinels=3");
+        }
+        let mut servers = vec![primary];
+        servers.extend(replicas);
+        SentinelSet { servers, sentinels }
+    }
+
+    /// `redis+sentinel://` with every sentinel.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port()))
+            .collect();
+        format!("redis+sentinel://{}/{}", hosts.join(","), Self::SERVICE)
+    }
+
+    /// The index of the server the sentinels name as primary.
+    pub fn primary(&self) -> usize {
+        let (_host, port): (String, String) =
+            self.sentinels[0].cmd(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self::SERVICE]);
+        self.servers
+            .iter()
+            .position(|s| s.port().to_string() == port)
+            .expect("the primary is one of the set's servers")
+    }
+
+    /// Kills the primary (SIGKILL), waits up to 20 s until the sentinels have promoted a
+    /// replica, and restarts the old primary empty (the sentinels turn it into a replica).
+    pub fn fail_over(&mut self) {
+        let old = self.primary();
+        self.servers[old].crash();
+        let started = Instant::now();
+        while self.primary() == old {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the sentinels did not fail over within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.servers[old].restart();
+    }
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -289,6 +408,8 @@ pub struct Fixture {
     pub redis: Option<RedisServer>,
     /// The Redis Cluster behind it, for the cluster runs.
     pub cluster: Option<RedisCluster>,
+    /// The Sentinel-managed servers behind it, for the sentinel runs.
+    pub sentinel: Option<SentinelSet>,
 }
 
 impl Fixture {
@@ -298,6 +419,7 @@ impl Fixture {
             store: LockStore::memory(),
             redis: None,
             cluster: None,
+            sentinel: None,
         }
     }
 
@@ -308,6 +430,7 @@ impl Fixture {
             store: redis_store(&server.url(), Duration::from_secs(2)),
             redis: Some(server),
             cluster: None,
+            sentinel: None,
         }
     }
 
@@ -318,6 +441,26 @@ impl Fixture {
             store: redis_store(&cluster.url(), Duration::from_secs(2)),
             redis: None,
             cluster: Some(cluster),
+            sentinel: None,
+        }
+    }
+
+    /// A store on a primary and two replicas of the test's own, found through three
+    /// sentinels; every grant waits for one replica.
+    pub fn sentinel() -> Self {
+        let set = SentinelSet::start();
+        let store = LockStore::redis(RedisConfig {
+            url: set.url(),
+            password: None,
+            timeout: Duration::from_secs(2),
+            wait_replicas: 1,
+        })
+        .expect("a valid Sentinel URL");
+        Fixture {
+            store,
+            redis: None,
+            cluster: None,
+            sentinel: Some(set),
         }
     }
 
@@ -340,10 +483,11 @@ pub fn redis_store(url: &str, timeout: Duration) -> LockStore {
     .expect("a valid Redis URL")
 }
 
-/// Defines each test once and runs it on every backend: `memory::name`, `redis::name` and
-/// `cluster::name` (a three-master Redis Cluster).
+/// Defines each test once and runs it on every backend: `memory::name`, `redis::name`,
+/// `cluster::name` (a three-master Redis Cluster) and `sentinel::name` (a primary with two
+/// replicas behind three sentinels).
 #[macro_export]
-macro_rules! on_both_backends {
+macro_rules! on_every_backend {
     ($($(#[$doc:meta])* async fn $name:ident($fx:ident: &Fixture) $body:block)*) => {
         $( $(#[$doc])* async fn $name($fx: &$crate::Fixture) $body )*
 
@@ -370,6 +514,15 @@ macro_rules! on_both_backends {
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $name() {
                     super::$name(&$crate::Fixture::cluster()).await
+                }
+            )*
+        }
+
+        mod sentinel {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(&$crate::Fixture::sentinel()).await
                 }
             )*
         }

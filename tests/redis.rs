@@ -198,9 +198,7 @@ async fn unix_socket_store_works() {
 /// A primary with one replica attached and in sync.
 fn primary_and_replica() -> (RedisServer, RedisServer) {
     let primary = RedisServer::start();
-    let port = primary.port().to_string();
-    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
-    replica.wait_for_reply(&["INFO", "replication"], "master_link_status:up");
+    let replica = primary.start_replica();
     (primary, replica)
 }
 
@@ -306,4 +304,67 @@ async fn cluster_keeps_each_locks_keys_on_one_node() {
     assert!(nodes_used > 1, "30 locks all on one node");
     assert_eq!(holder.await.unwrap().fences().len(), 30);
     assert!(cluster.keys().iter().all(|k| k.ends_with(":fence")));
+}
+
+/// A Sentinel store must wait for replicas, and must name the service it follows.
+#[test]
+fn sentinel_stores_are_checked_when_configured() {
+    let sentinel = |url: &str, wait_replicas| {
+        LockStore::redis(RedisConfig {
+            url: url.to_owned(),
+            password: None,
+            timeout: Duration::from_secs(1),
+            wait_replicas,
+        })
+        .err()
+    };
+    let no_wait = sentinel("redis+sentinel://127.0.0.1:1/latchkey", 0).unwrap();
+    assert!(no_wait.contains("set wait-replicas"), "{no_wait}");
+    let no_service = sentinel("redis+sentinel://127.0.0.1:1", 1).unwrap();
+    assert!(
+        no_service.contains("name the monitored service"),
+        "{no_service}"
+    );
+    assert!(sentinel("redis+sentinel://127.0.0.1:1/latchkey", 1).is_none());
+}
+
+/// Through a Sentinel failover (the primary killed, a replica promoted, the old primary
+/// back empty): a lock granted before it is still held after it, because the grant waited
+/// for a replica; its holder still unlocks it; fences keep rising; and the host follows the
+/// new primary without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_granted_lock_survives_a_sentinel_failover() {
+    let mut fx = Fixture::sentinel();
+    let app = fx.app("app");
+    let holder = spawn_lockctl(&app, "open lockstore try a 60000 sleep 8000 unlock");
+    let set = fx.sentinel.as_mut().unwrap();
+    let old_primary = set.primary();
+    set.servers[old_primary].wait_for_key("latchkey:{app:lockstore:a}:lock");
+    let started = std::time::Instant::now();
+    tokio::task::block_in_place(|| set.fail_over());
+    assert_ne!(set.primary(), old_primary);
+
+    let mut after = None;
+    for _ in 0..20 {
+        let run = lockctl(&app, "open lockstore try a 1000 try b 1000").await;
+        if !run.stdout.contains("error unavailable") {
+            after = Some(run);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = after.expect("the host found the new primary");
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "the failover outlasted the holder's sleep: the test proves nothing"
+    );
+    assert_eq!(after.lines()[1], "held a", "{after:?}");
+
+    let holder = holder.await.unwrap();
+    assert_eq!(holder.lines()[2], "unlocked success", "{holder:?}");
+    let (before, later) = (holder.fences()[0], after.fences()[0]);
+    assert!(
+        later > before,
+        "fence {later} after the failover, {before} before"
+    );
 }

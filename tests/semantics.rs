@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use harness::{Fixture, lockctl, on_both_backends, run_with, spawn_lockctl};
+use harness::{Fixture, lockctl, on_every_backend, run_with, spawn_lockctl};
 use latchkey_host::Exit;
 use wasmtime_wasi::FsPerms;
 
-on_both_backends! {
+on_every_backend! {
     /// Dapr's scenario: of two instances, one gets the lock and the other is denied; after
     /// the first unlocks, the second gets it; another app locks the same name independently.
     async fn seed_scenario(fx: &Fixture) {

@@ -57,24 +57,26 @@ impl LockStore {
     }
 
     /// The store a URL names: `memory`, or a Redis URL (`redis://`, `rediss://`,
-    /// `redis+unix://`, or `redis+cluster://host:port,host:port` for a Redis Cluster) with
-    /// `redis`'s password and replica settings.
+    /// `redis+unix://`, `redis+cluster://host:port,host:port` for a Redis Cluster, or
+    /// `redis+sentinel://host:port,host:port/service` for a primary that Redis Sentinel
+    /// names) with `redis`'s password and replica settings.
     pub fn from_url(url: &str, timeout: Duration, redis: RedisOptions) -> Result<Self, String> {
         if url == "memory" {
             return Ok(Self::memory().with_timeout(timeout));
         }
         match url.split_once("://") {
-            Some(("redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster", _)) => {
-                Self::redis(RedisConfig {
-                    url: url.to_owned(),
-                    password: redis.password,
-                    timeout,
-                    wait_replicas: redis.wait_replicas,
-                })
-            }
+            Some((
+                "redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster" | "redis+sentinel",
+                _,
+            )) => Self::redis(RedisConfig {
+                url: url.to_owned(),
+                password: redis.password,
+                timeout,
+                wait_replicas: redis.wait_replicas,
+            }),
             _ => Err(format!(
-                "{} is neither `memory` nor a redis://, rediss://, redis+unix:// or \
-                 redis+cluster:// URL",
+                "{} is neither `memory` nor a redis://, rediss://, redis+unix://, \
+                 redis+cluster:// or redis+sentinel:// URL",
                 crate::backend::redis::redacted(url)
             )),
         }

@@ -1,18 +1,22 @@
 //! The one connection a host keeps per Redis store: a `ConnectionManager` to a single
-//! server, or a `ClusterConnection` to a Redis Cluster. Both are multiplexed, reconnect by
-//! themselves, speak RESP3 (so they carry pub/sub too) and resubscribe after a reconnect.
+//! server, a `ClusterConnection` to a Redis Cluster, or a connection that follows the
+//! primary named by Redis Sentinel. All are multiplexed, reconnect by themselves, and speak
+//! RESP3, so they carry pub/sub too.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::SentinelNodeConnectionInfo;
 use redis::{
-    Client, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisFuture, RedisResult,
-    Value,
+    Client, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisConnectionInfo,
+    RedisFuture, RedisResult, Value,
 };
 
 use super::redacted;
+use super::sentinel::{PrimaryConnection, Sentinels};
 
 /// Where a store's server is, parsed from its URL.
 pub(super) enum Target {
@@ -25,6 +29,60 @@ pub(super) enum Target {
         username: Option<String>,
         password: Option<String>,
     },
+    /// `redis+sentinel://[user[:password]@]host:port,host:port/service`: the sentinels
+    /// that know which server is the primary of `service`; the credentials are the
+    /// primary's (the sentinels themselves are reached without).
+    Sentinel(Sentinels),
+}
+
+/// The parts of a URL that lists several servers:
+/// `scheme://[user[:password]@]host:port,host:port[/path]`.
+pub(super) struct HostList<'a> {
+    pub(super) username: Option<&'a str>,
+    pub(super) password: Option<&'a str>,
+    /// `host:port` of each server.
+    pub(super) hosts: Vec<&'a str>,
+    /// What follows the first `/` after the hosts, if anything.
+    pub(super) path: &'a str,
+}
+
+impl<'a> HostList<'a> {
+    /// Splits what follows `scheme://`.
+    pub(super) fn parse(rest: &'a str) -> Self {
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((auth, rest)) => (Some(auth), rest),
+            None => (None, rest),
+        };
+        let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (username, password) = match auth.map(|a| a.split_once(':')) {
+            Some(Some((user, pass))) => (Some(user), Some(pass)),
+            Some(None) => (auth, None),
+            None => (None, None),
+        };
+        HostList {
+            username: username.filter(|u| !u.is_empty()),
+            password,
+            hosts: hosts.split(',').filter(|h| !h.is_empty()).collect(),
+            path,
+        }
+    }
+
+    /// `redis://host:port` for each server, checked.
+    pub(super) fn urls(&self) -> Result<Vec<String>, String> {
+        if self.hosts.is_empty() {
+            return Err("lists no host:port".into());
+        }
+        self.hosts
+            .iter()
+            .map(|host| {
+                let url = format!("redis://{host}");
+                url.as_str()
+                    .into_connection_info()
+                    .map(|_| url.clone())
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
 }
 
 impl Target {
@@ -32,28 +90,32 @@ impl Target {
     pub(super) fn parse(url: &str, password: Option<&str>) -> Result<Self, String> {
         let bad = |e: &dyn std::fmt::Display| format!("bad Redis URL {}: {e}", redacted(url));
         if let Some(rest) = url.strip_prefix("redis+cluster://") {
-            let (auth, hosts) = match rest.rsplit_once('@') {
-                Some((auth, hosts)) => (Some(auth), hosts),
-                None => (None, rest),
-            };
-            let nodes: Vec<String> = hosts
-                .trim_end_matches('/')
-                .split(',')
-                .map(|host| format!("redis://{host}"))
-                .collect();
-            for node in &nodes {
-                node.as_str().into_connection_info().map_err(|e| bad(&e))?;
-            }
-            let (username, url_password) = match auth.map(|a| a.split_once(':')) {
-                Some(Some((user, pass))) => (Some(user), Some(pass)),
-                Some(None) => (auth, None),
-                None => (None, None),
-            };
+            let list = HostList::parse(rest);
             return Ok(Target::Cluster {
-                nodes,
-                username: username.filter(|u| !u.is_empty()).map(str::to_owned),
-                password: password.or(url_password).map(str::to_owned),
+                nodes: list.urls().map_err(|e| bad(&e))?,
+                username: list.username.map(str::to_owned),
+                password: password.or(list.password).map(str::to_owned),
             });
+        }
+        if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            let list = HostList::parse(rest);
+            let service = list.path.trim_end_matches('/');
+            if service.is_empty() {
+                return Err(bad(&"name the monitored service after the hosts, as in \
+                     redis+sentinel://host:port/mymaster"));
+            }
+            let mut primary = RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP3);
+            if let Some(username) = list.username {
+                primary = primary.set_username(username);
+            }
+            if let Some(password) = password.or(list.password) {
+                primary = primary.set_password(password);
+            }
+            return Ok(Target::Sentinel(Sentinels {
+                addresses: list.urls().map_err(|e| bad(&e))?,
+                service: service.to_owned(),
+                primary: SentinelNodeConnectionInfo::default().set_redis_connection_info(primary),
+            }));
         }
         let info = url.into_connection_info().map_err(|e| bad(&e))?;
         let mut settings = info
@@ -73,20 +135,16 @@ impl Target {
         timeout: Duration,
         on_push: impl Fn(PushInfo) + Send + Sync + 'static,
     ) -> RedisResult<Connection> {
-        let on_push = move |push: PushInfo| {
-            on_push(push);
-            Ok::<(), std::convert::Infallible>(())
-        };
+        let on_push: Arc<dyn Fn(PushInfo) + Send + Sync> = Arc::new(on_push);
         match self {
             Target::Single(client) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(Some(timeout))
-                    .set_number_of_retries(1)
-                    .set_automatic_resubscription()
-                    .set_push_sender(on_push);
+                let config = manager_config(timeout, move |push| on_push(push));
                 let manager = ConnectionManager::new_with_config(client.clone(), config).await?;
                 Ok(Connection::Single(manager))
+            }
+            Target::Sentinel(sentinels) => {
+                let primary = sentinels.connect(timeout, on_push).await?;
+                Ok(Connection::Sentinel(primary))
             }
             Target::Cluster {
                 nodes,
@@ -98,7 +156,10 @@ impl Target {
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     .retries(1)
-                    .push_sender(on_push);
+                    .push_sender(move |push| {
+                        on_push(push);
+                        Ok::<(), std::convert::Infallible>(())
+                    });
                 if let Some(username) = username {
                     builder = builder.username(username);
                 }
@@ -112,19 +173,46 @@ impl Target {
     }
 }
 
+/// How every connection to one server is kept: bounded connects and answers, one retry,
+/// subscriptions restored after a reconnect, push messages to `on_push`.
+pub(super) fn manager_config(
+    timeout: Duration,
+    on_push: impl Fn(PushInfo) + Send + Sync + 'static,
+) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_automatic_resubscription()
+        .set_push_sender(move |push| {
+            on_push(push);
+            Ok::<(), std::convert::Infallible>(())
+        })
+}
+
 /// A connection to a single server or to a cluster; commands and scripts are routed by
 /// their first key in a cluster.
 #[derive(Clone)]
 pub(super) enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(PrimaryConnection),
 }
 
 impl Connection {
+    /// Says the server answered, but not as a healthy primary would: a Sentinel store asks
+    /// the sentinels before its next call. Others have nobody to ask.
+    pub(super) fn suspect(&self) {
+        if let Connection::Sentinel(c) = self {
+            c.suspect();
+        }
+    }
+
     pub(super) async fn subscribe(&mut self, channel: &str) -> RedisResult<()> {
         match self {
             Connection::Single(c) => c.subscribe(channel).await,
             Connection::Cluster(c) => c.subscribe(channel).await,
+            Connection::Sentinel(c) => c.subscribe(channel).await,
         }
     }
 
@@ -132,6 +220,7 @@ impl Connection {
         match self {
             Connection::Single(c) => c.unsubscribe(channel).await,
             Connection::Cluster(c) => c.unsubscribe(channel).await,
+            Connection::Sentinel(c) => c.unsubscribe(channel).await,
         }
     }
 }
@@ -141,6 +230,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(c) => c.req_packed_command(cmd),
             Connection::Cluster(c) => c.req_packed_command(cmd),
+            Connection::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -153,6 +243,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -160,6 +251,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(c) => c.get_db(),
             Connection::Cluster(c) => c.get_db(),
+            Connection::Sentinel(c) => c.get_db(),
         }
     }
 }

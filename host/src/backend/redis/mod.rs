@@ -20,6 +20,7 @@ use connection::{Connection, Target};
 
 mod channels;
 mod connection;
+mod sentinel;
 
 /// Sets the lock if free and computes the fence in the same step, so a fence is never
 /// granted without the lock nor the lock without a fence.
@@ -73,8 +74,8 @@ pub const FENCE_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
 /// How to reach one Redis server.
 #[derive(Clone)]
 pub struct RedisConfig {
-    /// `redis://`, `rediss://` (TLS), `redis+unix://` or `redis+cluster://host:port,...`
-    /// URL; may hold user and password.
+    /// `redis://`, `rediss://` (TLS), `redis+unix://`, `redis+cluster://host:port,...` or
+    /// `redis+sentinel://host:port,.../service` URL; may hold user and password.
     pub url: String,
     /// A password that overrides the URL's, so it need not appear on a command line.
     pub password: Option<String>,
@@ -124,8 +125,18 @@ pub struct RedisBackend {
 impl RedisBackend {
     /// Checks the URL now; connects on first use, so a host can start while Redis is down.
     pub fn new(config: RedisConfig) -> Result<Self, String> {
+        let target = Target::parse(&config.url, config.password.as_deref())?;
+        if let Target::Sentinel(_) = target
+            && config.wait_replicas == 0
+        {
+            return Err(format!(
+                "{}: a Sentinel failover can lose a granted lock unless grants wait for \
+                 replicas: set wait-replicas (1 or more)",
+                redacted(&config.url)
+            ));
+        }
         Ok(RedisBackend {
-            target: Target::parse(&config.url, config.password.as_deref())?,
+            target,
             timeout: config.timeout,
             wait_replicas: config.wait_replicas,
             connection: OnceCell::new(),
@@ -210,6 +221,8 @@ impl RedisBackend {
             .await
             .map_err(describe)?;
         if acked < self.wait_replicas {
+            // Perhaps this server is a restarted old primary, and the set moved on.
+            conn.suspect();
             return Err(format!(
                 "had {acked} of {} replicas confirm the grant in time",
                 self.wait_replicas

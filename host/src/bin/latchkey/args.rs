@@ -29,7 +29,8 @@ pub struct RunArgs {
     pub app_id: Option<String>,
 
     /// Offer a lock store to the guest: NAME=memory or NAME=redis://[user[:password]@]host[:port][/db]
-    /// (also rediss:// for TLS and redis+unix:///path). Repeatable
+    /// (also rediss:// for TLS, redis+unix:///path, redis+cluster://host:port,host:port and
+    /// redis+sentinel://host:port,host:port/service). Repeatable
     /// [default: lockstore=memory]
     #[arg(long = "store", value_name = "NAME=URL", value_parser = key_value)]
     pub stores: Vec<(String, String)>,
@@ -41,6 +42,11 @@ pub struct RunArgs {
     /// Read the password of store NAME from the host's environment variable VAR. Repeatable
     #[arg(long = "password-env", value_name = "NAME=VAR", value_parser = key_value)]
     pub password_envs: Vec<(String, String)>,
+
+    /// Grant locks of store NAME only once N replicas confirm them (Redis WAIT); needed for
+    /// a primary with replicas and for redis+sentinel:// stores. Repeatable
+    #[arg(long = "wait-replicas", value_name = "NAME=N", value_parser = key_count)]
+    pub wait_replicas: Vec<(String, u32)>,
 
     /// How long a store may take to answer before a call fails as `unavailable`, in ms
     /// [default: 2000]
@@ -94,6 +100,14 @@ fn key_value(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("expected NAME=VALUE, got {s:?}")),
     }
+}
+
+fn key_count(s: &str) -> Result<(String, u32), String> {
+    let (name, count) = key_value(s)?;
+    let count = count
+        .parse()
+        .map_err(|_| format!("expected NAME=N with N a whole number, got {s:?}"))?;
+    Ok((name, count))
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {

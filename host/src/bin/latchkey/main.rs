@@ -206,12 +206,15 @@ fn store_configs(args: &RunArgs, config: &Config) -> anyhow::Result<BTreeMap<Str
         stores.insert(name.clone(), StoreConfig::new(url));
     }
     for (name, path) in &args.password_files {
-        let store = store_for_password(&mut stores, name)?;
+        let store = flagged_store(&mut stores, name, "a password")?;
         (store.password_file, store.password_env) = (Some(path.into()), None);
     }
     for (name, var) in &args.password_envs {
-        let store = store_for_password(&mut stores, name)?;
+        let store = flagged_store(&mut stores, name, "a password")?;
         (store.password_file, store.password_env) = (None, Some(var.clone()));
+    }
+    for (name, count) in &args.wait_replicas {
+        flagged_store(&mut stores, name, "--wait-replicas")?.wait_replicas = *count;
     }
     if stores.is_empty() {
         stores.insert(DEFAULT_STORE.to_owned(), StoreConfig::new("memory"));
@@ -224,12 +227,14 @@ fn store_configs(args: &RunArgs, config: &Config) -> anyhow::Result<BTreeMap<Str
     Ok(stores)
 }
 
-fn store_for_password<'a>(
+/// The store a flag names; `what` says which flag, for the error.
+fn flagged_store<'a>(
     stores: &'a mut BTreeMap<String, StoreConfig>,
     name: &str,
+    what: &str,
 ) -> anyhow::Result<&'a mut StoreConfig> {
     stores.get_mut(name).with_context(|| {
-        format!("a password is given for store {name}, but there is no --store {name}=URL")
+        format!("{what} is given for store {name}, but there is no --store {name}=URL")
     })
 }
 
