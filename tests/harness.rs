@@ -9,8 +9,8 @@
 //!   replica of one, or a Redis Sentinel.
 //! - [`RedisCluster`] (three masters) and [`SentinelSet`] (a primary, two replicas, three
 //!   sentinels): Redis' own distributed deployments, started by the tests that need them.
-//! - [`Fixture`]: one lock store for a test — in memory, on its own Redis, Cluster or
-//!   Sentinel set — and the apps built on it. `on_every_backend!` runs a test on each.
+//! - [`Fixture`]: one lock store for a test — in memory, on its own Redis, Cluster,
+//!   Sentinel set or Redlock masters — and the apps built on it. `on_every_backend!` runs a test on each.
 //! - [`run`] / [`run_with`]: run a guest from `guest/` through the real host library and
 //!   capture its output.
 //! - The guests (`lockctl`, `counter`, `try-lock`) are built for wasm32-wasip2 by
@@ -410,6 +410,8 @@ pub struct Fixture {
     pub cluster: Option<RedisCluster>,
     /// The Sentinel-managed servers behind it, for the sentinel runs.
     pub sentinel: Option<SentinelSet>,
+    /// The independent masters behind it, for the Redlock runs.
+    pub redlock: Vec<RedisServer>,
 }
 
 impl Fixture {
@@ -420,6 +422,7 @@ impl Fixture {
             redis: None,
             cluster: None,
             sentinel: None,
+            redlock: Vec::new(),
         }
     }
 
@@ -431,6 +434,7 @@ impl Fixture {
             redis: Some(server),
             cluster: None,
             sentinel: None,
+            redlock: Vec::new(),
         }
     }
 
@@ -442,6 +446,7 @@ impl Fixture {
             redis: None,
             cluster: Some(cluster),
             sentinel: None,
+            redlock: Vec::new(),
         }
     }
 
@@ -461,6 +466,19 @@ impl Fixture {
             redis: None,
             cluster: None,
             sentinel: Some(set),
+            redlock: Vec::new(),
+        }
+    }
+
+    /// A Redlock store on three independent masters of the test's own.
+    pub fn redlock() -> Self {
+        let masters: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+        Fixture {
+            store: redis_store(&redlock_url(&masters), Duration::from_secs(2)),
+            redis: None,
+            cluster: None,
+            sentinel: None,
+            redlock: masters,
         }
     }
 
@@ -470,6 +488,15 @@ impl Fixture {
         app.store("lockstore", self.store.clone());
         app
     }
+}
+
+/// `redis+redlock://` over `masters`.
+pub fn redlock_url(masters: &[RedisServer]) -> String {
+    let hosts: Vec<String> = masters
+        .iter()
+        .map(|m| format!("127.0.0.1:{}", m.port()))
+        .collect();
+    format!("redis+redlock://{}", hosts.join(","))
 }
 
 /// A Redis store at `url` with the given call timeout.
@@ -484,8 +511,8 @@ pub fn redis_store(url: &str, timeout: Duration) -> LockStore {
 }
 
 /// Defines each test once and runs it on every backend: `memory::name`, `redis::name`,
-/// `cluster::name` (a three-master Redis Cluster) and `sentinel::name` (a primary with two
-/// replicas behind three sentinels).
+/// `cluster::name` (a three-master Redis Cluster), `sentinel::name` (a primary with two
+/// replicas behind three sentinels) and `redlock::name` (three independent masters).
 #[macro_export]
 macro_rules! on_every_backend {
     ($($(#[$doc:meta])* async fn $name:ident($fx:ident: &Fixture) $body:block)*) => {
@@ -523,6 +550,15 @@ macro_rules! on_every_backend {
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $name() {
                     super::$name(&$crate::Fixture::sentinel()).await
+                }
+            )*
+        }
+
+        mod redlock {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(&$crate::Fixture::redlock()).await
                 }
             )*
         }

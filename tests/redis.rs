@@ -368,3 +368,78 @@ async fn a_granted_lock_survives_a_sentinel_failover() {
         "fence {later} after the failover, {before} before"
     );
 }
+
+/// Redlock grants on a majority: a stray lock on one master does not block it, a rival on
+/// two does — and then the attempt leaves nothing behind on the third.
+#[tokio::test(flavor = "multi_thread")]
+async fn redlock_needs_a_majority() {
+    let fx = Fixture::redlock();
+    let app = fx.app("app");
+    let key = "latchkey:{app:lockstore:a}:lock";
+    fx.redlock[0].cmd::<()>(&["SET", key, "rival", "PX", "60000"]);
+    let run = lockctl(&app, "open lockstore try a 60000 unlock").await;
+    assert!(run.lines()[1].starts_with("granted a"), "{run:?}");
+    assert_eq!(run.lines()[2], "unlocked success");
+
+    fx.redlock[1].cmd::<()>(&["SET", key, "rival", "PX", "60000"]);
+    let run = lockctl(&app, "open lockstore try a 60000").await;
+    assert_eq!(run.lines()[1], "held a", "{run:?}");
+    assert!(
+        fx.redlock[2].lock_keys().is_empty(),
+        "a partial grant was left"
+    );
+}
+
+/// With one master of three down, locks are still granted (and released); with two down,
+/// calls are `unavailable` and no partial grant stays on the last one.
+#[tokio::test(flavor = "multi_thread")]
+async fn redlock_survives_one_master_down_not_two() {
+    let mut fx = Fixture::redlock();
+    let app = fx.app("app");
+    fx.redlock[0].crash();
+    let run = lockctl(&app, "open lockstore try a 60000 unlock").await;
+    assert!(run.lines()[1].starts_with("granted a"), "{run:?}");
+    assert_eq!(run.lines()[2], "unlocked success");
+
+    fx.redlock[1].crash();
+    let run = lockctl(&app, "open lockstore try b 60000").await;
+    assert!(
+        run.lines()[1].starts_with(
+            "error unavailable: store 'lockstore' had 1 of 3 Redlock masters answer in time"
+        ),
+        "{run:?}"
+    );
+    assert!(
+        fx.redlock[2].lock_keys().is_empty(),
+        "a partial grant was left"
+    );
+}
+
+/// Redlock fences grow across grants made by different majorities, because each grant
+/// writes its fence back to its majority. One master's counter is set far ahead; a grant
+/// by all three takes it and writes it back; with that master gone, the next grant (by the
+/// other two) still goes above it. Without the write-back the other two would only know
+/// their own, much lower, counters.
+#[tokio::test(flavor = "multi_thread")]
+async fn redlock_fences_are_written_back_to_the_majority() {
+    let mut fx = Fixture::redlock();
+    let app = fx.app("app");
+    let fence_key = "latchkey:{app:lockstore:f}:fence";
+    let ahead: u64 = 4_000_000_000_000_000;
+    fx.redlock[0].cmd::<()>(&["SET", fence_key, &ahead.to_string()]);
+
+    let first = lockctl(&app, "open lockstore try f 60000 unlock").await;
+    let first = first.fences()[0];
+    assert!(
+        first > ahead,
+        "fence {first} is not above the largest counter"
+    );
+    for master in &fx.redlock {
+        assert_eq!(master.cmd::<u64>(&["GET", fence_key]), first);
+    }
+
+    fx.redlock[0].crash();
+    let second = lockctl(&app, "open lockstore try f 60000 unlock").await;
+    let second = second.fences()[0];
+    assert!(second > first, "fence {second} after {first}");
+}

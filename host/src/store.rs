@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::backend::memory::MemoryBackend;
+use crate::backend::redis::redlock::RedlockBackend;
 use crate::backend::redis::{RedisBackend, RedisConfig};
 use crate::backend::{Attempt, Backend, BackendResult, Token, UnlockStatus};
 use crate::error::StoreError;
@@ -51,22 +52,30 @@ impl LockStore {
 
     /// A store on a Redis server. The URL is checked now; the connection is made on first
     /// use, so an unreachable server makes calls `unavailable` rather than failing here.
+    /// `redis+redlock://` URLs make a Redlock store over the masters they list.
     pub fn redis(config: RedisConfig) -> Result<Self, String> {
         let timeout = config.timeout;
-        Ok(Self::new(Arc::new(RedisBackend::new(config)?), timeout))
+        let backend: Arc<dyn Backend> = if config.url.starts_with("redis+redlock://") {
+            Arc::new(RedlockBackend::new(config)?)
+        } else {
+            Arc::new(RedisBackend::new(config)?)
+        };
+        Ok(Self::new(backend, timeout))
     }
 
     /// The store a URL names: `memory`, or a Redis URL (`redis://`, `rediss://`,
     /// `redis+unix://`, `redis+cluster://host:port,host:port` for a Redis Cluster, or
     /// `redis+sentinel://host:port,host:port/service` for a primary that Redis Sentinel
-    /// names) with `redis`'s password and replica settings.
+    /// names, or `redis+redlock://host:port,host:port,host:port` for Redlock over
+    /// independent masters) with `redis`'s password and replica settings.
     pub fn from_url(url: &str, timeout: Duration, redis: RedisOptions) -> Result<Self, String> {
         if url == "memory" {
             return Ok(Self::memory().with_timeout(timeout));
         }
         match url.split_once("://") {
             Some((
-                "redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster" | "redis+sentinel",
+                "redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster" | "redis+sentinel"
+                | "redis+redlock",
                 _,
             )) => Self::redis(RedisConfig {
                 url: url.to_owned(),
@@ -76,7 +85,7 @@ impl LockStore {
             }),
             _ => Err(format!(
                 "{} is neither `memory` nor a redis://, rediss://, redis+unix://, \
-                 redis+cluster:// or redis+sentinel:// URL",
+                 redis+cluster://, redis+sentinel:// or redis+redlock:// URL",
                 crate::backend::redis::redacted(url)
             )),
         }

@@ -115,12 +115,43 @@ impl ReleaseWatch {
         }
     }
 
+    /// A watch that wakes when any of `watches` does: the releases of one lock kept on
+    /// several servers. Each is followed by a task of its own, stopped with the watch.
+    pub fn any(watches: Vec<ReleaseWatch>) -> Self {
+        let (sender, released) = watch::channel(());
+        let followers: Vec<tokio::task::AbortHandle> = watches
+            .into_iter()
+            .map(|mut one| {
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    loop {
+                        one.released().await;
+                        sender.send_replace(());
+                    }
+                })
+                .abort_handle()
+            })
+            .collect();
+        ReleaseWatch::new(released, Some(Box::new(AbortOnDrop(followers))))
+    }
+
     /// Waits for a release after the watch began or after the last `released` returned.
     /// If the announcing side is gone it never returns: the caller's lease and wait
     /// deadlines still end the wait.
     pub async fn released(&mut self) {
         if self.released.changed().await.is_err() {
             std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Stops the tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
         }
     }
 }

@@ -20,6 +20,7 @@ use connection::{Connection, Target};
 
 mod channels;
 mod connection;
+pub mod redlock;
 mod sentinel;
 
 /// Sets the lock if free and computes the fence in the same step, so a fence is never
@@ -65,6 +66,20 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
+";
+
+/// Raises the fence to at least ARGV[2], but only while the token holds the lock: how a
+/// Redlock grant writes the fence it chose back to its majority.
+pub const RAISE_FENCE: &str = r"
+-- KEYS[1] lock, KEYS[2] fence; ARGV[1] token, ARGV[2] fence, ARGV[3] fence key TTL ms
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[2]) > last then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+end
+return 1
 ";
 
 /// How long a fence key outlives its last grant. Within it fences follow a counter; after
@@ -120,6 +135,7 @@ pub struct RedisBackend {
     acquire: Script,
     release: Script,
     extend: Script,
+    raise_fence: Script,
 }
 
 impl RedisBackend {
@@ -144,6 +160,7 @@ impl RedisBackend {
             acquire: Script::new(ACQUIRE),
             release: Script::new(RELEASE),
             extend: Script::new(EXTEND),
+            raise_fence: Script::new(RAISE_FENCE),
         })
     }
 
@@ -207,6 +224,28 @@ impl RedisBackend {
             ));
         }
         Ok(())
+    }
+
+    /// Raises the fence of `key` to at least `fence` if `token` still holds the lock; false
+    /// if it does not.
+    pub async fn raise_fence(
+        &self,
+        key: &LockKey,
+        token: &Token,
+        fence: u64,
+    ) -> BackendResult<bool> {
+        let mut conn = self.connection().await?;
+        let raised: i64 = self
+            .raise_fence
+            .key(key.lock())
+            .key(key.fence())
+            .arg(token.as_str())
+            .arg(fence)
+            .arg(millis(FENCE_MEMORY))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(describe)?;
+        Ok(raised == 1)
     }
 
     /// Waits until `wait_replicas` replicas have every write made so far on the connection;

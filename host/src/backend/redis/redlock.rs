@@ -1,0 +1,261 @@
+//! Redlock: one lock over N independent Redis masters, held only while a majority grants it.
+//!
+//! Each master runs the same scripts as a single server ([`RedisBackend`]). A grant is kept
+//! only if a majority said yes within the lease minus the time the attempt took minus an
+//! allowance for clock drift; otherwise every master is told to release it, and a split vote
+//! (nobody has a majority) is retried after a short random delay, so that rivals drift apart.
+//!
+//! Fences: each master keeps its own counter, so no single master's fence is enough. The
+//! grant takes the largest fence its majority reported and writes it back to that majority
+//! (only where it still holds the lock) before it is handed out. Any later grant's majority
+//! shares at least one master with this one, and on that master the later grant's acquire
+//! runs after the write-back (the write-back needs the lock, the later acquire needs it
+//! free), so it reads at least this fence and grants a larger one. The README has the
+//! argument and its assumptions.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::time::{Instant, timeout};
+
+use super::connection::HostList;
+use super::{RedisBackend, RedisConfig};
+use crate::backend::{Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus};
+use crate::key::LockKey;
+
+/// How many times a split vote is tried again within one attempt.
+const SPLIT_RETRIES: u32 = 3;
+
+/// The longest random pause before trying a split vote again.
+const MAX_RETRY_DELAY: Duration = Duration::from_millis(20);
+
+/// A lock store on several independent Redis masters.
+pub struct RedlockBackend {
+    masters: Vec<RedisBackend>,
+    /// Each master's share of a call: a master slower than this counts as a "no".
+    master_timeout: Duration,
+}
+
+impl RedlockBackend {
+    /// `redis+redlock://[user[:password]@]host:port,host:port,host:port`: three or more
+    /// masters that do not replicate each other. Each master gets a tenth of the call
+    /// timeout, so that one slow master cannot use up a lease.
+    pub fn new(config: RedisConfig) -> Result<Self, String> {
+        let bad = |e: &str| format!("bad Redlock URL {}: {e}", super::redacted(&config.url));
+        let rest = config
+            .url
+            .strip_prefix("redis+redlock://")
+            .ok_or_else(|| bad("it must start with redis+redlock://"))?;
+        let list = HostList::parse(rest);
+        let urls = list.urls().map_err(|e| bad(&e))?;
+        if urls.len() < 3 {
+            return Err(bad("Redlock needs three or more masters"));
+        }
+        if config.wait_replicas > 0 {
+            return Err(bad(
+                "Redlock masters are independent: wait-replicas does not apply",
+            ));
+        }
+        let master_timeout = (config.timeout / 10).max(Duration::from_millis(5));
+        let masters = urls
+            .into_iter()
+            .map(|url| {
+                let url = match list.username {
+                    Some(user) => url.replacen("redis://", &format!("redis://{user}@"), 1),
+                    None => url,
+                };
+                RedisBackend::new(RedisConfig {
+                    url,
+                    password: config.password.clone().or(list.password.map(str::to_owned)),
+                    timeout: master_timeout,
+                    wait_replicas: 0,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RedlockBackend {
+            masters,
+            master_timeout,
+        })
+    }
+
+    fn quorum(&self) -> usize {
+        self.masters.len() / 2 + 1
+    }
+
+    /// Runs `call` on every master at once, each bounded by the master timeout; a master
+    /// that fails or is late gives `None`.
+    async fn on_each<'a, T, F>(&'a self, call: impl Fn(&'a RedisBackend) -> F) -> Vec<Option<T>>
+    where
+        F: Future<Output = BackendResult<T>>,
+    {
+        join_all(self.masters.iter().map(|master| {
+            let call = call(master);
+            async move {
+                match timeout(self.master_timeout, call).await {
+                    Ok(Ok(value)) => Some(value),
+                    Ok(Err(err)) => {
+                        tracing::debug!(error = %err, "a Redlock master failed");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+        }))
+        .await
+    }
+
+    fn too_few(&self, answered: usize) -> String {
+        format!(
+            "had {answered} of {} Redlock masters answer in time; {} are needed",
+            self.masters.len(),
+            self.quorum()
+        )
+    }
+
+    /// One round of Redlock: a grant from a majority within the lease's validity, its fence
+    /// written back to that majority; or nothing, and every master told to let go.
+    async fn round(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<Round> {
+        let started = Instant::now();
+        let replies = self
+            .on_each(|master| master.try_acquire(key, token, lease))
+            .await;
+        let answered = replies.iter().flatten().count();
+        let fences: Vec<u64> = replies
+            .iter()
+            .flatten()
+            .filter_map(|attempt| match attempt {
+                Attempt::Granted { fence } => Some(*fence),
+                Attempt::Held { .. } => None,
+            })
+            .collect();
+        let held: Vec<Option<Duration>> = replies
+            .iter()
+            .flatten()
+            .filter_map(|attempt| match attempt {
+                Attempt::Held { expires_in } => Some(*expires_in),
+                Attempt::Granted { .. } => None,
+            })
+            .collect();
+        if fences.len() >= self.quorum() && valid(started, lease) {
+            let fence = fences.iter().copied().max().expect("a majority granted");
+            let raised = self
+                .on_each(|master| master.raise_fence(key, token, fence))
+                .await;
+            let raised = raised.into_iter().filter(|r| *r == Some(true)).count();
+            if raised >= self.quorum() && valid(started, lease) {
+                return Ok(Round::Granted(fence));
+            }
+        }
+        // Also on the masters that did not answer: their grant may have happened anyway.
+        self.on_each(|master| master.release(key, token)).await;
+        if answered < self.quorum() {
+            return Err(self.too_few(answered));
+        }
+        if held.len() >= self.quorum()
+            && let Some(left) = held.iter().flatten().min()
+        {
+            return Ok(Round::Held(*left));
+        }
+        Ok(Round::Split)
+    }
+}
+
+enum Round {
+    Granted(u64),
+    /// Another holder has a majority; its lease ends in this long on the first master to
+    /// let it go.
+    Held(Duration),
+    /// Nobody has a majority: rivals got in each other's way, or leases ran out mid-round.
+    Split,
+}
+
+/// Whether a grant begun at `started` still has time left on its lease, allowing 1 % of it
+/// plus 2 ms for the masters' clocks running at different rates (as Redlock specifies).
+fn valid(started: Instant, lease: Duration) -> bool {
+    let drift = lease / 100 + Duration::from_millis(2);
+    started.elapsed() + drift < lease
+}
+
+fn retry_delay() -> Duration {
+    MAX_RETRY_DELAY.mul_f64(rand::random::<f64>())
+}
+
+#[async_trait::async_trait]
+impl Backend for RedlockBackend {
+    async fn try_acquire(
+        &self,
+        key: &LockKey,
+        token: &Token,
+        lease: Duration,
+    ) -> BackendResult<Attempt> {
+        for _ in 0..SPLIT_RETRIES {
+            match self.round(key, token, lease).await? {
+                Round::Granted(fence) => return Ok(Attempt::Granted { fence }),
+                Round::Held(left) => {
+                    return Ok(Attempt::Held {
+                        expires_in: Some(left + retry_delay()),
+                    });
+                }
+                Round::Split => tokio::time::sleep(retry_delay()).await,
+            }
+        }
+        Ok(Attempt::Held {
+            expires_in: Some(retry_delay()),
+        })
+    }
+
+    async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus> {
+        let statuses = self.on_each(|master| master.release(key, token)).await;
+        let answered = statuses.iter().flatten().count();
+        let count = |wanted| statuses.iter().filter(|s| **s == Some(wanted)).count();
+        if count(UnlockStatus::Success) >= self.quorum() {
+            Ok(UnlockStatus::Success)
+        } else if answered < self.quorum() {
+            Err(self.too_few(answered))
+        } else if count(UnlockStatus::LockBelongsToOthers) >= self.quorum() {
+            Ok(UnlockStatus::LockBelongsToOthers)
+        } else {
+            // Our grant had lost its majority: whatever is left on a minority is not a lock.
+            Ok(UnlockStatus::LockDoesNotExist)
+        }
+    }
+
+    async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool> {
+        let started = Instant::now();
+        let extended = self
+            .on_each(|master| master.extend(key, token, lease))
+            .await;
+        let answered = extended.iter().flatten().count();
+        if answered < self.quorum() {
+            return Err(self.too_few(answered));
+        }
+        let yes = extended.iter().filter(|e| **e == Some(true)).count();
+        Ok(yes >= self.quorum() && valid(started, lease))
+    }
+
+    async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
+        let watches: Vec<ReleaseWatch> = self
+            .on_each(|master| master.watch(key))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if watches.len() < self.quorum() {
+            return Err(self.too_few(watches.len()));
+        }
+        Ok(ReleaseWatch::any(watches))
+    }
+
+    async fn ping(&self) -> BackendResult<()> {
+        let answered = self
+            .on_each(|master| master.ping())
+            .await
+            .into_iter()
+            .flatten()
+            .count();
+        if answered < self.quorum() {
+            return Err(self.too_few(answered));
+        }
+        Ok(())
+    }
+}
