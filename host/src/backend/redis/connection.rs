@@ -129,21 +129,23 @@ impl Target {
         Ok(Target::Single(client))
     }
 
-    /// Connects, handing every push message (pub/sub) to `on_push`.
+    /// Connects, handing every push message (pub/sub) to `on_push`; a failed connection is
+    /// tried `retries` times more.
     pub(super) async fn connect(
         &self,
         timeout: Duration,
+        retries: usize,
         on_push: impl Fn(PushInfo) + Send + Sync + 'static,
     ) -> RedisResult<Connection> {
         let on_push: Arc<dyn Fn(PushInfo) + Send + Sync> = Arc::new(on_push);
         match self {
             Target::Single(client) => {
-                let config = manager_config(timeout, move |push| on_push(push));
+                let config = manager_config(timeout, retries, move |push| on_push(push));
                 let manager = ConnectionManager::new_with_config(client.clone(), config).await?;
                 Ok(Connection::Single(manager))
             }
             Target::Sentinel(sentinels) => {
-                let primary = sentinels.connect(timeout, on_push).await?;
+                let primary = sentinels.connect(timeout, retries, on_push).await?;
                 Ok(Connection::Sentinel(primary))
             }
             Target::Cluster {
@@ -155,7 +157,7 @@ impl Target {
                     .use_protocol(ProtocolVersion::RESP3)
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
-                    .retries(1)
+                    .retries(retries as u32)
                     .push_sender(move |push| {
                         on_push(push);
                         Ok::<(), std::convert::Infallible>(())
@@ -173,16 +175,18 @@ impl Target {
     }
 }
 
-/// How every connection to one server is kept: bounded connects and answers, one retry,
-/// subscriptions restored after a reconnect, push messages to `on_push`.
+/// How every connection to one server is kept: bounded connects and answers, `retries`
+/// attempts more to connect, subscriptions restored after a reconnect, push messages to
+/// `on_push`.
 pub(super) fn manager_config(
     timeout: Duration,
+    retries: usize,
     on_push: impl Fn(PushInfo) + Send + Sync + 'static,
 ) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1)
+        .set_number_of_retries(retries)
         .set_automatic_resubscription()
         .set_push_sender(move |push| {
             on_push(push);

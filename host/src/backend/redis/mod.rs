@@ -129,6 +129,8 @@ pub fn redacted(url: &str) -> String {
 pub struct RedisBackend {
     target: Target,
     timeout: Duration,
+    /// Further attempts when connecting fails.
+    connect_retries: usize,
     wait_replicas: u32,
     connection: OnceCell<Connection>,
     channels: Arc<Channels>,
@@ -154,6 +156,7 @@ impl RedisBackend {
         Ok(RedisBackend {
             target,
             timeout: config.timeout,
+            connect_retries: 1,
             wait_replicas: config.wait_replicas,
             connection: OnceCell::new(),
             channels: Arc::default(),
@@ -164,6 +167,13 @@ impl RedisBackend {
         })
     }
 
+    /// The same backend, giving up at once when it cannot connect: for a Redlock master,
+    /// where the other masters are the retry.
+    pub(super) fn without_connect_retries(mut self) -> Self {
+        self.connect_retries = 0;
+        self
+    }
+
     async fn connection(&self) -> BackendResult<Connection> {
         let connection = self
             .connection
@@ -171,7 +181,9 @@ impl RedisBackend {
                 let channels = self.channels.clone();
                 let mut conn = self
                     .target
-                    .connect(self.timeout, move |push| channels.deliver(push))
+                    .connect(self.timeout, self.connect_retries, move |push| {
+                        channels.deliver(push)
+                    })
                     .await
                     .map_err(describe)?;
                 self.check_replication(&mut conn).await?;

@@ -70,6 +70,7 @@ impl RedlockBackend {
                     timeout: master_timeout,
                     wait_replicas: 0,
                 })
+                .map(RedisBackend::without_connect_retries)
             })
             .collect::<Result<_, _>>()?;
         Ok(RedlockBackend {

@@ -40,6 +40,7 @@ struct Following {
     service: String,
     primary_info: SentinelNodeConnectionInfo,
     timeout: Duration,
+    retries: usize,
     current: Mutex<Primary>,
     /// Set when the current primary may no longer be the primary: ask before the next call.
     suspect: Arc<AtomicBool>,
@@ -59,6 +60,7 @@ impl Sentinels {
     pub(super) async fn connect(
         &self,
         timeout: Duration,
+        retries: usize,
         on_push: Arc<dyn Fn(PushInfo) + Send + Sync>,
     ) -> RedisResult<PrimaryConnection> {
         let mut sentinel = Sentinel::build(self.addresses.clone())?;
@@ -67,7 +69,7 @@ impl Sentinels {
             &mut sentinel,
             &self.service,
             &self.primary,
-            timeout,
+            (timeout, retries),
             &suspect,
             &on_push,
         )
@@ -77,6 +79,7 @@ impl Sentinels {
             service: self.service.clone(),
             primary_info: self.primary.clone(),
             timeout,
+            retries,
             current: Mutex::new(current),
             suspect,
             switches: AtomicU64::new(0),
@@ -90,14 +93,14 @@ async fn discover(
     sentinel: &mut Sentinel,
     service: &str,
     info: &SentinelNodeConnectionInfo,
-    timeout: Duration,
+    (timeout, retries): (Duration, usize),
     suspect: &Arc<AtomicBool>,
     on_push: &Arc<dyn Fn(PushInfo) + Send + Sync>,
 ) -> RedisResult<Primary> {
     let client = sentinel.async_master_for(service, Some(info)).await?;
     let address = client.get_connection_info().addr().to_string();
     let (suspect, on_push) = (suspect.clone(), on_push.clone());
-    let config = manager_config(timeout, move |push: PushInfo| {
+    let config = manager_config(timeout, retries, move |push: PushInfo| {
         if push.kind == PushKind::Disconnection {
             suspect.store(true, Ordering::Release);
         }
@@ -170,7 +173,7 @@ impl PrimaryConnection {
             &mut sentinel,
             &this.service,
             &this.primary_info,
-            this.timeout,
+            (this.timeout, this.retries),
             &this.suspect,
             &this.on_push,
         )
