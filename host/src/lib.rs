@@ -6,7 +6,8 @@
 //! and makes every owner token itself.
 //!
 //! Stores are the in-process [`LockStore::memory`] (zero set-up, one host) and
-//! [`LockStore::redis`] (shared by every host that uses the server).
+//! [`LockStore::redis`], shared by every host that uses it: one Redis server, a Redis
+//! Cluster, a primary found through Redis Sentinel, or Redlock over independent masters.
 //!
 //! ## Embedding
 //!
@@ -55,7 +56,8 @@
 //! - [`ctx`]: [`LockCtx`] (one instance's state), its builder, and the borrowed view.
 //! - `host`: the WIT functions, implemented on [`LockCtxView`].
 //! - [`store`]: [`LockStore`], what every backend shares: owner tokens, timeouts, waiting.
-//! - [`backend`]: the [`Backend`] trait and its two implementations, `memory` and `redis`.
+//! - [`backend`]: the [`Backend`] trait and its implementations: `memory`, and `redis`
+//!   (one server, Cluster or Sentinel, by its connection) with `redis::redlock` on top.
 //! - [`key`]: the key layout of a lock in a store, and its escaping.
 //! - [`limits`]: the bounds every argument is checked against.
 //! - [`policy`]: which resource ids an app may lock.
