@@ -145,6 +145,38 @@ fn mistakes_are_one_line_errors() {
             vec!["run", "--password-file", "other=/x", lockctl],
             "no --store other=URL",
         ),
+        (
+            vec![
+                "run",
+                "--store",
+                "s=redis+sentinel://127.0.0.1:1/x",
+                lockctl,
+            ],
+            "set wait-replicas",
+        ),
+        (
+            vec!["run", "--store", "s=redis+sentinel://127.0.0.1:1", lockctl],
+            "name the monitored service",
+        ),
+        (
+            vec!["run", "--store", "s=redis+redlock://h:1,h:2", lockctl],
+            "Redlock needs three or more masters",
+        ),
+        (
+            vec![
+                "run",
+                "--store",
+                "s=memory",
+                "--wait-replicas",
+                "s=x",
+                lockctl,
+            ],
+            "expected NAME=N",
+        ),
+        (
+            vec!["run", "--wait-replicas", "t=1", lockctl],
+            "no --store t=URL",
+        ),
     ];
     for (args, expected) in cases {
         let out = run(&args);
