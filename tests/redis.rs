@@ -202,11 +202,13 @@ fn primary_and_replica() -> (RedisServer, RedisServer) {
     (primary, replica)
 }
 
+/// An app on `server`, with a timeout generous enough that a loaded machine's replica still
+/// confirms in time (`WAIT` gets half of it).
 fn replicated_app(server: &RedisServer, wait_replicas: u32) -> LockCtxBuilder {
     let store = LockStore::redis(RedisConfig {
         url: server.url(),
         password: None,
-        timeout: Duration::from_millis(1000),
+        timeout: Duration::from_millis(4000),
         wait_replicas,
     })
     .unwrap();
@@ -239,8 +241,14 @@ async fn replicated_servers_are_refused_unless_grants_wait() {
 async fn grants_wait_for_replicas() {
     let (primary, replica) = primary_and_replica();
     let app = replicated_app(&primary, 1);
-    let holder = spawn_lockctl(&app, "open lockstore try a 60000 sleep 500");
-    replica.wait_for_key("latchkey:{app:lockstore:a}:lock");
+    let holder = spawn_lockctl(&app, "open lockstore try a 60000 sleep 1000");
+    let started = std::time::Instant::now();
+    while replica.cmd::<i64>(&["EXISTS", "latchkey:{app:lockstore:a}:lock"]) == 0 {
+        if holder.is_finished() || started.elapsed() > Duration::from_secs(10) {
+            panic!("the replica never had the lock: {:?}", holder.await);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let holder = holder.await.unwrap();
     assert!(holder.lines()[1].starts_with("granted a"), "{holder:?}");
 
