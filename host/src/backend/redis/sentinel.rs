@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
-use redis::{Cmd, Pipeline, PushInfo, PushKind, RedisError, RedisFuture, RedisResult, Value};
+use redis::{
+    Client, Cmd, Pipeline, PushInfo, PushKind, RedisError, RedisFuture, RedisResult, Value,
+};
 
 use super::connection::manager_config;
 
@@ -36,23 +38,44 @@ pub(super) struct Sentinels {
 pub(super) struct PrimaryConnection(Arc<Following>);
 
 struct Following {
+    /// Held while the sentinels are asked, so that one question is asked at a time.
     sentinel: tokio::sync::Mutex<Sentinel>,
     service: String,
     primary_info: SentinelNodeConnectionInfo,
-    timeout: Duration,
-    retries: usize,
+    connector: Connector,
     current: Mutex<Primary>,
-    /// Set when the current primary may no longer be the primary: ask before the next call.
-    suspect: Arc<AtomicBool>,
     /// Bumped on every switch, so that many calls failing at once ask the sentinels once.
     switches: AtomicU64,
-    on_push: Arc<dyn Fn(PushInfo) + Send + Sync>,
 }
 
 #[derive(Clone)]
 struct Primary {
     address: String,
     manager: ConnectionManager,
+}
+
+/// Makes connections to a primary, set up like every other store connection, that mark
+/// themselves suspect when they drop.
+struct Connector {
+    timeout: Duration,
+    retries: usize,
+    /// Set when the current primary may no longer be the primary: ask before the next call.
+    suspect: Arc<AtomicBool>,
+    on_push: Arc<dyn Fn(PushInfo) + Send + Sync>,
+}
+
+impl Connector {
+    async fn connect(&self, address: String, client: Client) -> RedisResult<Primary> {
+        let (suspect, on_push) = (self.suspect.clone(), self.on_push.clone());
+        let config = manager_config(self.timeout, self.retries, move |push: PushInfo| {
+            if push.kind == PushKind::Disconnection {
+                suspect.store(true, Ordering::Release);
+            }
+            on_push(push);
+        });
+        let manager = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Primary { address, manager })
+    }
 }
 
 impl Sentinels {
@@ -64,50 +87,33 @@ impl Sentinels {
         on_push: Arc<dyn Fn(PushInfo) + Send + Sync>,
     ) -> RedisResult<PrimaryConnection> {
         let mut sentinel = Sentinel::build(self.addresses.clone())?;
-        let suspect = Arc::new(AtomicBool::new(false));
-        let current = discover(
-            &mut sentinel,
-            &self.service,
-            &self.primary,
-            (timeout, retries),
-            &suspect,
-            &on_push,
-        )
-        .await?;
+        let connector = Connector {
+            timeout,
+            retries,
+            suspect: Arc::new(AtomicBool::new(false)),
+            on_push,
+        };
+        let (address, client) = ask(&mut sentinel, &self.service, &self.primary).await?;
+        let current = connector.connect(address, client).await?;
         Ok(PrimaryConnection(Arc::new(Following {
             sentinel: tokio::sync::Mutex::new(sentinel),
             service: self.service.clone(),
             primary_info: self.primary.clone(),
-            timeout,
-            retries,
+            connector,
             current: Mutex::new(current),
-            suspect,
             switches: AtomicU64::new(0),
-            on_push,
         })))
     }
 }
 
-/// Asks the sentinels for the primary and connects to it; a disconnection marks it suspect.
-async fn discover(
+/// The primary's address and a client for it, checked with `ROLE` by redis-rs.
+async fn ask(
     sentinel: &mut Sentinel,
     service: &str,
     info: &SentinelNodeConnectionInfo,
-    (timeout, retries): (Duration, usize),
-    suspect: &Arc<AtomicBool>,
-    on_push: &Arc<dyn Fn(PushInfo) + Send + Sync>,
-) -> RedisResult<Primary> {
+) -> RedisResult<(String, Client)> {
     let client = sentinel.async_master_for(service, Some(info)).await?;
-    let address = client.get_connection_info().addr().to_string();
-    let (suspect, on_push) = (suspect.clone(), on_push.clone());
-    let config = manager_config(timeout, retries, move |push: PushInfo| {
-        if push.kind == PushKind::Disconnection {
-            suspect.store(true, Ordering::Release);
-        }
-        on_push(push);
-    });
-    let manager = ConnectionManager::new_with_config(client, config).await?;
-    Ok(Primary { address, manager })
+    Ok((client.get_connection_info().addr().to_string(), client))
 }
 
 /// Whether an error may mean the primary moved: the server is gone, or is a replica now.
@@ -135,7 +141,7 @@ impl PrimaryConnection {
     where
         F: Future<Output = RedisResult<T>>,
     {
-        if self.0.suspect.load(Ordering::Acquire) {
+        if self.0.connector.suspect.load(Ordering::Acquire) {
             let (_, seen) = self.current();
             self.follow(seen).await;
         }
@@ -152,7 +158,7 @@ impl PrimaryConnection {
     /// Makes the next call ask the sentinels first: the server answered, but not as the
     /// primary of a healthy set would.
     pub(super) fn suspect(&self) {
-        self.0.suspect.store(true, Ordering::Release);
+        self.0.connector.suspect.store(true, Ordering::Release);
     }
 
     /// Switches to the primary the sentinels name now, unless another call already did
@@ -164,34 +170,36 @@ impl PrimaryConnection {
             return;
         }
         // Cleared before asking, so that a disconnection during the question is not lost.
-        this.suspect.store(false, Ordering::Release);
-        let address = {
-            let current = this.current.lock().unwrap_or_else(|e| e.into_inner());
-            current.address.clone()
+        this.connector.suspect.store(false, Ordering::Release);
+        let (address, client) = match ask(&mut sentinel, &this.service, &this.primary_info).await {
+            Ok(answer) => answer,
+            Err(err) => {
+                tracing::debug!(error = %err, "sentinels did not name a primary");
+                return;
+            }
         };
-        let discovered = discover(
-            &mut sentinel,
-            &this.service,
-            &this.primary_info,
-            (this.timeout, this.retries),
-            &this.suspect,
-            &this.on_push,
-        )
-        .await;
-        match discovered {
-            Ok(primary) if primary.address != address => {
-                tracing::info!(from = %address, to = %primary.address, "sentinels named a new primary");
+        let old = self.current_address();
+        if address == old {
+            return;
+        }
+        match this.connector.connect(address, client).await {
+            Ok(primary) => {
+                tracing::info!(from = %old, to = %primary.address, "sentinels named a new primary");
                 *this.current.lock().unwrap_or_else(|e| e.into_inner()) = primary;
                 this.switches.fetch_add(1, Ordering::AcqRel);
                 // Subscriptions stayed on the old server: wake the waiters to subscribe anew.
-                (this.on_push)(PushInfo {
+                (this.connector.on_push)(PushInfo {
                     kind: PushKind::Disconnection,
                     data: Vec::new(),
                 });
             }
-            Ok(_) => {}
-            Err(err) => tracing::debug!(error = %err, "sentinels did not name a primary"),
+            Err(err) => tracing::debug!(error = %err, "the new primary could not be reached"),
         }
+    }
+
+    fn current_address(&self) -> String {
+        let current = self.0.current.lock().unwrap_or_else(|e| e.into_inner());
+        current.address.clone()
     }
 
     pub(super) async fn subscribe(&self, channel: &str) -> RedisResult<()> {
