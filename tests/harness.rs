@@ -141,6 +141,13 @@ impl RedisServer {
         self.wait_ready();
     }
 
+    /// Whether it answers PING now.
+    pub fn is_up(&self) -> bool {
+        self.connection()
+            .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn))
+            .is_ok()
+    }
+
     /// Stops the process (SIGSTOP): connections stay open but nothing answers.
     pub fn pause(&self) {
         self.signal("-STOP");
@@ -249,18 +256,43 @@ fn spawn_redis(
         })
 }
 
-/// A Redis Cluster of three masters (no replicas) on loopback, made with
+/// A Redis Cluster of three masters on loopback, with or without a replica each, made with
 /// `redis-cli --cluster create`.
 pub struct RedisCluster {
-    /// The masters.
+    /// The nodes: masters, then replicas (until a failover changes who is which).
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
-    /// Starts three cluster-enabled servers, joins them, and waits until the cluster is up.
+    /// Starts three cluster-enabled masters, joins them, and waits until the cluster is up.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes"]))
+        Self::start_with(0)
+    }
+
+    /// Three masters with a replica each, in sync; a master silent for a second is failed
+    /// over to its replica.
+    pub fn start_with_replicas() -> Self {
+        Self::start_with(1)
+    }
+
+    fn start_with(replicas_per_master: usize) -> Self {
+        // With replicas, fail over after a second of silence rather than Redis' 15 s.
+        let node_timeout = if replicas_per_master > 0 {
+            "1000"
+        } else {
+            "15000"
+        };
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas_per_master))
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    node_timeout,
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ])
+            })
             .collect();
         let addresses: Vec<String> = nodes
             .iter()
@@ -269,7 +301,8 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas_per_master.to_string()])
+            .arg("--cluster-yes")
             .output()
             .expect("redis-cli runs (it comes with redis-server)");
         assert!(
@@ -278,6 +311,9 @@ impl RedisCluster {
         );
         let cluster = RedisCluster { nodes };
         cluster.wait_until_ok();
+        for replica in &cluster.nodes[3..] {
+            replica.wait_for_reply(&["INFO", "replication"], "master_link_status:up");
+        }
         cluster
     }
 
@@ -291,10 +327,11 @@ impl RedisCluster {
         format!("redis+cluster://{}", hosts.join(","))
     }
 
-    /// The index of the node that serves `key`'s hash slot.
+    /// The index of the node that serves `key`'s hash slot, as the first live node sees it.
     pub fn owner_of(&self, key: &str) -> usize {
-        let slot: i64 = self.nodes[0].cmd(&["CLUSTER", "KEYSLOT", key]);
-        let table: String = self.nodes[0].cmd(&["CLUSTER", "NODES"]);
+        let observer = self.nodes.iter().find(|n| n.is_up()).expect("a live node");
+        let slot: i64 = observer.cmd(&["CLUSTER", "KEYSLOT", key]);
+        let table: String = observer.cmd(&["CLUSTER", "NODES"]);
         for line in table.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let serves = fields[8..].iter().any(|range| {

@@ -3,21 +3,25 @@
 
 use std::time::Duration;
 
-use harness::{Fixture, RedisServer, free_port, lockctl, redis_store, spawn_lockctl};
+use harness::{Fixture, RedisCluster, RedisServer, free_port, lockctl, redis_store, spawn_lockctl};
 use latchkey_host::{LockCtxBuilder, LockStore, RedisConfig};
 
-/// Runs `steps` until a `try` is granted: the first call after a crash may find the old
-/// connection dead (`unavailable`) while the host reconnects.
-async fn fence_after_recovery(app: &LockCtxBuilder, steps: &str) -> u64 {
-    for _ in 0..5 {
+/// Runs `steps` until no step is `unavailable` — until the host has reconnected, or found
+/// the new primary — and returns that run.
+async fn until_available(app: &LockCtxBuilder, steps: &str) -> harness::Run {
+    for _ in 0..40 {
         let run = lockctl(app, steps).await;
-        if let Some(&fence) = run.fences().first() {
-            return fence;
+        if !run.stdout.contains("error unavailable") {
+            return run;
         }
-        assert!(run.stdout.contains("error unavailable"), "{run:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("no grant after the server came back");
+    panic!("the store stayed unavailable");
+}
+
+/// The fence of the first grant of `steps`, once the store is available again.
+async fn fence_after_recovery(app: &LockCtxBuilder, steps: &str) -> u64 {
+    until_available(app, steps).await.fences()[0]
 }
 
 /// Fences keep growing when Redis forgets everything: after FLUSHALL and after a crash and
@@ -204,9 +208,9 @@ fn primary_and_replica() -> (RedisServer, RedisServer) {
 
 /// An app on `server`, with a timeout generous enough that a loaded machine's replica still
 /// confirms in time (`WAIT` gets half of it).
-fn replicated_app(server: &RedisServer, wait_replicas: u32) -> LockCtxBuilder {
+fn replicated_app(url: &str, wait_replicas: u32) -> LockCtxBuilder {
     let store = LockStore::redis(RedisConfig {
-        url: server.url(),
+        url: url.to_owned(),
         password: None,
         timeout: Duration::from_millis(4000),
         wait_replicas,
@@ -222,12 +226,20 @@ fn replicated_app(server: &RedisServer, wait_replicas: u32) -> LockCtxBuilder {
 #[tokio::test(flavor = "multi_thread")]
 async fn replicated_servers_are_refused_unless_grants_wait() {
     let (primary, replica) = primary_and_replica();
-    let run = lockctl(&replicated_app(&primary, 0), "open lockstore try a 1000").await;
+    let run = lockctl(
+        &replicated_app(&primary.url(), 0),
+        "open lockstore try a 1000",
+    )
+    .await;
     assert!(
         run.lines()[1].starts_with("error unavailable: store 'lockstore' has 1 replica(s)"),
         "{run:?}"
     );
-    let run = lockctl(&replicated_app(&replica, 0), "open lockstore try a 1000").await;
+    let run = lockctl(
+        &replicated_app(&replica.url(), 0),
+        "open lockstore try a 1000",
+    )
+    .await;
     assert!(
         run.lines()[1].starts_with("error unavailable: store 'lockstore' is a replica"),
         "{run:?}"
@@ -240,7 +252,7 @@ async fn replicated_servers_are_refused_unless_grants_wait() {
 #[tokio::test(flavor = "multi_thread")]
 async fn grants_wait_for_replicas() {
     let (primary, replica) = primary_and_replica();
-    let app = replicated_app(&primary, 1);
+    let app = replicated_app(&primary.url(), 1);
     let holder = spawn_lockctl(&app, "open lockstore try a 60000 sleep 1000");
     let started = std::time::Instant::now();
     while replica.cmd::<i64>(&["EXISTS", "latchkey:{app:lockstore:a}:lock"]) == 0 {
@@ -314,6 +326,41 @@ async fn cluster_keeps_each_locks_keys_on_one_node() {
     assert!(cluster.keys().iter().all(|k| k.ends_with(":fence")));
 }
 
+/// How long the holder of a failover test keeps its lock: longer than any failover here.
+const HOLDER_SLEEP: Duration = Duration::from_secs(15);
+
+/// Takes lock `a`, keeps it for [`HOLDER_SLEEP`], then unlocks it.
+fn spawn_holder(app: &LockCtxBuilder) -> tokio::task::JoinHandle<harness::Run> {
+    let steps = format!(
+        "open lockstore try a 60000 sleep {} unlock",
+        HOLDER_SLEEP.as_millis()
+    );
+    spawn_lockctl(app, &steps)
+}
+
+/// What a failover that began at `started` must not change: lock `a`, taken by `holder`
+/// before it, is still held after it; its holder still unlocks it; and the next grant's
+/// fence is higher.
+async fn assert_lock_survived(
+    app: &LockCtxBuilder,
+    holder: tokio::task::JoinHandle<harness::Run>,
+    started: std::time::Instant,
+) {
+    let after = until_available(app, "open lockstore try a 1000 try b 1000").await;
+    assert!(
+        started.elapsed() + Duration::from_secs(1) < HOLDER_SLEEP,
+        "the failover outlasted the holder's sleep: the test proves nothing"
+    );
+    assert_eq!(after.lines()[1], "held a", "{after:?}");
+    let holder = holder.await.unwrap();
+    assert_eq!(holder.lines()[2], "unlocked success", "{holder:?}");
+    let (before, later) = (holder.fences()[0], after.fences()[0]);
+    assert!(
+        later > before,
+        "fence {later} after the failover, {before} before"
+    );
+}
+
 /// A Sentinel store must wait for replicas, and must name the service it follows.
 #[test]
 fn sentinel_stores_are_checked_when_configured() {
@@ -344,7 +391,7 @@ fn sentinel_stores_are_checked_when_configured() {
 async fn a_granted_lock_survives_a_sentinel_failover() {
     let mut fx = Fixture::sentinel();
     let app = fx.app("app");
-    let holder = spawn_lockctl(&app, "open lockstore try a 60000 sleep 8000 unlock");
+    let holder = spawn_holder(&app);
     let set = fx.sentinel.as_mut().unwrap();
     let old_primary = set.primary();
     set.servers[old_primary].wait_for_key("latchkey:{app:lockstore:a}:lock");
@@ -352,29 +399,7 @@ async fn a_granted_lock_survives_a_sentinel_failover() {
     tokio::task::block_in_place(|| set.fail_over());
     assert_ne!(set.primary(), old_primary);
 
-    let mut after = None;
-    for _ in 0..20 {
-        let run = lockctl(&app, "open lockstore try a 1000 try b 1000").await;
-        if !run.stdout.contains("error unavailable") {
-            after = Some(run);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let after = after.expect("the host found the new primary");
-    assert!(
-        started.elapsed() < Duration::from_secs(7),
-        "the failover outlasted the holder's sleep: the test proves nothing"
-    );
-    assert_eq!(after.lines()[1], "held a", "{after:?}");
-
-    let holder = holder.await.unwrap();
-    assert_eq!(holder.lines()[2], "unlocked success", "{holder:?}");
-    let (before, later) = (holder.fences()[0], after.fences()[0]);
-    assert!(
-        later > before,
-        "fence {later} after the failover, {before} before"
-    );
+    assert_lock_survived(&app, holder, started).await;
 }
 
 /// Redlock grants on a majority: a stray lock on one master does not block it, a rival on
@@ -450,4 +475,43 @@ async fn redlock_fences_are_written_back_to_the_majority() {
     let second = lockctl(&app, "open lockstore try f 60000 unlock").await;
     let second = second.fences()[0];
     assert!(second > first, "fence {second} after {first}");
+}
+
+/// A Redis Cluster with replicas is refused unless grants wait for them; with
+/// `wait_replicas`, a lock granted before its master is killed is still held after the
+/// master's replica takes over (and the old master returns, empty, as its replica), its
+/// holder still unlocks it, and fences keep rising.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_granted_lock_survives_a_cluster_failover() {
+    let cluster = RedisCluster::start_with_replicas();
+    let refused = lockctl(
+        &replicated_app(&cluster.url(), 0),
+        "open lockstore try a 1000",
+    )
+    .await;
+    assert!(
+        refused.lines()[1]
+            .starts_with("error unavailable: store 'lockstore' is a cluster with 3 replica(s)"),
+        "{refused:?}"
+    );
+
+    let app = replicated_app(&cluster.url(), 1);
+    let key = "latchkey:{app:lockstore:a}:lock";
+    let holder = spawn_holder(&app);
+    let owner = cluster.owner_of(key);
+    cluster.nodes[owner].wait_for_key(key);
+    let started = std::time::Instant::now();
+    let mut cluster = cluster;
+    tokio::task::block_in_place(|| {
+        cluster.nodes[owner].crash();
+        while cluster.owner_of(key) == owner {
+            assert!(started.elapsed() < Duration::from_secs(20), "no failover");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Back empty, it becomes the new master's replica: until then, nothing can confirm
+        // a grant on that master, and its grants are `unavailable`.
+        cluster.nodes[owner].restart();
+    });
+
+    assert_lock_survived(&app, holder, started).await;
 }

@@ -194,9 +194,8 @@ impl RedisBackend {
     }
 
     /// Refuses a topology whose guarantees the configuration does not accept: a replica
-    /// (its writes are refused or lost), a primary with replicas unless grants wait for
-    /// them, a cluster with replicas (waiting for them is not supported there yet). Checked
-    /// once, when the connection is made.
+    /// (its writes are refused or lost), and a primary or a cluster with replicas unless
+    /// grants wait for them. Checked once, when the connection is made.
     async fn check_replication(&self, conn: &mut Connection) -> BackendResult<()> {
         if let Connection::Cluster(_) = conn {
             let nodes: String = redis::cmd("CLUSTER")
@@ -205,10 +204,10 @@ impl RedisBackend {
                 .await
                 .map_err(describe)?;
             let replicas = nodes.lines().filter(|line| line.contains("slave")).count();
-            if replicas > 0 {
+            if replicas > 0 && self.wait_replicas == 0 {
                 return Err(format!(
-                    "is a cluster with {replicas} replica(s): a failover can lose a granted \
-                     lock, and waiting for replicas is not supported on a cluster yet"
+                    "is a cluster with {replicas} replica(s), and a failover can lose a \
+                     granted lock: set wait-replicas to accept replication"
                 ));
             }
             return Ok(());
@@ -260,15 +259,14 @@ impl RedisBackend {
         Ok(raised == 1)
     }
 
-    /// Waits until `wait_replicas` replicas have every write made so far on the connection;
-    /// the grant just made among them.
-    async fn confirm_replicated(&self, conn: &mut Connection) -> BackendResult<()> {
+    /// Waits until `wait_replicas` replicas have every write made so far on the connection
+    /// to `key`'s server; the grant just made among them.
+    async fn confirm_replicated(&self, conn: &mut Connection, key: &str) -> BackendResult<()> {
         // Half the call's timeout, so that WAIT answers (with a count) before the call as a
         // whole is given up.
-        let acked: u32 = redis::cmd("WAIT")
-            .arg(self.wait_replicas)
-            .arg(millis(self.timeout / 2).max(1))
-            .query_async(conn)
+        let wait = millis(self.timeout / 2).max(1);
+        let acked = conn
+            .wait_for_replicas(key, self.wait_replicas, wait)
             .await
             .map_err(describe)?;
         if acked < self.wait_replicas {
@@ -335,7 +333,7 @@ impl Backend for RedisBackend {
             if self.wait_replicas > 0 {
                 // On failure the caller releases the token: a grant the replicas may not
                 // have is not handed out.
-                self.confirm_replicated(&mut conn).await?;
+                self.confirm_replicated(&mut conn, key.lock()).await?;
             }
             Attempt::Granted {
                 fence: value as u64,
