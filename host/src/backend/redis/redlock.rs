@@ -121,22 +121,13 @@ impl RedlockBackend {
             .on_each(|master| master.try_acquire(key, token, lease))
             .await;
         let answered = replies.iter().flatten().count();
-        let fences: Vec<u64> = replies
-            .iter()
-            .flatten()
-            .filter_map(|attempt| match attempt {
-                Attempt::Granted { fence } => Some(*fence),
-                Attempt::Held { .. } => None,
-            })
-            .collect();
-        let held: Vec<Option<Duration>> = replies
-            .iter()
-            .flatten()
-            .filter_map(|attempt| match attempt {
-                Attempt::Held { expires_in } => Some(*expires_in),
-                Attempt::Granted { .. } => None,
-            })
-            .collect();
+        let (mut fences, mut held) = (Vec::new(), Vec::new());
+        for attempt in replies.into_iter().flatten() {
+            match attempt {
+                Attempt::Granted { fence } => fences.push(fence),
+                Attempt::Held { expires_in } => held.push(expires_in),
+            }
+        }
         if fences.len() >= self.quorum() && valid(started, lease) {
             let fence = fences.iter().copied().max().expect("a majority granted");
             let raised = self
