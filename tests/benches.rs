@@ -14,7 +14,9 @@
 use std::time::{Duration, Instant};
 
 use harness::{RedisServer, redis_store, run};
+use latchkey_host::backend::memory::MemoryBackend;
 use latchkey_host::backend::redis::{ACQUIRE, FENCE_MEMORY, RELEASE};
+use latchkey_host::backend::{Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus};
 use latchkey_host::key::LockKey;
 use latchkey_host::{LockCtxBuilder, LockStore, Runner};
 use redis::aio::ConnectionManager;
@@ -125,6 +127,65 @@ async fn direct_pairs(store: &LockStore, count: usize, id: &str) -> Vec<Duration
     samples
 }
 
+/// A memory store that answers every acquire and release from another thread, ~70 µs
+/// later: a store as far away as Redis, but with nothing of Redis or redis-rs in the path.
+/// B1 runs it to tell the cost of the guest waiting on *something* from the cost of it
+/// waiting on Redis.
+struct HopBackend {
+    store: MemoryBackend,
+    server: std::sync::Mutex<std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl HopBackend {
+    fn new() -> Self {
+        let (requests, served) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
+        std::thread::spawn(move || {
+            for reply in served {
+                // Spins, as a busy server would: a sleep would add the kernel's wake-up.
+                let until = Instant::now() + Duration::from_micros(70);
+                while Instant::now() < until {}
+                let _ = reply.send(());
+            }
+        });
+        HopBackend {
+            store: MemoryBackend::new(),
+            server: std::sync::Mutex::new(requests),
+        }
+    }
+
+    async fn hop(&self) {
+        let (reply, answered) = tokio::sync::oneshot::channel();
+        self.server.lock().unwrap().send(reply).unwrap();
+        answered.await.unwrap();
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for HopBackend {
+    async fn try_acquire(
+        &self,
+        key: &LockKey,
+        token: &Token,
+        lease: Duration,
+    ) -> BackendResult<Attempt> {
+        self.hop().await;
+        self.store.try_acquire(key, token, lease).await
+    }
+
+    async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus> {
+        self.hop().await;
+        self.store.release(key, token).await
+    }
+
+    async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool> {
+        self.store.extend(key, token, lease).await
+    }
+
+    async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
+        self.store.watch(key).await
+    }
+}
+
 /// The baseline's connection, set up as latchkey sets up its own: RESP3 (so it could carry
 /// subscriptions too), the same timeouts and retries, a push handler.
 async fn connection(redis: &RedisServer) -> ConnectionManager {
@@ -164,18 +225,41 @@ fn b1(redis: &RedisServer) {
         let conn = connection(redis).await;
         let redis_store = redis_store(&redis.url(), Duration::from_secs(2));
         let memory = LockStore::memory();
+        let hop = LockStore::new(
+            std::sync::Arc::new(HopBackend::new()),
+            Duration::from_secs(2),
+        );
         guest_pairs(&redis_store, 500, "warm").await;
         raw_pairs(&conn, 500, "warm").await;
         guest_pairs(&memory, 500, "warm").await;
-        // Guest and baseline take turns, so that drift in the machine's speed hits both.
+        guest_pairs(&hop, 500, "warm").await;
+        // Guest and baseline take turns, in an order that flips every round (ABBA): on this
+        // VM a round trip's cost depends on what ran just before (idle cores wake slowly),
+        // and a fixed order would hand that bias to one side.
         let (mut guest, mut raw, mut guest_memory, mut direct) = (vec![], vec![], vec![], vec![]);
-        let mut host = vec![];
-        for _ in 0..ROUNDS {
-            guest.extend(guest_pairs(&redis_store, PAIRS, "b1").await);
-            raw.extend(raw_pairs(&conn, PAIRS, "b1").await);
-            host.extend(direct_pairs(&redis_store, PAIRS, "b1").await);
+        let (mut host, mut guest_hop, mut direct_hop) = (vec![], vec![], vec![]);
+        for round in 0..ROUNDS {
+            if round % 2 == 0 {
+                guest.extend(guest_pairs(&redis_store, PAIRS, "b1").await);
+                raw.extend(raw_pairs(&conn, PAIRS, "b1").await);
+                host.extend(direct_pairs(&redis_store, PAIRS, "b1").await);
+            } else {
+                host.extend(direct_pairs(&redis_store, PAIRS, "b1").await);
+                raw.extend(raw_pairs(&conn, PAIRS, "b1").await);
+                guest.extend(guest_pairs(&redis_store, PAIRS, "b1").await);
+            }
             guest_memory.extend(guest_pairs(&memory, PAIRS, "b1").await);
             direct.extend(direct_pairs(&memory, PAIRS, "b1").await);
+        }
+        // Apart, since a busy hop thread speeds up whatever follows it.
+        for round in 0..ROUNDS {
+            if round % 2 == 0 {
+                guest_hop.extend(guest_pairs(&hop, PAIRS, "b1").await);
+                direct_hop.extend(direct_pairs(&hop, PAIRS, "b1").await);
+            } else {
+                direct_hop.extend(direct_pairs(&hop, PAIRS, "b1").await);
+                guest_hop.extend(guest_pairs(&hop, PAIRS, "b1").await);
+            }
         }
         let raw = Stats::of(raw);
         row("redis", &Stats::of(guest), "redis-rs scripts", &raw);
@@ -186,12 +270,18 @@ fn b1(redis: &RedisServer) {
             "redis-rs scripts",
             &raw,
         );
-        let direct = Stats::of(direct);
         row(
             "memory",
             &Stats::of(guest_memory),
             "LockStore from Rust",
-            &direct,
+            &Stats::of(direct),
+        );
+        // Waiting ~70 µs on another thread instead of on Redis: what waiting itself costs.
+        row(
+            "memory behind a 70 µs thread hop",
+            &Stats::of(guest_hop),
+            "LockStore from Rust",
+            &Stats::of(direct_hop),
         );
     });
 }
