@@ -228,7 +228,7 @@ fn cluster_master_crash() {
 /// double grant, fences grow, the counter is exact, and the hosts follow the new primary.
 #[test]
 fn sentinel_failover() {
-    let mut set = SentinelSet::start();
+    let mut set = SentinelSet::start(SentinelSet::QUICK);
     let url = set.url();
     let mut failed_over_at = 0;
     let flags = ["--wait-replicas", "lockstore=1"];

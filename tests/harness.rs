@@ -80,17 +80,22 @@ impl RedisServer {
     }
 
     /// A Redis Sentinel that watches `primary` as service `service`, calling it down after
-    /// a second of silence and failing over when `quorum` sentinels agree. (With less, a
-    /// just-promoted primary can be called down before the sentinels reach it, and fail
-    /// over again.)
-    pub fn start_sentinel(service: &str, primary: &RedisServer, quorum: u32) -> Self {
+    /// `down_after` of silence and failing over when `quorum` sentinels agree.
+    pub fn start_sentinel(
+        service: &str,
+        primary: &RedisServer,
+        quorum: u32,
+        down_after: Duration,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let config_file = dir.path().join("sentinel.conf");
         let config = format!(
             "sentinel monitor {service} 127.0.0.1 {port} {quorum}\n\
-             sentinel down-after-milliseconds {service} 1000\n\
-             sentinel failover-timeout {service} 3000\n",
-            port = primary.port
+             sentinel down-after-milliseconds {service} {down_after}\n\
+             sentinel failover-timeout {service} {failover_timeout}\n",
+            port = primary.port,
+            down_after = down_after.as_millis(),
+            failover_timeout = 3 * down_after.as_millis(),
         );
         std::fs::write(&config_file, config).expect("the sentinel's config is written");
         Self::start_in(dir, Some(config_file), &["--sentinel"])
@@ -378,13 +383,19 @@ impl SentinelSet {
     /// The service name the sentinels know the primary by.
     pub const SERVICE: &str = "latchkey";
 
+    /// How soon the sentinels of a failover test call a silent primary down. (With less, on
+    /// a loaded machine, a just-promoted primary can be called down before the sentinels
+    /// reach it, and fail over again.)
+    pub const QUICK: Duration = Duration::from_secs(1);
+
     /// Starts the servers and sentinels, and waits until every sentinel knows both replicas
-    /// and the other sentinels.
-    pub fn start() -> Self {
+    /// and the other sentinels. They fail over after `down_after` of silence: [`Self::QUICK`]
+    /// for a failover test, long for a test that must not see one.
+    pub fn start(down_after: Duration) -> Self {
         let primary = RedisServer::start();
         let replicas = [primary.start_replica(), primary.start_replica()];
         let sentinels: Vec<RedisServer> = (0..3)
-            .map(|_| RedisServer::start_sentinel(Self::SERVICE, &primary, 2))
+            .map(|_| RedisServer::start_sentinel(Self::SERVICE, &primary, 2, down_after))
             .collect();
         for sentinel in &sentinels {
             sentinel.wait_for_reply(&["INFO", "sentinel"], "slaves=2,sentinels=3");
@@ -488,9 +499,14 @@ impl Fixture {
     }
 
     /// A store on a primary and two replicas of the test's own, found through three
-    /// sentinels; every grant waits for one replica.
+    /// sentinels that do not fail over during the test; every grant waits for one replica.
     pub fn sentinel() -> Self {
-        let set = SentinelSet::start();
+        Self::sentinel_failing_over_after(Duration::from_secs(60))
+    }
+
+    /// [`Fixture::sentinel`], with sentinels that fail over after `down_after` of silence.
+    pub fn sentinel_failing_over_after(down_after: Duration) -> Self {
+        let set = SentinelSet::start(down_after);
         let store = LockStore::redis(RedisConfig {
             url: set.url(),
             password: None,

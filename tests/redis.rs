@@ -1,9 +1,13 @@
 //! What only a real Redis can show: fences that survive the loss of all data, the key
-//! layout, credentials, one shared connection, and `unavailable` when Redis is not there.
+//! layout, credentials, one shared connection, `unavailable` when Redis is not there,
+//! replicas (refused, or waited for), locks that outlive a Sentinel or Cluster failover, and
+//! Redlock's majorities and fences.
 
 use std::time::Duration;
 
-use harness::{Fixture, RedisCluster, RedisServer, free_port, lockctl, redis_store, spawn_lockctl};
+use harness::{
+    Fixture, RedisCluster, RedisServer, SentinelSet, free_port, lockctl, redis_store, spawn_lockctl,
+};
 use latchkey_host::{LockCtxBuilder, LockStore, RedisConfig};
 
 /// Runs `steps` until no step is `unavailable` — until the host has reconnected, or found
@@ -389,7 +393,7 @@ fn sentinel_stores_are_checked_when_configured() {
 /// new primary without a restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_granted_lock_survives_a_sentinel_failover() {
-    let mut fx = Fixture::sentinel();
+    let mut fx = Fixture::sentinel_failing_over_after(SentinelSet::QUICK);
     let app = fx.app("app");
     let holder = spawn_holder(&app);
     let set = fx.sentinel.as_mut().unwrap();
