@@ -90,7 +90,8 @@ pub const FENCE_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
 #[derive(Clone)]
 pub struct RedisConfig {
     /// `redis://`, `rediss://` (TLS), `redis+unix://`, `redis+cluster://host:port,...` or
-    /// `redis+sentinel://host:port,.../service` URL; may hold user and password.
+    /// `redis+sentinel://host:port,.../service` URL — or, for [`crate::LockStore::redis`],
+    /// `redis+redlock://host:port,...`; may hold user and password.
     pub url: String,
     /// A password that overrides the URL's, so it need not appear on a command line.
     pub password: Option<String>,
