@@ -68,7 +68,7 @@ end
 return 0
 ";
 
-/// Raises the fence to at least ARGV[2], but only while the token holds the lock: how a
+/// Raises the fence to at least `ARGV[2]`, but only while the token holds the lock: how a
 /// Redlock grant writes the fence it chose back to its majority.
 pub const RAISE_FENCE: &str = r"
 -- KEYS[1] lock, KEYS[2] fence; ARGV[1] token, ARGV[2] fence, ARGV[3] fence key TTL ms
