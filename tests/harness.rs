@@ -72,8 +72,6 @@ impl RedisServer {
 
     /// A replica of this server, in sync before it returns.
     pub fn start_replica(&self) -> Self {
-        // Otherwise the primary waits 5 s for more replicas before it sends its data.
-        self.cmd::<()>(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
         let replica = Self::start_with(&["--replicaof", "127.0.0.1", &self.port.to_string()]);
         replica.wait_for_reply(&["INFO", "replication"], "master_link_status:up");
         replica
@@ -137,6 +135,17 @@ impl RedisServer {
     pub fn crash(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts a crashed server again, empty, on the same port, as a replica of the server on
+    /// `primary`.
+    pub fn restart_as_replica_of(&mut self, primary: u16) {
+        self.extra = vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.to_string(),
+        ];
+        self.restart();
     }
 
     /// Starts a crashed server again, empty, on the same port and with the same arguments.
@@ -248,6 +257,8 @@ fn spawn_redis(
         .args(config_file)
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--save", "", "--appendonly", "no"])
+        // A primary would otherwise wait 5 s for more replicas before it sends its data.
+        .args(["--repl-diskless-sync-delay", "0"])
         .arg("--dir")
         .arg(dir.path())
         .args(extra)
@@ -294,8 +305,6 @@ impl RedisCluster {
                     "yes",
                     "--cluster-node-timeout",
                     node_timeout,
-                    "--repl-diskless-sync-delay",
-                    "0",
                 ])
             })
             .collect();
@@ -426,7 +435,8 @@ impl SentinelSet {
     }
 
     /// Kills the primary (SIGKILL), waits up to 20 s until the sentinels have promoted a
-    /// replica, and restarts the old primary empty (the sentinels turn it into a replica).
+    /// replica, and restarts the old primary empty as a replica of the new one — as an
+    /// operator would, and as the sentinels would themselves some seconds later.
     pub fn fail_over(&mut self) {
         let old = self.primary();
         self.servers[old].crash();
@@ -438,7 +448,8 @@ impl SentinelSet {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.servers[old].restart();
+        let new = self.servers[self.primary()].port();
+        self.servers[old].restart_as_replica_of(new);
     }
 }
 

@@ -286,6 +286,28 @@ async fn grants_wait_for_replicas() {
     }
 }
 
+/// A grant that comes back later than its lease — here a replica confirms it only after
+/// 400 ms, for a 100 ms lease — may already be someone else's: the guest gets `unavailable`,
+/// not the lock, and no lock is left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grant_slower_than_its_lease_is_not_handed_out() {
+    let (primary, replica) = primary_and_replica();
+    let app = replicated_app(&primary.url(), 1);
+    lockctl(&app, "open lockstore try warm 1000").await.assert_success();
+    replica.pause();
+    let slow = spawn_lockctl(&app, "open lockstore try a 100");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    replica.resume();
+    let slow = slow.await.unwrap();
+    assert!(
+        slow.lines()[1].starts_with("error unavailable: store 'lockstore' took")
+            && slow.lines()[1].ends_with("ms to grant a 100 ms lease"),
+        "{slow:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(primary.lock_keys().is_empty(), "{:?}", primary.lock_keys());
+}
+
 /// On a Redis Cluster, a lock's keys live on one node (one hash slot), while different
 /// locks spread over the masters.
 #[tokio::test(flavor = "multi_thread")]

@@ -9,7 +9,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::redlock::RedlockBackend;
 use crate::backend::redis::{RedisBackend, RedisConfig};
-use crate::backend::{Attempt, Backend, BackendResult, Token, UnlockStatus};
+use crate::backend::{Attempt, Backend, BackendResult, Token, UnlockStatus, within_lease};
 use crate::error::StoreError;
 use crate::key::LockKey;
 
@@ -121,7 +121,8 @@ impl LockStore {
         }
     }
 
-    /// One acquire attempt. If it fails or is cancelled (the instance hit its deadline),
+    /// One acquire attempt. A grant that came back too late to be used within its lease is
+    /// a failure. If it fails or is cancelled (the instance hit its deadline),
     /// the store may still carry it out later — a request that timed out can still be in
     /// flight — so a release with the same token follows it, and the lock is not left
     /// taken by nobody until its lease ends.
@@ -138,9 +139,23 @@ impl LockStore {
             token,
             keep: false,
         };
-        let result = self
+        let started = Instant::now();
+        let result = match self
             .bounded(name, self.backend.try_acquire(key, token, lease))
-            .await;
+            .await
+        {
+            // Slow enough that the lease may have run out before the guest could use it
+            // (a WAIT for replicas that took that long, say): released, not handed out.
+            Ok(Attempt::Granted { .. }) if !within_lease(started, lease) => Err(StoreError {
+                store: name.to_owned(),
+                reason: format!(
+                    "took {} ms to grant a {} ms lease",
+                    started.elapsed().as_millis(),
+                    lease.as_millis()
+                ),
+            }),
+            result => result,
+        };
         // A grant is kept: the caller records it before its next await.
         undo.keep = result.is_ok();
         result

@@ -51,6 +51,15 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
+/// Whether a grant begun at `started` still has time left on its `lease`, allowing 1 % of
+/// the lease plus 2 ms for clocks that run at different rates (Redlock's allowance). A grant
+/// that took longer than that to come back may already have expired, and been granted to
+/// someone else: it must not be handed out.
+pub fn within_lease(started: tokio::time::Instant, lease: Duration) -> bool {
+    let drift = lease / 100 + Duration::from_millis(2);
+    started.elapsed() + drift < lease
+}
+
 /// The outcome of one acquire attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {

@@ -20,7 +20,9 @@ use tokio::time::{Instant, timeout};
 
 use super::connection::HostList;
 use super::{RedisBackend, RedisConfig};
-use crate::backend::{Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus};
+use crate::backend::{
+    Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus, within_lease,
+};
 use crate::key::LockKey;
 
 /// How many times a split vote is tried again within one attempt.
@@ -128,13 +130,13 @@ impl RedlockBackend {
                 Attempt::Held { expires_in } => held.push(expires_in),
             }
         }
-        if fences.len() >= self.quorum() && valid(started, lease) {
+        if fences.len() >= self.quorum() && within_lease(started, lease) {
             let fence = fences.iter().copied().max().expect("a majority granted");
             let raised = self
                 .on_each(|master| master.raise_fence(key, token, fence))
                 .await;
             let raised = raised.into_iter().filter(|r| *r == Some(true)).count();
-            if raised >= self.quorum() && valid(started, lease) {
+            if raised >= self.quorum() && within_lease(started, lease) {
                 return Ok(Round::Granted(fence));
             }
         }
@@ -159,13 +161,6 @@ enum Round {
     Held(Duration),
     /// Nobody has a majority: rivals got in each other's way, or leases ran out mid-round.
     Split,
-}
-
-/// Whether a grant begun at `started` still has time left on its lease, allowing 1 % of it
-/// plus 2 ms for the masters' clocks running at different rates (as Redlock specifies).
-fn valid(started: Instant, lease: Duration) -> bool {
-    let drift = lease / 100 + Duration::from_millis(2);
-    started.elapsed() + drift < lease
 }
 
 fn retry_delay() -> Duration {
@@ -222,7 +217,7 @@ impl Backend for RedlockBackend {
             return Err(self.too_few(answered));
         }
         let yes = extended.iter().filter(|e| **e == Some(true)).count();
-        Ok(yes >= self.quorum() && valid(started, lease))
+        Ok(yes >= self.quorum() && within_lease(started, lease))
     }
 
     async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {

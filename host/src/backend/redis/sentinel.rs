@@ -6,7 +6,7 @@
 //! primary's `ConnectionManager`. The sentinels are asked again before the next call once
 //! the connection dropped (a `ConnectionManager` would otherwise reconnect to the same
 //! address, where an empty server may have restarted), once a call found the server gone or
-//! demoted to a replica (`READONLY`), and once the backend says the server looks wrong (too
+//! demoted to a replica (a `READONLY` reply), and once the backend says the server looks wrong (too
 //! few replicas confirmed a grant). The failed call itself is not retried. A new primary
 //! means a new connection, with no subscriptions yet: the waiters are woken (as after any
 //! disconnection) and subscribe again on it.
@@ -116,13 +116,19 @@ async fn ask(
     Ok((client.get_connection_info().addr().to_string(), client))
 }
 
-/// Whether an error may mean the primary moved: the server is gone, or is a replica now.
+/// Whether a failed call may mean the primary moved: the server is gone, or is a replica now.
 fn may_have_moved(err: &RedisError) -> bool {
     err.is_connection_refusal()
         || err.is_connection_dropped()
         || err.is_io_error()
         || err.is_timeout()
         || err.code() == Some("READONLY")
+}
+
+/// Whether a reply is a replica's refusal to write. Server errors arrive as values and only
+/// become `RedisError`s in the caller, so they are looked for here too.
+fn from_a_replica(reply: &Value) -> bool {
+    matches!(reply, Value::ServerError(err) if err.code() == "READONLY")
 }
 
 impl PrimaryConnection {
@@ -137,7 +143,11 @@ impl PrimaryConnection {
     /// Runs `call` on the current primary; if it failed as if the primary moved, asks the
     /// sentinels before returning the error, so the next call goes to the right server.
     /// The failed call is not retried: it may have run (a script that acquired a lock).
-    async fn call<T, F>(&self, call: impl FnOnce(ConnectionManager) -> F) -> RedisResult<T>
+    async fn call<T, F>(
+        &self,
+        call: impl FnOnce(ConnectionManager) -> F,
+        replica_replied: impl Fn(&T) -> bool,
+    ) -> RedisResult<T>
     where
         F: Future<Output = RedisResult<T>>,
     {
@@ -147,9 +157,11 @@ impl PrimaryConnection {
         }
         let (manager, seen) = self.current();
         let result = call(manager).await;
-        if let Err(err) = &result
-            && may_have_moved(err)
-        {
+        let moved = match &result {
+            Ok(reply) => replica_replied(reply),
+            Err(err) => may_have_moved(err),
+        };
+        if moved {
             self.follow(seen).await;
         }
         result
@@ -203,19 +215,25 @@ impl PrimaryConnection {
     }
 
     pub(super) async fn subscribe(&self, channel: &str) -> RedisResult<()> {
-        self.call(|mut m| async move { m.subscribe(channel).await })
+        self.call(|mut m| async move { m.subscribe(channel).await }, |_| false)
             .await
     }
 
     pub(super) async fn unsubscribe(&self, channel: &str) -> RedisResult<()> {
-        self.call(|mut m| async move { m.unsubscribe(channel).await })
-            .await
+        self.call(
+            |mut m| async move { m.unsubscribe(channel).await },
+            |_| false,
+        )
+        .await
     }
 }
 
 impl ConnectionLike for PrimaryConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(self.call(move |mut m| async move { m.req_packed_command(cmd).await }))
+        Box::pin(self.call(
+            move |mut m| async move { m.req_packed_command(cmd).await },
+            from_a_replica,
+        ))
     }
 
     fn req_packed_commands<'a>(
@@ -224,11 +242,10 @@ impl ConnectionLike for PrimaryConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(
-            self.call(
-                move |mut m| async move { m.req_packed_commands(pipeline, offset, count).await },
-            ),
-        )
+        Box::pin(self.call(
+            move |mut m| async move { m.req_packed_commands(pipeline, offset, count).await },
+            |replies: &Vec<Value>| replies.iter().any(from_a_replica),
+        ))
     }
 
     fn get_db(&self) -> i64 {
