@@ -285,16 +285,17 @@ impl RedisCluster {
         Self::start_with(0)
     }
 
-    /// Three masters with a replica each, in sync; a master silent for a second is failed
+    /// Three masters with a replica each, in sync; a master silent for two seconds is failed
     /// over to its replica.
     pub fn start_with_replicas() -> Self {
         Self::start_with(1)
     }
 
     fn start_with(replicas_per_master: usize) -> Self {
-        // With replicas, fail over after a second of silence rather than Redis' 15 s.
+        // With replicas, fail over after two seconds of silence rather than Redis' 15 s
+        // (with one, a loaded machine saw a second, spurious failover; see the README).
         let node_timeout = if replicas_per_master > 0 {
-            "1000"
+            "2000"
         } else {
             "15000"
         };
@@ -327,6 +328,25 @@ impl RedisCluster {
         cluster.wait_until_ok();
         for replica in &cluster.nodes[3..] {
             replica.wait_for_reply(&["INFO", "replication"], "master_link_status:up");
+        }
+        // Every node must know who the replicas are (gossip takes a moment), or a store
+        // checking the topology through one of them would see none.
+        let replicas = 3 * replicas_per_master;
+        for node in &cluster.nodes {
+            let started = Instant::now();
+            while node
+                .cmd::<String>(&["CLUSTER", "NODES"])
+                .lines()
+                .filter(|l| l.contains("slave"))
+                .count()
+                < replicas
+            {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "replicas unknown"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         cluster
     }
