@@ -165,18 +165,7 @@ fn redis_paused_for_twice_the_lease() {
         redis.resume();
         resumed_at = now_ns();
     });
-    let verdict = check(history.clone());
-    println!("SIGSTOP for 2 × lease: {verdict:?}");
-    assert_eq!(verdict.double_grants, 0, "{verdict:?}");
-    assert_eq!(verdict.fence_regressions, 0, "{verdict:?}");
-    assert_eq!(
-        counter, verdict.grants as u64,
-        "updates lost under the lock"
-    );
-    assert!(
-        after(&history, resumed_at) > 0,
-        "no grant after Redis came back"
-    );
+    assert_stayed_safe("SIGSTOP for 2 × lease", &history, counter, resumed_at);
     assert!(history.iter().any(|g| g.host == 0) && history.iter().any(|g| g.host == 1));
 }
 
@@ -245,17 +234,11 @@ fn sentinel_failover(wait_replicas: u32) -> (Vec<Grant>, u64, u128) {
 #[test]
 fn sentinel_failover_waiting_for_every_replica() {
     let (history, counter, failed_over_at) = sentinel_failover(2);
-    let verdict = check(history.clone());
-    println!("Sentinel failover, grants on 2 of 2 replicas: {verdict:?}");
-    assert_eq!(verdict.double_grants, 0, "{verdict:?}");
-    assert_eq!(verdict.fence_regressions, 0, "{verdict:?}");
-    assert_eq!(
-        counter, verdict.grants as u64,
-        "updates lost under the lock"
-    );
-    assert!(
-        after(&history, failed_over_at) > 0,
-        "no grant after the failover"
+    assert_stayed_safe(
+        "Sentinel failover, grants on 2 of 2 replicas",
+        &history,
+        counter,
+        failed_over_at,
     );
 }
 
@@ -289,19 +272,26 @@ fn redlock_master_down() {
         restarted_at = now_ns();
         masters[0].restart();
     });
-    let verdict = check(history.clone());
+    assert_stayed_safe("Redlock master down", &history, counter, restarted_at);
     let during = after(&history, crashed_at) - after(&history, restarted_at);
-    println!("Redlock master down: {verdict:?}; {during} grants while it was down");
+    println!("Redlock master down: {during} grants while it was down");
+    assert!(during > 0, "no grant while one master was down");
+}
+
+/// Through a fault the store survives: no double grant, fences rose, the counter is exact,
+/// and work resumed after `recovered_at`.
+fn assert_stayed_safe(fault: &str, history: &[Grant], counter: u64, recovered_at: u128) {
+    let verdict = check(history.to_vec());
+    println!("{fault}: {verdict:?}");
     assert_eq!(verdict.double_grants, 0, "{verdict:?}");
     assert_eq!(verdict.fence_regressions, 0, "{verdict:?}");
     assert_eq!(
         counter, verdict.grants as u64,
         "updates lost under the lock"
     );
-    assert!(during > 0, "no grant while one master was down");
     assert!(
-        after(&history, restarted_at) > 0,
-        "no grant after it came back"
+        after(history, recovered_at) > 0,
+        "no grant after the store came back"
     );
 }
 

@@ -152,8 +152,7 @@ impl PrimaryConnection {
         F: Future<Output = RedisResult<T>>,
     {
         if self.0.connector.suspect.load(Ordering::Acquire) {
-            let (_, seen) = self.current();
-            self.follow(seen).await;
+            self.follow(self.0.switches.load(Ordering::Acquire)).await;
         }
         let (manager, seen) = self.current();
         let result = call(manager).await;
