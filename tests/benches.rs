@@ -10,6 +10,10 @@
 //! - B4 per-invocation: instantiate → open → lock → unlock → drop, and instantiation alone.
 //! - B5 scaling: 1, 2 and 4 host processes (this program, re-run as workers) on one Redis,
 //!   against Redis' own ceiling for the same scripts (`redis-benchmark`, pipelined).
+//! - `b1-anatomy`, only when named: B1's pairs cut into the stretches of each store call
+//!   ([`anatomy`]).
+
+mod anatomy;
 
 use std::time::{Duration, Instant};
 
@@ -596,6 +600,10 @@ fn main() {
         let wanted = |name: &str| chosen.is_empty() || chosen.iter().any(|c| c == name);
         if wanted("b1") {
             tokio::task::block_in_place(|| b1(&redis));
+        }
+        // A diagnosis, not a benchmark: only when asked for.
+        if chosen.iter().any(|c| c == "b1-anatomy") {
+            tokio::task::block_in_place(|| anatomy::b1_anatomy(&redis));
         }
         if wanted("b2") {
             b2(&redis, &conn).await;
