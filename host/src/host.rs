@@ -147,7 +147,7 @@ impl HostLock for LockCtxView<'_> {
         lease_ms: u32,
     ) -> Result<bool, LockError> {
         let lease = self.ctx.limits.check_lease(lease_ms)?;
-        let held = self.table.get(&lock)?.held.clone();
+        let held = &self.table.get(&lock)?.held;
         Ok(held
             .store
             .extend(&held.store_name, &held.grant, lease)
@@ -156,11 +156,10 @@ impl HostLock for LockCtxView<'_> {
 
     async fn unlock(&mut self, lock: Resource<LockHandle>) -> Result<wit::UnlockStatus, LockError> {
         let handle = self.table.get(&lock)?;
-        let (serial, held) = (handle.serial, handle.held.clone());
-        let status = held.unlock().await?;
+        let status = handle.held.unlock().await?;
         // Only now: if the store could not be reached, the lock stays on the list for the
         // instance's final release.
-        self.ctx.held.remove(&serial);
+        self.ctx.held.remove(&handle.serial);
         Ok(match status {
             UnlockStatus::Success => wit::UnlockStatus::Success,
             UnlockStatus::LockDoesNotExist => wit::UnlockStatus::LockDoesNotExist,

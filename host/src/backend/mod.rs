@@ -86,19 +86,23 @@ pub enum UnlockStatus {
     LockBelongsToOthers,
 }
 
-/// A random owner token, made by the host for each grant: 128 bits from the OS-seeded CSPRNG.
+/// A random owner token, made by the host for each grant: 128 bits from the OS-seeded CSPRNG,
+/// as 32 hex digits. Kept inline: a grant allocates nothing for its token.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
+pub struct Token([u8; 32]);
 
 impl Token {
     /// A fresh, unguessable token.
     pub fn random() -> Self {
-        Token(format!("{:032x}", rand::random::<u128>()))
+        let mut digits = [0; 32];
+        hex::encode_to_slice(rand::random::<[u8; 16]>(), &mut digits)
+            .expect("16 bytes are 32 hex digits");
+        Token(digits)
     }
 
     /// The token as stored.
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
     }
 }
 
@@ -162,5 +166,28 @@ impl Drop for AbortOnDrop {
         for task in &self.0 {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Token;
+
+    /// A token is 128 random bits as 32 lowercase hex digits, and never repeats in practice.
+    #[test]
+    fn tokens_are_32_hex_digits_and_differ() {
+        let (a, b) = (Token::random(), Token::random());
+        for token in [&a, &b] {
+            assert_eq!(token.as_str().len(), 32);
+            assert!(
+                token
+                    .as_str()
+                    .bytes()
+                    .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+                "{}",
+                token.as_str()
+            );
+        }
+        assert_ne!(a, b);
     }
 }
