@@ -103,15 +103,29 @@ impl RedisServer {
         let port = free_port();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let child = spawn_redis(port, &dir, config_file.as_deref(), &extra);
-        let server = RedisServer {
+        let mut server = RedisServer {
             port,
             child,
             dir,
             config_file,
             extra,
         };
-        server.wait_ready();
-        server
+        // A port found free can be taken before redis-server binds it — and a cluster node
+        // binds the port 10000 above too — while many tests start servers at once: one that
+        // exits at once is started again on another port.
+        for _ in 0..5 {
+            if server.wait_ready() {
+                return server;
+            }
+            server.port = free_port();
+            server.child = spawn_redis(
+                server.port,
+                &server.dir,
+                server.config_file.as_deref(),
+                &server.extra,
+            );
+        }
+        panic!("redis-server exited at once five times: no free port for it?");
     }
 
     /// The URL the host uses (no password: see [`RedisServer::start_with`]).
@@ -152,7 +166,11 @@ impl RedisServer {
     pub fn restart(&mut self) {
         let config_file = self.config_file.as_deref();
         self.child = spawn_redis(self.port, &self.dir, config_file, &self.extra);
-        self.wait_ready();
+        assert!(
+            self.wait_ready(),
+            "redis-server could not restart on port {}: something else took it",
+            self.port
+        );
     }
 
     /// Whether it answers PING now.
@@ -205,13 +223,21 @@ impl RedisServer {
         redis::Client::open(info)?.get_connection_with_timeout(Duration::from_secs(2))
     }
 
-    fn wait_ready(&self) {
+    /// Waits until this server answers on its port; false if it exited first (its port was
+    /// taken). The answer must come from this server's process, not from another test's
+    /// server that took the port.
+    fn wait_ready(&mut self) -> bool {
         let started = Instant::now();
+        let pid = format!("process_id:{}", self.child.id());
         while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
             if let Ok(mut conn) = self.connection()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+                && let Ok(info) = redis::cmd("INFO").arg("server").query::<String>(&mut conn)
+                && info.lines().any(|line| line.trim() == pid)
             {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -382,6 +408,58 @@ impl RedisCluster {
             }
         }
         panic!("no node serves slot {slot}");
+    }
+
+    /// Moves `key`'s hash slot, with its keys, from its master to master `to`, as resharding
+    /// does. Every master learns the new owner at once; a client's map of slots stays as it
+    /// was until a redirect tells it.
+    pub fn move_slot_of(&self, key: &str, to: usize) {
+        let from = self.owner_of(key);
+        let slot = self.nodes[from]
+            .cmd::<i64>(&["CLUSTER", "KEYSLOT", key])
+            .to_string();
+        let id = |node: usize| self.nodes[node].cmd::<String>(&["CLUSTER", "MYID"]);
+        let (from_id, to_id) = (id(from), id(to));
+        let _: () = self.nodes[to].cmd(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        let _: () = self.nodes[from].cmd(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        loop {
+            let keys: Vec<String> =
+                self.nodes[from].cmd(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            if keys.is_empty() {
+                break;
+            }
+            let port = self.nodes[to].port().to_string();
+            let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            migrate.extend(keys.iter().map(String::as_str));
+            let _: () = self.nodes[from].cmd(&migrate);
+        }
+        for master in self.masters() {
+            let _: () = self.nodes[master].cmd(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+    }
+
+    /// The indexes of the nodes that are masters now.
+    pub fn masters(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&node| {
+                self.nodes[node].is_up()
+                    && self.nodes[node]
+                        .cmd::<String>(&["INFO", "replication"])
+                        .contains("role:master")
+            })
+            .collect()
+    }
+
+    /// The index of a replica of master `master`.
+    pub fn replica_of(&self, master: usize) -> usize {
+        let port = format!("master_port:{}", self.nodes[master].port());
+        (0..self.nodes.len())
+            .find(|&node| {
+                self.nodes[node]
+                    .cmd::<String>(&["INFO", "replication"])
+                    .contains(&port)
+            })
+            .expect("a replica")
     }
 
     /// Waits until every node says the cluster is up.

@@ -9,7 +9,6 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::SentinelNodeConnectionInfo;
 use redis::{
     Client, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisConnectionInfo,
@@ -210,28 +209,6 @@ impl Connection {
     pub(super) fn suspect(&self) {
         if let Connection::Sentinel(c) = self {
             c.suspect();
-        }
-    }
-
-    /// Redis `WAIT`: how many replicas of `key`'s server have this connection's writes,
-    /// waiting up to `timeout_ms` for `replicas` of them. On a cluster it goes to the
-    /// primary of `key`'s slot, over the connection that wrote there.
-    pub(super) async fn wait_for_replicas(
-        &mut self,
-        key: &str,
-        replicas: u32,
-        timeout_ms: u64,
-    ) -> RedisResult<u32> {
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(replicas).arg(timeout_ms);
-        match self {
-            Connection::Cluster(c) => {
-                let primary = Route::with_key(key, SlotAddr::Master);
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(primary));
-                let acked = c.route_command(wait, routing).await?;
-                Ok(redis::from_redis_value(acked)?)
-            }
-            _ => wait.query_async(self).await,
         }
     }
 

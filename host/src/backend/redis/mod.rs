@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::Script;
+use redis::{ErrorKind, Script, ServerErrorKind};
 use tokio::sync::OnceCell;
 
 use super::{Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus};
@@ -260,17 +260,48 @@ impl RedisBackend {
         Ok(raised == 1)
     }
 
-    /// Waits until `wait_replicas` replicas have every write made so far on the connection
-    /// to `key`'s server; the grant just made among them.
-    async fn confirm_replicated(&self, conn: &mut Connection, key: &str) -> BackendResult<()> {
+    /// Runs the acquire script and, when grants wait for replicas, Redis `WAIT` after it in
+    /// the same request: `(granted, fence or PTTL)`.
+    ///
+    /// `WAIT` counts the replicas that have the writes of the client that sends it. Sent
+    /// apart, a cluster client may route it to the slot's primary over another connection
+    /// than the script's — a new one made to follow a redirect, or any node while its map
+    /// of slots is incomplete — and there it counts no write and confirms at once: a failover
+    /// test lost WAIT-confirmed locks that way. In one pipeline, both commands go to the
+    /// node of the script's key on one connection, and the count is about this grant.
+    async fn acquire(
+        &self,
+        conn: &mut Connection,
+        key: &LockKey,
+        token: &Token,
+        lease: Duration,
+    ) -> BackendResult<(i64, i64)> {
+        let mut invocation = self.acquire.key(key.lock());
+        invocation
+            .key(key.fence())
+            .arg(token.as_str())
+            .arg(millis(lease))
+            .arg(millis(FENCE_MEMORY));
+        if self.wait_replicas == 0 {
+            return invocation.invoke_async(conn).await.map_err(describe);
+        }
         // Half the call's timeout, so that WAIT answers (with a count) before the call as a
         // whole is given up.
         let wait = millis(self.timeout / 2).max(1);
-        let acked = conn
-            .wait_for_replicas(key, self.wait_replicas, wait)
-            .await
-            .map_err(describe)?;
-        if acked < self.wait_replicas {
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&invocation)
+            .cmd("WAIT")
+            .arg(self.wait_replicas)
+            .arg(wait);
+        let (reply, acked): ((i64, i64), u32) = match pipe.query_async(conn).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                invocation.load_async(conn).await.map_err(describe)?;
+                pipe.query_async(conn).await
+            }
+            result => result,
+        }
+        .map_err(describe)?;
+        if reply.0 == 1 && acked < self.wait_replicas {
             // Perhaps this server is a restarted old primary, and the set moved on.
             conn.suspect();
             return Err(format!(
@@ -278,7 +309,7 @@ impl RedisBackend {
                 self.wait_replicas
             ));
         }
-        Ok(())
+        Ok(reply)
     }
 }
 
@@ -320,22 +351,10 @@ impl Backend for RedisBackend {
         lease: Duration,
     ) -> BackendResult<Attempt> {
         let mut conn = self.connection().await?;
-        let (granted, value): (i64, i64) = self
-            .acquire
-            .key(key.lock())
-            .key(key.fence())
-            .arg(token.as_str())
-            .arg(millis(lease))
-            .arg(millis(FENCE_MEMORY))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(describe)?;
+        // If too few replicas confirm, the caller releases the token: a grant the replicas
+        // may not have is not handed out.
+        let (granted, value) = self.acquire(&mut conn, key, token, lease).await?;
         Ok(if granted == 1 {
-            if self.wait_replicas > 0 {
-                // On failure the caller releases the token: a grant the replicas may not
-                // have is not handed out.
-                self.confirm_replicated(&mut conn, key.lock()).await?;
-            }
             Attempt::Granted {
                 fence: value as u64,
             }
