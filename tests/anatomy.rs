@@ -264,11 +264,10 @@ pub fn b1_anatomy(redis: &RedisServer) {
     runtime.block_on(async {
         let timeout = Duration::from_secs(2);
         let backend = Arc::new(ProbedBackend {
-            redis: RedisBackend::new(RedisConfig {
-                url: redis.url(),
-                password: None,
-                timeout,
-                wait_replicas: 0,
+            redis: RedisBackend::new({
+                let mut config = RedisConfig::new(redis.url());
+                config.timeout = timeout;
+                config
             })
             .unwrap(),
             segments: Segments::default(),

@@ -19,12 +19,18 @@ use std::time::{Duration, Instant};
 
 use harness::{RedisServer, redis_store, run};
 use latchkey_host::backend::memory::MemoryBackend;
-use latchkey_host::backend::redis::{ACQUIRE, FENCE_MEMORY, RELEASE};
 use latchkey_host::backend::{Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus};
 use latchkey_host::key::LockKey;
 use latchkey_host::{LockCtxBuilder, LockStore, Runner};
 use redis::aio::ConnectionManager;
 use wasmtime_wasi::WasiCtxBuilder;
+
+/// latchkey's own acquire and release scripts, for the baselines that run them without it.
+const ACQUIRE: &str = include_str!("../host/src/backend/redis/scripts/acquire.lua");
+const RELEASE: &str = include_str!("../host/src/backend/redis/scripts/release.lua");
+
+/// How long latchkey keeps a fence key after the last grant (a day), passed to `ACQUIRE`.
+const FENCE_TTL_MS: u64 = 86_400_000;
 
 /// Medians and tails of a set of durations.
 struct Stats {
@@ -84,7 +90,7 @@ async fn guest_pairs(store: &LockStore, count: usize, id: &str) -> Vec<Duration>
 /// The baseline of B1 and B2: the same scripts, by raw redis-rs.
 async fn raw_pairs(conn: &ConnectionManager, count: usize, id: &str) -> Vec<Duration> {
     let (acquire, release) = (redis::Script::new(ACQUIRE), redis::Script::new(RELEASE));
-    let key = LockKey::new("raw", "lockstore", id);
+    let key = LockKey::new(None, "raw", id);
     let (lock, fence, channel) = (key.lock(), key.fence(), key.released());
     let mut conn = conn.clone();
     let mut samples = Vec::with_capacity(count);
@@ -96,7 +102,7 @@ async fn raw_pairs(conn: &ConnectionManager, count: usize, id: &str) -> Vec<Dura
             .key(fence)
             .arg(&token)
             .arg(10_000)
-            .arg(FENCE_MEMORY.as_millis() as u64)
+            .arg(FENCE_TTL_MS)
             .invoke_async(&mut conn)
             .await
             .unwrap();
@@ -119,7 +125,7 @@ async fn direct_pairs(store: &LockStore, count: usize, id: &str) -> Vec<Duration
     let mut samples = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();
-        let key = LockKey::new("direct", "lockstore", id);
+        let key = LockKey::new(None, "direct", id);
         let grant = store
             .try_lock("lockstore", key, lease)
             .await
@@ -532,7 +538,7 @@ async fn redis_ceiling(redis: &RedisServer, conn: &ConnectionManager) -> f64 {
                 "fk:{__rand_int__}",
                 "tok",
                 "10000",
-                "86400000",
+                &FENCE_TTL_MS.to_string(),
             ][..],
         ),
         (RELEASE, &["1", "lk:{__rand_int__}", "tok", "ch"][..]),

@@ -192,6 +192,55 @@ fn mistakes_are_one_line_errors() {
     }
 }
 
+/// No message or log line holds a password, however the URL around it is written: with
+/// `/`, `?`, `#` or `@` inside the password, parseable or not, for every URL form — even
+/// with every log line on (`RUST_LOG=trace`).
+#[test]
+fn passwords_never_reach_a_message_or_log_line() {
+    let lockctl = guest("lockctl");
+    let port = free_port();
+    let secrets = ["se/cret", "se?cret", "se#cret", "se@cret", "se:cret%2F"];
+    for secret in secrets {
+        for form in [
+            format!("redis://user:{secret}@127.0.0.1:{port}"),
+            format!("rediss://:{secret}@127.0.0.1:{port}/0"),
+            format!("redis+cluster://user:{secret}@127.0.0.1:{port},127.0.0.1:{port}"),
+            format!("redis+sentinel://user:{secret}@127.0.0.1:{port}/svc"),
+            format!("redis+redlock://user:{secret}@127.0.0.1:{port},h:1,h:2"),
+            format!("redis://user:{secret}@"),
+        ] {
+            let out = latchkey()
+                .env("RUST_LOG", "trace")
+                .args(["run", "--store-timeout-ms", "300", "--wait-replicas"])
+                .arg("s=1")
+                .arg("--store")
+                .arg(format!("s={form}"))
+                .arg(&lockctl)
+                .output()
+                .unwrap();
+            let stderr = text(&out.stderr);
+            assert!(!out.status.success(), "{form}: {stderr}");
+            assert!(
+                !stderr.contains("cret"),
+                "{form}: the password was printed:\n{stderr}"
+            );
+        }
+        // A flag value clap refuses is quoted in its message: a URL given without NAME=.
+        let url = format!("redis://user:{secret}@127.0.0.1:{port}");
+        let out = latchkey()
+            .args(["run", "--store", &url])
+            .arg(&lockctl)
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("expected NAME=VALUE"), "{stderr}");
+        assert!(
+            !stderr.contains("cret"),
+            "{url}: the password was printed:\n{stderr}"
+        );
+    }
+}
+
 /// A guest's failure is the command's failure.
 #[test]
 fn a_trapping_guest_fails_the_command() {
@@ -265,7 +314,10 @@ fn config_mistakes_are_one_line_errors() {
             "[stores.a]\nurl = \"memory\"\ncolor = \"red\"\n",
             "unknown field `color`",
         ),
-        ("[stores.a]\nurl = \"http://x\"\n", "stores.a.url"),
+        (
+            "[stores.a]\nurl = \"http://x\"\n",
+            "stores.a: http://x is neither",
+        ),
         (
             "[apps.x]\nmax-wait = \"forever\"\n",
             "\"forever\" is not a duration",

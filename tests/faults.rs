@@ -196,7 +196,7 @@ fn redis_crash_without_persistence() {
 #[test]
 fn cluster_master_crash() {
     let mut cluster = RedisCluster::start();
-    let owner = cluster.owner_of("latchkey:{faults:lockstore:counter}:lock");
+    let owner = cluster.owner_of("latchkey:{faults:counter}:lock");
     let url = cluster.url();
     let mut restarted_at = 0;
     let (history, counter) = run_with_fault(&mut cluster, &url, |cluster| {

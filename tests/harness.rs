@@ -10,7 +10,8 @@
 //! - [`RedisCluster`] (three masters) and [`SentinelSet`] (a primary, two replicas, three
 //!   sentinels): Redis' own distributed deployments, started by the tests that need them.
 //! - [`Fixture`]: one lock store for a test — in memory, on its own Redis, Cluster,
-//!   Sentinel set or Redlock masters — and the apps built on it. `on_every_backend!` runs a test on each.
+//!   Sentinel set or Redlock masters ([`Deployment`]) — and the apps built on it.
+//!   `on_every_backend!` runs a test on each.
 //! - [`run`] / [`run_with`]: run a guest from `guest/` through the real host library and
 //!   capture its output.
 //! - The guests (`lockctl`, `counter`, `try-lock`) are built for wasm32-wasip2 by
@@ -557,90 +558,80 @@ pub fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// The lock store of one test.
+/// The lock store of one test, and the deployment behind it.
 pub struct Fixture {
     /// The store every app of the test uses.
     pub store: LockStore,
-    /// The Redis behind it, for the Redis runs.
-    pub redis: Option<RedisServer>,
-    /// The Redis Cluster behind it, for the cluster runs.
-    pub cluster: Option<RedisCluster>,
-    /// The Sentinel-managed servers behind it, for the sentinel runs.
-    pub sentinel: Option<SentinelSet>,
-    /// The independent masters behind it, for the Redlock runs.
-    pub redlock: Vec<RedisServer>,
+    /// What serves it.
+    pub deployment: Deployment,
+}
+
+/// The servers behind a [`Fixture`]'s store, started for the test and stopped with it.
+pub enum Deployment {
+    /// The host's own memory: no server.
+    Memory,
+    /// One Redis server.
+    Redis(RedisServer),
+    /// A three-master Redis Cluster.
+    Cluster(RedisCluster),
+    /// A primary and two replicas behind three sentinels.
+    Sentinel(SentinelSet),
+    /// Three independent Redlock masters.
+    Redlock(Vec<RedisServer>),
 }
 
 impl Fixture {
     /// A store in the host's memory.
-    pub fn memory() -> Self {
+    pub fn in_memory() -> Self {
         Fixture {
             store: LockStore::memory(),
-            redis: None,
-            cluster: None,
-            sentinel: None,
-            redlock: Vec::new(),
+            deployment: Deployment::Memory,
         }
     }
 
     /// A store on a Redis server of the test's own.
-    pub fn redis() -> Self {
+    pub fn on_redis() -> Self {
         let server = RedisServer::start();
         Fixture {
             store: redis_store(&server.url(), Duration::from_secs(2)),
-            redis: Some(server),
-            cluster: None,
-            sentinel: None,
-            redlock: Vec::new(),
+            deployment: Deployment::Redis(server),
         }
     }
 
     /// A store on a three-master Redis Cluster of the test's own.
-    pub fn cluster() -> Self {
+    pub fn on_cluster() -> Self {
         let cluster = RedisCluster::start();
         Fixture {
             store: redis_store(&cluster.url(), Duration::from_secs(2)),
-            redis: None,
-            cluster: Some(cluster),
-            sentinel: None,
-            redlock: Vec::new(),
+            deployment: Deployment::Cluster(cluster),
         }
     }
 
     /// A store on a primary and two replicas of the test's own, found through three
     /// sentinels that do not fail over during the test; every grant waits for one replica.
-    pub fn sentinel() -> Self {
-        Self::sentinel_failing_over_after(Duration::from_secs(60))
+    pub fn on_sentinel() -> Self {
+        Self::on_sentinel_failing_over_after(Duration::from_secs(60))
     }
 
-    /// [`Fixture::sentinel`], with sentinels that fail over after `down_after` of silence.
-    pub fn sentinel_failing_over_after(down_after: Duration) -> Self {
+    /// [`Fixture::on_sentinel`], with sentinels that fail over after `down_after` of
+    /// silence.
+    pub fn on_sentinel_failing_over_after(down_after: Duration) -> Self {
         let set = SentinelSet::start(down_after);
-        let store = LockStore::redis(RedisConfig {
-            url: set.url(),
-            password: None,
-            timeout: Duration::from_secs(2),
-            wait_replicas: 1,
-        })
-        .expect("a valid Sentinel URL");
+        let mut config = RedisConfig::new(set.url());
+        config.wait_replicas = 1;
+        let store = LockStore::redis(config).expect("a valid Sentinel URL");
         Fixture {
             store,
-            redis: None,
-            cluster: None,
-            sentinel: Some(set),
-            redlock: Vec::new(),
+            deployment: Deployment::Sentinel(set),
         }
     }
 
     /// A Redlock store on three independent masters of the test's own.
-    pub fn redlock() -> Self {
+    pub fn on_redlock() -> Self {
         let masters: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
         Fixture {
             store: redis_store(&redlock_url(&masters), Duration::from_secs(2)),
-            redis: None,
-            cluster: None,
-            sentinel: None,
-            redlock: masters,
+            deployment: Deployment::Redlock(masters),
         }
     }
 
@@ -649,6 +640,46 @@ impl Fixture {
         let mut app = LockCtxBuilder::new(app_id);
         app.store("lockstore", self.store.clone());
         app
+    }
+
+    /// The Redis server behind the store; panics for other deployments.
+    pub fn redis(&self) -> &RedisServer {
+        match &self.deployment {
+            Deployment::Redis(server) => server,
+            _ => panic!("the fixture is not on one Redis server"),
+        }
+    }
+
+    /// [`Fixture::redis`], to restart or crash it.
+    pub fn redis_mut(&mut self) -> &mut RedisServer {
+        match &mut self.deployment {
+            Deployment::Redis(server) => server,
+            _ => panic!("the fixture is not on one Redis server"),
+        }
+    }
+
+    /// The Redis Cluster behind the store; panics for other deployments.
+    pub fn cluster(&self) -> &RedisCluster {
+        match &self.deployment {
+            Deployment::Cluster(cluster) => cluster,
+            _ => panic!("the fixture is not on a Redis Cluster"),
+        }
+    }
+
+    /// The Sentinel set behind the store; panics for other deployments.
+    pub fn sentinel_mut(&mut self) -> &mut SentinelSet {
+        match &mut self.deployment {
+            Deployment::Sentinel(set) => set,
+            _ => panic!("the fixture is not behind Sentinel"),
+        }
+    }
+
+    /// The Redlock masters behind the store; panics for other deployments.
+    pub fn redlock(&mut self) -> &mut [RedisServer] {
+        match &mut self.deployment {
+            Deployment::Redlock(masters) => masters,
+            _ => panic!("the fixture is not on Redlock masters"),
+        }
     }
 }
 
@@ -663,13 +694,9 @@ pub fn redlock_url(masters: &[RedisServer]) -> String {
 
 /// A Redis store at `url` with the given call timeout.
 pub fn redis_store(url: &str, timeout: Duration) -> LockStore {
-    LockStore::redis(RedisConfig {
-        url: url.to_owned(),
-        password: None,
-        timeout,
-        wait_replicas: 0,
-    })
-    .expect("a valid Redis URL")
+    let mut config = RedisConfig::new(url);
+    config.timeout = timeout;
+    LockStore::redis(config).expect("a valid Redis URL")
 }
 
 /// Defines each test once and runs it on every backend: `memory::name`, `redis::name`,
@@ -684,7 +711,7 @@ macro_rules! on_every_backend {
             $(
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $name() {
-                    super::$name(&$crate::Fixture::memory()).await
+                    super::$name(&$crate::Fixture::in_memory()).await
                 }
             )*
         }
@@ -693,7 +720,7 @@ macro_rules! on_every_backend {
             $(
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $name() {
-                    super::$name(&$crate::Fixture::redis()).await
+                    super::$name(&$crate::Fixture::on_redis()).await
                 }
             )*
         }
@@ -702,7 +729,7 @@ macro_rules! on_every_backend {
             $(
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $name() {
-                    super::$name(&$crate::Fixture::cluster()).await
+                    super::$name(&$crate::Fixture::on_cluster()).await
                 }
             )*
         }
@@ -711,7 +738,7 @@ macro_rules! on_every_backend {
             $(
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $name() {
-                    super::$name(&$crate::Fixture::sentinel()).await
+                    super::$name(&$crate::Fixture::on_sentinel()).await
                 }
             )*
         }
@@ -720,7 +747,7 @@ macro_rules! on_every_backend {
             $(
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $name() {
-                    super::$name(&$crate::Fixture::redlock()).await
+                    super::$name(&$crate::Fixture::on_redlock()).await
                 }
             )*
         }
@@ -890,6 +917,26 @@ impl RedisServer {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "{key} never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// [`RedisServer::wait_for_key`] on a cluster replica, which answers reads only on a
+    /// connection that asked with `READONLY`.
+    pub fn wait_for_replicated_key(&self, key: &str) {
+        let mut conn = self.connection().expect("the test can reach its Redis");
+        let () = redis::cmd("READONLY").query(&mut conn).expect("READONLY");
+        let started = Instant::now();
+        while redis::cmd("EXISTS")
+            .arg(key)
+            .query::<i64>(&mut conn)
+            .expect("EXISTS")
+            == 0
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{key} never reached the replica"
             );
             std::thread::sleep(Duration::from_millis(10));
         }

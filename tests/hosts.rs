@@ -9,9 +9,14 @@ use harness::{RedisServer, guest, latchkey};
 
 /// Starts `latchkey run lockctl STEPS` as a process of its own on `redis`.
 fn host(redis: &RedisServer, steps: &str) -> Child {
+    host_naming_the_store("lockstore", redis, steps)
+}
+
+/// [`host`], offering `redis` to the guest as store `name`.
+fn host_naming_the_store(name: &str, redis: &RedisServer, steps: &str) -> Child {
     latchkey()
         .args(["run", "--app-id", "shared", "--store"])
-        .arg(format!("lockstore={}", redis.url()))
+        .arg(format!("{name}={}", redis.url()))
         .arg(guest("lockctl"))
         .args(steps.split_whitespace())
         .stdout(Stdio::piped())
@@ -31,7 +36,7 @@ fn field(line: &str, name: &str) -> u64 {
     value.split_whitespace().next().unwrap().parse().unwrap()
 }
 
-const LOCK: &str = "latchkey:{shared:lockstore:x}:lock";
+const LOCK: &str = "latchkey:{shared:x}:lock";
 
 /// A waiter in one process is woken by an unlock in another, before the lease would have
 /// ended, and gets a greater fence.
@@ -86,5 +91,25 @@ fn killed_hosts_locks_end_with_their_lease() {
     assert!(
         granted_after < lease_end + Duration::from_secs(3),
         "{granted_after:?}"
+    );
+}
+
+/// A lock is the app's lock on a resource in one physical store, whatever each host calls
+/// that store: two hosts that name the same Redis `lockstore` and `locks` (a rename in a
+/// rolling deploy, say) still exclude each other.
+#[test]
+fn hosts_naming_one_store_differently_share_its_locks() {
+    let redis = RedisServer::start();
+    let holder = host(&redis, "open lockstore try x 60000 sleep 1000 unlock");
+    redis.wait_for_key("latchkey:{shared:x}:lock");
+    let renamed = host_naming_the_store("locks", &redis, "open locks try x 60000")
+        .wait_with_output()
+        .unwrap();
+    let holder = holder.wait_with_output().unwrap();
+    assert_eq!(lines(&holder)[2], "unlocked success", "{holder:?}");
+    assert_eq!(
+        lines(&renamed)[1],
+        "held x",
+        "granted to two hosts at once: {renamed:?}"
     );
 }

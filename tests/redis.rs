@@ -8,7 +8,9 @@ use std::time::Duration;
 use harness::{
     Fixture, RedisCluster, RedisServer, SentinelSet, free_port, lockctl, redis_store, spawn_lockctl,
 };
-use latchkey_host::{LockCtxBuilder, LockStore, RedisConfig};
+use latchkey_host::backend::Backend;
+use latchkey_host::backend::redis::RedisBackend;
+use latchkey_host::{LockCtxBuilder, LockStore, RedisConfig, StoreConfigError};
 
 /// Runs `steps` until no step is `unavailable` — until the host has reconnected, or found
 /// the new primary — and returns that run.
@@ -32,12 +34,12 @@ async fn fence_after_recovery(app: &LockCtxBuilder, steps: &str) -> u64 {
 /// restart without persistence.
 #[tokio::test(flavor = "multi_thread")]
 async fn fences_grow_across_flushall_and_restart() {
-    let mut fx = Fixture::redis();
+    let mut fx = Fixture::on_redis();
     let app = fx.app("app");
     let steps = "open lockstore try f 60000 unlock";
     let before = fence_after_recovery(&app, steps).await;
 
-    let redis = fx.redis.as_mut().unwrap();
+    let redis = fx.redis_mut();
     let () = redis.cmd(&["FLUSHALL"]);
     assert!(redis.keys().is_empty());
     let after_flush = fence_after_recovery(&app, steps).await;
@@ -56,15 +58,15 @@ async fn fences_grow_across_flushall_and_restart() {
 /// TTL; an unlocked lock leaves only its fence.
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_follow_the_documented_layout() {
-    let fx = Fixture::redis();
-    let redis = fx.redis.as_ref().unwrap();
+    let fx = Fixture::on_redis();
+    let redis = fx.redis();
     let holder = spawn_lockctl(
         &fx.app("shop"),
         "open lockstore try {order}:7 5000 sleep 1000",
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let lock = "latchkey:{shop:lockstore:%7Border%7D%3A7}:lock";
-    let fence = "latchkey:{shop:lockstore:%7Border%7D%3A7}:fence";
+    let lock = "latchkey:{shop:%7Border%7D%3A7}:lock";
+    let fence = "latchkey:{shop:%7Border%7D%3A7}:fence";
     assert_eq!(redis.keys(), [fence, lock]);
     let ttl: i64 = redis.cmd(&["PTTL", lock]);
     assert!((1..=5000).contains(&ttl), "lease TTL {ttl}");
@@ -76,7 +78,7 @@ async fn keys_follow_the_documented_layout() {
         let close = open + key[open..].find('}').unwrap();
         key[open..=close].to_owned()
     };
-    assert_eq!(hash_tag(lock), "{shop:lockstore:%7Border%7D%3A7}");
+    assert_eq!(hash_tag(lock), "{shop:%7Border%7D%3A7}");
     assert_eq!(hash_tag(fence), hash_tag(lock));
 
     holder.await.unwrap().assert_success();
@@ -142,13 +144,10 @@ async fn credentials_stay_with_the_host() {
     let server = RedisServer::start_with(&["--requirepass", "s3cret-pw"]);
     let with = |password: &str| {
         let mut app = LockCtxBuilder::new("app");
-        let store = LockStore::redis(RedisConfig {
-            url: format!("redis://default@127.0.0.1:{}", server.port()),
-            password: Some(password.into()),
-            timeout: Duration::from_secs(1),
-            wait_replicas: 0,
-        })
-        .unwrap();
+        let mut config = RedisConfig::new(format!("redis://default@127.0.0.1:{}", server.port()));
+        config.password = Some(password.into());
+        config.timeout = Duration::from_secs(1);
+        let store = LockStore::redis(config).unwrap();
         app.store("lockstore", store);
         app
     };
@@ -164,8 +163,8 @@ async fn credentials_stay_with_the_host() {
 /// Many waiters on one host share its one connection and one subscription per lock.
 #[tokio::test(flavor = "multi_thread")]
 async fn waiters_share_one_connection() {
-    let fx = Fixture::redis();
-    let redis = fx.redis.as_ref().unwrap();
+    let fx = Fixture::on_redis();
+    let redis = fx.redis();
     let app = fx.app("app");
     let holder = spawn_lockctl(&app, "open lockstore try q 60000 sleep 1500 unlock");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -177,8 +176,7 @@ async fn waiters_share_one_connection() {
     let clients: String = redis.cmd(&["CLIENT", "LIST"]);
     // The host's connection and the test's own.
     assert_eq!(clients.lines().count(), 2, "{clients}");
-    let numsub: (String, i64) =
-        redis.cmd(&["PUBSUB", "NUMSUB", "latchkey:{app:lockstore:q}:released"]);
+    let numsub: (String, i64) = redis.cmd(&["PUBSUB", "NUMSUB", "latchkey:{app:q}:released"]);
     assert_eq!(numsub.1, 1);
 
     holder.await.unwrap().assert_success();
@@ -200,7 +198,7 @@ async fn unix_socket_store_works() {
     let run = lockctl(&app, "open lockstore try s 60000 sleep 200").await;
     assert!(run.lines()[1].starts_with("granted s"), "{run:?}");
     // It really went to that server: the host released the lock, leaving only the fence.
-    assert_eq!(server.keys(), ["latchkey:{app:lockstore:s}:fence"]);
+    assert_eq!(server.keys(), ["latchkey:{app:s}:fence"]);
 }
 
 /// A primary with one replica attached and in sync.
@@ -213,13 +211,10 @@ fn primary_and_replica() -> (RedisServer, RedisServer) {
 /// An app on `server`, with a timeout generous enough that a loaded machine's replica still
 /// confirms in time (`WAIT` gets half of it).
 fn replicated_app(url: &str, wait_replicas: u32) -> LockCtxBuilder {
-    let store = LockStore::redis(RedisConfig {
-        url: url.to_owned(),
-        password: None,
-        timeout: Duration::from_millis(4000),
-        wait_replicas,
-    })
-    .unwrap();
+    let mut config = RedisConfig::new(url);
+    config.timeout = Duration::from_millis(4000);
+    config.wait_replicas = wait_replicas;
+    let store = LockStore::redis(config).unwrap();
     let mut app = LockCtxBuilder::new("app");
     app.store("lockstore", store);
     app
@@ -259,7 +254,7 @@ async fn grants_wait_for_replicas() {
     let app = replicated_app(&primary.url(), 1);
     let holder = spawn_lockctl(&app, "open lockstore try a 60000 sleep 1000");
     let started = std::time::Instant::now();
-    while replica.cmd::<i64>(&["EXISTS", "latchkey:{app:lockstore:a}:lock"]) == 0 {
+    while replica.cmd::<i64>(&["EXISTS", "latchkey:{app:a}:lock"]) == 0 {
         if holder.is_finished() || started.elapsed() > Duration::from_secs(10) {
             panic!("the replica never had the lock: {:?}", holder.await);
         }
@@ -314,8 +309,8 @@ async fn a_grant_slower_than_its_lease_is_not_handed_out() {
 /// locks spread over the masters.
 #[tokio::test(flavor = "multi_thread")]
 async fn cluster_keeps_each_locks_keys_on_one_node() {
-    let fx = Fixture::cluster();
-    let cluster = fx.cluster.as_ref().unwrap();
+    let fx = Fixture::on_cluster();
+    let cluster = fx.cluster();
     let mut steps = String::from("open lockstore");
     for i in 0..30 {
         steps += &format!(" try job-{i} 60000");
@@ -393,19 +388,20 @@ async fn assert_lock_survived(
 #[test]
 fn sentinel_stores_are_checked_when_configured() {
     let sentinel = |url: &str, wait_replicas| {
-        LockStore::redis(RedisConfig {
-            url: url.to_owned(),
-            password: None,
-            timeout: Duration::from_secs(1),
-            wait_replicas,
-        })
-        .err()
+        let mut config = RedisConfig::new(url);
+        config.wait_replicas = wait_replicas;
+        LockStore::redis(config).err()
     };
     let no_wait = sentinel("redis+sentinel://127.0.0.1:1/latchkey", 0).unwrap();
-    assert!(no_wait.contains("set wait-replicas"), "{no_wait}");
+    assert!(
+        matches!(no_wait, StoreConfigError::SentinelNeedsWaitReplicas { .. }),
+        "{no_wait}"
+    );
     let no_service = sentinel("redis+sentinel://127.0.0.1:1", 1).unwrap();
     assert!(
-        no_service.contains("name the monitored service"),
+        no_service
+            .to_string()
+            .contains("name the monitored service"),
         "{no_service}"
     );
     assert!(sentinel("redis+sentinel://127.0.0.1:1/latchkey", 1).is_none());
@@ -417,12 +413,12 @@ fn sentinel_stores_are_checked_when_configured() {
 /// new primary without a restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_granted_lock_survives_a_sentinel_failover() {
-    let mut fx = Fixture::sentinel_failing_over_after(SentinelSet::QUICK);
+    let mut fx = Fixture::on_sentinel_failing_over_after(SentinelSet::QUICK);
     let app = fx.app("app");
     let holder = spawn_holder(&app);
-    let set = fx.sentinel.as_mut().unwrap();
+    let set = fx.sentinel_mut();
     let old_primary = set.primary();
-    set.servers[old_primary].wait_for_key("latchkey:{app:lockstore:a}:lock");
+    set.servers[old_primary].wait_for_key("latchkey:{app:a}:lock");
     let started = std::time::Instant::now();
     tokio::task::block_in_place(|| set.fail_over());
     assert_ne!(set.primary(), old_primary);
@@ -434,19 +430,19 @@ async fn a_granted_lock_survives_a_sentinel_failover() {
 /// two does — and then the attempt leaves nothing behind on the third.
 #[tokio::test(flavor = "multi_thread")]
 async fn redlock_needs_a_majority() {
-    let fx = Fixture::redlock();
+    let mut fx = Fixture::on_redlock();
     let app = fx.app("app");
-    let key = "latchkey:{app:lockstore:a}:lock";
-    fx.redlock[0].cmd::<()>(&["SET", key, "rival", "PX", "60000"]);
+    let key = "latchkey:{app:a}:lock";
+    fx.redlock()[0].cmd::<()>(&["SET", key, "rival", "PX", "60000"]);
     let run = lockctl(&app, "open lockstore try a 60000 unlock").await;
     assert!(run.lines()[1].starts_with("granted a"), "{run:?}");
     assert_eq!(run.lines()[2], "unlocked success");
 
-    fx.redlock[1].cmd::<()>(&["SET", key, "rival", "PX", "60000"]);
+    fx.redlock()[1].cmd::<()>(&["SET", key, "rival", "PX", "60000"]);
     let run = lockctl(&app, "open lockstore try a 60000").await;
     assert_eq!(run.lines()[1], "held a", "{run:?}");
     assert!(
-        fx.redlock[2].lock_keys().is_empty(),
+        fx.redlock()[2].lock_keys().is_empty(),
         "a partial grant was left"
     );
 }
@@ -455,14 +451,14 @@ async fn redlock_needs_a_majority() {
 /// calls are `unavailable` and no partial grant stays on the last one.
 #[tokio::test(flavor = "multi_thread")]
 async fn redlock_survives_one_master_down_not_two() {
-    let mut fx = Fixture::redlock();
+    let mut fx = Fixture::on_redlock();
     let app = fx.app("app");
-    fx.redlock[0].crash();
+    fx.redlock()[0].crash();
     let run = lockctl(&app, "open lockstore try a 60000 unlock").await;
     assert!(run.lines()[1].starts_with("granted a"), "{run:?}");
     assert_eq!(run.lines()[2], "unlocked success");
 
-    fx.redlock[1].crash();
+    fx.redlock()[1].crash();
     let run = lockctl(&app, "open lockstore try b 60000").await;
     assert!(
         run.lines()[1].starts_with(
@@ -471,7 +467,7 @@ async fn redlock_survives_one_master_down_not_two() {
         "{run:?}"
     );
     assert!(
-        fx.redlock[2].lock_keys().is_empty(),
+        fx.redlock()[2].lock_keys().is_empty(),
         "a partial grant was left"
     );
 }
@@ -483,11 +479,11 @@ async fn redlock_survives_one_master_down_not_two() {
 /// their own, much lower, counters.
 #[tokio::test(flavor = "multi_thread")]
 async fn redlock_fences_are_written_back_to_the_majority() {
-    let mut fx = Fixture::redlock();
+    let mut fx = Fixture::on_redlock();
     let app = fx.app("app");
-    let fence_key = "latchkey:{app:lockstore:f}:fence";
+    let fence_key = "latchkey:{app:f}:fence";
     let ahead: u64 = 4_000_000_000_000_000;
-    fx.redlock[0].cmd::<()>(&["SET", fence_key, &ahead.to_string()]);
+    fx.redlock()[0].cmd::<()>(&["SET", fence_key, &ahead.to_string()]);
 
     let first = lockctl(&app, "open lockstore try f 60000 unlock").await;
     let first = first.fences()[0];
@@ -495,11 +491,11 @@ async fn redlock_fences_are_written_back_to_the_majority() {
         first > ahead,
         "fence {first} is not above the largest counter"
     );
-    for master in &fx.redlock {
+    for master in fx.redlock().iter() {
         assert_eq!(master.cmd::<u64>(&["GET", fence_key]), first);
     }
 
-    fx.redlock[0].crash();
+    fx.redlock()[0].crash();
     let second = lockctl(&app, "open lockstore try f 60000 unlock").await;
     let second = second.fences()[0];
     assert!(second > first, "fence {second} after {first}");
@@ -513,7 +509,7 @@ async fn redlock_fences_are_written_back_to_the_majority() {
 async fn a_cluster_grant_waits_for_the_replica_of_the_master_that_made_it() {
     let cluster = RedisCluster::start_with_replicas();
     let app = replicated_app(&cluster.url(), 1);
-    let key = "latchkey:{app:lockstore:a}:lock";
+    let key = "latchkey:{app:a}:lock";
     // The store learns the map of slots, and the lock's fence key exists to be moved.
     let warm = lockctl(&app, "open lockstore try a 1000 unlock").await;
     assert_eq!(warm.lines()[2], "unlocked success", "{warm:?}");
@@ -561,10 +557,13 @@ async fn a_cluster_failover_keeps_a_granted_lock() {
     );
 
     let app = replicated_app(&cluster.url(), 1);
-    let key = "latchkey:{app:lockstore:a}:lock";
+    let key = "latchkey:{app:a}:lock";
+    // The store's map of the cluster is complete before the holder's grant, which is
+    // confirmed once the owner's replica has the lock.
+    until_available(&app, "open lockstore try warm 1000 unlock").await;
     let holder = spawn_holder(&app);
     let owner = cluster.owner_of(key);
-    cluster.nodes[owner].wait_for_key(key);
+    cluster.nodes[cluster.replica_of(owner)].wait_for_replicated_key(key);
     let started = std::time::Instant::now();
     let mut cluster = cluster;
     tokio::task::block_in_place(|| {
@@ -581,4 +580,94 @@ async fn a_cluster_failover_keeps_a_granted_lock() {
     });
 
     assert_lock_survived(&app, holder, started).await;
+}
+
+/// Takes lock `w` for 10 s, then, with a waiter on it, unlocks it: how long after the
+/// unlock the waiter had the lock. Far less than the lease if the unlock woke it.
+async fn wake_up_after_unlock(store: &LockStore) -> Duration {
+    let key = store.key("app", "w");
+    let lease = Duration::from_secs(10);
+    let holder = store.try_lock("lockstore", key.clone(), lease).await;
+    let holder = holder.unwrap().expect("w is free");
+    let waiter = {
+        let (store, key) = (store.clone(), key.clone());
+        tokio::spawn(async move {
+            let grant = store
+                .lock("lockstore", key, lease, Duration::from_secs(20))
+                .await;
+            (
+                grant.unwrap().expect("w within the wait"),
+                std::time::Instant::now(),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let unlocked = std::time::Instant::now();
+    store.unlock("lockstore", &holder).await.unwrap();
+    let (grant, granted) = waiter.await.unwrap();
+    store.unlock("lockstore", &grant).await.unwrap();
+    granted - unlocked
+}
+
+/// A store on `backend`, whose `watch` the test also calls itself.
+fn store_on(backend: &std::sync::Arc<RedisBackend>) -> LockStore {
+    LockStore::new(backend.clone(), Duration::from_secs(2))
+}
+
+/// Waiters are woken by unlocks after the store's connection changed under a watch that
+/// outlived the change: after a Sentinel failover (another server, a new connection with
+/// no subscriptions) a new waiter must subscribe again there, not trust the old
+/// subscription — or it wakes only when the holder's lease ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn waiters_wake_on_unlock_after_a_sentinel_failover() {
+    let mut fx = Fixture::on_sentinel_failing_over_after(SentinelSet::QUICK);
+    let mut config = RedisConfig::new(fx.sentinel_mut().url());
+    config.wait_replicas = 1;
+    let backend = std::sync::Arc::new(RedisBackend::new(config).unwrap());
+    let store = store_on(&backend);
+    let mut app = LockCtxBuilder::new("app");
+    app.store("lockstore", store.clone());
+    let before = wake_up_after_unlock(&store).await;
+    assert!(
+        before < Duration::from_secs(2),
+        "{before:?} before the failover"
+    );
+
+    // A waiter that stays through the failover, subscribed on the old primary.
+    let _lasting = backend.watch(&store.key("app", "w")).await.unwrap();
+    tokio::task::block_in_place(|| fx.sentinel_mut().fail_over());
+    until_available(&app, "open lockstore try warm 1000 unlock").await;
+
+    let after = wake_up_after_unlock(&store).await;
+    assert!(
+        after < Duration::from_secs(2),
+        "woken {after:?} after the unlock: by the lease's end, not by the unlock"
+    );
+}
+
+/// The same after Redis restarts at the same address: the connection reconnects, and a
+/// waiter is still woken by an unlock rather than by the lease's end.
+#[tokio::test(flavor = "multi_thread")]
+async fn waiters_wake_on_unlock_after_a_reconnect() {
+    let mut fx = Fixture::on_redis();
+    let backend =
+        std::sync::Arc::new(RedisBackend::new(RedisConfig::new(fx.redis().url())).unwrap());
+    let store = store_on(&backend);
+    let mut app = LockCtxBuilder::new("app");
+    app.store("lockstore", store.clone());
+    let before = wake_up_after_unlock(&store).await;
+    assert!(
+        before < Duration::from_secs(2),
+        "{before:?} before the restart"
+    );
+
+    let _lasting = backend.watch(&store.key("app", "w")).await.unwrap();
+    fx.redis_mut().crash_and_restart();
+    until_available(&app, "open lockstore try warm 1000 unlock").await;
+
+    let after = wake_up_after_unlock(&store).await;
+    assert!(
+        after < Duration::from_secs(2),
+        "woken {after:?} after the unlock: by the lease's end, not by the unlock"
+    );
 }

@@ -4,21 +4,27 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use harness::{Fixture, lockctl, lockctl_limited, run_with, script, spawn_lockctl};
-use latchkey_host::{Exit, GuestLimits, Limits, ResourcePolicy};
+use latchkey_host::backend::redis::RedisBackend;
+use latchkey_host::backend::{Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus};
+use latchkey_host::key::LockKey;
+use latchkey_host::{
+    Exit, GuestLimits, Limits, LockCtxBuilder, LockStore, RedisConfig, ResourcePolicy,
+};
 
 fn deadline(ms: u64) -> GuestLimits {
-    GuestLimits {
-        deadline: Some(Duration::from_millis(ms)),
-        ..GuestLimits::default()
-    }
+    let mut limits = GuestLimits::default();
+    limits.deadline = Some(Duration::from_millis(ms));
+    limits
 }
 
 /// A guest that loops forever inside its critical section is stopped at its deadline,
 /// its locks are released, and another instance is served meanwhile.
 #[tokio::test(flavor = "multi_thread")]
 async fn endless_loop_while_holding_locks_is_stopped() {
-    let fx = Fixture::redis();
+    let fx = Fixture::on_redis();
     let app = fx.app("app");
     let spinner = {
         let app = app.clone();
@@ -31,8 +37,8 @@ async fn endless_loop_while_holding_locks_is_stopped() {
             .await
         })
     };
-    let redis = fx.redis.as_ref().unwrap();
-    redis.wait_for_key("latchkey:{app:lockstore:b}:lock");
+    let redis = fx.redis();
+    redis.wait_for_key("latchkey:{app:b}:lock");
     let meanwhile = lockctl(&app, "open lockstore try c 60000 unlock try a 60000").await;
     assert_eq!(meanwhile.lines()[2], "unlocked success");
     assert_eq!(meanwhile.lines()[3], "held a", "the spinner should hold a");
@@ -49,31 +55,65 @@ async fn endless_loop_while_holding_locks_is_stopped() {
     assert_eq!(after.fences().len(), 2, "{after:?}");
 }
 
+/// Two guests spinning in endless loops, one per core of a two-thread host, do not keep a
+/// third from being served: a running guest yields its thread at every epoch tick, so the
+/// third's 200 lock + unlock pairs on Redis complete while the spinners still run, long
+/// before their deadline stops them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_guests_do_not_starve_others() {
+    let fx = Fixture::on_redis();
+    let app = fx.app("app");
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { lockctl_limited(&app, "spin", deadline(6000)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let worker = run_with(
+        &app,
+        "bench",
+        &["pairs", "200", "served"],
+        deadline(6000),
+        |_| {},
+    )
+    .await;
+    let spinning = spinners.iter().filter(|s| !s.is_finished()).count();
+    assert!(
+        matches!(worker.exit, Exit::Status(0)),
+        "the third guest was not served beside the spinners: {:?} after {:?}",
+        worker.exit,
+        worker.elapsed
+    );
+    assert_eq!(worker.lines().len(), 200, "{worker:?}");
+    assert_eq!(spinning, 2, "served only once a spinner had stopped");
+    for spinner in spinners {
+        let spinner = spinner.await.unwrap();
+        assert!(matches!(spinner.exit, Exit::Deadline(_)), "{spinner:?}");
+    }
+}
+
 /// A guest that allocates without end while holding locks is stopped at its memory cap,
 /// and its locks are released.
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_bomb_while_holding_locks_is_stopped() {
-    let limits = GuestLimits {
-        max_memory: Some(32 << 20),
-        ..GuestLimits::default()
-    };
+    let mut limits = GuestLimits::default();
+    limits.max_memory = Some(32 << 20);
     assert_trapped_and_released("bomb", limits, "growing memory").await;
 }
 
 /// A guest that runs out of fuel while holding locks is stopped and its locks released.
 #[tokio::test(flavor = "multi_thread")]
 async fn fuel_exhaustion_while_holding_locks_is_stopped() {
-    let limits = GuestLimits {
-        fuel: Some(50_000_000),
-        ..GuestLimits::default()
-    };
+    let mut limits = GuestLimits::default();
+    limits.fuel = Some(50_000_000);
     assert_trapped_and_released("spin", limits, "fuel").await;
 }
 
 /// Takes two locks, then runs `hostile_step` within `limits`: the instance must trap with
 /// `cause` in the error, leave no lock in Redis, and the locks must be free at once.
 async fn assert_trapped_and_released(hostile_step: &str, limits: GuestLimits, cause: &str) {
-    let fx = Fixture::redis();
+    let fx = Fixture::on_redis();
     let app = fx.app("app");
     let steps = format!("open lockstore try a 60000 try b 60000 {hostile_step}");
     let run = lockctl_limited(&app, &steps, limits).await;
@@ -81,7 +121,7 @@ async fn assert_trapped_and_released(hostile_step: &str, limits: GuestLimits, ca
         panic!("{hostile_step} was not stopped: {run:?}");
     };
     assert!(format!("{err:?}").contains(cause), "{err:?}");
-    assert_eq!(fx.redis.as_ref().unwrap().lock_keys(), Vec::<String>::new());
+    assert_eq!(fx.redis().lock_keys(), Vec::<String>::new());
     let after = lockctl(&app, "open lockstore try a 60000 try b 60000").await;
     assert_eq!(after.fences().len(), 2, "{after:?}");
 }
@@ -90,7 +130,7 @@ async fn assert_trapped_and_released(hostile_step: &str, limits: GuestLimits, ca
 /// instances hold no threads: another instance is served at once meanwhile.
 #[tokio::test(flavor = "multi_thread")]
 async fn waiting_counts_against_the_deadline_without_holding_threads() {
-    let fx = Fixture::redis();
+    let fx = Fixture::on_redis();
     let app = fx.app("app");
     let holder = spawn_lockctl(&app, "open lockstore try w 60000 sleep 3000");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -121,26 +161,25 @@ async fn waiting_counts_against_the_deadline_without_holding_threads() {
         );
     }
     holder.await.unwrap().assert_success();
-    assert_eq!(fx.redis.as_ref().unwrap().lock_keys(), Vec::<String>::new());
+    assert_eq!(fx.redis().lock_keys(), Vec::<String>::new());
 }
 
 /// 10^5 distinct ids stop at the per-instance limit with `limit-exceeded`; the refused
 /// ones never reach the store, and all are freed when the instance ends.
 #[tokio::test(flavor = "multi_thread")]
 async fn many_ids_hit_the_instance_limit() {
-    let fx = Fixture::redis();
+    let fx = Fixture::on_redis();
     let mut app = fx.app("app");
-    app.limits(Limits {
-        max_held: 100,
-        ..Limits::default()
-    });
+    let mut limits = Limits::default();
+    limits.max_held = 100;
+    app.limits(limits);
     let run = lockctl(&app, "open lockstore many 100000 60000").await;
     assert_eq!(
         run.assert_success().lines()[1],
         "many granted=100 first-error=limit-exceeded: this instance already holds 100 locks, \
          the most it may hold"
     );
-    let redis = fx.redis.as_ref().unwrap();
+    let redis = fx.redis();
     assert_eq!(redis.lock_keys(), Vec::<String>::new());
     assert_eq!(
         redis.keys().len(),
@@ -153,14 +192,14 @@ async fn many_ids_hit_the_instance_limit() {
 /// each get their own, escaped key.
 #[tokio::test(flavor = "multi_thread")]
 async fn huge_and_awkward_ids() {
-    let fx = Fixture::redis();
+    let fx = Fixture::on_redis();
     let app = fx.app("app");
     let run = lockctl(&app, "open lockstore try-long 1048576 1000").await;
     assert!(
         run.lines()[1].starts_with("error invalid-argument: resource-id is 1048576 bytes"),
         "{run:?}"
     );
-    let redis = fx.redis.as_ref().unwrap();
+    let redis = fx.redis();
     assert!(redis.keys().is_empty());
 
     let awkward = [
@@ -220,8 +259,8 @@ async fn huge_and_awkward_ids() {
             "{key:?} has a brace inside its hash tag"
         );
     }
-    assert!(locks.contains(&"latchkey:{app:lockstore:%7B%7D}:lock".to_owned()));
-    assert!(locks.contains(&"latchkey:{app:lockstore:%257B}:lock".to_owned()));
+    assert!(locks.contains(&"latchkey:{app:%7B%7D}:lock".to_owned()));
+    assert!(locks.contains(&"latchkey:{app:%257B}:lock".to_owned()));
     assert_eq!(redis.lock_keys(), Vec::<String>::new());
 }
 
@@ -229,9 +268,9 @@ async fn huge_and_awkward_ids() {
 /// probe would see them if granted.
 #[tokio::test(flavor = "multi_thread")]
 async fn guests_get_no_ambient_authority() {
-    let fx = Fixture::redis();
+    let fx = Fixture::on_redis();
     let app = fx.app("app");
-    let redis = format!("127.0.0.1:{}", fx.redis.as_ref().unwrap().port());
+    let redis = format!("127.0.0.1:{}", fx.redis().port());
     let probe = format!("env read /etc/hostname connect {redis}");
     let denied = run_with(
         &app,
@@ -273,7 +312,7 @@ async fn guests_get_no_ambient_authority() {
 /// a trap that leaves B's lock alone.
 #[tokio::test(flavor = "multi_thread")]
 async fn apps_cannot_touch_each_others_locks() {
-    let fx = Fixture::redis();
+    let fx = Fixture::on_redis();
     let b = spawn_lockctl(
         &fx.app("b"),
         "open lockstore try x 60000 sleep 800 extend 60000 unlock",
@@ -291,20 +330,19 @@ async fn apps_cannot_touch_each_others_locks() {
         b.assert_success().lines()[2..],
         ["extended true", "unlocked success"]
     );
-    assert_eq!(fx.redis.as_ref().unwrap().lock_keys(), Vec::<String>::new());
+    assert_eq!(fx.redis().lock_keys(), Vec::<String>::new());
 }
 
 /// The operator's policy refuses ids outside the app's patterns and leases over its
 /// maximum, and a store not offered to the app does not exist for it; nothing is stored.
 #[tokio::test(flavor = "multi_thread")]
 async fn policy_refusals_change_nothing() {
-    let fx = Fixture::redis();
+    let fx = Fixture::on_redis();
     let mut app = fx.app("app");
+    let mut limits = Limits::default();
+    limits.max_lease = Duration::from_secs(10);
     app.resources(ResourcePolicy::only(["job-*"]).unwrap())
-        .limits(Limits {
-            max_lease: Duration::from_secs(10),
-            ..Limits::default()
-        });
+        .limits(limits);
     let run = lockctl(
         &app,
         "open lockstore try payroll 1000 try job-1 10001 \
@@ -323,8 +361,61 @@ async fn policy_refusals_change_nothing() {
     );
     assert!(lines[3].starts_with("granted job-1"), "{lines:?}");
     assert!(lines[4].starts_with("error no-such-store"), "{lines:?}");
+    assert_eq!(fx.redis().keys(), ["latchkey:{app:job-1}:fence"]);
+}
+
+/// A Redis store whose releases take `delay` before they are sent: time for an instance's
+/// deadline to cancel one midway.
+struct SlowReleases {
+    redis: RedisBackend,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl Backend for SlowReleases {
+    async fn try_acquire(
+        &self,
+        key: &LockKey,
+        token: &Token,
+        lease: Duration,
+    ) -> BackendResult<Attempt> {
+        self.redis.try_acquire(key, token, lease).await
+    }
+
+    async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus> {
+        tokio::time::sleep(self.delay).await;
+        self.redis.release(key, token).await
+    }
+
+    async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool> {
+        self.redis.extend(key, token, lease).await
+    }
+
+    async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
+        self.redis.watch(key).await
+    }
+}
+
+/// A lock whose handle the guest dropped stays the instance's until the store confirms
+/// the release: when the deadline cancels that release midway, the instance's final
+/// release frees the lock, rather than leaving it to its 60 s lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_cut_short_by_the_deadline_is_made_at_the_instances_end() {
+    let fx = Fixture::on_redis();
+    let slow = SlowReleases {
+        redis: RedisBackend::new(RedisConfig::new(fx.redis().url())).unwrap(),
+        delay: Duration::from_millis(1000),
+    };
+    let mut app = LockCtxBuilder::new("app");
+    app.store(
+        "lockstore",
+        LockStore::new(Arc::new(slow), Duration::from_secs(3)),
+    );
+    let run = lockctl_limited(&app, "open lockstore try a 60000 drop", deadline(300)).await;
+    assert!(matches!(run.exit, Exit::Deadline(_)), "{run:?}");
     assert_eq!(
-        fx.redis.as_ref().unwrap().keys(),
-        ["latchkey:{app:lockstore:job-1}:fence"]
+        fx.redis().lock_keys(),
+        Vec::<String>::new(),
+        "the lock outlived its instance"
     );
 }

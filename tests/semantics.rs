@@ -119,7 +119,7 @@ on_every_backend! {
         let run = lockctl(&app, "open lockstore try kept 60000 \
             try-long 1025 1000 try-long 1024 1000 unlock \
             try a 0 try a 3600001 lock a 1000 300001 extend 0 extend 3600001 \
-            open nope").await;
+            open nope try a 9 extend 2").await;
         let lines = run.assert_success().lines();
         assert!(lines[2].starts_with("error invalid-argument: resource-id is 1025 bytes"), "{lines:?}");
         assert!(lines[3].starts_with("granted <1024 bytes>"), "{lines:?}");
@@ -130,6 +130,9 @@ on_every_backend! {
         assert!(lines[8].starts_with("error invalid-argument: lease-ms is 0"), "{lines:?}");
         assert!(lines[9].starts_with("error invalid-argument: lease-ms is 3600001"), "{lines:?}");
         assert!(lines[10].starts_with("error no-such-store: no lock store named \"nope\""), "{lines:?}");
+        // Leases too short to be granted in time are refused, not left to fail.
+        assert_eq!(lines[11], "error invalid-argument: lease-ms is 9; a lease must be at least 10 ms");
+        assert_eq!(lines[12], "error invalid-argument: lease-ms is 2; a lease must be at least 10 ms");
 
         let empty = lockctl(&app, "open lockstore try-long 0 1000").await;
         assert!(empty.lines()[1].starts_with("error invalid-argument: resource-id is empty"));

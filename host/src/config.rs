@@ -2,10 +2,12 @@
 //!
 //! ```toml
 //! [stores.lockstore]
-//! url = "redis://latchkey@10.0.0.5:6379"
+//! url = "redis://latchkey@10.0.0.5:6379"  # memory, redis://, rediss://, redis+unix://,
+//!                                        # redis+cluster://, redis+sentinel://, redis+redlock://
 //! password-file = "/run/secrets/redis"   # or password-env = "REDIS_PASSWORD"
 //! timeout = "2s"
 //! wait-replicas = 0                      # replicas that must confirm each grant
+//! namespace = "blue"                     # optional: a lock space of its own in this Redis
 //!
 //! [stores.scratch]
 //! url = "memory"
@@ -30,12 +32,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::RedisConfig;
+use crate::backend::redis::redacted;
+use crate::error::StoreConfigError;
 use crate::limits::Limits;
-use crate::policy::ResourcePolicy;
-use crate::run::GuestLimits;
-use crate::store::{DEFAULT_TIMEOUT, LockStore, RedisOptions};
+use crate::policy::{PatternError, ResourcePolicy};
+use crate::sandbox::GuestLimits;
+use crate::store::{DEFAULT_TIMEOUT, LockStore};
 
 /// A parsed and checked config file.
+#[non_exhaustive]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -48,10 +54,12 @@ pub struct Config {
 }
 
 /// Where one store is and how to log in.
+#[non_exhaustive]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StoreConfig {
-    /// `memory`, or a `redis://`, `rediss://` or `redis+unix://` URL.
+    /// `memory`, or a `redis://`, `rediss://`, `redis+unix://`, `redis+cluster://`,
+    /// `redis+sentinel://` or `redis+redlock://` URL.
     pub url: String,
     /// How long a call may take before it is `unavailable` (default 2 s).
     #[serde(default, deserialize_with = "duration")]
@@ -63,9 +71,13 @@ pub struct StoreConfig {
     /// Replicas that must confirm each grant (Redis `WAIT`); 0 refuses replicated servers.
     #[serde(default)]
     pub wait_replicas: u32,
+    /// A lock space of its own in the store: the same app and resource id in two
+    /// namespaces are two locks. Default: none.
+    pub namespace: Option<String>,
 }
 
 /// What one app may do.
+#[non_exhaustive]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AppConfig {
@@ -91,6 +103,70 @@ pub struct AppConfig {
     pub fuel: Option<u64>,
 }
 
+/// Why a config file, or a store in it, cannot be used. Each says where, on one line, and
+/// never quotes a URL's credentials.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The file is not TOML of the expected shape.
+    #[error("{0}")]
+    Syntax(String),
+    /// A store cannot be set up as written.
+    #[error("stores.{store}: {error}")]
+    Store {
+        /// The store's name.
+        store: String,
+        /// What is wrong with it.
+        error: StoreConfigError,
+    },
+    /// A store's password cannot be had, or is given twice.
+    #[error("stores.{store}: {reason}")]
+    Password {
+        /// The store's name.
+        store: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An app's policy names a store that does not exist.
+    #[error("apps.{app}.stores: there is no [stores.{store}]")]
+    UnknownStore {
+        /// The app.
+        app: String,
+        /// The store it names.
+        store: String,
+    },
+    /// An app's resource pattern does not parse.
+    #[error("apps.{app}.resources: {error}")]
+    Pattern {
+        /// The app.
+        app: String,
+        /// The pattern's problem.
+        error: PatternError,
+    },
+    /// An app allows no lock to be held at all.
+    #[error("apps.{app}.max-held: must be at least 1")]
+    NoLocksAllowed {
+        /// The app.
+        app: String,
+    },
+    /// A mistake in a file, with its path.
+    #[error("{}: {error}", path.display())]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// The mistake.
+        error: Box<ConfigError>,
+    },
+}
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map(Some).map_err(|e| {
@@ -111,40 +187,57 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 
 impl Config {
     /// Reads and checks the file at `path`.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Self::parse(&text).map_err(|error| ConfigError::InFile {
+            path: path.to_owned(),
+            error: Box::new(error),
+        })
     }
 
     /// Parses and checks TOML text.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let config: Config = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax(one_line(&e)))?;
         config.check()?;
         Ok(config)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), ConfigError> {
         for (name, store) in &self.stores {
             if store.password_file.is_some() && store.password_env.is_some() {
-                return Err(format!(
-                    "stores.{name}: give password-file or password-env, not both"
-                ));
+                return Err(ConfigError::Password {
+                    store: name.clone(),
+                    reason: "give password-file or password-env, not both".into(),
+                });
             }
-            LockStore::from_url(&store.url, DEFAULT_TIMEOUT, RedisOptions::default())
-                .map_err(|e| format!("stores.{name}.url: {e}"))?;
+            // Everything but the password, which may only be readable where it is used.
+            store
+                .open_with_password(None)
+                .map_err(|error| ConfigError::Store {
+                    store: name.clone(),
+                    error,
+                })?;
         }
         for (app, policy) in &self.apps {
             for store in policy.stores.iter().flatten() {
                 if !self.stores.contains_key(store) {
-                    return Err(format!("apps.{app}.stores: there is no [stores.{store}]"));
+                    return Err(ConfigError::UnknownStore {
+                        app: app.clone(),
+                        store: store.clone(),
+                    });
                 }
             }
             policy
                 .resource_policy()
-                .map_err(|e| format!("apps.{app}.resources: {e}"))?;
+                .map_err(|error| ConfigError::Pattern {
+                    app: app.clone(),
+                    error,
+                })?;
             if policy.max_held == Some(0) {
-                return Err(format!("apps.{app}.max-held: must be at least 1"));
+                return Err(ConfigError::NoLocksAllowed { app: app.clone() });
             }
         }
         Ok(())
@@ -165,32 +258,64 @@ impl StoreConfig {
             password_file: None,
             password_env: None,
             wait_replicas: 0,
+            namespace: None,
         }
     }
 
-    /// The password from the file or variable named, if any.
-    pub fn password(&self) -> Result<Option<String>, String> {
+    /// The password from the file or variable named, if any. `store` names the store in
+    /// the error.
+    pub fn password(&self, store: &str) -> Result<Option<String>, ConfigError> {
+        let fail = |reason: String| ConfigError::Password {
+            store: store.to_owned(),
+            reason,
+        };
         if let Some(path) = &self.password_file {
             let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read password file {}: {e}", path.display()))?;
+                .map_err(|e| fail(format!("cannot read password file {}: {e}", path.display())))?;
             return Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()));
         }
         if let Some(var) = &self.password_env {
-            return std::env::var(var)
-                .map(Some)
-                .map_err(|_| format!("the password is to come from ${var}, which is not set"));
+            return std::env::var(var).map(Some).map_err(|_| {
+                fail(format!(
+                    "the password is to come from ${var}, which is not set"
+                ))
+            });
         }
         Ok(None)
     }
 
-    /// Opens the store.
-    pub fn open(&self) -> Result<LockStore, String> {
+    /// Opens the store, reading its password; `name` names it in errors.
+    pub fn open(&self, name: &str) -> Result<LockStore, ConfigError> {
+        let password = self.password(name)?;
+        self.open_with_password(password)
+            .map_err(|error| ConfigError::Store {
+                store: name.to_owned(),
+                error,
+            })
+    }
+
+    fn open_with_password(&self, password: Option<String>) -> Result<LockStore, StoreConfigError> {
         let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let redis = RedisOptions {
-            password: self.password()?,
-            wait_replicas: self.wait_replicas,
+        let store = if self.url == "memory" {
+            LockStore::memory().with_timeout(timeout)
+        } else {
+            let mut redis = RedisConfig::new(&self.url);
+            redis.password = password;
+            redis.timeout = timeout;
+            redis.wait_replicas = self.wait_replicas;
+            LockStore::redis(redis)?
         };
-        LockStore::from_url(&self.url, timeout, redis)
+        match &self.namespace {
+            Some(namespace) => store.with_namespace(namespace),
+            None => Ok(store),
+        }
+    }
+}
+
+/// The store as an operator reads it: its URL with credentials hidden.
+impl std::fmt::Display for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redacted(&self.url))
     }
 }
 
@@ -203,7 +328,7 @@ impl AppConfig {
     }
 
     /// The resource ids it may lock.
-    pub fn resource_policy(&self) -> Result<ResourcePolicy, String> {
+    pub fn resource_policy(&self) -> Result<ResourcePolicy, PatternError> {
         match &self.resources {
             None => Ok(ResourcePolicy::any()),
             Some(patterns) => ResourcePolicy::only(patterns.iter().cloned()),
@@ -232,17 +357,29 @@ impl AppConfig {
 }
 
 /// toml's errors span several lines (where, the quoted line, a caret, what): join where,
-/// the quoted line and what into one.
-fn one_line(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
+/// the key or table of the quoted line, and what into one. The rest of the quoted line is
+/// left out: a value can hold a secret put where it does not belong.
+fn one_line(err: &toml::de::Error) -> String {
+    let what = err.message().trim();
+    let text = err.to_string();
+    let mut lines = text.lines();
+    let place = lines
+        .next()
+        .filter(|first| first.contains("line"))
+        .map_or("TOML parse error", |first| first.trim_end_matches(':'));
     let quoted = lines
-        .iter()
-        .filter_map(|l| l.split_once(" | "))
-        .find(|(n, _)| n.trim().parse::<u32>().is_ok())
-        .map(|(_, line)| format!(" ({})", line.trim()));
-    let first = lines.first().copied().unwrap_or_default();
-    let last = lines.last().copied().unwrap_or_default().trim();
-    format!("{first}{}: {last}", quoted.unwrap_or_default())
+        .filter_map(|line| line.split_once(" | "))
+        .find(|(number, _)| number.trim().parse::<u32>().is_ok())
+        .map(|(_, line)| line.trim());
+    let key = match quoted {
+        Some(table) if table.starts_with('[') => format!(" ({table})"),
+        Some(line) => match line.split_once('=') {
+            Some((key, _)) => format!(" ({})", key.trim()),
+            None => String::new(),
+        },
+        None => String::new(),
+    };
+    format!("{place}{key}: {what}")
 }
 
 #[cfg(test)]
@@ -258,6 +395,7 @@ mod tests {
             url = "redis://latchkey@127.0.0.1:6379"
             password-env = "REDIS_PASSWORD"
             timeout = "2s"
+            namespace = "blue"
             [stores.scratch]
             url = "memory"
             [apps.billing]
@@ -279,9 +417,34 @@ mod tests {
         assert_eq!(billing.guest_limits().max_memory, Some(64 << 20));
         assert!(billing.resource_policy().unwrap().allows("invoice-7"));
         assert!(!billing.resource_policy().unwrap().allows("payroll"));
+        assert_eq!(
+            config.stores["lockstore"].namespace.as_deref(),
+            Some("blue")
+        );
         let other = config.app("other");
         assert!(other.may_open("scratch"));
         assert_eq!(other.limits(), Limits::default());
+    }
+
+    /// A Sentinel store is checked with the file's own `wait-replicas`: accepted with it,
+    /// refused without.
+    #[test]
+    fn sentinel_stores_take_wait_replicas_from_the_file() {
+        let url = "url = \"redis+sentinel://127.0.0.1:26379/mymaster\"";
+        let with = format!("[stores.lockstore]\n{url}\nwait-replicas = 1\n");
+        let config = Config::parse(&with).unwrap();
+        assert_eq!(config.stores["lockstore"].wait_replicas, 1);
+        let without = Config::parse(&format!("[stores.lockstore]\n{url}\n")).unwrap_err();
+        assert!(
+            matches!(
+                &without,
+                ConfigError::Store {
+                    error: StoreConfigError::SentinelNeedsWaitReplicas { .. },
+                    ..
+                }
+            ),
+            "{without}"
+        );
     }
 
     /// Each kind of mistake is refused with where it is and what is wrong, on one line.
@@ -292,10 +455,17 @@ mod tests {
                 "[stores.a]\nurl = \"memory\"\ncolour = 1",
                 "unknown field `colour`",
             ),
-            ("[stores.a]\nurl = \"ftp://x\"", "stores.a.url"),
+            (
+                "[stores.a]\nurl = \"ftp://x\"",
+                "stores.a: ftp://x is neither",
+            ),
             (
                 "[stores.a]\nurl = \"memory\"\ntimeout = \"soon\"",
                 "\"soon\" is not a duration",
+            ),
+            (
+                "[stores.a]\nurl = \"memory\"\nnamespace = \"a:b\"",
+                "stores.a: namespace",
             ),
             ("[apps.x]\nmax-memory = \"lots\"", "max-memory"),
             (
@@ -307,9 +477,23 @@ mod tests {
             ("[app.x]", "unknown field `app`"),
         ];
         for (text, expected) in cases {
-            let err = Config::parse(text).unwrap_err();
+            let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(expected), "{text:?} gave {err:?}");
             assert!(!err.contains('\n'), "{err:?} is not one line");
+        }
+    }
+
+    /// A mistake on a line that holds a secret does not repeat the line.
+    #[test]
+    fn mistakes_do_not_quote_secrets() {
+        let cases = [
+            "[stores.a]\nurl = \"redis://u:hunter2@h\" trailing\n",
+            "[stores.a]\nurl = \"memory\"\npasword = \"hunter2\"\n",
+            "[stores.a]\nurl = \"redis://u:hun/ter2@h:x\"\n",
+        ];
+        for text in cases {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(!err.contains("hunter2") && !err.contains("ter2"), "{err}");
         }
     }
 }

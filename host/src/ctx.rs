@@ -105,8 +105,8 @@ impl Held {
         self.store.unlock(&self.store_name, &self.grant).await
     }
 
-    /// Frees the lock where nobody can be told the outcome (a dropped handle, an ended
-    /// instance): a failure is logged, and the lease ends the lock.
+    /// Frees the lock where nobody can be told the outcome (an ended instance): a failure
+    /// is logged, and the lease ends the lock.
     pub(crate) async fn release(self) {
         if let Err(err) = self.unlock().await {
             tracing::warn!(%err, "could not release a lock; its lease will end it");

@@ -1,12 +1,14 @@
-//! Errors of the lock host and their one mapping onto the WIT `error` variant.
+//! Errors of the lock host, and their one mapping onto the WIT `error` variant.
 
-use crate::generated::latchkey::lock::locks as wit;
+use crate::backend::{BackendError, BackendErrorKind};
+use crate::bindings::latchkey::lock::locks as wit;
 
 /// Why a lock call failed.
 ///
 /// Every variant but [`LockError::Trap`] reaches the guest as the WIT `error` variant of the
 /// same name; `Trap` ends the guest instance (a bad resource handle means a host bug or a
 /// hostile guest, not an ordinary failure).
+#[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// No store of this name is configured for the app.
@@ -23,10 +25,24 @@ pub enum LockError {
     LimitExceeded(String),
     /// The store could not be reached or did not answer in time.
     #[error("unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(StoreError),
     /// Not the guest's to handle: the instance is stopped.
     #[error(transparent)]
     Trap(wasmtime::Error),
+}
+
+impl LockError {
+    /// The name of the WIT `error` case, such as `invalid-argument`; `trap` for a trap.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LockError::NoSuchStore(_) => "no-such-store",
+            LockError::InvalidArgument(_) => "invalid-argument",
+            LockError::AccessDenied(_) => "access-denied",
+            LockError::LimitExceeded(_) => "limit-exceeded",
+            LockError::Unavailable(_) => "unavailable",
+            LockError::Trap(_) => "trap",
+        }
+    }
 }
 
 impl From<wasmtime::component::ResourceTableError> for LockError {
@@ -37,19 +53,90 @@ impl From<wasmtime::component::ResourceTableError> for LockError {
 
 impl From<StoreError> for LockError {
     fn from(err: StoreError) -> Self {
-        LockError::Unavailable(err.to_string())
+        LockError::Unavailable(err)
     }
 }
 
-/// A store that failed to answer. Its text is safe to show a guest: it never holds a URL,
-/// user name or password.
+/// A store that failed to answer, as `store 'NAME' REASON`. Its text is safe to show a
+/// guest: it never holds a URL, user name or password.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("store '{store}' {reason}")]
+#[error("store '{store}' {error}")]
 pub struct StoreError {
+    store: String,
+    error: BackendError,
+}
+
+impl StoreError {
+    /// `store`'s failure.
+    pub fn new(store: &str, error: BackendError) -> Self {
+        StoreError {
+            store: store.to_owned(),
+            error,
+        }
+    }
+
     /// The name the store is opened by.
-    pub store: String,
-    /// What went wrong, such as "did not answer within 2s".
-    pub reason: String,
+    pub fn store(&self) -> &str {
+        &self.store
+    }
+
+    /// What kind of failure it was.
+    pub fn kind(&self) -> BackendErrorKind {
+        self.error.kind()
+    }
+}
+
+/// A store that cannot be set up as configured. Found before any connection is made; URLs
+/// in it are redacted.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreConfigError {
+    /// The URL is of no kind latchkey knows.
+    #[error(
+        "{url} is neither `memory` nor a redis://, rediss://, redis+unix://, \
+         redis+cluster://, redis+sentinel:// or redis+redlock:// URL"
+    )]
+    UnknownScheme {
+        /// The URL, redacted.
+        url: String,
+    },
+    /// The URL is of a known kind but does not parse.
+    #[error("bad Redis URL {url}: {reason}")]
+    BadUrl {
+        /// The URL, redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A Sentinel store that does not wait for replicas: a failover would lose locks.
+    #[error(
+        "{url}: a Sentinel failover can lose a granted lock unless grants wait for \
+         replicas: set wait-replicas (1 or more)"
+    )]
+    SentinelNeedsWaitReplicas {
+        /// The URL, redacted.
+        url: String,
+    },
+    /// A Redlock store over fewer than three masters.
+    #[error("bad Redlock URL {url}: Redlock needs three or more masters, it lists {masters}")]
+    TooFewRedlockMasters {
+        /// The URL, redacted.
+        url: String,
+        /// How many it lists.
+        masters: usize,
+    },
+    /// A Redlock store asked to wait for replicas: its masters are independent.
+    #[error("bad Redlock URL {url}: Redlock masters are independent: wait-replicas does not apply")]
+    WaitReplicasWithRedlock {
+        /// The URL, redacted.
+        url: String,
+    },
+    /// A namespace that could not be told apart from the rest of a key.
+    #[error("namespace {namespace:?}: use 1 to 64 letters, digits, `.`, `_` or `-`")]
+    BadNamespace {
+        /// The namespace asked for.
+        namespace: String,
+    },
 }
 
 /// The one place where internal errors become what a guest sees.
@@ -59,7 +146,7 @@ pub(crate) fn to_wit(err: LockError) -> wasmtime::Result<wit::Error> {
         LockError::InvalidArgument(m) => wit::Error::InvalidArgument(m),
         LockError::AccessDenied(m) => wit::Error::AccessDenied(m),
         LockError::LimitExceeded(m) => wit::Error::LimitExceeded(m),
-        LockError::Unavailable(m) => wit::Error::Unavailable(m),
+        LockError::Unavailable(m) => wit::Error::Unavailable(m.to_string()),
         LockError::Trap(trap) => return Err(trap),
     })
 }

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use wasmtime::component::Resource;
 
 use crate::backend::UnlockStatus;
+use crate::bindings::latchkey::lock::locks::{self as wit, HostLock, HostStore};
 use crate::ctx::{Held, LockCtxView};
 use crate::error::LockError;
-use crate::generated::latchkey::lock::locks::{self as wit, HostLock, HostStore};
-use crate::key::LockKey;
 use crate::store::LockStore;
 
 /// A store handle of a guest.
@@ -51,7 +50,7 @@ impl LockCtxView<'_> {
     /// grant into a guest handle.
     async fn take(
         &mut self,
-        store: Resource<StoreHandle>,
+        handle: Resource<StoreHandle>,
         resource_id: String,
         lease_ms: u32,
         wait_ms: Option<u32>,
@@ -73,19 +72,19 @@ impl LockCtxView<'_> {
                 limits.max_held
             )));
         }
-        let handle = self.table.get(&store)?;
-        let (name, store) = (handle.name.clone(), handle.store.clone());
-        let key = LockKey::new(&self.ctx.app_id, &name, &resource_id);
+        let handle = self.table.get(&handle)?;
+        let (store_name, lock_store) = (handle.name.clone(), handle.store.clone());
+        let key = lock_store.key(&self.ctx.app_id, &resource_id);
         let grant = match wait {
-            None => store.try_lock(&name, key, lease).await?,
-            Some(wait) => store.lock(&name, key, lease, wait).await?,
+            None => lock_store.try_lock(&store_name, key, lease).await?,
+            Some(wait) => lock_store.lock(&store_name, key, lease, wait).await?,
         };
         let Some(grant) = grant else {
             return Ok(None);
         };
         let held = Held {
-            store_name: name,
-            store,
+            store_name,
+            store: lock_store,
             grant: Arc::new(grant),
         };
         let serial = self.ctx.remember(held.clone());
@@ -169,8 +168,17 @@ impl HostLock for LockCtxView<'_> {
 
     async fn drop(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
         let handle = self.table.delete(lock)?;
-        if let Some(held) = self.ctx.held.remove(&handle.serial) {
-            held.release().await;
+        // Forgotten only once the store has answered: if the release fails, or is cut
+        // short by the instance's deadline, `release_all` still knows the lock.
+        if let Some(held) = self.ctx.held.get(&handle.serial) {
+            match held.unlock().await {
+                Ok(_) => {
+                    self.ctx.held.remove(&handle.serial);
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "could not release a dropped lock; trying again when the instance ends");
+                }
+            }
         }
         Ok(())
     }

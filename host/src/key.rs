@@ -1,18 +1,25 @@
 //! Where a lock lives in a store: the key layout shared by every backend.
 //!
-//! A lock on resource id `id`, in store `store`, for app `app` uses three names:
+//! A lock is the lock of one app on one resource id in one physical store. What a host calls
+//! the store is not part of it, so hosts that name one Redis differently still exclude each
+//! other. A lock on resource id `id` for app `app` uses three names:
 //!
 //! ```text
-//! latchkey:{<app>:<store>:<id>}:lock       the holder's owner token, with the lease as its TTL
-//! latchkey:{<app>:<store>:<id>}:fence      the last fencing token granted
-//! latchkey:{<app>:<store>:<id>}:released   the pub/sub channel that announces unlocks
+//! latchkey:{<app>:<id>}:lock       the holder's owner token, with the lease as its TTL
+//! latchkey:{<app>:<id>}:fence      the last fencing token granted
+//! latchkey:{<app>:<id>}:released   the pub/sub channel that announces unlocks
 //! ```
 //!
-//! Each part is escaped so that it holds no `%`, `:`, `{` or `}` (they become `%25`, `%3A`,
-//! `%7B`, `%7D`). Escaping is reversible and the separators never occur inside a part, so two
-//! different (app, store, id) triples always give different names, and the braces always
-//! enclose the whole triple: Redis Cluster hashes only what is inside `{...}`, so the keys of
-//! one lock share a hash slot whatever bytes the id holds.
+//! A store configured with a namespace `ns` (for two lock spaces in one Redis) puts it
+//! before the braces: `latchkey:<ns>:{<app>:<id>}:lock`. A namespace is made of letters,
+//! digits, `.`, `_` and `-` ([`crate::LockStore::with_namespace`] checks), so it never holds
+//! a brace.
+//!
+//! The app and the id are escaped so that they hold no `%`, `:`, `{` or `}` (they become
+//! `%25`, `%3A`, `%7B`, `%7D`). Escaping is reversible and the separators never occur inside
+//! a part, so two different (namespace, app, id) triples always give different names, and
+//! the braces always enclose the whole pair: Redis Cluster hashes only what is inside
+//! `{...}`, so the keys of one lock share a hash slot whatever bytes the id holds.
 
 use std::fmt::Write as _;
 
@@ -29,17 +36,22 @@ pub struct LockKey {
 }
 
 impl LockKey {
-    /// The names of the lock on `id` in `store` for `app`.
-    pub fn new(app: &str, store: &str, id: &str) -> Self {
-        const PREFIX: &str = "latchkey:{";
+    /// The names of the lock of `app` on `id`, in `namespace` if the store has one. The
+    /// namespace must hold only letters, digits, `.`, `_` and `-`.
+    pub fn new(namespace: Option<&str>, app: &str, id: &str) -> Self {
         const SUFFIXES: usize = "lock".len() + "fence".len() + "released".len();
+        let namespace_len = namespace.map_or(0, |ns| ns.len() + 1);
         // Exact unless a part needs escaping.
-        let prefix_len = PREFIX.len() + app.len() + store.len() + id.len() + 4;
+        let prefix_len = "latchkey:{".len() + namespace_len + app.len() + id.len() + 3;
         let mut names = String::with_capacity(3 * prefix_len + SUFFIXES);
-        names.push_str(PREFIX);
+        names.push_str("latchkey:");
+        if let Some(namespace) = namespace {
+            debug_assert!(!namespace.contains(['{', '}', ':', '%']));
+            names.push_str(namespace);
+            names.push(':');
+        }
+        names.push('{');
         escape_into(&mut names, app);
-        names.push(':');
-        escape_into(&mut names, store);
         names.push(':');
         escape_into(&mut names, id);
         names.push_str("}:");
@@ -102,26 +114,28 @@ mod tests {
     /// Ids that look like separators or hash tags stay inside their own braces.
     #[test]
     fn awkward_ids_are_escaped_inside_one_hash_tag() {
-        let key = LockKey::new("app", "lockstore", "a:{b}%c");
-        assert_eq!(key.lock(), "latchkey:{app:lockstore:a%3A%7Bb%7D%25c}:lock");
-        assert_eq!(
-            key.fence(),
-            "latchkey:{app:lockstore:a%3A%7Bb%7D%25c}:fence"
-        );
-        assert_eq!(
-            key.released(),
-            "latchkey:{app:lockstore:a%3A%7Bb%7D%25c}:released"
-        );
+        let key = LockKey::new(None, "app", "a:{b}%c");
+        assert_eq!(key.lock(), "latchkey:{app:a%3A%7Bb%7D%25c}:lock");
+        assert_eq!(key.fence(), "latchkey:{app:a%3A%7Bb%7D%25c}:fence");
+        assert_eq!(key.released(), "latchkey:{app:a%3A%7Bb%7D%25c}:released");
+    }
+
+    /// A namespace comes before the hash tag.
+    #[test]
+    fn namespaces_precede_the_hash_tag() {
+        let key = LockKey::new(Some("blue-2"), "app", "job");
+        assert_eq!(key.lock(), "latchkey:blue-2:{app:job}:lock");
+        assert_eq!(key.released(), "latchkey:blue-2:{app:job}:released");
     }
 
     /// Moving a separator from one part to the next must give a different key.
     #[test]
     fn parts_cannot_bleed_into_each_other() {
         let pairs = [
-            (("a:b", "s", "id"), ("a", "b:s", "id")),
-            (("a", "s:x", "id"), ("a", "s", "x:id")),
-            (("a", "s", "%3A"), ("a", "s", ":")),
-            (("a", "s", "x}"), ("a", "s", "x%7D")),
+            ((None, "a:b", "id"), (None, "a", "b:id")),
+            ((None, "a", "%3A"), (None, "a", ":")),
+            ((None, "a", "x}"), (None, "a", "x%7D")),
+            ((Some("ns"), "a", "id"), (None, "ns:a", "id")),
         ];
         for (one, other) in pairs {
             assert_ne!(
@@ -149,6 +163,11 @@ mod properties {
         prop_oneof!["[%:{}a3A7BD]{0,6}", any::<String>(),]
     }
 
+    /// No namespace, or one of the characters a namespace may hold.
+    fn namespace() -> impl Strategy<Value = Option<String>> {
+        prop::option::of("[a-c.3_-]{1,4}")
+    }
+
     /// Reverses `escape_into` for one part; `None` if it is not a valid escaped part.
     fn unescape(part: &str) -> Option<String> {
         let mut out = String::new();
@@ -169,29 +188,34 @@ mod properties {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(CASES))]
 
-        /// The hash tag holds the whole triple and can be read back: so two different
-        /// triples never share a key, and a lock's keys share one Redis Cluster slot.
+        /// The key reads back as its namespace, and a hash tag holding the app and the id:
+        /// so two different triples never share a key, and a lock's keys share one Redis
+        /// Cluster slot.
         #[test]
-        fn keys_decode_to_their_triple(app in part(), store in part(), id in part()) {
-            let key = LockKey::new(&app, &store, &id);
+        fn keys_decode_to_their_triple(ns in namespace(), app in part(), id in part()) {
+            let key = LockKey::new(ns.as_deref(), &app, &id);
             let lock = key.lock().to_owned();
-            let tag = lock.strip_prefix("latchkey:{").unwrap().strip_suffix("}:lock").unwrap();
+            let rest = lock.strip_prefix("latchkey:").unwrap().strip_suffix("}:lock").unwrap();
+            let (prefix, tag) = rest.split_once('{').unwrap();
+            prop_assert_eq!(prefix.strip_suffix(':'), ns.as_deref());
             // Cluster hashes from the first `{` to the first `}` after it: the whole tag.
             prop_assert!(!tag.contains(['{', '}']), "brace inside the tag {tag:?}");
             let parts: Vec<&str> = tag.split(':').collect();
-            prop_assert_eq!(parts.len(), 3);
+            prop_assert_eq!(parts.len(), 2);
             prop_assert_eq!(unescape(parts[0]), Some(app));
-            prop_assert_eq!(unescape(parts[1]), Some(store));
-            prop_assert_eq!(unescape(parts[2]), Some(id));
+            prop_assert_eq!(unescape(parts[1]), Some(id));
             prop_assert_eq!(key.fence().replace(":fence", ":lock"), lock.clone());
             prop_assert_eq!(key.released().replace(":released", ":lock"), lock);
         }
 
         /// Equal keys only for equal triples, checked directly on near-identical triples.
         #[test]
-        fn keys_are_injective(a in (part(), part(), part()), b in (part(), part(), part())) {
-            let key_a = LockKey::new(&a.0, &a.1, &a.2);
-            let key_b = LockKey::new(&b.0, &b.1, &b.2);
+        fn keys_are_injective(
+            a in (namespace(), part(), part()),
+            b in (namespace(), part(), part()),
+        ) {
+            let key_a = LockKey::new(a.0.as_deref(), &a.1, &a.2);
+            let key_b = LockKey::new(b.0.as_deref(), &b.1, &b.2);
             prop_assert_eq!(a == b, key_a == key_b);
         }
     }

@@ -4,8 +4,14 @@ use std::time::Duration;
 
 use crate::error::LockError;
 
+/// The shortest lease a guest may take or extend to. A grant is handed out only if it came
+/// back with time left on its lease after an allowance of 1 % + 2 ms for clock drift, so a
+/// lease of a few milliseconds could never be granted: it is refused up front instead.
+pub const MIN_LEASE: Duration = Duration::from_millis(10);
+
 /// Bounds on what a guest may ask for. Every call is checked against them before any store
 /// is touched, so a refused call changes nothing.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// The longest resource id, in bytes of UTF-8.
@@ -48,14 +54,15 @@ impl Limits {
         Ok(())
     }
 
-    /// Checks a lease: at least 1 ms and not over `max_lease`.
+    /// Checks a lease: at least [`MIN_LEASE`] and not over `max_lease`.
     pub fn check_lease(&self, lease_ms: u32) -> Result<Duration, LockError> {
-        if lease_ms == 0 {
-            return Err(LockError::InvalidArgument(
-                "lease-ms is 0; a lease must be at least 1 ms".into(),
-            ));
-        }
         let lease = Duration::from_millis(lease_ms.into());
+        if lease < MIN_LEASE {
+            return Err(LockError::InvalidArgument(format!(
+                "lease-ms is {lease_ms}; a lease must be at least {} ms",
+                MIN_LEASE.as_millis()
+            )));
+        }
         if lease > self.max_lease {
             return Err(LockError::InvalidArgument(format!(
                 "lease-ms is {lease_ms}; the limit is {} ms",
@@ -97,6 +104,7 @@ mod tests {
         let long = "x".repeat(1025);
         assert!(message(limits.check_id(&long).unwrap_err()).contains("1025 bytes"));
         assert!(message(limits.check_lease(0).unwrap_err()).starts_with("lease-ms is 0"));
+        assert!(message(limits.check_lease(9).unwrap_err()).contains("at least 10 ms"));
         assert!(message(limits.check_lease(3_600_001).unwrap_err()).contains("3600000 ms"));
         assert!(message(limits.check_wait(300_001).unwrap_err()).starts_with("wait-ms"));
     }
@@ -106,7 +114,7 @@ mod tests {
     fn bounds_are_inclusive() {
         let limits = Limits::default();
         limits.check_id(&"x".repeat(1024)).unwrap();
-        limits.check_lease(1).unwrap();
+        limits.check_lease(10).unwrap();
         limits.check_lease(3_600_000).unwrap();
         limits.check_wait(0).unwrap();
         limits.check_wait(300_000).unwrap();
@@ -128,13 +136,13 @@ mod properties {
         #[test]
         fn checks_follow_the_spec(
             id in prop::collection::vec(any::<char>(), 0..400).prop_map(String::from_iter),
-            lease in prop_oneof![0..=10u32, 3_599_990..=3_600_010u32, any::<u32>()],
+            lease in prop_oneof![0..=20u32, 3_599_990..=3_600_010u32, any::<u32>()],
             wait in prop_oneof![0..=10u32, 299_990..=300_010u32, any::<u32>()],
         ) {
             let limits = Limits::default();
             let id_ok = !id.is_empty() && id.len() <= 1024;
             prop_assert_eq!(limits.check_id(&id).is_ok(), id_ok);
-            prop_assert_eq!(limits.check_lease(lease).is_ok(), (1..=3_600_000).contains(&lease));
+            prop_assert_eq!(limits.check_lease(lease).is_ok(), (10..=3_600_000).contains(&lease));
             prop_assert_eq!(limits.check_wait(wait).is_ok(), wait <= 300_000);
             for (result, name) in [
                 (limits.check_id(&id).err(), "resource-id"),

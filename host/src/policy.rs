@@ -18,7 +18,7 @@ impl ResourcePolicy {
     /// Only ids matching one of `patterns`: globs where `*` matches any run of characters
     /// (separators included), `?` one character, `[abc]` a class, and `\` escapes. A
     /// pattern without wildcards allows exactly that id; `orders/*` is a prefix.
-    pub fn only<I, S>(patterns: I) -> Result<Self, String>
+    pub fn only<I, S>(patterns: I) -> Result<Self, PatternError>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -30,12 +30,16 @@ impl ResourcePolicy {
                 .literal_separator(false)
                 .backslash_escape(true)
                 .build()
-                .map_err(|e| format!("bad resource pattern {pattern:?}: {}", e.kind()))?;
+                .map_err(|e| PatternError {
+                    pattern: pattern.clone(),
+                    reason: e.kind().to_string(),
+                })?;
             set.add(glob);
         }
-        let set = set
-            .build()
-            .map_err(|e| format!("bad resource patterns: {e}"))?;
+        let set = set.build().map_err(|e| PatternError {
+            pattern: patterns.join(" "),
+            reason: e.to_string(),
+        })?;
         Ok(ResourcePolicy {
             allowed: Some((patterns, set)),
         })
@@ -54,6 +58,21 @@ impl ResourcePolicy {
         self.allowed
             .as_ref()
             .map(|(patterns, _)| patterns.as_slice())
+    }
+}
+
+/// A resource pattern that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad resource pattern {pattern:?}: {reason}")]
+pub struct PatternError {
+    pattern: String,
+    reason: String,
+}
+
+impl PatternError {
+    /// The pattern that does not parse.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
     }
 }
 
@@ -80,6 +99,7 @@ mod tests {
     #[test]
     fn bad_patterns_are_refused() {
         let err = ResourcePolicy::only(["ok", "job-[0-9"]).unwrap_err();
-        assert!(err.contains("job-[0-9"), "{err}");
+        assert_eq!(err.pattern(), "job-[0-9");
+        assert!(err.to_string().contains("job-[0-9"), "{err}");
     }
 }

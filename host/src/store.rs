@@ -9,8 +9,11 @@ use tokio::time::{Instant, timeout, timeout_at};
 use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::redlock::RedlockBackend;
 use crate::backend::redis::{RedisBackend, RedisConfig};
-use crate::backend::{Attempt, Backend, BackendResult, Token, UnlockStatus, within_lease};
-use crate::error::StoreError;
+use crate::backend::{
+    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Token, UnlockStatus,
+    within_lease,
+};
+use crate::error::{StoreConfigError, StoreError};
 use crate::key::LockKey;
 
 /// How long a store call may take before it is `unavailable`, unless configured otherwise.
@@ -22,18 +25,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct LockStore {
     backend: Arc<dyn Backend>,
     timeout: Duration,
-}
-
-/// What a Redis store needs besides its URL; ignored for `memory`.
-#[derive(Clone, Default)]
-pub struct RedisOptions {
-    /// A password that overrides the URL's.
-    pub password: Option<String>,
-    /// Replicas that must confirm each grant; see [`RedisConfig::wait_replicas`].
-    pub wait_replicas: u32,
+    namespace: Option<Arc<str>>,
 }
 
 /// A lock this host holds on a guest's behalf.
+#[non_exhaustive]
 #[derive(Debug)]
 pub struct Grant {
     /// Where the lock lives.
@@ -53,7 +49,22 @@ impl LockStore {
     /// A store on a Redis server. The URL is checked now; the connection is made on first
     /// use, so an unreachable server makes calls `unavailable` rather than failing here.
     /// `redis+redlock://` URLs make a Redlock store over the masters they list.
-    pub fn redis(config: RedisConfig) -> Result<Self, String> {
+    pub fn redis(config: RedisConfig) -> Result<Self, StoreConfigError> {
+        const SCHEMES: [&str; 7] = [
+            "redis",
+            "rediss",
+            "redis+unix",
+            "unix",
+            "redis+cluster",
+            "redis+sentinel",
+            "redis+redlock",
+        ];
+        let scheme = config.url.split_once("://").map(|(scheme, _)| scheme);
+        if !scheme.is_some_and(|scheme| SCHEMES.contains(&scheme)) {
+            return Err(StoreConfigError::UnknownScheme {
+                url: crate::backend::redis::redacted(&config.url),
+            });
+        }
         let timeout = config.timeout;
         let backend: Arc<dyn Backend> = if config.url.starts_with("redis+redlock://") {
             Arc::new(RedlockBackend::new(config)?)
@@ -63,43 +74,38 @@ impl LockStore {
         Ok(Self::new(backend, timeout))
     }
 
-    /// The store a URL names: `memory`, or a Redis URL (`redis://`, `rediss://`,
-    /// `redis+unix://`, `redis+cluster://host:port,host:port` for a Redis Cluster, or
-    /// `redis+sentinel://host:port,host:port/service` for a primary that Redis Sentinel
-    /// names, or `redis+redlock://host:port,host:port,host:port` for Redlock over
-    /// independent masters) with `redis`'s password and replica settings.
-    pub fn from_url(url: &str, timeout: Duration, redis: RedisOptions) -> Result<Self, String> {
-        if url == "memory" {
-            return Ok(Self::memory().with_timeout(timeout));
-        }
-        match url.split_once("://") {
-            Some((
-                "redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster" | "redis+sentinel"
-                | "redis+redlock",
-                _,
-            )) => Self::redis(RedisConfig {
-                url: url.to_owned(),
-                password: redis.password,
-                timeout,
-                wait_replicas: redis.wait_replicas,
-            }),
-            _ => Err(format!(
-                "{} is neither `memory` nor a redis://, rediss://, redis+unix://, \
-                 redis+cluster://, redis+sentinel:// or redis+redlock:// URL",
-                crate::backend::redis::redacted(url)
-            )),
-        }
-    }
-
     /// The same store with another call timeout.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
+    /// The same store, with its locks in their own namespace: locks of the same app and
+    /// resource id in two namespaces of one store are different locks. A namespace is 1 to
+    /// 64 letters, digits, `.`, `_` or `-`.
+    pub fn with_namespace(mut self, namespace: &str) -> Result<Self, StoreConfigError> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if namespace.is_empty() || namespace.len() > 64 || !namespace.chars().all(allowed) {
+            return Err(StoreConfigError::BadNamespace {
+                namespace: namespace.to_owned(),
+            });
+        }
+        self.namespace = Some(namespace.into());
+        Ok(self)
+    }
+
     /// A store on any backend; each call on it fails as `unavailable` after `timeout`.
     pub fn new(backend: Arc<dyn Backend>, timeout: Duration) -> Self {
-        LockStore { backend, timeout }
+        LockStore {
+            backend,
+            timeout,
+            namespace: None,
+        }
+    }
+
+    /// Where the lock of `app` on `resource_id` lives in this store.
+    pub fn key(&self, app: &str, resource_id: &str) -> LockKey {
+        LockKey::new(self.namespace.as_deref(), app, resource_id)
     }
 
     /// Checks that the store answers within its timeout.
@@ -146,14 +152,17 @@ impl LockStore {
         {
             // Slow enough that the lease may have run out before the guest could use it
             // (a WAIT for replicas that took that long, say): released, not handed out.
-            Ok(Attempt::Granted { .. }) if !within_lease(started, lease) => Err(StoreError {
-                store: name.to_owned(),
-                reason: format!(
+            Ok(Attempt::Granted { .. }) if !within_lease(started, lease) => {
+                let reason = format!(
                     "took {} ms to grant a {} ms lease",
                     started.elapsed().as_millis(),
                     lease.as_millis()
-                ),
-            }),
+                );
+                Err(StoreError::new(
+                    name,
+                    BackendError::new(BackendErrorKind::Timeout, reason),
+                ))
+            }
             result => result,
         };
         // A grant is kept: the caller records it before its next await.
@@ -218,16 +227,15 @@ impl LockStore {
         name: &str,
         call: impl Future<Output = BackendResult<T>>,
     ) -> Result<T, StoreError> {
-        let fail = |reason: String| StoreError {
-            store: name.to_owned(),
-            reason,
-        };
         match timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(fail),
-            Err(_) => Err(fail(format!(
-                "did not answer within {} ms",
-                self.timeout.as_millis()
-            ))),
+            Ok(result) => result.map_err(|err| StoreError::new(name, err)),
+            Err(_) => {
+                let reason = format!("did not answer within {} ms", self.timeout.as_millis());
+                Err(StoreError::new(
+                    name,
+                    BackendError::new(BackendErrorKind::Timeout, reason),
+                ))
+            }
         }
     }
 }

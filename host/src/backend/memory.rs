@@ -165,7 +165,7 @@ mod tests {
     use super::*;
 
     fn key(id: &str) -> LockKey {
-        LockKey::new("app", "lockstore", id)
+        LockKey::new(None, "app", id)
     }
 
     fn fence(attempt: Attempt) -> u64 {

@@ -3,6 +3,7 @@
 //! A backend performs single atomic steps; waiting, timeouts, owner tokens and argument
 //! checks live in [`crate::LockStore`], so every backend gets them the same way.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,9 +14,55 @@ use crate::key::LockKey;
 pub mod memory;
 pub mod redis;
 
-/// A failure of the store itself (unreachable, refused, protocol). Its text reaches guests, so
-/// it must not hold credentials.
-pub type BackendResult<T> = Result<T, String>;
+/// What a backend call returns.
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// A failure of the store itself: unreachable, too slow, refusing the host, or answering in
+/// a way the configuration does not accept.
+///
+/// Its text reaches guests (after `store 'NAME' `), so a backend builds it from its own
+/// words, never from a client library's error text, which can hold an address or a user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BackendError {
+    kind: BackendErrorKind,
+    message: Cow<'static, str>,
+}
+
+/// What kind of failure a [`BackendError`] is.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendErrorKind {
+    /// The store could not be reached, or the connection was lost.
+    Unreachable,
+    /// The store did not answer in time.
+    Timeout,
+    /// The store refused the host's credentials.
+    CredentialsRefused,
+    /// The store is not deployed as the configuration accepts: a replica, or replicas
+    /// that grants do not wait for.
+    Topology,
+    /// Too few replicas or Redlock masters confirmed in time.
+    TooFewConfirmations,
+    /// Anything else the store answered with.
+    Failed,
+}
+
+impl BackendError {
+    /// A failure of `kind`, explained by `message` (shown to guests: no addresses or
+    /// credentials).
+    pub fn new(kind: BackendErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        BackendError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What kind of failure it is.
+    pub fn kind(&self) -> BackendErrorKind {
+        self.kind
+    }
+}
 
 /// One lock store: an in-process map, a Redis server, ...
 ///
@@ -55,12 +102,17 @@ pub trait Backend: Send + Sync + 'static {
 /// the lease plus 2 ms for clocks that run at different rates (Redlock's allowance). A grant
 /// that took longer than that to come back may already have expired, and been granted to
 /// someone else: it must not be handed out.
-pub fn within_lease(started: tokio::time::Instant, lease: Duration) -> bool {
-    let drift = lease / 100 + Duration::from_millis(2);
-    started.elapsed() + drift < lease
+pub(crate) fn within_lease(started: tokio::time::Instant, lease: Duration) -> bool {
+    started.elapsed() + drift_allowance(lease) < lease
+}
+
+/// The part of a lease that clock drift may have eaten: 1 % plus 2 ms.
+pub(crate) fn drift_allowance(lease: Duration) -> Duration {
+    lease / 100 + Duration::from_millis(2)
 }
 
 /// The outcome of one acquire attempt.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
     /// The lock is ours, with this fencing token.
@@ -76,6 +128,7 @@ pub enum Attempt {
 }
 
 /// What an unlock found (the statuses of Dapr's Unlock).
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnlockStatus {
     /// This grant still held the lock; now it is free.

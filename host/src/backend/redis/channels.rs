@@ -29,7 +29,7 @@ struct Watched {
 
 impl Channels {
     pub(super) fn deliver(&self, push: PushInfo) {
-        let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        let mut watched = self.lock_watched();
         match push.kind {
             PushKind::Message => {
                 if let Some(Value::BulkString(channel)) = push.data.first()
@@ -41,9 +41,12 @@ impl Channels {
                 }
             }
             // Releases may have been missed while the connection was down: let every
-            // waiter try again. The manager resubscribes by itself.
+            // waiter try again. The next watch of each channel subscribes again: the
+            // connection may be another one now (a Sentinel failover), which has none of
+            // the old one's subscriptions.
             PushKind::Disconnection => {
-                for w in watched.values() {
+                for w in watched.values_mut() {
+                    w.subscribed = false;
                     w.released.send_replace(());
                 }
             }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::SentinelNodeConnectionInfo;
@@ -15,8 +15,9 @@ use redis::{
     RedisFuture, RedisResult, Value,
 };
 
-use super::redacted;
 use super::sentinel::{PrimaryConnection, Sentinels};
+use super::settings::{HostList, complaint_about, manager_config, redacted};
+use crate::error::StoreConfigError;
 
 /// Where a store's server is, parsed from its URL.
 pub(super) enum Target {
@@ -35,60 +36,13 @@ pub(super) enum Target {
     Sentinel(Sentinels),
 }
 
-/// The parts of a URL that lists several servers:
-/// `scheme://[user[:password]@]host:port,host:port[/path]`.
-pub(super) struct HostList<'a> {
-    pub(super) username: Option<&'a str>,
-    pub(super) password: Option<&'a str>,
-    /// `host:port` of each server.
-    pub(super) hosts: Vec<&'a str>,
-    /// What follows the first `/` after the hosts, if anything.
-    pub(super) path: &'a str,
-}
-
-impl<'a> HostList<'a> {
-    /// Splits what follows `scheme://`.
-    pub(super) fn parse(rest: &'a str) -> Self {
-        let (auth, rest) = match rest.rsplit_once('@') {
-            Some((auth, rest)) => (Some(auth), rest),
-            None => (None, rest),
-        };
-        let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (username, password) = match auth.map(|a| a.split_once(':')) {
-            Some(Some((user, pass))) => (Some(user), Some(pass)),
-            Some(None) => (auth, None),
-            None => (None, None),
-        };
-        HostList {
-            username: username.filter(|u| !u.is_empty()),
-            password,
-            hosts: hosts.split(',').filter(|h| !h.is_empty()).collect(),
-            path,
-        }
-    }
-
-    /// `redis://host:port` for each server, checked.
-    pub(super) fn urls(&self) -> Result<Vec<String>, String> {
-        if self.hosts.is_empty() {
-            return Err("lists no host:port".into());
-        }
-        self.hosts
-            .iter()
-            .map(|host| {
-                let url = format!("redis://{host}");
-                url.as_str()
-                    .into_connection_info()
-                    .map(|_| url.clone())
-                    .map_err(|e| e.to_string())
-            })
-            .collect()
-    }
-}
-
 impl Target {
     /// Parses `url`; `password`, if given, replaces the URL's.
-    pub(super) fn parse(url: &str, password: Option<&str>) -> Result<Self, String> {
-        let bad = |e: &dyn std::fmt::Display| format!("bad Redis URL {}: {e}", redacted(url));
+    pub(super) fn parse(url: &str, password: Option<&str>) -> Result<Self, StoreConfigError> {
+        let bad = |e: &dyn std::fmt::Display| StoreConfigError::BadUrl {
+            url: redacted(url),
+            reason: complaint_about(url, e),
+        };
         if let Some(rest) = url.strip_prefix("redis+cluster://") {
             let list = HostList::parse(rest);
             return Ok(Target::Cluster {
@@ -173,25 +127,6 @@ impl Target {
             }
         }
     }
-}
-
-/// How every connection to one server is kept: bounded connects and answers, `retries`
-/// attempts more to connect, subscriptions restored after a reconnect, push messages to
-/// `on_push`.
-pub(super) fn manager_config(
-    timeout: Duration,
-    retries: usize,
-    on_push: impl Fn(PushInfo) + Send + Sync + 'static,
-) -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(retries)
-        .set_automatic_resubscription()
-        .set_push_sender(move |push| {
-            on_push(push);
-            Ok::<(), std::convert::Infallible>(())
-        })
 }
 
 /// A connection to a single server or to a cluster; commands and scripts are routed by

@@ -13,15 +13,21 @@ use async_trait::async_trait;
 use redis::{ErrorKind, Script, ServerErrorKind};
 use tokio::sync::OnceCell;
 
-use super::{Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus};
+use super::{
+    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, ReleaseWatch, Token,
+    UnlockStatus,
+};
+use crate::error::StoreConfigError;
 use crate::key::LockKey;
 use channels::Channels;
 use connection::{Connection, Target};
+pub(crate) use settings::redacted;
 
 mod channels;
 mod connection;
 pub mod redlock;
 mod sentinel;
+mod settings;
 
 /// Sets the lock if free and computes the fence in the same step, so a fence is never
 /// granted without the lock nor the lock without a fence.
@@ -30,77 +36,54 @@ mod sentinel;
 /// the fence key exists; the clock makes them grow after it is lost (FLUSHALL, a restart
 /// without persistence, or the key's own expiry a day after the last grant). It is written
 /// with `%.0f` because Lua's default number format would round it.
-pub const ACQUIRE: &str = r"
--- KEYS[1] lock, KEYS[2] fence; ARGV[1] token, ARGV[2] lease ms, ARGV[3] fence key TTL ms
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {0, redis.call('PTTL', KEYS[1])}
-end
-local now = redis.call('TIME')
-local clock_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-local fence = math.max(last + 1, clock_us)
-redis.call('SET', KEYS[2], string.format('%.0f', fence), 'PX', ARGV[3])
-return {1, fence}
-";
+const ACQUIRE: &str = include_str!("scripts/acquire.lua");
 
 /// Compare-and-delete: only the token's owner frees the lock, and the check and the delete
 /// cannot be split by another client's grant. Returns 0 success, 1 no lock, 2 someone
 /// else's; a success is announced on the lock's channel.
-pub const RELEASE: &str = r"
--- KEYS[1] lock; ARGV[1] token, ARGV[2] channel
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], '')
-  return 0
-elseif holder then
-  return 2
-end
-return 1
-";
+const RELEASE: &str = include_str!("scripts/release.lua");
 
 /// Compare-and-expire: the lease is only moved while the token still holds the lock.
-pub const EXTEND: &str = r"
--- KEYS[1] lock; ARGV[1] token, ARGV[2] lease ms
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-";
+const EXTEND: &str = include_str!("scripts/extend.lua");
 
 /// Raises the fence to at least `ARGV[2]`, but only while the token holds the lock: how a
 /// Redlock grant writes the fence it chose back to its majority.
-pub const RAISE_FENCE: &str = r"
--- KEYS[1] lock, KEYS[2] fence; ARGV[1] token, ARGV[2] fence, ARGV[3] fence key TTL ms
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tonumber(ARGV[2]) > last then
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-end
-return 1
-";
+const RAISE_FENCE: &str = include_str!("scripts/raise_fence.lua");
 
 /// How long a fence key outlives its last grant. Within it fences follow a counter; after
 /// it they follow the server's clock.
-pub const FENCE_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
+const FENCE_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// How to reach one Redis server.
+/// How to reach a Redis store: one server, a Cluster, a Sentinel-managed primary, or
+/// Redlock masters.
+#[non_exhaustive]
 #[derive(Clone)]
 pub struct RedisConfig {
-    /// `redis://`, `rediss://` (TLS), `redis+unix://`, `redis+cluster://host:port,...` or
-    /// `redis+sentinel://host:port,.../service` URL — or, for [`crate::LockStore::redis`],
-    /// `redis+redlock://host:port,...`; may hold user and password.
+    /// `redis://`, `rediss://` (TLS), `redis+unix://`, `redis+cluster://host:port,...`,
+    /// `redis+sentinel://host:port,.../service` or `redis+redlock://host:port,...`; may hold
+    /// user and password.
     pub url: String,
     /// A password that overrides the URL's, so it need not appear on a command line.
     pub password: Option<String>,
-    /// How long to wait for a connection or an answer.
+    /// How long to wait for a connection or an answer (default 2 s).
     pub timeout: Duration,
     /// How many replicas must confirm a grant (Redis `WAIT`) before the guest gets it. With
     /// 0, a server that has replicas, or is one, is refused: on failover, asynchronous
     /// replication can lose a granted lock. See the README's "Replicas".
     pub wait_replicas: u32,
+}
+
+impl RedisConfig {
+    /// A store at `url`: the URL's password if any, the default timeout, no replicas to
+    /// wait for.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            password: None,
+            timeout: crate::store::DEFAULT_TIMEOUT,
+            wait_replicas: 0,
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -111,18 +94,6 @@ impl std::fmt::Debug for RedisConfig {
             .field("timeout", &self.timeout)
             .field("wait_replicas", &self.wait_replicas)
             .finish()
-    }
-}
-
-/// `url` with any user name and password replaced by `***`, for logs and messages.
-pub fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<not a URL>".into();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
     }
 }
 
@@ -143,16 +114,14 @@ pub struct RedisBackend {
 
 impl RedisBackend {
     /// Checks the URL now; connects on first use, so a host can start while Redis is down.
-    pub fn new(config: RedisConfig) -> Result<Self, String> {
+    pub fn new(config: RedisConfig) -> Result<Self, StoreConfigError> {
         let target = Target::parse(&config.url, config.password.as_deref())?;
         if let Target::Sentinel(_) = target
             && config.wait_replicas == 0
         {
-            return Err(format!(
-                "{}: a Sentinel failover can lose a granted lock unless grants wait for \
-                 replicas: set wait-replicas (1 or more)",
-                redacted(&config.url)
-            ));
+            return Err(StoreConfigError::SentinelNeedsWaitReplicas {
+                url: redacted(&config.url),
+            });
         }
         Ok(RedisBackend {
             target,
@@ -188,7 +157,7 @@ impl RedisBackend {
                     .await
                     .map_err(describe)?;
                 self.check_replication(&mut conn).await?;
-                Ok::<_, String>(conn)
+                Ok::<_, BackendError>(conn)
             })
             .await?;
         Ok(connection.clone())
@@ -206,9 +175,12 @@ impl RedisBackend {
                 .map_err(describe)?;
             let replicas = nodes.lines().filter(|line| line.contains("slave")).count();
             if replicas > 0 && self.wait_replicas == 0 {
-                return Err(format!(
-                    "is a cluster with {replicas} replica(s), and a failover can lose a \
-                     granted lock: set wait-replicas to accept replication"
+                return Err(BackendError::new(
+                    BackendErrorKind::Topology,
+                    format!(
+                        "is a cluster with {replicas} replica(s), and a failover can lose a \
+                         granted lock: set wait-replicas to accept replication"
+                    ),
                 ));
             }
             return Ok(());
@@ -224,15 +196,21 @@ impl RedisBackend {
                 .map(str::trim)
         };
         if field("role") == Some("slave") {
-            return Err("is a replica: point the store at its primary".into());
+            return Err(BackendError::new(
+                BackendErrorKind::Topology,
+                "is a replica: point the store at its primary",
+            ));
         }
         let replicas: u32 = field("connected_slaves")
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         if replicas > 0 && self.wait_replicas == 0 {
-            return Err(format!(
-                "has {replicas} replica(s), and a failover can lose a granted lock: \
-                 set wait-replicas to accept replication"
+            return Err(BackendError::new(
+                BackendErrorKind::Topology,
+                format!(
+                    "has {replicas} replica(s), and a failover can lose a granted lock: \
+                     set wait-replicas to accept replication"
+                ),
             ));
         }
         Ok(())
@@ -304,28 +282,33 @@ impl RedisBackend {
         if reply.0 == 1 && acked < self.wait_replicas {
             // Perhaps this server is a restarted old primary, and the set moved on.
             conn.suspect();
-            return Err(format!(
-                "had {acked} of {} replicas confirm the grant in time",
-                self.wait_replicas
+            return Err(BackendError::new(
+                BackendErrorKind::TooFewConfirmations,
+                format!(
+                    "had {acked} of {} replicas confirm the grant in time",
+                    self.wait_replicas
+                ),
             ));
         }
         Ok(reply)
     }
 }
 
-/// Says what failed without the server's address, which guests must not learn.
-pub(super) fn describe(err: redis::RedisError) -> String {
+/// Says what failed in latchkey's own words: the client's text can hold the server's
+/// address, which guests must not learn.
+pub(super) fn describe(err: redis::RedisError) -> BackendError {
+    use BackendErrorKind::*;
     tracing::debug!(error = %err, "redis call failed");
     if err.is_timeout() {
-        "did not answer in time".into()
+        BackendError::new(Timeout, "did not answer in time")
     } else if err.is_connection_refusal() {
-        "could not be reached (connection refused)".into()
+        BackendError::new(Unreachable, "could not be reached (connection refused)")
     } else if err.is_connection_dropped() || err.is_io_error() {
-        "could not be reached (connection lost)".into()
+        BackendError::new(Unreachable, "could not be reached (connection lost)")
     } else if err.kind() == redis::ErrorKind::AuthenticationFailed || is_auth_refusal(&err) {
-        "refused the host's credentials".into()
+        BackendError::new(CredentialsRefused, "refused the host's credentials")
     } else {
-        format!("failed ({:?})", err.kind())
+        BackendError::new(Failed, format!("failed ({:?})", err.kind()))
     }
 }
 
@@ -408,26 +391,5 @@ impl Backend for RedisBackend {
             .query_async::<()>(&mut conn)
             .await
             .map_err(describe)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redacted;
-
-    /// Credentials never reach a log line.
-    #[test]
-    fn redaction_hides_user_and_password() {
-        assert_eq!(
-            redacted("redis://user:s3cret@db:6379/0"),
-            "redis://***@db:6379/0"
-        );
-        assert_eq!(redacted("rediss://:pw@h/?x=@"), "rediss://***@h/?x=@");
-        assert_eq!(redacted("redis://h:1"), "redis://h:1");
-        assert_eq!(
-            redacted("redis+unix:///tmp/r.sock"),
-            "redis+unix:///tmp/r.sock"
-        );
-        assert_eq!(redacted("s3cret"), "<not a URL>");
     }
 }

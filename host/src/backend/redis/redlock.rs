@@ -18,11 +18,13 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::time::{Instant, timeout};
 
-use super::connection::HostList;
+use super::settings::{HostList, redacted};
 use super::{RedisBackend, RedisConfig};
 use crate::backend::{
-    Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus, within_lease,
+    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, ReleaseWatch, Token,
+    UnlockStatus, within_lease,
 };
+use crate::error::StoreConfigError;
 use crate::key::LockKey;
 
 /// How many times a split vote is tried again within one attempt.
@@ -42,21 +44,23 @@ impl RedlockBackend {
     /// `redis+redlock://[user[:password]@]host:port,host:port,host:port`: three or more
     /// masters that do not replicate each other. Each master gets a tenth of the call
     /// timeout, so that one slow master cannot use up a lease.
-    pub fn new(config: RedisConfig) -> Result<Self, String> {
-        let bad = |e: &str| format!("bad Redlock URL {}: {e}", super::redacted(&config.url));
+    pub fn new(config: RedisConfig) -> Result<Self, StoreConfigError> {
+        let url = || redacted(&config.url);
+        let bad = |reason: String| StoreConfigError::BadUrl { url: url(), reason };
         let rest = config
             .url
             .strip_prefix("redis+redlock://")
-            .ok_or_else(|| bad("it must start with redis+redlock://"))?;
+            .ok_or_else(|| bad("it must start with redis+redlock://".into()))?;
         let list = HostList::parse(rest);
-        let urls = list.urls().map_err(|e| bad(&e))?;
+        let urls = list.urls().map_err(bad)?;
         if urls.len() < 3 {
-            return Err(bad("Redlock needs three or more masters"));
+            return Err(StoreConfigError::TooFewRedlockMasters {
+                url: url(),
+                masters: urls.len(),
+            });
         }
         if config.wait_replicas > 0 {
-            return Err(bad(
-                "Redlock masters are independent: wait-replicas does not apply",
-            ));
+            return Err(StoreConfigError::WaitReplicasWithRedlock { url: url() });
         }
         let master_timeout = (config.timeout / 10).max(Duration::from_millis(5));
         let masters = urls
@@ -107,11 +111,14 @@ impl RedlockBackend {
         .await
     }
 
-    fn too_few(&self, answered: usize) -> String {
-        format!(
-            "had {answered} of {} Redlock masters answer in time; {} are needed",
-            self.masters.len(),
-            self.quorum()
+    fn too_few(&self, answered: usize) -> BackendError {
+        BackendError::new(
+            BackendErrorKind::TooFewConfirmations,
+            format!(
+                "had {answered} of {} Redlock masters answer in time; {} are needed",
+                self.masters.len(),
+                self.quorum()
+            ),
         )
     }
 

@@ -1,6 +1,8 @@
 //! The command line, declared with clap.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -16,10 +18,54 @@ pub struct Cli {
 pub enum Command {
     /// Run a wasi:cli command component, like `wasmtime run`.
     Run(RunArgs),
+    /// Serve a wasi:http proxy component, one instance per request, like `wasmtime serve`.
+    Serve(ServeArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+
+    /// Run N copies of the component at once (competing consumers); with N > 1 every
+    /// output line starts with the instance's number
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub instances: u32,
+
+    /// The component to run
+    pub component: PathBuf,
+
+    /// Arguments for the guest
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+
+    /// The address to listen on
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Serve at most N requests at once; a request beyond them gets 503 and Retry-After
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_concurrent_requests: u32,
+
+    /// On SIGINT or SIGTERM, let requests in flight finish for this long before they are
+    /// stopped (their locks are released either way)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+
+    /// The component to serve (a wasi:http/proxy component)
+    pub component: PathBuf,
+}
+
+/// What `run` and `serve` share: where the locks are, what the guest may do, and the
+/// limits on each instance.
+#[derive(Args, Debug, Clone)]
+pub struct GuestArgs {
     /// A TOML file of stores and per-app policy and limits (see the README); flags override it
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -29,9 +75,9 @@ pub struct RunArgs {
     pub app_id: Option<String>,
 
     /// Offer a lock store to the guest: NAME=memory or NAME=redis://[user[:password]@]host[:port][/db]
-    /// (also rediss:// for TLS, redis+unix:///path, redis+cluster://host:port,host:port and
-    /// redis+sentinel://host:port,host:port/service). Repeatable
-    /// [default: lockstore=memory]
+    /// (also rediss:// for TLS, redis+unix:///path, redis+cluster://host:port,host:port,
+    /// redis+sentinel://host:port,host:port/service and
+    /// redis+redlock://host:port,host:port,host:port). Repeatable [default: lockstore=memory]
     #[arg(long = "store", value_name = "NAME=URL", value_parser = key_value)]
     pub stores: Vec<(String, String)>,
 
@@ -56,7 +102,7 @@ pub struct RunArgs {
     /// Stop each instance after this long, time blocked on locks included (e.g. 5s, 1m);
     /// its locks are released
     #[arg(long, value_name = "DURATION", value_parser = duration)]
-    pub timeout: Option<std::time::Duration>,
+    pub timeout: Option<Duration>,
 
     /// Cap each instance's linear memory (e.g. 64MiB); growing past it stops the instance
     #[arg(long, value_name = "SIZE", value_parser = size)]
@@ -70,14 +116,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_cache: bool,
 
-    /// Let the guest open network sockets and resolve names (denied by default)
+    /// Let the guest open network sockets, resolve names and send HTTP requests (denied by
+    /// default)
     #[arg(long)]
     pub allow_network: bool,
-
-    /// Run N copies of the component at once (competing consumers); with N > 1 every
-    /// output line starts with the instance's number
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub instances: u32,
 
     /// Give the guest a host directory, at GUEST (default: the same path). Repeatable
     #[arg(long = "dir", value_name = "HOST[::GUEST]")]
@@ -86,19 +128,12 @@ pub struct RunArgs {
     /// Set an environment variable in the guest; nothing is inherited. Repeatable
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = key_value)]
     pub envs: Vec<(String, String)>,
-
-    /// The component to run
-    pub component: PathBuf,
-
-    /// Arguments for the guest
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
+        _ => Err("expected NAME=VALUE".to_owned()),
     }
 }
 
@@ -110,7 +145,7 @@ fn key_count(s: &str) -> Result<(String, u32), String> {
     Ok((name, count))
 }
 
-fn duration(s: &str) -> Result<std::time::Duration, String> {
+fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}; write e.g. 500ms, 5s, 2m"))
 }
 

@@ -1,0 +1,82 @@
+//! `latchkey run`: N instances of a command component, their output prefixed, their exit
+//! codes folded into one.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use latchkey_host::{Exit, Runner};
+
+use crate::args::RunArgs;
+use crate::output::{Prefixed, Target};
+use crate::settings::{Settings, read_component, wasi_ctx};
+
+pub async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut settings = Settings::new(&args.guest, &args.component)?;
+    let runner = Runner::with_options(settings.engine_options(&args.guest, args.instances))?;
+    let component = read_component(runner.engine(), &args.component)?;
+    let program = runner
+        .prepare(&component)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{} cannot run here", args.component.display()))?;
+    settings.open_stores().await?;
+
+    let program_name = args
+        .component
+        .file_name()
+        .map_or_else(|| "guest".into(), |n| n.to_string_lossy().into_owned());
+    let argv: Vec<String> = std::iter::once(program_name)
+        .chain(args.args.clone())
+        .collect();
+    let runner = Arc::new(runner);
+    let many = args.instances > 1;
+    let mut instances = tokio::task::JoinSet::new();
+    for n in 1..=args.instances {
+        let prefix = if many {
+            format!("[{n}] ")
+        } else {
+            String::new()
+        };
+        let stdout = Prefixed::new(Target::Stdout, prefix.clone());
+        let stderr = Prefixed::new(Target::Stderr, prefix);
+        let wasi = wasi_ctx(&args.guest, &argv, stdout.clone(), stderr.clone())?;
+        let (runner, program, locks) = (runner.clone(), program.clone(), settings.app.build());
+        let limits = settings.limits;
+        instances.spawn(async move {
+            let exit = runner.run_limited(&program, wasi, locks, limits).await;
+            // The last unended line goes out before the exit is reported.
+            drop((stdout, stderr));
+            (n, exit)
+        });
+    }
+
+    let mut first_failure = None;
+    while let Some(joined) = instances.join_next().await {
+        let (n, exit) = joined?;
+        if let Some(code) = report(n, exit) {
+            first_failure.get_or_insert(code);
+        }
+    }
+    Ok(first_failure.unwrap_or(ExitCode::SUCCESS))
+}
+
+/// Says how instance `n` ended if it failed, and the exit code that failure gives.
+fn report(n: u32, exit: Exit) -> Option<ExitCode> {
+    match exit {
+        Exit::Status(0) => None,
+        Exit::Status(status) => {
+            tracing::info!(instance = n, status, "instance exited");
+            Some(ExitCode::from(u8::try_from(status).unwrap_or(1)))
+        }
+        Exit::Deadline(after) => {
+            eprintln!("latchkey: instance {n} stopped at its deadline of {after:?}");
+            Some(ExitCode::FAILURE)
+        }
+        Exit::Trap(err) => {
+            eprintln!("latchkey: instance {n} trapped: {}", err.root_cause());
+            tracing::debug!(instance = n, "trap: {err:?}");
+            Some(ExitCode::FAILURE)
+        }
+        _ => Some(ExitCode::FAILURE),
+    }
+}

@@ -1,0 +1,80 @@
+//! `latchkey serve`: a wasi:http proxy component behind an HTTP/1.1 server, one fresh
+//! instance per request, until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use latchkey_host::serve::{ProxyRunner, serve};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::args::ServeArgs;
+use crate::output::{Prefixed, Target};
+use crate::settings::{Settings, read_component, wasi_ctx};
+
+pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut settings = Settings::new(&args.guest, &args.component)?;
+    let options = settings.engine_options(&args.guest, args.max_concurrent_requests);
+    let runner = ProxyRunner::with_options(options)?;
+    let component = read_component(runner.engine(), &args.component)?;
+    let program = runner.prepare(&component).map_err(|err| {
+        anyhow::anyhow!(
+            "{} cannot be served: {} (is it a wasi:http proxy component?)",
+            args.component.display(),
+            err.root_cause()
+        )
+    })?;
+    let argv = vec![
+        args.component
+            .file_name()
+            .map_or_else(|| "handler".into(), |n| n.to_string_lossy().into_owned()),
+    ];
+    // Mistakes in the WASI flags (a --dir that cannot be opened) now, not at a request.
+    wasi_ctx(
+        &args.guest,
+        &argv,
+        Prefixed::new(Target::Stdout, String::new()),
+        Prefixed::new(Target::Stderr, String::new()),
+    )?;
+    settings.open_stores().await?;
+    let listener = TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    // Handlers run from here on: a signal must not end the process before their locks
+    // are released.
+    let shutdown = shutdown_signal()?;
+
+    let guest = args.guest;
+    let handler = runner
+        .handler(&program, settings.app)
+        .limits(settings.limits)
+        .allow_outgoing_http(guest.allow_network)
+        .max_concurrent_requests(args.max_concurrent_requests)
+        .wasi(move |request| {
+            let prefix = format!("[#{request}] ");
+            let stdout = Prefixed::new(Target::Stdout, prefix.clone());
+            let stderr = Prefixed::new(Target::Stderr, prefix);
+            wasi_ctx(&guest, &argv, stdout, stderr).map_err(wasmtime::Error::from_anyhow)
+        })
+        .build();
+    eprintln!(
+        "latchkey: serving {} on http://{}/",
+        args.component.display(),
+        listener.local_addr()?
+    );
+    serve(listener, handler, shutdown, args.shutdown_grace).await;
+    eprintln!("latchkey: stopped; every lock released");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}

@@ -1,0 +1,298 @@
+//! What every latchkey host does to run untrusted guests, whatever their world: the engine
+//! (async calls, epoch ticks, the instance pool, the cache of compiled components), the
+//! store data of one instance, the limits on it, and running it to an end that always
+//! releases its locks.
+//!
+//! [`crate::run::Runner`] (commands) and [`crate::serve::ProxyRunner`] (HTTP handlers) are
+//! both built from these pieces.
+
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, UpdateDeadline,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::ctx::{LockCtx, LockCtxView, LockView};
+
+/// How often the engine's epoch advances: how long a guest runs before it yields its thread
+/// to others, and the resolution of deadlines for code that never calls the host.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// What one slot of the instance pool holds. A Rust command is a handful of core instances,
+/// one or two memories and tables; a Python or JavaScript component (componentize-py,
+/// componentize-js) is more than a dozen core instances sharing one or two memories. A
+/// component needing more is refused when it is loaded, with wasmtime's message saying
+/// which limit it exceeds.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+const MEMORIES_PER_COMPONENT: u32 = 4;
+const TABLES_PER_COMPONENT: u32 = 16;
+
+/// How the engine behind a runner is set up.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// Meter fuel, so that [`GuestLimits::fuel`] applies (slows guests down).
+    pub meter_fuel: bool,
+    /// Keep compiled components in wasmtime's cache directory (`~/.cache/wasmtime`), keyed
+    /// by the component's content and the engine's settings, so an unchanged component is
+    /// not compiled again.
+    pub disk_cache: bool,
+    /// Preallocate slots for this many instances at once (wasmtime's pooling allocator):
+    /// instantiation takes a few µs instead of ~20, but an instance beyond the count waits
+    /// for or fails to get a slot. `None` allocates each instance on demand.
+    pub pooled_instances: Option<u32>,
+}
+
+impl Default for EngineOptions {
+    /// No fuel, no disk cache, a pool of 1000 instances.
+    fn default() -> Self {
+        EngineOptions {
+            meter_fuel: false,
+            disk_cache: false,
+            pooled_instances: Some(1000),
+        }
+    }
+}
+
+impl EngineOptions {
+    /// An engine for untrusted guests: async host calls, the component model, an epoch
+    /// that ticks every millisecond for as long as the engine lives (so running guests
+    /// yield and deadlines apply), and the pool and cache asked for.
+    pub fn engine(&self) -> wasmtime::Result<Engine> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(self.meter_fuel);
+        if let Some(instances) = self.pooled_instances {
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(instances)
+                .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+                .max_memories_per_component(MEMORIES_PER_COMPONENT)
+                .max_tables_per_component(TABLES_PER_COMPONENT)
+                .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+                .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
+                .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT));
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        if self.disk_cache {
+            match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                }
+                // A cache is an optimisation: without one, components are compiled anew.
+                Err(err) => tracing::info!("no cache of compiled components: {err}"),
+            }
+        }
+        let engine = Engine::new(&config)?;
+        start_epoch_ticker(&engine);
+        Ok(engine)
+    }
+}
+
+/// Advances the engine's epoch every tick for as long as the engine lives.
+fn start_epoch_ticker(engine: &Engine) {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("latchkey-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("a thread for the epoch ticker");
+}
+
+/// Bounds on one instance. Whatever stops it, its locks are released.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestLimits {
+    /// Wall-clock time the instance may run, time blocked in host calls (waiting for a
+    /// lock, sleeping) included.
+    pub deadline: Option<Duration>,
+    /// The most bytes of linear memory (per memory) it may grow to.
+    pub max_memory: Option<usize>,
+    /// Fuel for the instance, if the engine meters fuel ([`EngineOptions::meter_fuel`]).
+    pub fuel: Option<u64>,
+}
+
+/// The store data of one instance: WASI, `wasi:http` (for handlers), locks, and the table
+/// of their handles.
+pub struct Instance {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outgoing_http: OutgoingHttp,
+    locks: LockCtx,
+    table: ResourceTable,
+    memory: StoreLimits,
+}
+
+impl Instance {
+    /// An instance with `wasi` and `locks`, and no outgoing HTTP requests.
+    pub fn new(wasi: WasiCtx, locks: LockCtx) -> Self {
+        Instance {
+            wasi,
+            http: WasiHttpCtx::new(),
+            outgoing_http: OutgoingHttp { allowed: false },
+            locks,
+            table: ResourceTable::new(),
+            memory: StoreLimits::default(),
+        }
+    }
+
+    /// Lets a handler send HTTP requests of its own (`wasi:http/outgoing-handler`): network
+    /// access, so only when the operator allows the network.
+    pub fn allow_outgoing_http(mut self, allowed: bool) -> Self {
+        self.outgoing_http.allowed = allowed;
+        self
+    }
+
+    /// The instance's lock state.
+    pub fn locks_mut(&mut self) -> &mut LockCtx {
+        &mut self.locks
+    }
+}
+
+impl WasiView for Instance {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Instance {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outgoing_http,
+        }
+    }
+}
+
+impl LockView for Instance {
+    fn locks(&mut self) -> LockCtxView<'_> {
+        LockCtxView {
+            ctx: &mut self.locks,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// `wasi:http`'s default behaviour, except that a guest's own requests are refused unless
+/// the network is allowed.
+struct OutgoingHttp {
+    allowed: bool,
+}
+
+impl WasiHttpHooks for OutgoingHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+                )>,
+            > + Send,
+    > {
+        if self.allowed {
+            wasmtime_wasi_http::default_hooks().send_request(request, options, fut)
+        } else {
+            Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        }
+    }
+}
+
+/// A store for `instance` with `limits` applied: a memory cap (growing past it traps),
+/// fuel if the engine meters it, and a yield to other tasks at every epoch tick, so a
+/// guest that never calls the host still lets the thread serve others.
+pub(crate) fn new_store(
+    engine: &Engine,
+    options: &EngineOptions,
+    mut instance: Instance,
+    limits: GuestLimits,
+) -> wasmtime::Result<Store<Instance>> {
+    if let Some(bytes) = limits.max_memory {
+        // A trap, not a failed `memory.grow`: the guest is stopped, not asked to cope.
+        instance.memory = StoreLimitsBuilder::new()
+            .memory_size(bytes)
+            .trap_on_grow_failure(true)
+            .build();
+    }
+    let mut store = Store::new(engine, instance);
+    store.limiter(|instance| &mut instance.memory);
+    if options.meter_fuel {
+        // Without a budget, a metering engine runs the guest unmetered in effect.
+        store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
+    }
+    // tokio's own yield lets the worker poll for I/O before it resumes this guest, so a
+    // guest waiting on Redis is woken even while every thread has a spinning guest.
+    store.epoch_deadline_callback(|_| {
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
+    store.set_epoch_deadline(1);
+    Ok(store)
+}
+
+/// How a guest's call ended.
+#[derive(Debug)]
+pub(crate) enum Ended<R> {
+    /// It returned this.
+    Returned(R),
+    /// Its deadline stopped it.
+    Deadline(Duration),
+    /// The host stopped it: its client went away, or the host is shutting down.
+    Stopped,
+    /// It trapped (or ran out of memory or fuel), or a host call failed.
+    Trap(wasmtime::Error),
+}
+
+/// Runs `call` on `store` until it returns, `limits.deadline` passes or `stop` completes,
+/// then releases every lock the instance still holds — however it ended.
+pub(crate) async fn run_to_end<R>(
+    store: &mut Store<Instance>,
+    limits: GuestLimits,
+    stop: impl Future<Output = ()>,
+    call: impl AsyncFnOnce(&mut Store<Instance>) -> wasmtime::Result<R>,
+) -> Ended<R> {
+    let deadline = limits.deadline.unwrap_or_default();
+    // A running guest yields at every tick and a blocked host call is a future, so the
+    // deadline or `stop` can drop the call wherever the guest is.
+    let ended = {
+        let run = call(store);
+        let limited = async {
+            match limits.deadline {
+                Some(deadline) => tokio::time::timeout(deadline, run).await.ok(),
+                None => Some(run.await),
+            }
+        };
+        tokio::select! {
+            result = limited => match result {
+                None => Ended::Deadline(deadline),
+                Some(Ok(value)) => Ended::Returned(value),
+                Some(Err(err)) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+                    Ended::Deadline(deadline)
+                }
+                Some(Err(err)) => Ended::Trap(err),
+            },
+            () = stop => Ended::Stopped,
+        }
+    };
+    store.data_mut().locks.release_all().await;
+    ended
+}

@@ -1,0 +1,389 @@
+//! Serving `wasi:http` request handlers with locks: what `latchkey serve` does, as a library.
+//!
+//! A [`ProxyRunner`] prepares a `wasi:http/proxy` component once; a [`Handler`] then gives
+//! every request a fresh instance of it, with the app's locks, the operator's limits and
+//! nothing else, and releases the instance's locks when it ends: when its response is
+//! finished, when it traps, at its deadline, when its client goes away, or when the server
+//! shuts down. [`serve`] runs the accept loop on a listener with hyper.
+//!
+//! A platform with its own hyper server needs none of this: link [`crate::add_to_linker`]
+//! beside `wasmtime_wasi_http::p2::add_to_linker_async`, implement [`crate::LockView`] for
+//! its store data, and call [`crate::LockCtx::release_all`] when a request's instance ends
+//! (the README's "Embedding in an HTTP server" shows it).
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wasmtime::component::{Component, Linker, Resource};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
+
+use crate::ctx::LockCtxBuilder;
+use crate::sandbox::{Ended, EngineOptions, GuestLimits, Instance, new_store, run_to_end};
+
+/// Prepares `wasi:http/proxy` components with WASI, `wasi:http` and `latchkey:lock` linked.
+pub struct ProxyRunner {
+    engine: Engine,
+    options: EngineOptions,
+    linker: Linker<Instance>,
+}
+
+/// A proxy component, checked and pre-instantiated: ready to serve many requests.
+#[derive(Clone)]
+pub struct ProxyProgram {
+    pre: ProxyPre<Instance>,
+}
+
+impl ProxyRunner {
+    /// A runner on an engine set up by `options`. Size its pool
+    /// ([`EngineOptions::pooled_instances`]) to the most requests served at once.
+    pub fn with_options(options: EngineOptions) -> wasmtime::Result<Self> {
+        let engine = options.engine()?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi_http::p2::add_to_linker_async(&mut linker)?;
+        crate::add_to_linker(&mut linker)?;
+        Ok(ProxyRunner {
+            engine,
+            options,
+            linker,
+        })
+    }
+
+    /// The engine components must be compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles the component at `path` and checks that it is a proxy this host can serve.
+    pub fn load(&self, path: &Path) -> wasmtime::Result<ProxyProgram> {
+        self.prepare(&Component::from_file(&self.engine, path)?)
+    }
+
+    /// Checks that `component` exports `wasi:http/incoming-handler` and imports nothing
+    /// this host does not provide.
+    pub fn prepare(&self, component: &Component) -> wasmtime::Result<ProxyProgram> {
+        let pre = ProxyPre::new(self.linker.instantiate_pre(component)?)?;
+        Ok(ProxyProgram { pre })
+    }
+
+    /// A handler that serves every request with a fresh instance of `program` for `app`.
+    pub fn handler(&self, program: &ProxyProgram, app: LockCtxBuilder) -> HandlerBuilder {
+        HandlerBuilder {
+            shared: Shared {
+                engine: self.engine.clone(),
+                options: self.options,
+                pre: program.pre.clone(),
+                app,
+                limits: GuestLimits::default(),
+                new_wasi: Box::new(|_| Ok(WasiCtx::builder().build())),
+                outgoing_http: false,
+                next_request: AtomicU64::new(1),
+                slots: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+                stop_all: CancellationToken::new(),
+                requests: TaskTracker::new(),
+            },
+        }
+    }
+}
+
+/// Sets up a [`Handler`]: limits, WASI and concurrency. Defaults: no limits, a WASI with
+/// nothing in it, no outgoing HTTP, no cap on requests at once.
+pub struct HandlerBuilder {
+    shared: Shared,
+}
+
+impl HandlerBuilder {
+    /// The bounds on each request's instance. A request stopped by them gets a 5xx.
+    pub fn limits(mut self, limits: GuestLimits) -> Self {
+        self.shared.limits = limits;
+        self
+    }
+
+    /// Makes each request's WASI (files, variables, stdout and stderr); it gets the
+    /// request's number, counting from 1. A failure is the request's `500`.
+    pub fn wasi(
+        mut self,
+        new_wasi: impl Fn(u64) -> wasmtime::Result<WasiCtx> + Send + Sync + 'static,
+    ) -> Self {
+        self.shared.new_wasi = Box::new(new_wasi);
+        self
+    }
+
+    /// Lets handlers send HTTP requests of their own (network access).
+    pub fn allow_outgoing_http(mut self, allowed: bool) -> Self {
+        self.shared.outgoing_http = allowed;
+        self
+    }
+
+    /// Serves at most `requests` at once; more get `503 Service Unavailable` with
+    /// `Retry-After`, so a flood of requests cannot grow the host.
+    pub fn max_concurrent_requests(mut self, requests: u32) -> Self {
+        self.shared.slots = Arc::new(Semaphore::new(requests as usize));
+        self
+    }
+
+    /// The handler.
+    pub fn build(self) -> Handler {
+        Handler(Arc::new(self.shared))
+    }
+}
+
+/// Serves requests, one fresh instance each. Cheap to clone: clones share everything,
+/// including the requests in flight that [`Handler::stop_all`] stops.
+#[derive(Clone)]
+pub struct Handler(Arc<Shared>);
+
+struct Shared {
+    engine: Engine,
+    options: EngineOptions,
+    pre: ProxyPre<Instance>,
+    app: LockCtxBuilder,
+    limits: GuestLimits,
+    new_wasi: Box<dyn Fn(u64) -> wasmtime::Result<WasiCtx> + Send + Sync>,
+    outgoing_http: bool,
+    next_request: AtomicU64,
+    /// One permit per request that may be served at once, held until its instance ended.
+    slots: Arc<Semaphore>,
+    /// Cancelled to stop every request in flight.
+    stop_all: CancellationToken,
+    /// Every request's task, until its instance has ended and released its locks.
+    requests: TaskTracker,
+}
+
+type ResponseSender = oneshot::Sender<Result<Response<HyperOutgoingBody>, ErrorCode>>;
+
+/// How long a client refused for lack of slots is asked to wait, in seconds.
+const RETRY_AFTER_SECONDS: u32 = 1;
+
+impl Handler {
+    /// Serves one request: a fresh instance of the component handles it in a task of its
+    /// own, so that the response body can stream after the response is returned here.
+    ///
+    /// If this future is dropped before the response is ready — the client went away —
+    /// the instance is stopped and its locks released at once.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+        let shared = &self.0;
+        let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
+            let mut response = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many requests at once\n",
+            );
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, RETRY_AFTER_SECONDS.into());
+            return response;
+        };
+        let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
+        let (respond, response) = oneshot::channel();
+        let store = match self.new_store(id, request, respond) {
+            Ok(store) => store,
+            Err(err) => {
+                tracing::warn!(request = id, "could not start the handler: {err:#}");
+                return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+            }
+        };
+        let stop = shared.stop_all.child_token();
+        // Stops the instance if this future is dropped before it has a response to give.
+        let client_gone = stop.clone().drop_guard();
+        let (report, ended) = oneshot::channel();
+        let this = self.clone();
+        shared.requests.spawn(async move {
+            let outcome = this.run(id, store, stop).await;
+            drop(slot);
+            let _ = report.send(outcome);
+        });
+
+        let response = match response.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(code)) => {
+                tracing::warn!(request = id, "the handler answered with an error: {code:?}");
+                plain(StatusCode::INTERNAL_SERVER_ERROR, "the handler failed\n")
+            }
+            // The instance ended without a response: say why.
+            Err(_) => match ended.await {
+                Ok(Outcome::Deadline) => {
+                    plain(StatusCode::GATEWAY_TIMEOUT, "the handler ran out of time\n")
+                }
+                Ok(Outcome::Stopped) => plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is shutting down\n",
+                ),
+                _ => plain(StatusCode::INTERNAL_SERVER_ERROR, "the handler failed\n"),
+            },
+        };
+        client_gone.disarm();
+        response
+    }
+
+    /// A store for request `id`, with the request and the place for its response in its
+    /// table.
+    fn new_store(
+        &self,
+        id: u64,
+        request: Request<Incoming>,
+        respond: ResponseSender,
+    ) -> wasmtime::Result<(
+        Store<Instance>,
+        Resource<HostIncomingRequest>,
+        Resource<HostResponseOutparam>,
+    )> {
+        let shared = &self.0;
+        let instance = Instance::new((shared.new_wasi)(id)?, shared.app.build())
+            .allow_outgoing_http(shared.outgoing_http);
+        let mut store = new_store(&shared.engine, &shared.options, instance, shared.limits)?;
+        let mut http = store.data_mut().http();
+        let request = http.new_incoming_request(Scheme::Http, request)?;
+        let outparam = http.new_response_outparam(respond)?;
+        Ok((store, request, outparam))
+    }
+
+    /// Runs request `id`'s instance to its end; its locks are released by then.
+    async fn run(
+        &self,
+        id: u64,
+        (mut store, request, outparam): (
+            Store<Instance>,
+            Resource<HostIncomingRequest>,
+            Resource<HostResponseOutparam>,
+        ),
+        stop: CancellationToken,
+    ) -> Outcome {
+        let shared = &self.0;
+        let ended = run_to_end(&mut store, shared.limits, stop.cancelled(), async |store| {
+            let proxy = shared.pre.instantiate_async(&mut *store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut *store, request, outparam)
+                .await
+        })
+        .await;
+        match ended {
+            Ended::Returned(()) => Outcome::Returned,
+            Ended::Deadline(after) => {
+                tracing::warn!(
+                    request = id,
+                    "the handler was stopped at its deadline of {after:?}"
+                );
+                Outcome::Deadline
+            }
+            Ended::Trap(err) => {
+                tracing::warn!(request = id, "the handler failed: {}", err.root_cause());
+                tracing::debug!(request = id, "failure: {err:?}");
+                Outcome::Trapped
+            }
+            Ended::Stopped => {
+                tracing::info!(
+                    request = id,
+                    "stopped: the client went away or the server is shutting down"
+                );
+                Outcome::Stopped
+            }
+        }
+    }
+
+    /// Stops every request in flight (each instance ends and releases its locks), and
+    /// waits until all have.
+    pub async fn stop_all(&self) {
+        self.0.stop_all.cancel();
+        self.0.requests.close();
+        self.0.requests.wait().await;
+    }
+}
+
+/// How a request's instance ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Returned,
+    Deadline,
+    Trapped,
+    Stopped,
+}
+
+/// A short plain-text response of the host's own.
+fn plain(status: StatusCode, text: &'static str) -> Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from_static(text.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+}
+
+/// Serves HTTP/1.1 on `listener` with `handler` until `shutdown` completes; then stops
+/// accepting, lets the requests in flight finish for up to `grace`, stops those still
+/// running, and returns once every instance has ended and released its locks.
+pub async fn serve(
+    listener: TcpListener,
+    handler: Handler,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let connections = TaskTracker::new();
+    let closing = CancellationToken::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of file descriptors, say: wait for connections to end.
+                    tracing::warn!("could not accept a connection: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (handler, closing) = (handler.clone(), closing.clone());
+        connections.spawn(async move {
+            let service = service_fn(move |request| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(handler.handle(request).await) }
+            });
+            let connection = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            let mut connection = pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = closing.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = result {
+                tracing::debug!("connection ended: {err}");
+            }
+        });
+    }
+    drop(listener);
+    closing.cancel();
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::info!("grace period over: stopping the requests still in flight");
+    }
+    handler.stop_all().await;
+}
