@@ -17,9 +17,12 @@ redis-server:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; }
 
+DEMO_ADDR := 127.0.0.1:18080
+
 demo: wasm-target
 	cargo build --release -p latchkey-host
-	cargo build --release --target wasm32-wasip2 -p latchkey-demos --target-dir target/guests
+	cargo build --release --target wasm32-wasip2 -p latchkey-demos -p latchkey-http-demo \
+	  -p latchkey-http-hello --target-dir target/guests
 	@echo
 	@echo "== Two instances of Dapr's sample contend for my_file_name (embedded store) =="
 	./target/release/latchkey run --instances 2 $(GUESTS)/try-lock.wasm
@@ -28,6 +31,17 @@ demo: wasm-target
 	@mkdir -p target/demo && rm -f target/demo/counter
 	./target/release/latchkey run --instances 4 --dir target/demo::/data $(GUESTS)/counter.wasm --iterations 100
 	@echo "The file says $$(cat target/demo/counter): 4 x 100, no update lost."
+	@echo
+	@echo "== latchkey serve: one instance per request; a job runs at most once at a time =="
+	@rm -f target/demo/counter
+	@./target/release/latchkey serve --addr $(DEMO_ADDR) --dir target/demo::/data \
+	  $(GUESTS)/http_demo.wasm & server=$$!; \
+	  until curl -s -o /dev/null http://$(DEMO_ADDR)/; do sleep 0.1; done; \
+	  set -x; \
+	  curl -s -X POST 'http://$(DEMO_ADDR)/jobs/nightly?ms=1000' & first=$$!; sleep 0.3; \
+	  curl -s -i -X POST http://$(DEMO_ADDR)/jobs/nightly; wait $$first; \
+	  for i in 1 2 3; do curl -s -X POST http://$(DEMO_ADDR)/counter; done; \
+	  kill -TERM $$server; wait $$server
 
 test: wasm-target redis-server
 	cargo test --workspace --release

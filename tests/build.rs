@@ -23,6 +23,10 @@ fn main() {
             "wasm32-wasip2",
             "-p",
             "latchkey-demos",
+            "-p",
+            "latchkey-http-demo",
+            "-p",
+            "latchkey-http-hello",
         ])
         .arg("--target-dir")
         .arg(&target_dir)

@@ -14,8 +14,10 @@
 //!   `on_every_backend!` runs a test on each.
 //! - [`run`] / [`run_with`]: run a guest from `guest/` through the real host library and
 //!   capture its output.
-//! - The guests (`lockctl`, `counter`, `try-lock`) are built for wasm32-wasip2 by
-//!   `build.rs`; [`guest`] gives their paths.
+//! - [`ServeProcess`] / [`post`]: a real `latchkey serve` process on a free port, and a
+//!   real HTTP client for it.
+//! - The guests (`lockctl`, `counter`, `try-lock`, the HTTP handlers `http_demo` and
+//!   `http_hello`) are built for wasm32-wasip2 by `build.rs`; [`guest`] gives their paths.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -42,6 +44,127 @@ pub fn latchkey() -> Command {
     let mut cmd = Command::new(path);
     cmd.env_remove("RUST_LOG");
     cmd
+}
+
+/// A `latchkey serve` process of the test's own on a free loopback port, stopped (SIGKILL)
+/// when dropped unless the test stopped it.
+pub struct ServeProcess {
+    child: Child,
+    port: u16,
+    /// What it wrote to stderr, read by a thread of its own.
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ServeProcess {
+    /// `latchkey serve --addr 127.0.0.1:PORT ARGS...`, once it accepts connections.
+    pub fn start(args: &[&str]) -> Self {
+        let port = free_port();
+        let mut child = latchkey()
+            .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("latchkey starts");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let collected = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut pipe, &mut buffer) {
+                collected
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        let mut server = ServeProcess {
+            child,
+            port,
+            stderr,
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("latchkey serve exited with {status}: {}", server.stderr());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "latchkey serve did not listen within 30 s: {}",
+                server.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits up to 30 s for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "latchkey serve did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer as a test reads it.
+#[derive(Debug)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    /// The body, as text.
+    pub body: String,
+}
+
+/// `POST url` with an empty body, giving up after `timeout`; an error if the server did
+/// not answer in time.
+pub fn post(url: &str, timeout: Duration) -> Result<Answer, ureq::Error> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let mut response = agent.post(url).send_empty()?;
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|value| value.to_str().unwrap().to_owned());
+    Ok(Answer {
+        status: response.status().as_u16(),
+        retry_after,
+        body: response.body_mut().read_to_string()?,
+    })
 }
 
 /// The path of a guest built from `guest/demos`, such as `guest("lockctl")`.

@@ -534,14 +534,8 @@ async fn a_cluster_grant_waits_for_the_replica_of_the_master_that_made_it() {
 /// A Redis Cluster with replicas is refused unless grants wait for them. With
 /// `wait_replicas`, a lock granted before its master is killed is still held after its
 /// replica takes over (the old master returns empty, as the new one's replica): its holder
-/// still unlocks it, the host follows by itself, and fences keep rising.
-///
-/// This test once lost such locks: `WAIT`, sent after the script as a command of its own,
-/// could leave on another connection than the script's, where it counts none of the
-/// grant's writes and confirms at once. With the cluster still forming (the harness not
-/// waiting for every node to know the replicas), 4 of 7 grants were lost that way; with the
-/// script and `WAIT` in one pipeline, 0 of 5 (the other attempts were refused as
-/// unavailable), and every run of this test since has kept the lock.
+/// still unlocks it, the host follows by itself, and fences keep rising. It guards the
+/// acquire script and its `WAIT` travelling as one pipeline, on one connection.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cluster_failover_keeps_a_granted_lock() {
     let cluster = RedisCluster::start_with_replicas();

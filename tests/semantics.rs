@@ -1,6 +1,7 @@
 //! The semantics of `latchkey:lock`, the same on every backend: each test runs on the
-//! in-memory store, on a real Redis and on a three-master Redis Cluster (`memory::name`,
-//! `redis::name`, `cluster::name`).
+//! in-memory store, on a real Redis, on a three-master Redis Cluster, on a primary with two
+//! replicas behind three sentinels and on three Redlock masters (`memory::name`,
+//! `redis::name`, `cluster::name`, `sentinel::name`, `redlock::name`).
 //!
 //! Guests are real components (`guest/demos`) run by the real host; the scripted client
 //! `lockctl` prints one line per step, which the tests read.

@@ -57,10 +57,14 @@ pub struct ProxyProgram {
 impl ProxyRunner {
     /// A runner on an engine set up by `options`. Size its pool
     /// ([`EngineOptions::pooled_instances`]) to the most requests served at once.
+    ///
+    /// Handlers get all of WASI p2, as `wasmtime serve -Scli` gives them, so that files,
+    /// variables and sockets can be granted; they have none unless their `WasiCtx` does.
     pub fn with_options(options: EngineOptions) -> wasmtime::Result<Self> {
         let engine = options.engine()?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi_http::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         crate::add_to_linker(&mut linker)?;
         Ok(ProxyRunner {
             engine,
@@ -172,6 +176,17 @@ struct Shared {
 
 type ResponseSender = oneshot::Sender<Result<Response<HyperOutgoingBody>, ErrorCode>>;
 
+/// A request's store, with the request and its response's place in the store's table.
+struct Prepared {
+    store: Store<Instance>,
+    request: Resource<HostIncomingRequest>,
+    outparam: Resource<HostResponseOutparam>,
+}
+
+/// How long connections get, after the requests in flight were stopped at shutdown, to
+/// send the answers saying so.
+const FINAL_ANSWERS: Duration = Duration::from_secs(1);
+
 /// How long a client refused for lack of slots is asked to wait, in seconds.
 const RETRY_AFTER_SECONDS: u32 = 1;
 
@@ -195,8 +210,8 @@ impl Handler {
         };
         let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
         let (respond, response) = oneshot::channel();
-        let store = match self.new_store(id, request, respond) {
-            Ok(store) => store,
+        let prepared = match self.new_store(id, request, respond) {
+            Ok(prepared) => prepared,
             Err(err) => {
                 tracing::warn!(request = id, "could not start the handler: {err:#}");
                 return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
@@ -208,7 +223,7 @@ impl Handler {
         let (report, ended) = oneshot::channel();
         let this = self.clone();
         shared.requests.spawn(async move {
-            let outcome = this.run(id, store, stop).await;
+            let outcome = this.run(id, prepared, stop).await;
             drop(slot);
             let _ = report.send(outcome);
         });
@@ -242,11 +257,7 @@ impl Handler {
         id: u64,
         request: Request<Incoming>,
         respond: ResponseSender,
-    ) -> wasmtime::Result<(
-        Store<Instance>,
-        Resource<HostIncomingRequest>,
-        Resource<HostResponseOutparam>,
-    )> {
+    ) -> wasmtime::Result<Prepared> {
         let shared = &self.0;
         let instance = Instance::new((shared.new_wasi)(id)?, shared.app.build())
             .allow_outgoing_http(shared.outgoing_http);
@@ -254,21 +265,21 @@ impl Handler {
         let mut http = store.data_mut().http();
         let request = http.new_incoming_request(Scheme::Http, request)?;
         let outparam = http.new_response_outparam(respond)?;
-        Ok((store, request, outparam))
+        Ok(Prepared {
+            store,
+            request,
+            outparam,
+        })
     }
 
     /// Runs request `id`'s instance to its end; its locks are released by then.
-    async fn run(
-        &self,
-        id: u64,
-        (mut store, request, outparam): (
-            Store<Instance>,
-            Resource<HostIncomingRequest>,
-            Resource<HostResponseOutparam>,
-        ),
-        stop: CancellationToken,
-    ) -> Outcome {
+    async fn run(&self, id: u64, prepared: Prepared, stop: CancellationToken) -> Outcome {
         let shared = &self.0;
+        let Prepared {
+            mut store,
+            request,
+            outparam,
+        } = prepared;
         let ended = run_to_end(&mut store, shared.limits, stop.cancelled(), async |store| {
             let proxy = shared.pre.instantiate_async(&mut *store).await?;
             proxy
@@ -384,6 +395,9 @@ pub async fn serve(
         .is_err()
     {
         tracing::info!("grace period over: stopping the requests still in flight");
+        handler.stop_all().await;
+        // Their connections now answer them (503): a moment to send that.
+        let _ = tokio::time::timeout(FINAL_ANSWERS, connections.wait()).await;
     }
     handler.stop_all().await;
 }

@@ -12,10 +12,26 @@ fn latchkey(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// `latchkey --help` names the `run` command; `run --help` documents every flag.
+/// `latchkey --help` names the `run` and `serve` commands; `run --help` and
+/// `serve --help` document every flag.
 #[test]
 fn help_documents_the_flags() {
-    assert!(latchkey(&["--help"]).contains("run"));
+    let top = latchkey(&["--help"]);
+    assert!(top.contains("run") && top.contains("serve"), "{top}");
+    let serve = latchkey(&["serve", "--help"]);
+    for flag in [
+        "--addr",
+        "--max-concurrent-requests",
+        "--shutdown-grace",
+        "--store",
+        "--timeout",
+        "--max-memory",
+        "--fuel",
+        "--dir",
+        "--allow-network",
+    ] {
+        assert!(serve.contains(flag), "{flag} is not in the help:\n{serve}");
+    }
     let run = latchkey(&["run", "--help"]);
     for flag in [
         "--app-id",

@@ -19,8 +19,8 @@
 //! # Ok::<(), latchkey::Error>(())
 //! ```
 //!
-//! Durations are sent in whole milliseconds: a lease under 1 ms, or over the host's maximum,
-//! is refused as [`Error::InvalidArgument`].
+//! Durations are sent in whole milliseconds: a lease under 10 ms, or over the host's
+//! maximum, is refused as [`Error::InvalidArgument`].
 
 use std::fmt;
 use std::time::Duration;
@@ -40,6 +40,7 @@ pub struct Store {
 }
 
 /// A lock this instance holds. Dropping it unlocks it.
+#[must_use = "a lock dropped at once is unlocked at once: bind it (`let lock = ...`) for as long as you need it"]
 pub struct Lock {
     inner: wit::Lock,
 }
@@ -79,6 +80,7 @@ impl Store {
     }
 
     /// Takes the lock on `resource_id` for `lease` if nobody holds it.
+    #[must_use = "the lock is released as soon as it is dropped"]
     pub fn try_lock(&self, resource_id: &str, lease: Duration) -> Result<Option<Lock>, Error> {
         let lock = self.inner.try_lock(resource_id, millis(lease))?;
         Ok(lock.map(|inner| Lock { inner }))
@@ -86,6 +88,7 @@ impl Store {
 
     /// Takes the lock on `resource_id` for `lease`, waiting up to `wait` for its holder to
     /// release it or for the holder's lease to end.
+    #[must_use = "the lock is released as soon as it is dropped"]
     pub fn lock(
         &self,
         resource_id: &str,

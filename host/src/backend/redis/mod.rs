@@ -244,9 +244,9 @@ impl RedisBackend {
     /// `WAIT` counts the replicas that have the writes of the client that sends it. Sent
     /// apart, a cluster client may route it to the slot's primary over another connection
     /// than the script's — a new one made to follow a redirect, or any node while its map
-    /// of slots is incomplete — and there it counts no write and confirms at once: a failover
-    /// test lost WAIT-confirmed locks that way. In one pipeline, both commands go to the
-    /// node of the script's key on one connection, and the count is about this grant.
+    /// of slots is incomplete — and there it counts no write and confirms at once. In one
+    /// pipeline, both commands go to the node of the script's key on one connection, and
+    /// the count is about this grant.
     async fn acquire(
         &self,
         conn: &mut Connection,

@@ -1,0 +1,243 @@
+//! `latchkey serve` as an operator runs it: a real server process on a free port, a real
+//! redis-server, a real HTTP client, and the demo handlers of `guest/demos/http`.
+//!
+//! Every handler instance is one request: its locks must be gone when it ends, however it
+//! ends — a response, a trap, its deadline, its client hanging up, or a SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use harness::{RedisServer, ServeProcess, free_port, guest, latchkey, post};
+
+/// Long enough for any answer here that is not waiting on purpose.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// `latchkey serve` of the demo handlers as app `jobs`, on `redis`, with `extra` flags.
+fn serve_demo(redis: &RedisServer, extra: &[&str]) -> ServeProcess {
+    let store = format!("lockstore={}", redis.url());
+    let demo = guest("http_demo");
+    let mut args = vec!["--app-id", "jobs", "--store", &store];
+    args.extend_from_slice(extra);
+    args.push(demo.to_str().unwrap());
+    ServeProcess::start(&args)
+}
+
+/// While one request runs a job, every other request for it gets `409 Conflict` with
+/// `Retry-After`: of 8 at once, exactly one ran it. The lock is the app's, named by the
+/// server's flags, whatever the requests carry.
+#[test]
+fn a_job_runs_once_at_a_time() {
+    let redis = RedisServer::start();
+    let server = serve_demo(&redis, &[]);
+    let url = server.url("/jobs/nightly?ms=1500");
+    let answers: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || post(&url, PATIENCE).unwrap())
+        })
+        .collect();
+    redis.wait_for_key("latchkey:{jobs:nightly}:lock");
+    let answers: Vec<_> = answers.into_iter().map(|a| a.join().unwrap()).collect();
+    let ran: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
+    let refused: Vec<_> = answers.iter().filter(|a| a.status == 409).collect();
+    assert_eq!(ran.len(), 1, "{answers:?}");
+    assert_eq!(refused.len(), 7, "{answers:?}");
+    assert!(ran[0].body.starts_with("ran nightly fence "), "{answers:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|a| a.retry_after.as_deref() == Some("1"))
+    );
+    assert_eq!(redis.lock_keys(), Vec::<String>::new());
+}
+
+/// 8 clients × 50 requests, each a locked read-modify-write of one file: exactly 400.
+/// The same without the lock (the control) loses updates, so the test can tell.
+#[test]
+fn a_locked_counter_loses_no_update() {
+    let redis = RedisServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let dir = format!("{}::/data", data.path().display());
+    let server = serve_demo(&redis, &["--dir", &dir]);
+    let count = |path: &str| {
+        let _ = std::fs::remove_file(data.path().join("counter"));
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                let url = server.url(path);
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        let answer = post(&url, PATIENCE).unwrap();
+                        assert_eq!(answer.status, 200, "{answer:?}");
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().unwrap();
+        }
+        let text = std::fs::read_to_string(data.path().join("counter")).unwrap();
+        text.trim().parse::<u64>().unwrap()
+    };
+    assert_eq!(count("/counter"), 400, "the lock let updates through");
+    let unlocked = count("/counter?nolock");
+    assert!(
+        unlocked < 400,
+        "the control lost no update: it cannot catch a bug"
+    );
+}
+
+/// A handler that traps and one stopped at its deadline each held a job's 30 s lock: each
+/// is gone at once, and the next request runs the job.
+#[test]
+fn a_failed_handler_frees_its_lock_at_once() {
+    let redis = RedisServer::start();
+    let server = serve_demo(&redis, &["--timeout", "1s"]);
+
+    let trapped = post(&server.url("/jobs/a?then=panic"), PATIENCE).unwrap();
+    assert_eq!(trapped.status, 500, "{trapped:?}");
+    assert_eq!(
+        post(&server.url("/jobs/a?ms=0"), PATIENCE).unwrap().status,
+        200
+    );
+
+    let stopped = post(&server.url("/jobs/b?then=spin"), PATIENCE).unwrap();
+    assert_eq!(stopped.status, 504, "{stopped:?}");
+    assert_eq!(
+        post(&server.url("/jobs/b?ms=0"), PATIENCE).unwrap().status,
+        200
+    );
+    assert!(
+        server.stderr().contains("the handler failed"),
+        "{}",
+        server.stderr()
+    );
+}
+
+/// A handler whose client hung up is stopped at once, and its lock freed: nothing else
+/// would stop it for a minute here (no deadline).
+#[test]
+fn a_handler_whose_client_hung_up_frees_its_lock_at_once() {
+    let redis = RedisServer::start();
+    let server = serve_demo(&redis, &[]);
+    // The client gives up after 300 ms; the handler would sleep a minute.
+    let url = server.url("/jobs/c?then=sleep");
+    let hung_up = std::thread::spawn(move || post(&url, Duration::from_millis(300)));
+    redis.wait_for_key("latchkey:{jobs:c}:lock");
+    assert!(hung_up.join().unwrap().is_err(), "the handler answered");
+    let started = Instant::now();
+    while !redis.lock_keys().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the lock outlived its client: {:?}",
+            redis.lock_keys()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        post(&server.url("/jobs/c?ms=0"), PATIENCE).unwrap().status,
+        200
+    );
+}
+
+/// Two handlers spinning until their deadline do not keep a cheap request from being
+/// served: it is answered while both still spin.
+#[test]
+fn cheap_requests_are_served_while_handlers_spin() {
+    let redis = RedisServer::start();
+    let server = serve_demo(&redis, &["--timeout", "5s"]);
+    let spinners: Vec<_> = ["x", "y"]
+        .into_iter()
+        .map(|id| {
+            let url = server.url(&format!("/jobs/{id}?then=spin"));
+            std::thread::spawn(move || post(&url, PATIENCE).unwrap())
+        })
+        .collect();
+    redis.wait_for_key("latchkey:{jobs:x}:lock");
+    redis.wait_for_key("latchkey:{jobs:y}:lock");
+    let cheap = post(&server.url("/jobs/z?ms=0"), PATIENCE).unwrap();
+    let still_spinning = spinners.iter().filter(|s| !s.is_finished()).count();
+    assert_eq!(cheap.status, 200, "{cheap:?}");
+    assert_eq!(still_spinning, 2, "served only once a spinner had stopped");
+    for spinner in spinners {
+        assert_eq!(spinner.join().unwrap().status, 504);
+    }
+}
+
+/// SIGTERM while a request holds a lock: the server stops accepting, gives the request its
+/// grace period, stops it, releases its lock and exits 0; Redis holds no lock.
+#[test]
+fn sigterm_releases_every_lock_and_exits_cleanly() {
+    let redis = RedisServer::start();
+    let mut server = serve_demo(&redis, &["--shutdown-grace", "500ms"]);
+    let url = server.url("/jobs/long?then=sleep");
+    let in_flight = std::thread::spawn(move || post(&url, PATIENCE));
+    redis.wait_for_key("latchkey:{jobs:long}:lock");
+    let status = server.terminate();
+    assert!(status.success(), "{status}: {}", server.stderr());
+    assert_eq!(redis.lock_keys(), Vec::<String>::new());
+    let answer = in_flight.join().unwrap().unwrap();
+    assert_eq!(answer.status, 503, "{answer:?}");
+}
+
+/// Each mistake is one line on stderr and a non-zero exit, before anything is served.
+#[test]
+fn mistakes_are_one_line_errors_before_serving() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let (lockctl, demo) = (guest("lockctl"), guest("http_demo"));
+    let dead = format!("lockstore=redis://127.0.0.1:{}", free_port());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["serve", lockctl.to_str().unwrap()], "cannot be served"),
+        (
+            vec!["serve", "--addr", &taken, demo.to_str().unwrap()],
+            "cannot listen on",
+        ),
+        (
+            vec!["serve", "--addr", "nowhere", demo.to_str().unwrap()],
+            "invalid value 'nowhere'",
+        ),
+        (
+            vec!["serve", "--shutdown-grace", "soon", demo.to_str().unwrap()],
+            "invalid value 'soon'",
+        ),
+        (
+            vec!["serve", "--store", &dead, demo.to_str().unwrap()],
+            "could not be reached",
+        ),
+        (
+            vec!["serve", "--dir", "/no/such/dir", demo.to_str().unwrap()],
+            "cannot open /no/such/dir",
+        ),
+        (vec!["serve", "missing.wasm"], "cannot read missing.wasm"),
+    ];
+    for (args, expected) in cases {
+        let out = latchkey().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+/// With `--max-concurrent-requests 2`, a third request while two run is refused at once
+/// with `503` and `Retry-After`, and served again once a slot is free.
+#[test]
+fn requests_beyond_the_limit_are_refused_not_queued() {
+    let redis = RedisServer::start();
+    let server = serve_demo(&redis, &["--max-concurrent-requests", "2"]);
+    let busy: Vec<_> = ["p", "q"]
+        .into_iter()
+        .map(|id| {
+            let url = server.url(&format!("/jobs/{id}?ms=1500"));
+            std::thread::spawn(move || post(&url, PATIENCE).unwrap())
+        })
+        .collect();
+    redis.wait_for_key("latchkey:{jobs:p}:lock");
+    redis.wait_for_key("latchkey:{jobs:q}:lock");
+    let refused = post(&server.url("/jobs/r?ms=0"), PATIENCE).unwrap();
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.retry_after.as_deref(), Some("1"));
+    for request in busy {
+        assert_eq!(request.join().unwrap().status, 200);
+    }
+    assert_eq!(post(&server.url("/jobs/r?ms=0"), PATIENCE).unwrap().status, 200);
+}
