@@ -7,7 +7,7 @@
 GUESTS := target/guests/wasm32-wasip2/release
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench wasm-target redis-server
+.PHONY: demo test bench wasm-target redis-server wrk
 
 wasm-target:
 	rustup target add wasm32-wasip2
@@ -22,7 +22,7 @@ DEMO_ADDR := 127.0.0.1:18080
 demo: wasm-target
 	cargo build --release -p latchkey-host
 	cargo build --release --target wasm32-wasip2 -p latchkey-demos -p latchkey-http-demo \
-	  -p latchkey-http-hello --target-dir target/guests
+	  -p latchkey-http-nolock --target-dir target/guests
 	@echo
 	@echo "== Two instances of Dapr's sample contend for my_file_name (embedded store) =="
 	./target/release/latchkey run --instances 2 $(GUESTS)/try-lock.wasm
@@ -47,5 +47,15 @@ test: wasm-target redis-server
 	cargo test --workspace --release
 
 # The benchmarks of BENCHMARKS.md: each figure beside its baseline from the same run.
-bench: wasm-target redis-server
+# B6 also needs wrk and, as its baseline, wasmtime-cli 48: built once into target/tools
+# (about ten minutes on two cores), then reused.
+bench: wasm-target redis-server wrk target/tools/bin/wasmtime
 	cargo bench -p latchkey-tests
+
+wrk:
+	@command -v wrk >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
+
+target/tools/bin/wasmtime:
+	cargo install wasmtime-cli --version 48.0.8 --locked --root target/tools

@@ -10,10 +10,12 @@
 //! - B4 per-invocation: instantiate → open → lock → unlock → drop, and instantiation alone.
 //! - B5 scaling: 1, 2 and 4 host processes (this program, re-run as workers) on one Redis,
 //!   against Redis' own ceiling for the same scripts (`redis-benchmark`, pipelined).
+//! - B6 serving: `latchkey serve` under `wrk`, against `wasmtime serve` ([`serve_bench`]).
 //! - `b1-anatomy`, only when named: B1's pairs cut into the stretches of each store call
 //!   ([`anatomy`]).
 
 mod anatomy;
+mod serve_bench;
 
 use std::time::{Duration, Instant};
 
@@ -117,6 +119,17 @@ async fn raw_pairs(conn: &ConnectionManager, count: usize, id: &str) -> Vec<Dura
         samples.push(started.elapsed());
     }
     samples
+}
+
+/// The p50 of raw redis-rs pairs with `tasks` of them in flight at once on one connection:
+/// what a lock + unlock round-trip pair costs at that concurrency (B6's budget for (c)).
+async fn raw_pair_p50_at(conn: &ConnectionManager, tasks: u32) -> Duration {
+    let mut loops = tokio::task::JoinSet::new();
+    for task in 0..tasks {
+        let conn = conn.clone();
+        loops.spawn(async move { raw_pairs(&conn, 300, &format!("b6-pair-{task}")).await });
+    }
+    Stats::of(loops.join_all().await.concat()).p50
 }
 
 /// The baseline of B1 on memory: the store called from Rust, without Wasm.
@@ -622,6 +635,13 @@ fn main() {
         }
         if wanted("b5") {
             b5(&redis, &conn).await;
+        }
+        if wanted("b6") {
+            let mut pairs = Vec::new();
+            for connections in serve_bench::CONCURRENCY {
+                pairs.push((connections, raw_pair_p50_at(&conn, connections).await));
+            }
+            tokio::task::block_in_place(|| serve_bench::b6(&redis, &pairs));
         }
     });
 }

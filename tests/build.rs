@@ -26,7 +26,7 @@ fn main() {
             "-p",
             "latchkey-http-demo",
             "-p",
-            "latchkey-http-hello",
+            "latchkey-http-nolock",
         ])
         .arg("--target-dir")
         .arg(&target_dir)

@@ -17,7 +17,7 @@
 //! - [`ServeProcess`] / [`post`]: a real `latchkey serve` process on a free port, and a
 //!   real HTTP client for it.
 //! - The guests (`lockctl`, `counter`, `try-lock`, the HTTP handlers `http_demo` and
-//!   `http_hello`) are built for wasm32-wasip2 by `build.rs`; [`guest`] gives their paths.
+//!   `http_nolock`) are built for wasm32-wasip2 by `build.rs`; [`guest`] gives their paths.
 
 use std::collections::HashMap;
 use std::net::TcpListener;

@@ -239,5 +239,8 @@ fn requests_beyond_the_limit_are_refused_not_queued() {
     for request in busy {
         assert_eq!(request.join().unwrap().status, 200);
     }
-    assert_eq!(post(&server.url("/jobs/r?ms=0"), PATIENCE).unwrap().status, 200);
+    assert_eq!(
+        post(&server.url("/jobs/r?ms=0"), PATIENCE).unwrap().status,
+        200
+    );
 }

@@ -19,7 +19,8 @@ use crate::store::{Grant, LockStore};
 #[derive(Clone)]
 pub struct LockCtxBuilder {
     app_id: Arc<str>,
-    stores: BTreeMap<String, LockStore>,
+    /// Shared with every context built: building one per request copies nothing.
+    stores: Arc<BTreeMap<String, LockStore>>,
     limits: Limits,
     resources: ResourcePolicy,
 }
@@ -30,7 +31,7 @@ impl LockCtxBuilder {
     pub fn new(app_id: impl Into<Arc<str>>) -> Self {
         LockCtxBuilder {
             app_id: app_id.into(),
-            stores: BTreeMap::new(),
+            stores: Arc::default(),
             limits: Limits::default(),
             resources: ResourcePolicy::any(),
         }
@@ -38,7 +39,7 @@ impl LockCtxBuilder {
 
     /// Offers `store` to guests under `name` (what they pass to `open`).
     pub fn store(&mut self, name: impl Into<String>, store: LockStore) -> &mut Self {
-        self.stores.insert(name.into(), store);
+        Arc::make_mut(&mut self.stores).insert(name.into(), store);
         self
     }
 
@@ -70,7 +71,7 @@ impl LockCtxBuilder {
     pub fn build(&self) -> LockCtx {
         LockCtx {
             app_id: self.app_id.clone(),
-            stores: Arc::new(self.stores.clone()),
+            stores: self.stores.clone(),
             limits: self.limits,
             resources: self.resources.clone(),
             held: HashMap::new(),

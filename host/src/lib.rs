@@ -48,7 +48,8 @@
 //! # }
 //! ```
 //!
-//! [`Runner`] does all of that for `wasi:cli` commands, as the `latchkey` CLI does.
+//! [`Runner`] does all of that for `wasi:cli` commands, as `latchkey run` does, and
+//! [`serve`] for `wasi:http` handlers, one instance per request, as `latchkey serve` does.
 //!
 //! # Layout
 //!
@@ -57,12 +58,20 @@
 //! - `host`: the WIT functions, implemented on [`LockCtxView`].
 //! - [`store`]: [`LockStore`], what every backend shares: owner tokens, timeouts, waiting.
 //! - [`backend`]: the [`Backend`] trait and its implementations: `memory`, and `redis`
-//!   (one server, Cluster or Sentinel, by its connection) with `redis::redlock` on top.
+//!   (one server, Cluster or Sentinel, by its connection; `settings` for URLs and
+//!   connection set-up) with `redis::redlock` on top.
 //! - [`key`]: the key layout of a lock in a store, and its escaping.
 //! - [`limits`]: the bounds every argument is checked against.
 //! - [`policy`]: which resource ids an app may lock.
-//! - [`error`]: [`LockError`] and its one mapping onto the WIT `error`.
+//! - [`error`]: [`LockError`], the errors of configuring a store, and the one mapping onto
+//!   the WIT `error`.
+//! - [`sandbox`]: what every runner shares: the engine and its instance pool, the limits on
+//!   one instance, its store data ([`Instance`]), and running it to an end that releases its
+//!   locks.
 //! - [`run`]: [`Runner`], which runs command components with WASI and locks linked in.
+//! - [`serve`]: [`serve::ProxyRunner`], [`serve::Handler`] and [`serve::serve`], which serve
+//!   `wasi:http` handlers with locks linked in.
+//! - [`bindings`]: the generated host bindings of `latchkey:lock`.
 
 #![deny(missing_docs)]
 

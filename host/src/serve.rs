@@ -355,7 +355,14 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    // A response goes out in more than one write: without this, Nagle's
+                    // algorithm holds the last one until the client's delayed ACK (40 ms).
+                    if let Err(err) = stream.set_nodelay(true) {
+                        tracing::debug!("TCP_NODELAY not set: {err}");
+                    }
+                    stream
+                }
                 Err(err) => {
                     // Out of file descriptors, say: wait for connections to end.
                     tracing::warn!("could not accept a connection: {err}");

@@ -33,7 +33,8 @@ struct State {
 
 struct Slot {
     holder: Option<Holder>,
-    released: watch::Sender<()>,
+    /// Made when somebody first watches the slot: most locks are never waited for.
+    released: Option<watch::Sender<()>>,
 }
 
 struct Holder {
@@ -45,7 +46,7 @@ impl Slot {
     fn new() -> Self {
         Slot {
             holder: None,
-            released: watch::Sender::new(()),
+            released: None,
         }
     }
 
@@ -55,7 +56,11 @@ impl Slot {
     }
 
     fn is_idle(&self, now: Instant) -> bool {
-        self.live_holder(now).is_none() && self.released.receiver_count() == 0
+        self.live_holder(now).is_none()
+            && self
+                .released
+                .as_ref()
+                .is_none_or(|released| released.receiver_count() == 0)
     }
 }
 
@@ -126,7 +131,9 @@ impl Backend for MemoryBackend {
                 Some(holder) if holder.token != *token => UnlockStatus::LockBelongsToOthers,
                 Some(_) => {
                     slot.holder = None;
-                    slot.released.send_replace(());
+                    if let Some(released) = &slot.released {
+                        released.send_replace(());
+                    }
                     UnlockStatus::Success
                 }
             };
@@ -155,7 +162,8 @@ impl Backend for MemoryBackend {
     async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
         Ok(self.with_state(|state, _| {
             let slot = state.slots.entry(key.clone()).or_insert_with(Slot::new);
-            ReleaseWatch::new(slot.released.subscribe(), None)
+            let released = slot.released.get_or_insert_with(|| watch::Sender::new(()));
+            ReleaseWatch::new(released.subscribe(), None)
         }))
     }
 }

@@ -12,14 +12,15 @@
 //! takes `&then=panic` (the handler traps), `&then=spin` (it loops until its deadline) or
 //! `&then=sleep` (it waits a minute: time to hang up on it).
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use latchkey::{Error, Store};
 use wasip2::exports::http::incoming_handler::Guest;
-use wasip2::http::types::{
-    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use wasip2::http::types::{IncomingRequest, Method, ResponseOutparam};
+
+use answer::{Answer, has, param, split_target};
+
+mod answer;
 
 /// A job's lease: longer than any job here runs.
 const JOB_LEASE: Duration = Duration::from_secs(30);
@@ -29,7 +30,7 @@ struct Demo;
 impl Guest for Demo {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let target = request.path_with_query().unwrap_or_default();
-        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        let (path, query) = split_target(&target);
         let answer = match (request.method(), path.strip_prefix("/jobs/"), path) {
             (Method::Post, Some(id), _) if !id.is_empty() => job(id, query),
             (Method::Post, None, "/counter") => counter(!has(query, "nolock")),
@@ -51,7 +52,7 @@ fn job(id: &str, query: &str) -> Answer {
         .unwrap_or(100);
     let store = match Store::open("lockstore") {
         Ok(store) => store,
-        Err(err) => return Answer::failed(&err),
+        Err(err) => return failed(&err),
     };
     let lock = match store.try_lock(id, JOB_LEASE) {
         Ok(Some(lock)) => lock,
@@ -59,7 +60,7 @@ fn job(id: &str, query: &str) -> Answer {
             return Answer::text(409, &format!("job {id} is running elsewhere\n"))
                 .header("retry-after", "1");
         }
-        Err(err) => return Answer::failed(&err),
+        Err(err) => return failed(&err),
     };
     match param(query, "then") {
         Some("panic") => panic!("job {id} failed while holding its lock"),
@@ -67,12 +68,13 @@ fn job(id: &str, query: &str) -> Answer {
             std::hint::black_box(());
         },
         Some("sleep") => std::thread::sleep(Duration::from_secs(60)),
-        _ => std::thread::sleep(Duration::from_millis(work)),
+        _ if work > 0 => std::thread::sleep(Duration::from_millis(work)),
+        _ => {}
     }
     let fence = lock.fence();
     match lock.unlock() {
         Ok(_) => Answer::text(200, &format!("ran {id} fence {fence}\n")),
-        Err(err) => Answer::failed(&err),
+        Err(err) => failed(&err),
     }
 }
 
@@ -85,7 +87,7 @@ fn counter(locked: bool) -> Answer {
         match lock {
             Ok(Some(lock)) => Some(lock),
             Ok(None) => return Answer::text(503, "the counter stayed locked for 30 s\n"),
-            Err(err) => return Answer::failed(&err),
+            Err(err) => return failed(&err),
         }
     } else {
         None
@@ -103,75 +105,19 @@ fn counter(locked: bool) -> Answer {
     if let Some(lock) = lock
         && let Err(err) = lock.unlock()
     {
-        return Answer::failed(&err);
+        return failed(&err);
     }
     Answer::text(200, &format!("{value}\n"))
 }
 
-/// The value of `name` in a query string, if it is there.
-fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then_some(value)
-    })
-}
-
-fn has(query: &str, name: &str) -> bool {
-    param(query, name).is_some()
-}
-
-/// A response: status, headers and a short text body.
-struct Answer {
-    status: u16,
-    headers: Vec<(&'static str, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn text(status: u16, body: &str) -> Self {
-        Answer {
-            status,
-            headers: vec![("content-type", "text/plain; charset=utf-8".into())],
-            body: body.to_owned(),
-        }
-    }
-
-    fn header(mut self, name: &'static str, value: &str) -> Self {
-        self.headers.push((name, value.to_owned()));
-        self
-    }
-
-    /// A lock call that failed: the store is down (`503`), or the host's policy refused
-    /// it (`403` for access, `400` for a bad argument, `500` otherwise).
-    fn failed(err: &Error) -> Self {
-        let status = match err {
-            Error::Unavailable(_) => 503,
-            Error::AccessDenied(_) => 403,
-            Error::InvalidArgument(_) => 400,
-            _ => 500,
-        };
-        Answer::text(status, &format!("{err}\n"))
-    }
-
-    fn send(self, out: ResponseOutparam) {
-        let fields = Fields::new();
-        for (name, value) in &self.headers {
-            fields
-                .append(name, value.as_bytes())
-                .expect("a valid header");
-        }
-        let response = OutgoingResponse::new(fields);
-        response
-            .set_status_code(self.status)
-            .expect("a valid status");
-        let body = response.body().expect("a fresh response has a body");
-        ResponseOutparam::set(out, Ok(response));
-        let mut stream = body.write().expect("a fresh body has a stream");
-        // A client that hung up gets nothing: there is nobody to tell.
-        if stream.write_all(self.body.as_bytes()).is_ok() {
-            let _ = stream.flush();
-        }
-        drop(stream);
-        let _ = OutgoingBody::finish(body, None);
-    }
+/// A lock call that failed: the store is down (`503`), or the host's policy refused it
+/// (`403` for access, `400` for a bad argument, `500` otherwise).
+fn failed(err: &Error) -> Answer {
+    let status = match err {
+        Error::Unavailable(_) => 503,
+        Error::AccessDenied(_) => 403,
+        Error::InvalidArgument(_) => 400,
+        _ => 500,
+    };
+    Answer::text(status, &format!("{err}\n"))
 }

@@ -1,0 +1,216 @@
+//! B6: `latchkey serve` under HTTP load.
+//!
+//! The load generator is `wrk` (Debian's package; keep-alive connections, two threads),
+//! run for each server and each concurrency in turn. Three handlers, each beside a
+//! baseline from the same run:
+//!
+//! - (a) `POST /jobs/{id}` of `http_nolock` — the demo's jobs handler without its lock —
+//!   against the same component under `wasmtime serve -Scli` 48 (built once into
+//!   `target/tools` by `make bench`);
+//! - (b) `POST /jobs/{id}?ms=0` of `http_demo` — the same, with try-lock + unlock — on the
+//!   memory store, against (a);
+//! - (c) the same on Redis, against (a) plus one lock + unlock pair of raw redis-rs
+//!   scripts at the same concurrency (that many pairs in flight on one connection),
+//!   measured in the same run.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::{RedisServer, ServeProcess, free_port, guest};
+
+/// Connections at once, as the issue asks.
+pub const CONCURRENCY: [u32; 3] = [1, 16, 128];
+
+/// How long `wrk` loads each server at each concurrency.
+const DURATION: &str = "5s";
+
+/// What one `wrk` run measured.
+struct Load {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// The `wasmtime` binary of the baseline: `$LATCHKEY_WASMTIME`, or the one `make bench`
+/// installs into `target/tools`.
+fn wasmtime() -> PathBuf {
+    if let Some(path) = std::env::var_os("LATCHKEY_WASMTIME") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap();
+    let path = target.join("tools/bin/wasmtime");
+    assert!(
+        path.exists(),
+        "{} is missing: run `make bench`, which builds wasmtime-cli 48 there once \
+         (or set LATCHKEY_WASMTIME)",
+        path.display()
+    );
+    path
+}
+
+/// `wasmtime serve -Scli` of `component` on a free port, once it accepts connections.
+struct WasmtimeServe {
+    child: Child,
+    port: u16,
+}
+
+impl WasmtimeServe {
+    fn start(component: &str) -> Self {
+        let port = free_port();
+        let child = Command::new(wasmtime())
+            .args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")])
+            .arg(guest(component))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wasmtime starts");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "wasmtime serve did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        WasmtimeServe { child, port }
+    }
+}
+
+impl Drop for WasmtimeServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `wrk` script that POSTs to a job id no other request uses, so that every request is
+/// granted its lock: try-lock + unlock, uncontended.
+const UNIQUE_JOBS: &str = r#"
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+wrk.method = "POST"
+local n = 0
+function request()
+  n = n + 1
+  return wrk.format(nil, "/jobs/b6-" .. tid .. "-" .. n .. "?ms=0")
+end
+"#;
+
+/// Loads `url` with `wrk` at `connections`; with `script`, its requests are the script's.
+fn wrk(url: &str, connections: u32, script: Option<&std::path::Path>) -> Load {
+    let threads = connections.min(2);
+    let mut command = Command::new("wrk");
+    command.args([
+        &format!("-t{threads}"),
+        &format!("-c{connections}"),
+        &format!("-d{DURATION}"),
+        "--latency",
+    ]);
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
+    let out = command
+        .arg(url)
+        .output()
+        .expect("wrk runs (make bench installs it: apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wrk failed: {text}");
+    assert!(
+        !text.contains("Non-2xx") && !text.contains("Socket errors"),
+        "requests failed under load: {text}"
+    );
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in wrk's output: {text}"))
+            .trim()
+            .to_owned()
+    };
+    Load {
+        rps: field("Requests/sec:").parse().unwrap(),
+        p50: wrk_duration(&field("50%")),
+        p99: wrk_duration(&field("99%")),
+    }
+}
+
+/// `wrk`'s `74.00us`, `1.23ms`, `2.00s`.
+fn wrk_duration(text: &str) -> Duration {
+    let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap();
+    let (value, unit) = text.split_at(split);
+    let value: f64 = value.parse().unwrap();
+    let seconds = match unit {
+        "us" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" => value,
+        other => panic!("unknown unit {other} in wrk's {text}"),
+    };
+    Duration::from_secs_f64(seconds)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// B6. `pairs` holds, for each concurrency, the p50 of a raw redis-rs lock + unlock pair
+/// with that many in flight on the same Redis.
+pub fn b6(redis: &RedisServer, pairs: &[(u32, Duration)]) {
+    println!(
+        "\n## B6 serve: requests/s and latency under wrk, {DURATION} per row, \
+         keep-alive connections\n"
+    );
+    let script_dir = tempfile::tempdir().unwrap();
+    let unique_jobs = script_dir.path().join("unique-jobs.lua");
+    std::fs::write(&unique_jobs, UNIQUE_JOBS).unwrap();
+    let nolock = guest("http_nolock");
+    let demo = guest("http_demo");
+    let redis_store = format!("lockstore={}", redis.url());
+
+    let wasmtime = WasmtimeServe::start("http_nolock");
+    let latchkey_nolock = ServeProcess::start(&[nolock.to_str().unwrap()]);
+    let memory = ServeProcess::start(&[demo.to_str().unwrap()]);
+    let on_redis = ServeProcess::start(&["--store", &redis_store, demo.to_str().unwrap()]);
+    let wasmtime_url = format!("http://127.0.0.1:{}/", wasmtime.port);
+
+    println!(
+        "| handler | conns | req/s | p50 | p99 | baseline | base req/s | base p50 | \
+         ratio req/s | ratio p50 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for connections in CONCURRENCY {
+        let base = wrk(&wasmtime_url, connections, Some(&unique_jobs));
+        let a = wrk(&latchkey_nolock.url("/"), connections, Some(&unique_jobs));
+        let b = wrk(&memory.url("/"), connections, Some(&unique_jobs));
+        let c = wrk(&on_redis.url("/"), connections, Some(&unique_jobs));
+        let row = |name: &str, load: &Load, baseline: &str, base: &Load| {
+            println!(
+                "| {name} | {connections} | {:.0} | {} | {} | {baseline} | {:.0} | {} | {:.2} | {:.2} |",
+                load.rps,
+                ms(load.p50),
+                ms(load.p99),
+                base.rps,
+                ms(base.p50),
+                load.rps / base.rps,
+                load.p50.as_secs_f64() / base.p50.as_secs_f64(),
+            );
+        };
+        row("(a) no lock", &a, "wasmtime serve", &base);
+        row("(b) lock, memory", &b, "(a)", &a);
+        row("(c) lock, Redis", &c, "(a)", &a);
+        let pair = pairs
+            .iter()
+            .find_map(|&(at, pair)| (at == connections).then_some(pair))
+            .expect("a pair measured at every concurrency");
+        let budget = a.p50 + pair;
+        println!(
+            "| (c) p50 − (a) p50 = {} | {connections} | | | | one redis-rs pair | | {} | | {} |",
+            ms(c.p50.saturating_sub(a.p50)),
+            ms(pair),
+            if c.p50 <= budget { "within" } else { "over" },
+        );
+    }
+}
