@@ -174,6 +174,10 @@ impl Backend for ProbedBackend {
         self.redis.extend(key, token, lease).await
     }
 
+    async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
+        self.redis.held(key, token).await
+    }
+
     async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
         self.redis.watch(key).await
     }

@@ -11,6 +11,8 @@
 //! - B5 scaling: 1, 2 and 4 host processes (this program, re-run as workers) on one Redis,
 //!   against Redis' own ceiling for the same scripts (`redis-benchmark`, pipelined).
 //! - B6 serving: `latchkey serve` under `wrk`, against `wasmtime serve` ([`serve_bench`]).
+//! - B8 keep-alive: 10,000 locks kept alive with 3 s leases on one host, against the floor
+//!   of one compare-and-expire per lock per lease-third.
 //! - `b1-anatomy`, only when named: B1's pairs cut into the stretches of each store call
 //!   ([`anatomy`]).
 
@@ -202,6 +204,10 @@ impl Backend for HopBackend {
 
     async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool> {
         self.store.extend(key, token, lease).await
+    }
+
+    async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
+        self.store.held(key, token).await
     }
 
     async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
@@ -537,6 +543,107 @@ async fn b5(redis: &RedisServer, conn: &ConnectionManager) {
     }
 }
 
+/// B8: keep-alive at scale. 10,000 grants on one host are kept alive with 3 s leases;
+/// after one lease of warm-up, 12 s are measured: renewals (`PEXPIRE`s run by the renewal
+/// scripts) and round trips (script runs) per second from Redis' own command counts, Redis'
+/// CPU from `INFO cpu`, and this process's CPU, which then does nothing but renew.
+async fn b8(redis: &RedisServer) {
+    const LOCKS: usize = 10_000;
+    const LEASE: Duration = Duration::from_secs(3);
+    const WINDOW: Duration = Duration::from_secs(12);
+    println!(
+        "\n## B8 keep-alive: {LOCKS} locks kept alive with {} s leases, {} s measured\n",
+        LEASE.as_secs(),
+        WINDOW.as_secs()
+    );
+    let store = redis_store(&redis.url(), Duration::from_secs(2));
+    let mut grants = Vec::with_capacity(LOCKS);
+    for chunk in (0..LOCKS).collect::<Vec<_>>().chunks(500) {
+        let taken = futures_util::future::join_all(chunk.iter().map(|i| {
+            let key = store.key("b8", &format!("lock-{i}"));
+            store.try_lock("lockstore", key, LEASE)
+        }))
+        .await;
+        for grant in taken {
+            let grant = std::sync::Arc::new(grant.unwrap().expect("a free lock"));
+            store.keep_alive(&grant, Duration::from_secs(3600));
+            grants.push(grant);
+        }
+    }
+    tokio::time::sleep(LEASE).await;
+    let before = (redis_counters(redis), process_cpu());
+    tokio::time::sleep(WINDOW).await;
+    let after = (redis_counters(redis), process_cpu());
+    let seconds = WINDOW.as_secs_f64();
+    let renewals = (after.0.pexpire - before.0.pexpire) as f64 / seconds;
+    let round_trips = (after.0.evalsha - before.0.evalsha) as f64 / seconds;
+    let redis_cpu = (after.0.cpu - before.0.cpu) / seconds;
+    let host_cpu = (after.1 - before.1) / seconds;
+    let floor = LOCKS as f64 / (LEASE.as_secs_f64() / 3.0);
+    let lost = grants.iter().filter(|grant| grant.is_lost()).count();
+    println!("| measure | value | against |");
+    println!("|---|---|---|");
+    println!(
+        "| renewals/s | {renewals:.0} | floor {floor:.0}/s: {:.2}× |",
+        renewals / floor
+    );
+    println!(
+        "| round trips/s | {round_trips:.1} | {:.0} renewals per round trip |",
+        renewals / round_trips
+    );
+    println!("| Redis CPU | {:.1} % of a core | |", redis_cpu * 100.0);
+    println!(
+        "| host CPU (renewing only) | {:.2} % of a core | goal < 5 % |",
+        host_cpu * 100.0
+    );
+    println!("| grants lost | {lost} of {LOCKS} | |");
+    for grant in &grants {
+        let _ = store.unlock("lockstore", grant).await;
+    }
+}
+
+/// What Redis has counted so far: script runs, `PEXPIRE`s, and its CPU seconds.
+struct RedisCounters {
+    evalsha: u64,
+    pexpire: u64,
+    cpu: f64,
+}
+
+fn redis_counters(redis: &RedisServer) -> RedisCounters {
+    let stats: String = redis.cmd(&["INFO", "commandstats"]);
+    let calls = |command: &str| {
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    };
+    let cpu_info: String = redis.cmd(&["INFO", "cpu"]);
+    let seconds = |field: &str| -> f64 {
+        cpu_info
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{field}:")))
+            .map_or(0.0, |value| value.trim().parse().unwrap())
+    };
+    RedisCounters {
+        evalsha: calls("evalsha"),
+        pexpire: calls("pexpire"),
+        cpu: seconds("used_cpu_user") + seconds("used_cpu_sys"),
+    }
+}
+
+/// This process's CPU time so far, in seconds (`/proc/self/stat`, in clock ticks of 10 ms).
+fn process_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
 /// Pairs per second Redis itself sustains for the acquire and release scripts, from
 /// `redis-benchmark` runs of each: one pair costs one of each.
 async fn redis_ceiling(redis: &RedisServer, conn: &ConnectionManager) -> f64 {
@@ -635,6 +742,9 @@ fn main() {
         }
         if wanted("b5") {
             b5(&redis, &conn).await;
+        }
+        if wanted("b8") {
+            b8(&redis).await;
         }
         if wanted("b6") {
             let mut pairs = Vec::new();

@@ -27,6 +27,8 @@ fn main() {
             "latchkey-http-demo",
             "-p",
             "latchkey-http-nolock",
+            "-p",
+            "latchkey-demo-v0-1",
         ])
         .arg("--target-dir")
         .arg(&target_dir)

@@ -928,8 +928,15 @@ impl Run {
 
 type Host = (Runner, HashMap<&'static str, Program>);
 
-/// The guests of `guest/demos`.
-const GUESTS: [&str; 4] = ["lockctl", "counter", "try-lock", "bench"];
+/// The command guests of `guest/demos`.
+const GUESTS: [&str; 6] = [
+    "lockctl",
+    "counter",
+    "try-lock",
+    "bench",
+    "long-job",
+    "lock-v0-1",
+];
 
 /// The host shared by the tests of one binary: one engine with every guest compiled up
 /// front, so that no test's timing includes a compilation; a second engine that meters

@@ -161,6 +161,21 @@ on_every_backend! {
         holder.await.unwrap();
     }
 
+    /// A lease kept alive outlasts its length: a job three times longer than its 500 ms
+    /// lease keeps the lock throughout — every try of another instance meanwhile finds it
+    /// held — and still holds it at the end.
+    async fn a_kept_alive_lease_outlasts_its_length(fx: &Fixture) {
+        let app = fx.app("app");
+        let prober = spawn_lockctl(&app, "open lockstore sleep 150 \
+            try report 60000 sleep 300 try report 60000 sleep 300 \
+            try report 60000 sleep 300 try report 60000");
+        let job = run_with(&app, "long-job", &["--lease-ms", "500", "--steps", "6", "--step-ms", "250"],
+            Default::default(), |_| {}).await;
+        let prober = prober.await.unwrap();
+        assert_eq!(prober.lines()[1..], ["held report"; 4], "{prober:?}");
+        assert_eq!(job.assert_success().lines().last(), Some(&"done 6 steps; held=true"), "{job:?}");
+    }
+
     /// 8 instances × 200 read-modify-write steps under the lock lose nothing; the same
     /// without the lock (the control) loses updates, so the test can tell.
     async fn counter_is_exact_under_the_lock(fx: &Fixture) {

@@ -18,6 +18,7 @@
 //! max-lease = "5m"
 //! max-wait = "30s"
 //! max-held = 16
+//! max-keep-alive = "10m"                 # how long keep-alive renews one grant
 //! timeout = "30s"                        # the instance's deadline
 //! max-memory = "64MiB"
 //! fuel = 1_000_000_000
@@ -93,6 +94,9 @@ pub struct AppConfig {
     pub max_wait: Option<Duration>,
     /// Most locks one instance may hold at once.
     pub max_held: Option<usize>,
+    /// How long one grant may be kept alive (`keep-alive`).
+    #[serde(default, deserialize_with = "duration")]
+    pub max_keep_alive: Option<Duration>,
     /// Wall-clock deadline of each instance.
     #[serde(default, deserialize_with = "duration")]
     pub timeout: Option<Duration>,
@@ -342,6 +346,7 @@ impl AppConfig {
             max_lease: self.max_lease.unwrap_or(defaults.max_lease),
             max_wait: self.max_wait.unwrap_or(defaults.max_wait),
             max_held: self.max_held.unwrap_or(defaults.max_held),
+            max_keep_alive: self.max_keep_alive.unwrap_or(defaults.max_keep_alive),
             ..defaults
         }
     }
@@ -404,6 +409,7 @@ mod tests {
             max-lease = "5m"
             max-wait = "30s"
             max-held = 16
+            max-keep-alive = "10m"
             timeout = "30s"
             max-memory = "64MiB"
             fuel = 1_000_000_000
@@ -414,6 +420,7 @@ mod tests {
         assert!(billing.may_open("lockstore") && !billing.may_open("scratch"));
         assert_eq!(billing.limits().max_lease, Duration::from_secs(300));
         assert_eq!(billing.limits().max_held, 16);
+        assert_eq!(billing.limits().max_keep_alive, Duration::from_secs(600));
         assert_eq!(billing.guest_limits().max_memory, Some(64 << 20));
         assert!(billing.resource_policy().unwrap().allows("invoice-7"));
         assert!(!billing.resource_policy().unwrap().allows("payroll"));

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use wasmtime::component::Resource;
+use wasmtime_wasi::p2::{DynPollable, Pollable};
 
 use crate::backend::UnlockStatus;
 use crate::bindings::latchkey::lock::locks::{self as wit, HostLock, HostStore};
 use crate::ctx::{Held, LockCtxView};
 use crate::error::LockError;
-use crate::store::LockStore;
+use crate::store::{LockStore, LostSignal};
 
 /// A store handle of a guest.
 pub struct StoreHandle {
@@ -48,7 +49,7 @@ impl LockCtxView<'_> {
     /// Checks the arguments, the app's policy and the instance's budget — all before the
     /// store is touched — then takes the lock (waiting if `wait_ms` is given) and turns the
     /// grant into a guest handle.
-    async fn take(
+    pub(crate) async fn take(
         &mut self,
         handle: Resource<StoreHandle>,
         resource_id: String,
@@ -154,22 +155,58 @@ impl HostLock for LockCtxView<'_> {
     }
 
     async fn unlock(&mut self, lock: Resource<LockHandle>) -> Result<wit::UnlockStatus, LockError> {
-        let handle = self.table.get(&lock)?;
-        let status = handle.held.unlock().await?;
-        // Only now: if the store could not be reached, the lock stays on the list for the
-        // instance's final release.
-        self.ctx.held.remove(&handle.serial);
-        Ok(match status {
+        Ok(match self.release(lock).await? {
             UnlockStatus::Success => wit::UnlockStatus::Success,
             UnlockStatus::LockDoesNotExist => wit::UnlockStatus::LockDoesNotExist,
             UnlockStatus::LockBelongsToOthers => wit::UnlockStatus::LockBelongsToOthers,
         })
     }
 
+    async fn keep_alive(&mut self, lock: Resource<LockHandle>) -> Result<(), LockError> {
+        let held = &self.table.get(&lock)?.held;
+        held.store
+            .keep_alive(&held.grant, self.ctx.limits.max_keep_alive);
+        Ok(())
+    }
+
+    async fn held(&mut self, lock: Resource<LockHandle>) -> Result<bool, LockError> {
+        let held = &self.table.get(&lock)?.held;
+        Ok(held.store.held(&held.store_name, &held.grant).await?)
+    }
+
+    async fn subscribe_lost(
+        &mut self,
+        lock: Resource<LockHandle>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        let lost = self.table.get(&lock)?.held.grant.lost();
+        let signal = self.table.push(LostPollable(lost))?;
+        wasmtime_wasi::p2::subscribe(self.table, signal)
+    }
+
     async fn drop(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
+        self.forget(lock).await
+    }
+}
+
+impl LockCtxView<'_> {
+    /// `unlock`: frees the lock and says what the store found. The instance forgets the
+    /// lock only once the store answered: if it could not be reached, the lock stays on the
+    /// list for the instance's final release.
+    pub(crate) async fn release(
+        &mut self,
+        lock: Resource<LockHandle>,
+    ) -> Result<UnlockStatus, LockError> {
+        let handle = self.table.get(&lock)?;
+        let status = handle.held.unlock().await?;
+        self.ctx.held.remove(&handle.serial);
+        Ok(status)
+    }
+
+    /// A dropped lock handle: the lock is released, and forgotten only once the store has
+    /// answered — if the release fails, or is cut short by the instance's deadline,
+    /// `release_all` still knows the lock.
+    pub(crate) async fn forget(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
         let handle = self.table.delete(lock)?;
-        // Forgotten only once the store has answered: if the release fails, or is cut
-        // short by the instance's deadline, `release_all` still knows the lock.
         if let Some(held) = self.ctx.held.get(&handle.serial) {
             match held.unlock().await {
                 Ok(_) => {
@@ -181,5 +218,15 @@ impl HostLock for LockCtxView<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The `pollable` of `subscribe-lost`: ready once the grant is lost.
+struct LostPollable(LostSignal);
+
+#[async_trait::async_trait]
+impl Pollable for LostPollable {
+    async fn ready(&mut self) {
+        self.0.wait().await;
     }
 }

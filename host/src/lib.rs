@@ -76,10 +76,13 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+mod compat;
 pub mod config;
 pub mod ctx;
 pub mod error;
+mod grant;
 mod host;
+mod keepalive;
 pub mod key;
 pub mod limits;
 pub mod policy;
@@ -99,6 +102,7 @@ pub mod bindings {
         world: "latchkey:lock/imports",
         imports: { default: async | trappable },
         with: {
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
             "latchkey:lock/locks.store": crate::host::StoreHandle,
             "latchkey:lock/locks.lock": crate::host::LockHandle,
         },
@@ -106,6 +110,23 @@ pub mod bindings {
             "latchkey:lock/locks.error" => crate::LockError,
         },
     });
+
+    /// The host bindings of `latchkey:lock@0.1.0`, which the host keeps serving: the same
+    /// store and lock handles, without keep-alive.
+    pub mod v0_1 {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.1.0",
+            world: "latchkey:lock/imports@0.1.0",
+            imports: { default: async | trappable },
+            with: {
+                "latchkey:lock/locks.store": crate::host::StoreHandle,
+                "latchkey:lock/locks.lock": crate::host::LockHandle,
+            },
+            trappable_error_type: {
+                "latchkey:lock/locks.error" => crate::LockError,
+            },
+        });
+    }
 }
 
 pub use backend::redis::RedisConfig;
@@ -121,11 +142,15 @@ pub use store::LockStore;
 
 use wasmtime::component::{HasData, Linker};
 
-/// Adds `latchkey:lock/locks` to `linker`, served from each instance's [`LockView`].
+/// Adds `latchkey:lock/locks` to `linker`, served from each instance's [`LockView`]: the
+/// current version, 0.2.0, and 0.1.0 for guests built against it.
 ///
-/// The functions are async: instantiate and call guests with the `_async` methods.
+/// The functions are async: instantiate and call guests with the `_async` methods. Version
+/// 0.2.0's `subscribe-lost` returns a `wasi:io/poll` pollable: link `wasi:io` too (any of
+/// `wasmtime_wasi`'s `add_to_linker` functions does).
 pub fn add_to_linker<T: LockView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    bindings::latchkey::lock::locks::add_to_linker::<T, HasLocks>(linker, T::locks)
+    bindings::latchkey::lock::locks::add_to_linker::<T, HasLocks>(linker, T::locks)?;
+    bindings::v0_1::latchkey::lock::locks::add_to_linker::<T, HasLocks>(linker, T::locks)
 }
 
 /// The [`HasData`] marker of `latchkey:lock`: its host functions run on a [`LockCtxView`].

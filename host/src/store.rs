@@ -14,6 +14,8 @@ use crate::backend::{
     within_lease,
 };
 use crate::error::{StoreConfigError, StoreError};
+pub use crate::grant::{Grant, Lease, LostSignal};
+use crate::keepalive::KeepAlive;
 use crate::key::LockKey;
 
 /// How long a store call may take before it is `unavailable`, unless configured otherwise.
@@ -26,18 +28,7 @@ pub struct LockStore {
     backend: Arc<dyn Backend>,
     timeout: Duration,
     namespace: Option<Arc<str>>,
-}
-
-/// A lock this host holds on a guest's behalf.
-#[non_exhaustive]
-#[derive(Debug)]
-pub struct Grant {
-    /// Where the lock lives.
-    pub key: LockKey,
-    /// The owner token that proves it is ours.
-    pub token: Token,
-    /// The fencing token of the grant.
-    pub fence: u64,
+    keep_alive: Arc<KeepAlive>,
 }
 
 impl LockStore {
@@ -75,9 +66,12 @@ impl LockStore {
     }
 
     /// The same store with another call timeout.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        Self {
+            keep_alive: Arc::new(KeepAlive::new(self.backend.clone(), timeout)),
+            timeout,
+            ..self
+        }
     }
 
     /// The same store, with its locks in their own namespace: locks of the same app and
@@ -97,6 +91,7 @@ impl LockStore {
     /// A store on any backend; each call on it fails as `unavailable` after `timeout`.
     pub fn new(backend: Arc<dyn Backend>, timeout: Duration) -> Self {
         LockStore {
+            keep_alive: Arc::new(KeepAlive::new(backend.clone(), timeout)),
             backend,
             timeout,
             namespace: None,
@@ -121,8 +116,9 @@ impl LockStore {
         lease: Duration,
     ) -> Result<Option<Grant>, StoreError> {
         let token = Token::random();
+        let asked = Instant::now();
         match self.attempt(name, &key, &token, lease).await? {
-            Attempt::Granted { fence } => Ok(Some(Grant { key, token, fence })),
+            Attempt::Granted { fence } => Ok(Some(Grant::new(key, token, fence, asked, lease))),
             Attempt::Held { .. } => Ok(None),
         }
     }
@@ -191,8 +187,11 @@ impl LockStore {
         let token = Token::random();
         loop {
             let mut released = self.bounded(name, self.backend.watch(&key)).await?;
+            let asked = Instant::now();
             let expires_in = match self.attempt(name, &key, &token, lease).await? {
-                Attempt::Granted { fence } => return Ok(Some(Grant { key, token, fence })),
+                Attempt::Granted { fence } => {
+                    return Ok(Some(Grant::new(key, token, fence, asked, lease)));
+                }
                 Attempt::Held { expires_in } => expires_in,
             };
             let now = Instant::now();
@@ -205,21 +204,53 @@ impl LockStore {
         }
     }
 
-    /// Restarts the lease at `lease` from now; false if the grant no longer holds the lock.
+    /// Restarts the lease at `lease` from now; false if the grant no longer holds the lock
+    /// (it is lost then). Keep-alive renews to this length from now on.
     pub async fn extend(
         &self,
         name: &str,
         grant: &Grant,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        self.bounded(name, self.backend.extend(&grant.key, &grant.token, lease))
-            .await
+        let asked = Instant::now();
+        let extended = self
+            .bounded(name, self.backend.extend(&grant.key, &grant.token, lease))
+            .await?;
+        if extended {
+            grant.renewed(asked, lease);
+        } else {
+            grant.mark_lost();
+        }
+        Ok(extended)
     }
 
-    /// Frees the lock if the grant still holds it, and says what it found.
+    /// Asks the store whether the grant still holds the lock; if not, it is lost.
+    pub async fn held(&self, name: &str, grant: &Grant) -> Result<bool, StoreError> {
+        let held = self
+            .bounded(name, self.backend.held(&grant.key, &grant.token))
+            .await?;
+        if !held {
+            grant.mark_lost();
+        }
+        Ok(held)
+    }
+
+    /// Renews the grant's lease before it runs out, to the length last asked for, until it
+    /// is unlocked or lost, or for `cap` at most (then the lease ends as usual). One loop
+    /// per store renews every grant kept alive; see the `keepalive` module.
+    pub fn keep_alive(&self, grant: &Arc<Grant>, cap: Duration) {
+        self.keep_alive.keep(grant.clone(), cap);
+    }
+
+    /// Frees the lock if the grant still holds it, and says what it found. Its keep-alive
+    /// stops first; once the store answers, the grant no longer holds the lock.
     pub async fn unlock(&self, name: &str, grant: &Grant) -> Result<UnlockStatus, StoreError> {
-        self.bounded(name, self.backend.release(&grant.key, &grant.token))
-            .await
+        self.keep_alive.forget(&grant.token);
+        let status = self
+            .bounded(name, self.backend.release(&grant.key, &grant.token))
+            .await?;
+        grant.mark_lost();
+        Ok(status)
     }
 
     async fn bounded<T>(

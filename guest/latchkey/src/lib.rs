@@ -22,17 +22,24 @@
 //! Durations are sent in whole milliseconds: a lease under 10 ms, or over the host's
 //! maximum, is refused as [`Error::InvalidArgument`].
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::time::Duration;
 
-/// The raw bindings of `latchkey:lock/locks`, for what the wrappers do not cover.
+/// The raw bindings of `latchkey:lock/locks`, for what the wrappers do not cover. Its
+/// pollable is `wasip2`'s, so it polls together with the guest's own timers and streams.
 pub mod wit {
     wit_bindgen::generate!({
         path: "../../wit",
         world: "latchkey:lock/imports",
+        with: {
+            "wasi:io/poll@0.2.12": wasip2::io::poll,
+        },
     });
     pub use self::latchkey::lock::locks::*;
 }
+
+pub use wasip2::io::poll::Pollable;
 
 /// A lock store the host configured for this app.
 pub struct Store {
@@ -43,6 +50,8 @@ pub struct Store {
 #[must_use = "a lock dropped at once is unlocked at once: bind it (`let lock = ...`) for as long as you need it"]
 pub struct Lock {
     inner: wit::Lock,
+    /// Made on first use: see [`Lock::lost`].
+    lost: OnceCell<Pollable>,
 }
 
 /// What an unlock found.
@@ -83,7 +92,7 @@ impl Store {
     #[must_use = "the lock is released as soon as it is dropped"]
     pub fn try_lock(&self, resource_id: &str, lease: Duration) -> Result<Option<Lock>, Error> {
         let lock = self.inner.try_lock(resource_id, millis(lease))?;
-        Ok(lock.map(|inner| Lock { inner }))
+        Ok(lock.map(Lock::new))
     }
 
     /// Takes the lock on `resource_id` for `lease`, waiting up to `wait` for its holder to
@@ -96,11 +105,18 @@ impl Store {
         wait: Duration,
     ) -> Result<Option<Lock>, Error> {
         let lock = self.inner.lock(resource_id, millis(lease), millis(wait))?;
-        Ok(lock.map(|inner| Lock { inner }))
+        Ok(lock.map(Lock::new))
     }
 }
 
 impl Lock {
+    fn new(inner: wit::Lock) -> Self {
+        Lock {
+            inner,
+            lost: OnceCell::new(),
+        }
+    }
+
     /// The resource id this lock is on.
     pub fn resource_id(&self) -> String {
         self.inner.resource_id()
@@ -115,6 +131,36 @@ impl Lock {
     /// the resource, someone else may hold it.
     pub fn extend(&self, lease: Duration) -> Result<bool, Error> {
         Ok(self.inner.extend(millis(lease))?)
+    }
+
+    /// From now until this lock is unlocked or dropped, or the instance ends, the host
+    /// renews its lease before it runs out, to the length last asked for (by the grant or
+    /// the last [`Lock::extend`]). So a short lease — which frees the lock soon should this
+    /// host die — lasts through work of any length. The host stops at a cap its operator
+    /// sets (an hour by default); the lease then ends as usual.
+    ///
+    /// A lease kept alive can still be lost (the store lost it, or this host was paused
+    /// past it): watch [`Lock::lost`], and hand [`Lock::fence`] to what you write.
+    pub fn keep_alive(&self) -> Result<(), Error> {
+        Ok(self.inner.keep_alive()?)
+    }
+
+    /// Asks the store whether this grant still holds the lock (one round trip).
+    pub fn held(&self) -> Result<bool, Error> {
+        Ok(self.inner.held()?)
+    }
+
+    /// A pollable that is ready once the host knows this grant no longer holds the lock:
+    /// its lease ran out unrenewed, a renewal found it gone or taken, or the store could not
+    /// be reached before the lease ended. Poll it beside your own timers and streams
+    /// (`wasip2::io::poll::poll`) to stop before harm is done.
+    pub fn lost(&self) -> &Pollable {
+        self.lost.get_or_init(|| self.inner.subscribe_lost())
+    }
+
+    /// Whether the lock is known to be lost, now, without waiting.
+    pub fn is_lost(&self) -> bool {
+        self.lost().ready()
     }
 
     /// Releases the lock now and says what it found.

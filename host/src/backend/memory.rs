@@ -159,6 +159,16 @@ impl Backend for MemoryBackend {
         }))
     }
 
+    async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
+        Ok(self.with_state(|state, now| {
+            state
+                .slots
+                .get(key)
+                .and_then(|slot| slot.live_holder(now))
+                .is_some_and(|holder| holder.token == *token)
+        }))
+    }
+
     async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
         Ok(self.with_state(|state, _| {
             let slot = state.slots.entry(key.clone()).or_insert_with(Slot::new);

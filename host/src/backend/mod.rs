@@ -88,6 +88,18 @@ pub trait Backend: Send + Sync + 'static {
     /// Restarts the lease of `key` at `lease` from now if `token` still holds it.
     async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool>;
 
+    /// Whether `token` holds `key` now.
+    async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool>;
+
+    /// Restarts many leases at once, each only while its token still holds its lock: the
+    /// keep-alive renewals that fall due together. One answer per renewal, in order.
+    ///
+    /// By default one [`Backend::extend`] each, all at once; a backend that can send them
+    /// as one request should.
+    async fn renew(&self, renewals: &[Renewal<'_>]) -> BackendResult<Vec<bool>> {
+        extend_each(self, renewals).await
+    }
+
     /// Starts listening for releases of `key`. Any release that happens after this returns
     /// wakes the watch, so a caller may watch, try, then wait without missing a release.
     async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch>;
@@ -96,6 +108,20 @@ pub trait Backend: Send + Sync + 'static {
     async fn ping(&self) -> BackendResult<()> {
         Ok(())
     }
+}
+
+/// [`Backend::renew`] as one [`Backend::extend`] per renewal, all at once.
+pub(crate) async fn extend_each<B: Backend + ?Sized>(
+    backend: &B,
+    renewals: &[Renewal<'_>],
+) -> BackendResult<Vec<bool>> {
+    let answers = futures_util::future::join_all(
+        renewals
+            .iter()
+            .map(|r| backend.extend(r.key, r.token, r.lease)),
+    )
+    .await;
+    answers.into_iter().collect()
 }
 
 /// Whether a grant begun at `started` still has time left on its `lease`, allowing 1 % of
@@ -109,6 +135,17 @@ pub(crate) fn within_lease(started: tokio::time::Instant, lease: Duration) -> bo
 /// The part of a lease that clock drift may have eaten: 1 % plus 2 ms.
 pub(crate) fn drift_allowance(lease: Duration) -> Duration {
     lease / 100 + Duration::from_millis(2)
+}
+
+/// One lease to restart: see [`Backend::renew`].
+#[derive(Debug, Clone, Copy)]
+pub struct Renewal<'a> {
+    /// The lock.
+    pub key: &'a LockKey,
+    /// The grant that must still hold it.
+    pub token: &'a Token,
+    /// The new lease, from now.
+    pub lease: Duration,
 }
 
 /// The outcome of one acquire attempt.
@@ -141,7 +178,7 @@ pub enum UnlockStatus {
 
 /// A random owner token, made by the host for each grant: 128 bits from the OS-seeded CSPRNG,
 /// as 32 hex digits. Kept inline: a grant allocates nothing for its token.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Token([u8; 32]);
 
 impl Token {

@@ -15,6 +15,9 @@
 //! | `extend LEASE_MS`         | `extended true` or `extended false`             |
 //! | `fence`                   | `fence F`                                       |
 //! | `unlock`                  | `unlocked STATUS`                               |
+//! | `keepalive`               | `keeping alive`: the host renews the lease      |
+//! | `held`                    | `held true` or `held false` (asks the store)    |
+//! | `lost`                    | `lost true` or `lost false` (without waiting)   |
 //! | `drop`                    | `dropped`                                       |
 //! | `swap`                    | nothing: the top two locks change places        |
 //! | `env`                     | `env NAME=VALUE` for each variable the guest has |
@@ -90,6 +93,11 @@ fn main() {
                 top(&locks).extend(lease).map(|ok| format!("extended {ok}"))
             }
             "fence" => Ok(format!("fence {}", top(&locks).fence())),
+            "keepalive" => top(&locks)
+                .keep_alive()
+                .map(|()| "keeping alive".to_owned()),
+            "held" => top(&locks).held().map(|held| format!("held {held}")),
+            "lost" => Ok(format!("lost {}", top(&locks).is_lost())),
             "unlock" => {
                 let lock = locks.pop().expect("a lock to unlock");
                 lock.unlock().map(|status| format!("unlocked {status}"))

@@ -14,8 +14,8 @@ use redis::{ErrorKind, Script, ServerErrorKind};
 use tokio::sync::OnceCell;
 
 use super::{
-    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, ReleaseWatch, Token,
-    UnlockStatus,
+    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, ReleaseWatch, Renewal, Token,
+    UnlockStatus, extend_each,
 };
 use crate::error::StoreConfigError;
 use crate::key::LockKey;
@@ -49,6 +49,15 @@ const EXTEND: &str = include_str!("scripts/extend.lua");
 /// Raises the fence to at least `ARGV[2]`, but only while the token holds the lock: how a
 /// Redlock grant writes the fence it chose back to its majority.
 const RAISE_FENCE: &str = include_str!("scripts/raise_fence.lua");
+
+/// Compare-and-expire over many locks in one step: the keep-alive renewals due together,
+/// one round trip and one script run for a whole batch. Each lock is checked and extended
+/// on its own, so a lock lost by one grant never stops the renewal of another's.
+const RENEW_MANY: &str = include_str!("scripts/renew_many.lua");
+
+/// The most renewals in one run of [`RENEW_MANY`]: a script blocks the server while it
+/// runs, so a large batch goes as several.
+const RENEW_BATCH: usize = 256;
 
 /// How long a fence key outlives its last grant. Within it fences follow a counter; after
 /// it they follow the server's clock.
@@ -110,6 +119,7 @@ pub struct RedisBackend {
     release: Script,
     extend: Script,
     raise_fence: Script,
+    renew_many: Script,
 }
 
 impl RedisBackend {
@@ -134,6 +144,7 @@ impl RedisBackend {
             release: Script::new(RELEASE),
             extend: Script::new(EXTEND),
             raise_fence: Script::new(RAISE_FENCE),
+            renew_many: Script::new(RENEW_MANY),
         })
     }
 
@@ -378,6 +389,38 @@ impl Backend for RedisBackend {
             .await
             .map_err(describe)?;
         Ok(extended == 1)
+    }
+
+    async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
+        let mut conn = self.connection().await?;
+        let holder: Option<String> = redis::cmd("GET")
+            .arg(key.lock())
+            .query_async(&mut conn)
+            .await
+            .map_err(describe)?;
+        Ok(holder.as_deref() == Some(token.as_str()))
+    }
+
+    async fn renew(&self, renewals: &[Renewal<'_>]) -> BackendResult<Vec<bool>> {
+        let mut conn = self.connection().await?;
+        if let Connection::Cluster(_) = conn {
+            // A script's keys must share a hash slot: one extend each instead, which the
+            // cluster connection pipelines to each node.
+            return extend_each(self, renewals).await;
+        }
+        let mut answers = Vec::with_capacity(renewals.len());
+        for batch in renewals.chunks(RENEW_BATCH) {
+            let mut invocation = self.renew_many.prepare_invoke();
+            for renewal in batch {
+                invocation
+                    .key(renewal.key.lock())
+                    .arg(renewal.token.as_str())
+                    .arg(millis(renewal.lease));
+            }
+            let renewed: Vec<i64> = invocation.invoke_async(&mut conn).await.map_err(describe)?;
+            answers.extend(renewed.into_iter().map(|n| n == 1));
+        }
+        Ok(answers)
     }
 
     async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {

@@ -21,7 +21,7 @@ use tokio::time::{Instant, timeout};
 use super::settings::{HostList, redacted};
 use super::{RedisBackend, RedisConfig};
 use crate::backend::{
-    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, ReleaseWatch, Token,
+    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, ReleaseWatch, Renewal, Token,
     UnlockStatus, within_lease,
 };
 use crate::error::StoreConfigError;
@@ -225,6 +225,34 @@ impl Backend for RedlockBackend {
         }
         let yes = extended.iter().filter(|e| **e == Some(true)).count();
         Ok(yes >= self.quorum() && within_lease(started, lease))
+    }
+
+    async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
+        let answers = self.on_each(|master| master.held(key, token)).await;
+        let answered = answers.iter().flatten().count();
+        if answered < self.quorum() {
+            return Err(self.too_few(answered));
+        }
+        Ok(answers.iter().filter(|a| **a == Some(true)).count() >= self.quorum())
+    }
+
+    /// Each master renews the whole batch in one request; a lease is renewed where a
+    /// majority renewed it within its validity, as with `extend`.
+    async fn renew(&self, renewals: &[Renewal<'_>]) -> BackendResult<Vec<bool>> {
+        let started = Instant::now();
+        let answers = self.on_each(|master| master.renew(renewals)).await;
+        let answers: Vec<Vec<bool>> = answers.into_iter().flatten().collect();
+        if answers.len() < self.quorum() {
+            return Err(self.too_few(answers.len()));
+        }
+        Ok(renewals
+            .iter()
+            .enumerate()
+            .map(|(i, renewal)| {
+                let yes = answers.iter().filter(|a| a.get(i) == Some(&true)).count();
+                yes >= self.quorum() && within_lease(started, renewal.lease)
+            })
+            .collect())
     }
 
     async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {

@@ -104,6 +104,11 @@ pub struct GuestArgs {
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub timeout: Option<Duration>,
 
+    /// Keep-alive renews one lock's lease for this long at most (e.g. 10m); then the lease
+    /// ends as usual [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub max_keep_alive: Option<Duration>,
+
     /// Cap each instance's linear memory (e.g. 64MiB); growing past it stops the instance
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub max_memory: Option<u64>,

@@ -42,9 +42,10 @@ impl Settings {
             None => file_stem(component)?,
         };
         let policy = config.app(&app_id);
+        let mut lock_limits = policy.limits();
+        lock_limits.max_keep_alive = args.max_keep_alive.unwrap_or(lock_limits.max_keep_alive);
         let mut app = LockCtxBuilder::new(app_id);
-        app.limits(policy.limits())
-            .resources(policy.resource_policy()?);
+        app.limits(lock_limits).resources(policy.resource_policy()?);
         let mut limits = policy.guest_limits();
         limits.deadline = args.timeout.or(limits.deadline);
         limits.max_memory = args.max_memory.map(|b| b as usize).or(limits.max_memory);

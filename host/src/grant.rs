@@ -1,0 +1,174 @@
+//! [`Grant`]: a lock the host holds for a guest, and what the host knows of its lease — how
+//! long it was asked for, when it ends by the host's own clock, and whether it is lost.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+
+use crate::backend::Token;
+use crate::key::LockKey;
+
+/// A lock this host holds on a guest's behalf.
+#[derive(Debug)]
+pub struct Grant {
+    /// Where the lock lives.
+    pub key: LockKey,
+    /// The owner token that proves it is ours.
+    pub token: Token,
+    /// The fencing token of the grant.
+    pub fence: u64,
+    lease: watch::Sender<Lease>,
+}
+
+/// What the host knows of a grant's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The length last asked for, by the grant or the last `extend`: what keep-alive
+    /// renews to.
+    pub length: Duration,
+    /// When the lease ends at the latest, by this host's clock. It is counted from when the
+    /// call that set it was sent, so it is never later than the store's own end.
+    pub ends: Instant,
+    /// Whether the host has learnt that the grant no longer holds the lock: a renewal or
+    /// `held` found it gone or taken, or it was released.
+    pub lost: bool,
+}
+
+impl Lease {
+    /// Whether the grant may no longer hold the lock: lost, or past its end.
+    pub fn is_over(&self) -> bool {
+        self.lost || Instant::now() >= self.ends
+    }
+}
+
+impl Grant {
+    /// A grant of `key` to `token`, whose lease of `length` was asked for at `asked`.
+    pub(crate) fn new(
+        key: LockKey,
+        token: Token,
+        fence: u64,
+        asked: Instant,
+        length: Duration,
+    ) -> Self {
+        let lease = Lease {
+            length,
+            ends: asked + length,
+            lost: false,
+        };
+        Grant {
+            key,
+            token,
+            fence,
+            lease: watch::Sender::new(lease),
+        }
+    }
+
+    /// The lease as the host knows it now.
+    pub fn lease(&self) -> Lease {
+        *self.lease.borrow()
+    }
+
+    /// Whether the grant may no longer hold the lock: see [`Lease::is_over`].
+    pub fn is_lost(&self) -> bool {
+        self.lease().is_over()
+    }
+
+    /// Something to wait on until the grant is lost.
+    pub fn lost(&self) -> LostSignal {
+        LostSignal {
+            lease: self.lease.subscribe(),
+        }
+    }
+
+    /// The store restarted the lease at `length` from `asked`.
+    pub(crate) fn renewed(&self, asked: Instant, length: Duration) {
+        self.lease.send_modify(|lease| {
+            lease.length = length;
+            lease.ends = asked + length;
+        });
+    }
+
+    /// The grant no longer holds the lock.
+    pub(crate) fn mark_lost(&self) {
+        self.lease
+            .send_if_modified(|lease| !std::mem::replace(&mut lease.lost, true));
+    }
+}
+
+/// Resolves once a grant is lost: learnt so, or past its lease's end without a renewal.
+pub struct LostSignal {
+    lease: watch::Receiver<Lease>,
+}
+
+impl LostSignal {
+    /// Whether the grant is lost now.
+    pub fn is_lost(&self) -> bool {
+        self.lease.borrow().is_over()
+    }
+
+    /// Waits until the grant is lost. If the grant itself is gone (its handle unlocked or
+    /// dropped), it is lost too.
+    pub async fn wait(&mut self) {
+        loop {
+            let lease = *self.lease.borrow_and_update();
+            if lease.is_over() {
+                return;
+            }
+            tokio::select! {
+                changed = self.lease.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = sleep_until(lease.ends) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(length_ms: u64) -> Grant {
+        let key = LockKey::new(None, "app", "id");
+        Grant::new(
+            key,
+            Token::random(),
+            1,
+            Instant::now(),
+            Duration::from_millis(length_ms),
+        )
+    }
+
+    /// Without a renewal a grant is lost when its lease ends by the host's clock; a renewal
+    /// moves the end, and so the signal.
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_ends_unless_renewed() {
+        let grant = grant(1000);
+        let mut lost = grant.lost();
+        tokio::time::advance(Duration::from_millis(600)).await;
+        grant.renewed(Instant::now(), Duration::from_millis(1000));
+        let waited = Instant::now();
+        lost.wait().await;
+        assert_eq!(waited.elapsed(), Duration::from_millis(1000));
+        assert!(grant.is_lost() && !grant.lease().lost);
+    }
+
+    /// Learning of a loss wakes a waiter at once, long before the lease's end.
+    #[tokio::test(start_paused = true)]
+    async fn a_loss_wakes_waiters_at_once() {
+        let grant = grant(60_000);
+        let mut lost = grant.lost();
+        assert!(!lost.is_lost());
+        let waiter = tokio::spawn(async move {
+            let started = Instant::now();
+            lost.wait().await;
+            started.elapsed()
+        });
+        tokio::time::advance(Duration::from_millis(10)).await;
+        grant.mark_lost();
+        assert!(waiter.await.unwrap() < Duration::from_millis(100));
+    }
+}
