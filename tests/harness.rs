@@ -58,10 +58,16 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// `latchkey serve --addr 127.0.0.1:PORT ARGS...`, once it accepts connections.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`ServeProcess::start`], with `env` set in the server's environment.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let mut child = latchkey()
             .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -3,14 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 
 use crate::backend::UnlockStatus;
-use crate::error::StoreError;
+use crate::error::{LockError, StoreError};
 use crate::limits::Limits;
 use crate::policy::ResourcePolicy;
 use crate::store::{Grant, LockStore};
+use crate::telemetry::{self, Call, Instruments, Op, Outcome, UNKNOWN_STORE};
 
 /// Builds a [`LockCtx`] for each instance of one app.
 ///
@@ -20,17 +22,28 @@ use crate::store::{Grant, LockStore};
 pub struct LockCtxBuilder {
     app_id: Arc<str>,
     /// Shared with every context built: building one per request copies nothing.
-    stores: Arc<BTreeMap<String, LockStore>>,
+    stores: Arc<BTreeMap<String, Offered>>,
+    /// The series of calls naming a store the app was not offered.
+    unknown_store: Arc<Instruments>,
     limits: Limits,
     resources: ResourcePolicy,
+}
+
+/// A store offered to an app, and the metrics of the app's calls on it.
+#[derive(Clone)]
+pub(crate) struct Offered {
+    pub(crate) store: LockStore,
+    pub(crate) instruments: Arc<Instruments>,
 }
 
 impl LockCtxBuilder {
     /// Starts a context for the app `app_id`. Locks are scoped to it: two apps that lock the
     /// same resource id never meet.
     pub fn new(app_id: impl Into<Arc<str>>) -> Self {
+        let app_id = app_id.into();
         LockCtxBuilder {
-            app_id: app_id.into(),
+            unknown_store: Instruments::new(app_id.clone(), UNKNOWN_STORE.into()),
+            app_id,
             stores: Arc::default(),
             limits: Limits::default(),
             resources: ResourcePolicy::any(),
@@ -39,7 +52,9 @@ impl LockCtxBuilder {
 
     /// Offers `store` to guests under `name` (what they pass to `open`).
     pub fn store(&mut self, name: impl Into<String>, store: LockStore) -> &mut Self {
-        Arc::make_mut(&mut self.stores).insert(name.into(), store);
+        let name = name.into();
+        let instruments = Instruments::new(self.app_id.clone(), name.as_str().into());
+        Arc::make_mut(&mut self.stores).insert(name, Offered { store, instruments });
         self
     }
 
@@ -64,14 +79,16 @@ impl LockCtxBuilder {
     pub fn stores(&self) -> impl Iterator<Item = (&str, &LockStore)> {
         self.stores
             .iter()
-            .map(|(name, store)| (name.as_str(), store))
+            .map(|(name, offered)| (name.as_str(), &offered.store))
     }
 
     /// A fresh context for one instance.
     pub fn build(&self) -> LockCtx {
+        telemetry::instances(&self.app_id, 1.0);
         LockCtx {
             app_id: self.app_id.clone(),
             stores: self.stores.clone(),
+            unknown_store: self.unknown_store.clone(),
             limits: self.limits,
             resources: self.resources.clone(),
             held: HashMap::new(),
@@ -84,7 +101,8 @@ impl LockCtxBuilder {
 /// holds. Call [`LockCtx::release_all`] when the instance ends, however it ends.
 pub struct LockCtx {
     pub(crate) app_id: Arc<str>,
-    pub(crate) stores: Arc<BTreeMap<String, LockStore>>,
+    pub(crate) stores: Arc<BTreeMap<String, Offered>>,
+    pub(crate) unknown_store: Arc<Instruments>,
     pub(crate) limits: Limits,
     pub(crate) resources: ResourcePolicy,
     /// Every grant not yet unlocked, so that none outlives the instance.
@@ -95,22 +113,43 @@ pub struct LockCtx {
 /// A grant as the host keeps it: what `unlock` and `release_all` need.
 #[derive(Clone)]
 pub(crate) struct Held {
-    pub(crate) store_name: Arc<str>,
+    /// The app's series on the store, which also name the store for messages.
+    pub(crate) instruments: Arc<Instruments>,
     pub(crate) store: LockStore,
     pub(crate) grant: Arc<Grant>,
+    granted: Instant,
 }
 
 impl Held {
+    pub(crate) fn new(instruments: Arc<Instruments>, store: LockStore, grant: Grant) -> Self {
+        Held {
+            instruments,
+            store,
+            grant: Arc::new(grant),
+            granted: Instant::now(),
+        }
+    }
+
+    /// The name the store was opened by.
+    pub(crate) fn store_name(&self) -> &str {
+        &self.instruments.store
+    }
+
     /// Frees the lock if this grant still holds it.
     pub(crate) async fn unlock(&self) -> Result<UnlockStatus, StoreError> {
-        self.store.unlock(&self.store_name, &self.grant).await
+        self.store.unlock(self.store_name(), &self.grant).await
     }
 
     /// Frees the lock where nobody can be told the outcome (an ended instance): a failure
     /// is logged, and the lease ends the lock.
-    pub(crate) async fn release(self) {
-        if let Err(err) = self.unlock().await {
-            tracing::warn!(%err, "could not release a lock; its lease will end it");
+    async fn release_on_exit(self) {
+        let call = Call::start(Op::ReleaseOnExit, self.instruments.clone());
+        match self.unlock().await {
+            Ok(status) => call.finish(Outcome::Unlocked(status)),
+            Err(err) => {
+                tracing::warn!(%err, "could not release a lock; its lease will end it");
+                call.finish(Outcome::of_error(&LockError::Unavailable(err)));
+            }
         }
     }
 }
@@ -124,17 +163,37 @@ impl LockCtx {
     /// Releases every lock the instance still holds, all at once, and waits for the stores
     /// to answer. A store that cannot be reached leaves its locks to their leases.
     pub async fn release_all(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
         let mut releases = tokio::task::JoinSet::new();
-        for (_, held) in self.held.drain() {
-            releases.spawn(held.release());
+        for held in self.let_go_of_all() {
+            releases.spawn(held.release_on_exit());
         }
         releases.join_all().await;
     }
 
     pub(crate) fn remember(&mut self, held: Held) -> u64 {
+        held.instruments.lock_taken();
         self.next_serial += 1;
         self.held.insert(self.next_serial, held);
         self.next_serial
+    }
+
+    /// The lock `serial` is released: the instance no longer holds it.
+    pub(crate) fn forget(&mut self, serial: u64) {
+        if let Some(held) = self.held.remove(&serial) {
+            held.instruments.lock_let_go(held.granted.elapsed());
+        }
+    }
+
+    /// Every lock the instance holds, taken off its list for a final release.
+    fn let_go_of_all(&mut self) -> Vec<Held> {
+        let all: Vec<Held> = self.held.drain().map(|(_, held)| held).collect();
+        for held in &all {
+            held.instruments.lock_let_go(held.granted.elapsed());
+        }
+        all
     }
 }
 
@@ -142,12 +201,13 @@ impl Drop for LockCtx {
     /// A safety net for embedders that drop an instance without `release_all`: the releases
     /// are sent from a background task if a tokio runtime is at hand.
     fn drop(&mut self) {
+        telemetry::instances(&self.app_id, -1.0);
         if self.held.is_empty() {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            for (_, held) in self.held.drain() {
-                runtime.spawn(held.release());
+            for held in self.let_go_of_all() {
+                runtime.spawn(held.release_on_exit());
             }
         }
     }

@@ -1,7 +1,9 @@
-//! The `latchkey:lock/locks` functions, implemented on [`LockCtxView`].
+//! The `latchkey:lock/locks` functions, implemented on [`LockCtxView`]. Each call that
+//! reaches a store is timed and counted by outcome, in a span of its own ([`telemetry`]).
 
 use std::sync::Arc;
 
+use tracing::Instrument as _;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::{DynPollable, Pollable};
 
@@ -10,11 +12,13 @@ use crate::bindings::latchkey::lock::locks::{self as wit, HostLock, HostStore};
 use crate::ctx::{Held, LockCtxView};
 use crate::error::LockError;
 use crate::store::{LockStore, LostSignal};
+use crate::telemetry::{Call, Instruments, Op, Outcome};
 
 /// A store handle of a guest.
 pub struct StoreHandle {
-    name: Arc<str>,
     store: LockStore,
+    /// The app's series on the store, which also name it.
+    instruments: Arc<Instruments>,
 }
 
 /// A lock handle of a guest.
@@ -24,20 +28,42 @@ pub struct LockHandle {
     held: Held,
 }
 
+/// Runs `work` as `call`: in its span, then counted by the outcome `outcome` gives a
+/// success, or by the error's kind.
+async fn observe<T>(
+    call: Call,
+    work: impl Future<Output = Result<T, LockError>>,
+    outcome: impl FnOnce(&T) -> Outcome,
+) -> Result<T, LockError> {
+    let result = work.instrument(call.span()).await;
+    call.finish(match &result {
+        Ok(value) => outcome(value),
+        Err(err) => Outcome::of_error(err),
+    });
+    result
+}
+
 impl wit::Host for LockCtxView<'_> {
     async fn open(&mut self, name: String) -> Result<Resource<StoreHandle>, LockError> {
-        let Some(store) = self.ctx.stores.get(&name) else {
-            return Err(LockError::NoSuchStore(format!(
+        let offered = self.ctx.stores.get(&name);
+        // A name nobody configured is the guest's, not a label.
+        let instruments = offered.map_or(&self.ctx.unknown_store, |o| &o.instruments);
+        let call = Call::start(Op::Open, instruments.clone());
+        let opened = match offered {
+            Some(offered) => {
+                let handle = StoreHandle {
+                    store: offered.store.clone(),
+                    instruments: offered.instruments.clone(),
+                };
+                self.table.push(handle).map_err(LockError::from)
+            }
+            None => Err(LockError::NoSuchStore(format!(
                 "no lock store named {:?} is configured for app {:?}",
                 abbreviated(&name),
                 &*self.ctx.app_id
-            )));
+            ))),
         };
-        let handle = StoreHandle {
-            name: name.into(),
-            store: store.clone(),
-        };
-        Ok(self.table.push(handle)?)
+        observe(call, std::future::ready(opened), |_| Outcome::Opened).await
     }
 
     fn convert_error(&mut self, err: LockError) -> wasmtime::Result<wit::Error> {
@@ -46,10 +72,48 @@ impl wit::Host for LockCtxView<'_> {
 }
 
 impl LockCtxView<'_> {
+    /// A call `op` on the lock behind `lock`.
+    fn call_on(&self, op: Op, lock: &Resource<LockHandle>) -> Result<Call, LockError> {
+        let held = &self.table.get(lock)?.held;
+        Ok(Call::start(op, held.instruments.clone()))
+    }
+
+    /// `try-lock`, or `lock` if `wait_ms` is given: timed and counted.
+    pub(crate) async fn take(
+        &mut self,
+        handle: Resource<StoreHandle>,
+        resource_id: String,
+        lease_ms: u32,
+        wait_ms: Option<u32>,
+    ) -> Result<Option<Resource<LockHandle>>, LockError> {
+        let instruments = self.table.get(&handle)?.instruments.clone();
+        let op = if wait_ms.is_some() {
+            Op::Lock
+        } else {
+            Op::TryLock
+        };
+        let call = Call::start(op, instruments.clone());
+        let started = std::time::Instant::now();
+        let granted = observe(
+            call,
+            self.grant(handle, resource_id, lease_ms, wait_ms),
+            |lock| match (lock, wait_ms) {
+                (Some(_), _) => Outcome::Granted,
+                (None, None) => Outcome::Busy,
+                (None, Some(_)) => Outcome::WaitTimedOut,
+            },
+        )
+        .await;
+        if wait_ms.is_some() && granted.is_ok() {
+            instruments.waited(started.elapsed());
+        }
+        granted
+    }
+
     /// Checks the arguments, the app's policy and the instance's budget — all before the
     /// store is touched — then takes the lock (waiting if `wait_ms` is given) and turns the
     /// grant into a guest handle.
-    pub(crate) async fn take(
+    async fn grant(
         &mut self,
         handle: Resource<StoreHandle>,
         resource_id: String,
@@ -74,20 +138,23 @@ impl LockCtxView<'_> {
             )));
         }
         let handle = self.table.get(&handle)?;
-        let (store_name, lock_store) = (handle.name.clone(), handle.store.clone());
+        let (instruments, lock_store) = (handle.instruments.clone(), handle.store.clone());
+        let store_name = &*instruments.store;
         let key = lock_store.key(&self.ctx.app_id, &resource_id);
         let grant = match wait {
-            None => lock_store.try_lock(&store_name, key, lease).await?,
-            Some(wait) => lock_store.lock(&store_name, key, lease, wait).await?,
+            None => lock_store.try_lock(store_name, key, lease).await?,
+            Some(wait) => lock_store.lock(store_name, key, lease, wait).await?,
         };
         let Some(grant) = grant else {
+            tracing::debug!(resource_id = abbreviated(&resource_id), "held by another");
             return Ok(None);
         };
-        let held = Held {
-            store_name,
-            store: lock_store,
-            grant: Arc::new(grant),
-        };
+        tracing::debug!(
+            resource_id = abbreviated(&resource_id),
+            fence = grant.fence,
+            "granted"
+        );
+        let held = Held::new(instruments.clone(), lock_store, grant);
         let serial = self.ctx.remember(held.clone());
         let handle = LockHandle {
             serial,
@@ -95,6 +162,56 @@ impl LockCtxView<'_> {
             held,
         };
         Ok(Some(self.table.push(handle)?))
+    }
+
+    /// `unlock`: frees the lock and says what the store found. The instance forgets the
+    /// lock only once the store answered: if it could not be reached, the lock stays on the
+    /// list for the instance's final release.
+    pub(crate) async fn release(
+        &mut self,
+        lock: Resource<LockHandle>,
+    ) -> Result<UnlockStatus, LockError> {
+        let call = self.call_on(Op::Unlock, &lock)?;
+        let this = &mut *self;
+        let work = async move {
+            let handle = this.table.get(&lock)?;
+            let status = handle.held.unlock().await?;
+            tracing::debug!(
+                resource_id = abbreviated(&handle.resource_id),
+                ?status,
+                "unlocked"
+            );
+            this.ctx.forget(handle.serial);
+            Ok(status)
+        };
+        observe(call, work, |&status| Outcome::Unlocked(status)).await
+    }
+
+    /// A dropped lock handle: the lock is released, and forgotten only once the store has
+    /// answered — if the release fails, or is cut short by the instance's deadline,
+    /// `release_all` still knows the lock.
+    pub(crate) async fn forget(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
+        let call = self.call_on(Op::Unlock, &lock)?;
+        let handle = self.table.delete(lock)?;
+        let Some(held) = self.ctx.held.get(&handle.serial) else {
+            return Ok(());
+        };
+        match held.unlock().instrument(call.span()).await {
+            Ok(status) => {
+                tracing::debug!(
+                    resource_id = abbreviated(&handle.resource_id),
+                    ?status,
+                    "dropped"
+                );
+                self.ctx.forget(handle.serial);
+                call.finish(Outcome::Unlocked(status));
+            }
+            Err(err) => {
+                tracing::warn!(%err, "could not release a dropped lock; trying again when the instance ends");
+                call.finish(Outcome::of_error(&LockError::Unavailable(err)));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -146,12 +263,24 @@ impl HostLock for LockCtxView<'_> {
         lock: Resource<LockHandle>,
         lease_ms: u32,
     ) -> Result<bool, LockError> {
-        let lease = self.ctx.limits.check_lease(lease_ms)?;
-        let held = &self.table.get(&lock)?.held;
-        Ok(held
-            .store
-            .extend(&held.store_name, &held.grant, lease)
-            .await?)
+        let call = self.call_on(Op::Extend, &lock)?;
+        let this = &mut *self;
+        let work = async move {
+            let lease = this.ctx.limits.check_lease(lease_ms)?;
+            let held = &this.table.get(&lock)?.held;
+            Ok(held
+                .store
+                .extend(held.store_name(), &held.grant, lease)
+                .await?)
+        };
+        observe(call, work, |&extended| {
+            if extended {
+                Outcome::Extended
+            } else {
+                Outcome::LeaseLost
+            }
+        })
+        .await
     }
 
     async fn unlock(&mut self, lock: Resource<LockHandle>) -> Result<wit::UnlockStatus, LockError> {
@@ -163,15 +292,29 @@ impl HostLock for LockCtxView<'_> {
     }
 
     async fn keep_alive(&mut self, lock: Resource<LockHandle>) -> Result<(), LockError> {
+        let call = self.call_on(Op::KeepAlive, &lock)?;
         let held = &self.table.get(&lock)?.held;
         held.store
             .keep_alive(&held.grant, self.ctx.limits.max_keep_alive);
+        call.finish(Outcome::KeepingAlive);
         Ok(())
     }
 
     async fn held(&mut self, lock: Resource<LockHandle>) -> Result<bool, LockError> {
-        let held = &self.table.get(&lock)?.held;
-        Ok(held.store.held(&held.store_name, &held.grant).await?)
+        let call = self.call_on(Op::Held, &lock)?;
+        let this = &mut *self;
+        let work = async move {
+            let held = &this.table.get(&lock)?.held;
+            Ok(held.store.held(held.store_name(), &held.grant).await?)
+        };
+        observe(call, work, |&held| {
+            if held {
+                Outcome::Held
+            } else {
+                Outcome::LeaseLost
+            }
+        })
+        .await
     }
 
     async fn subscribe_lost(
@@ -185,39 +328,6 @@ impl HostLock for LockCtxView<'_> {
 
     async fn drop(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
         self.forget(lock).await
-    }
-}
-
-impl LockCtxView<'_> {
-    /// `unlock`: frees the lock and says what the store found. The instance forgets the
-    /// lock only once the store answered: if it could not be reached, the lock stays on the
-    /// list for the instance's final release.
-    pub(crate) async fn release(
-        &mut self,
-        lock: Resource<LockHandle>,
-    ) -> Result<UnlockStatus, LockError> {
-        let handle = self.table.get(&lock)?;
-        let status = handle.held.unlock().await?;
-        self.ctx.held.remove(&handle.serial);
-        Ok(status)
-    }
-
-    /// A dropped lock handle: the lock is released, and forgotten only once the store has
-    /// answered — if the release fails, or is cut short by the instance's deadline,
-    /// `release_all` still knows the lock.
-    pub(crate) async fn forget(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
-        let handle = self.table.delete(lock)?;
-        if let Some(held) = self.ctx.held.get(&handle.serial) {
-            match held.unlock().await {
-                Ok(_) => {
-                    self.ctx.held.remove(&handle.serial);
-                }
-                Err(err) => {
-                    tracing::warn!(%err, "could not release a dropped lock; trying again when the instance ends");
-                }
-            }
-        }
-        Ok(())
     }
 }
 

@@ -130,6 +130,11 @@ pub struct GuestArgs {
     #[arg(long = "dir", value_name = "HOST[::GUEST]")]
     pub dirs: Vec<String>,
 
+    /// Serve metrics of every lock operation in Prometheus' text format at
+    /// http://HOST:PORT/metrics (off unless given)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Set an environment variable in the guest; nothing is inherited. Repeatable
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = key_value)]
     pub envs: Vec<(String, String)>,

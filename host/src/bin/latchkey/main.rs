@@ -6,9 +6,11 @@
 //! - `settings`: the config file and flags merged into an app, its stores and limits;
 //! - `run`: `latchkey run`, command components on [`latchkey_host::Runner`];
 //! - `serve`: `latchkey serve`, HTTP handlers on [`latchkey_host::serve`];
-//! - `output`: guest output, line by line, with a prefix per instance.
+//! - `output`: guest output, line by line, with a prefix per instance;
+//! - `metrics`: `--metrics-addr`, the Prometheus endpoint.
 
 mod args;
+mod metrics;
 mod output;
 mod run;
 mod serve;

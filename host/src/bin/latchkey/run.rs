@@ -19,7 +19,7 @@ pub async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
         .prepare(&component)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("{} cannot run here", args.component.display()))?;
-    settings.open_stores().await?;
+    settings.open_stores(&args.guest).await?;
 
     let program_name = args
         .component

@@ -36,7 +36,7 @@ pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Prefixed::new(Target::Stdout, String::new()),
         Prefixed::new(Target::Stderr, String::new()),
     )?;
-    settings.open_stores().await?;
+    settings.open_stores(&args.guest).await?;
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;

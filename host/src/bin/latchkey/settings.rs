@@ -72,8 +72,12 @@ impl Settings {
     }
 
     /// Opens every store the app may use and checks that each answers, so that a wrong
-    /// address or password stops the command before any guest runs.
-    pub async fn open_stores(&mut self) -> anyhow::Result<()> {
+    /// address or password stops the command before any guest runs; and starts serving
+    /// metrics if asked to.
+    pub async fn open_stores(&mut self, args: &GuestArgs) -> anyhow::Result<()> {
+        if let Some(addr) = args.metrics_addr {
+            crate::metrics::serve(addr)?;
+        }
         for (name, store) in &self.stores {
             let opened = store.open(name)?;
             opened
