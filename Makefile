@@ -1,13 +1,46 @@
 # The two set-up commands of the README. Both work on a fresh machine.
 #   make demo   builds latchkey and the demo guests, and runs them on the embedded store
-#   make test   installs what the tests need (redis-server, the wasm target) and runs them all
+#   make test   installs what the tests need (redis-server, the wasm target, the Python and
+#               JavaScript guest tools), builds every guest and runs every test
 # and, besides them:
 #   make bench  the benchmarks of BENCHMARKS.md
 
 GUESTS := target/guests/wasm32-wasip2/release
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench wasm-target redis-server wrk
+.PHONY: demo test bench wasm-target redis-server wrk polyglot-guests
+
+# Python and JavaScript guests: componentize-py from guest/python/requirements.txt in a
+# virtual environment, componentize-js by `npm ci` from guest/js/package-lock.json, each
+# demo built for the world latchkey:guest/command of guest/wit.
+PY_VENV := target/py-venv
+PY_GUESTS := target/guests/python
+JS_GUESTS := target/guests/js
+GUEST_WIT := $(wildcard guest/wit/*.wit wit/*.wit wit/deps/*/*.wit)
+PY_DEMOS := try_lock counter lockctl bench
+JS_DEMOS := try-lock counter lockctl bench
+
+$(PY_VENV)/bin/componentize-py: guest/python/requirements.txt
+	python3 -m venv $(PY_VENV)
+	$(PY_VENV)/bin/pip install -q -r guest/python/requirements.txt
+	@touch $@
+
+guest/js/node_modules/.package-lock.json: guest/js/package-lock.json
+	npm ci --prefix guest/js --no-audit --no-fund --loglevel=error
+
+$(PY_GUESTS)/%.wasm: guest/python/demos/%.py guest/python/latchkey/__init__.py $(GUEST_WIT) \
+		$(PY_VENV)/bin/componentize-py
+	@mkdir -p $(PY_GUESTS)
+	$(PY_VENV)/bin/componentize-py -q -d guest/wit -w latchkey:guest/command componentize \
+	  -p guest/python -p guest/python/demos $* -o $@
+
+$(JS_GUESTS)/%.wasm: guest/js/demos/%.js guest/js/demos/wasi.js guest/js/latchkey.js \
+		$(GUEST_WIT) guest/js/node_modules/.package-lock.json
+	@mkdir -p $(JS_GUESTS)
+	cd guest/js && npx componentize-js --wit ../wit --world-name latchkey:guest/command \
+	  -d http -d fetch-event -o ../../$@ demos/$*.js > /dev/null
+
+polyglot-guests: $(PY_DEMOS:%=$(PY_GUESTS)/%.wasm) $(JS_DEMOS:%=$(JS_GUESTS)/%.wasm)
 
 wasm-target:
 	rustup target add wasm32-wasip2
@@ -19,13 +52,17 @@ redis-server:
 
 DEMO_ADDR := 127.0.0.1:18080
 
-demo: wasm-target
+demo: wasm-target polyglot-guests
 	cargo build --release -p latchkey-host
 	cargo build --release --target wasm32-wasip2 -p latchkey-demos -p latchkey-http-demo \
 	  -p latchkey-http-nolock --target-dir target/guests
 	@echo
 	@echo "== Two instances of Dapr's sample contend for my_file_name (embedded store) =="
 	./target/release/latchkey run --instances 2 $(GUESTS)/try-lock.wasm
+	@echo
+	@echo "== The same sample in Python and in JavaScript =="
+	./target/release/latchkey run --instances 2 $(PY_GUESTS)/try_lock.wasm
+	./target/release/latchkey run --instances 2 $(JS_GUESTS)/try-lock.wasm
 	@echo
 	@echo "== Four counter instances, 100 locked increments each, on one shared file =="
 	@mkdir -p target/demo && rm -f target/demo/counter
@@ -43,13 +80,13 @@ demo: wasm-target
 	  for i in 1 2 3; do curl -s -X POST http://$(DEMO_ADDR)/counter; done; \
 	  kill -TERM $$server; wait $$server
 
-test: wasm-target redis-server
+test: wasm-target redis-server polyglot-guests
 	cargo test --workspace --release
 
 # The benchmarks of BENCHMARKS.md: each figure beside its baseline from the same run.
 # B6 also needs wrk and, as its baseline, wasmtime-cli 48: built once into target/tools
 # (about ten minutes on two cores), then reused.
-bench: wasm-target redis-server wrk target/tools/bin/wasmtime
+bench: wasm-target redis-server wrk target/tools/bin/wasmtime polyglot-guests
 	cargo bench -p latchkey-tests
 
 wrk:

@@ -13,12 +13,15 @@
 //! - B6 serving: `latchkey serve` under `wrk`, against `wasmtime serve` ([`serve_bench`]).
 //! - `metrics`: B1 and B2 with a metrics recorder installed against none, in the same run
 //!   ([`RecorderSwitch`]).
+//! - B7 languages: Python and JavaScript guests beside the Rust guest
+//!   ([`languages_bench`]; needs `make polyglot-guests`).
 //! - B8 keep-alive: 10,000 locks kept alive with 3 s leases on one host, against the floor
 //!   of one compare-and-expire per lock per lease-third.
 //! - `b1-anatomy`, only when named: B1's pairs cut into the stretches of each store call
 //!   ([`anatomy`]).
 
 mod anatomy;
+mod languages_bench;
 mod serve_bench;
 
 use std::time::{Duration, Instant};
@@ -970,6 +973,9 @@ fn main() {
         }
         if wanted("b5") {
             b5(&redis, &conn).await;
+        }
+        if wanted("b7") {
+            tokio::task::block_in_place(|| languages_bench::b7(&redis));
         }
         if wanted("b8") {
             b8(&redis).await;

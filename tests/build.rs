@@ -47,6 +47,10 @@ fn main() {
 
     let guests = target_dir.join("wasm32-wasip2").join("release");
     println!("cargo:rustc-env=LATCHKEY_GUESTS={}", guests.display());
+    println!(
+        "cargo:rustc-env=LATCHKEY_HOST_WASI_WIT={}",
+        host_wasi_wit(&root).display()
+    );
     // Every file, not the folders: cargo notices a new file only through its folder's
     // own timestamp, which a file added deeper down does not change.
     for dir in ["guest", "wit"] {
@@ -65,4 +69,28 @@ fn watch(path: &Path) {
             watch(&entry.unwrap().path());
         }
     }
+}
+
+/// Where the WASI WIT of the host's own wasmtime-wasi lies (in cargo's registry), so that a
+/// test can check the guests' copy in `wit/deps` against it.
+fn host_wasi_wit(root: &Path) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(root)
+        .args(["metadata", "--format-version", "1"])
+        .output()
+        .expect("cargo metadata runs");
+    assert!(out.status.success(), "cargo metadata failed");
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let manifest = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|package| package["name"] == "wasmtime-wasi")
+        .and_then(|package| package["manifest_path"].as_str())
+        .expect("wasmtime-wasi is a dependency");
+    Path::new(manifest)
+        .parent()
+        .unwrap()
+        .join("src/p2/wit/deps")
 }

@@ -178,6 +178,24 @@ pub fn guest(name: &str) -> PathBuf {
     PathBuf::from(env!("LATCHKEY_GUESTS")).join(format!("{name}.wasm"))
 }
 
+/// The path of a guest in another language, built by `make test` (`polyglot-guests`)
+/// into `target/guests/LANGUAGE`: `polyglot_guest("python", "lockctl")`.
+pub fn polyglot_guest(language: &str, name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("LATCHKEY_GUESTS"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .join(language)
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: `make test` builds the Python and JavaScript guests \
+         (make polyglot-guests)",
+        path.display()
+    );
+    path
+}
+
 /// A `redis-server` of the test's own, without persistence, on a free loopback port.
 pub struct RedisServer {
     port: u16,

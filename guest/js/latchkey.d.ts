@@ -1,0 +1,52 @@
+// Types of latchkey.js, the JavaScript guest SDK of latchkey:lock@0.2.0.
+
+import type { Pollable } from 'wasi:io/poll@0.2.12';
+
+export type ErrorKind =
+  | 'no-such-store'
+  | 'invalid-argument'
+  | 'access-denied'
+  | 'limit-exceeded'
+  | 'unavailable';
+
+export class LockError extends Error {
+  readonly kind: ErrorKind;
+}
+export class NoSuchStoreError extends LockError {}
+export class InvalidArgumentError extends LockError {}
+export class AccessDeniedError extends LockError {}
+export class LimitExceededError extends LockError {}
+export class UnavailableError extends LockError {}
+
+export type UnlockStatusValue = 'success' | 'lock-does-not-exist' | 'lock-belongs-to-others';
+export const UnlockStatus: Readonly<{
+  SUCCESS: 'success';
+  LOCK_DOES_NOT_EXIST: 'lock-does-not-exist';
+  LOCK_BELONGS_TO_OTHERS: 'lock-belongs-to-others';
+}>;
+
+export class Lock implements Disposable {
+  readonly resourceId: string;
+  readonly fence: bigint;
+  readonly lost: Pollable;
+  extend(leaseMs: number): boolean;
+  keepAlive(): void;
+  held(): boolean;
+  isLost(): boolean;
+  unlock(): UnlockStatusValue;
+  [Symbol.dispose](): void;
+}
+
+export class Store implements Disposable {
+  static open(name: string): Store;
+  tryLock(resourceId: string, leaseMs: number): Lock | null;
+  lock(resourceId: string, leaseMs: number, waitMs: number): Lock | null;
+  [Symbol.dispose](): void;
+}
+
+export function withLock<T>(
+  store: Store,
+  resourceId: string,
+  options: { leaseMs: number; waitMs?: number },
+  fn: (lock: Lock) => T,
+): T | null;

@@ -1,0 +1,255 @@
+"""latchkey: distributed locks for Python guests.
+
+Take a lock on a named resource, shared with every other instance of your app, from a
+WebAssembly component built with componentize-py for the world ``latchkey:guest/command``
+(``guest/wit``). The host decides where the locks live and keeps the credentials; the guest
+only names a store and a resource::
+
+    import latchkey
+
+    store = latchkey.Store.open("lockstore")
+    lock = store.try_lock("my_file_name", 60)          # a 60 s lease
+    if lock is None:
+        print("Failed to lock my_file_name.")
+    else:
+        with lock:                                      # unlocked when the block ends
+            write_file(fence=lock.fence)
+
+Leases and waits are seconds (``int`` or ``float``) or ``datetime.timedelta``, sent to the
+host in whole milliseconds. A call that fails raises a :class:`LockError` subclass, one per
+kind of failure; a lock held by someone else is not an error but ``None``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import Enum
+from types import TracebackType
+from typing import Callable, Optional, TypeVar, Union
+
+from componentize_py_types import Err
+from wit_world.imports import locks as _wit
+from wit_world.imports import poll as _poll
+
+__all__ = [
+    "AccessDeniedError",
+    "InvalidArgumentError",
+    "Lease",
+    "LimitExceededError",
+    "Lock",
+    "LockError",
+    "NoSuchStoreError",
+    "Store",
+    "UnavailableError",
+    "UnlockStatus",
+]
+
+Lease = Union[int, float, timedelta]
+"""A length of time: seconds, or a ``timedelta``."""
+
+_T = TypeVar("_T")
+
+
+class LockError(Exception):
+    """Why a lock call failed. Its :attr:`kind` is the WIT error's name."""
+
+    kind: str = "lock-error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        """The host's explanation."""
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+
+class NoSuchStoreError(LockError):
+    """No lock store of this name is configured for this app."""
+
+    kind = "no-such-store"
+
+
+class InvalidArgumentError(LockError):
+    """An argument is empty, too long or out of range; the message says which and why."""
+
+    kind = "invalid-argument"
+
+
+class AccessDeniedError(LockError):
+    """The host's policy does not let this app lock this resource id."""
+
+    kind = "access-denied"
+
+
+class LimitExceededError(LockError):
+    """This instance already holds as many locks as the host allows."""
+
+    kind = "limit-exceeded"
+
+
+class UnavailableError(LockError):
+    """The store could not be reached or did not answer in time."""
+
+    kind = "unavailable"
+
+
+_ERRORS: dict[type, type[LockError]] = {
+    _wit.Error_NoSuchStore: NoSuchStoreError,
+    _wit.Error_InvalidArgument: InvalidArgumentError,
+    _wit.Error_AccessDenied: AccessDeniedError,
+    _wit.Error_LimitExceeded: LimitExceededError,
+    _wit.Error_Unavailable: UnavailableError,
+}
+
+
+def _call(function: Callable[..., _T], *args: object) -> _T:
+    """Calls a binding, turning its ``Err`` into the matching :class:`LockError`."""
+    try:
+        return function(*args)
+    except Err as err:
+        raise _ERRORS[type(err.value)](err.value.value) from None
+
+
+def _ms(length: Lease) -> int:
+    """``length`` in whole milliseconds; out of range goes to the host, which refuses it."""
+    seconds = length.total_seconds() if isinstance(length, timedelta) else float(length)
+    return min(max(round(seconds * 1000), 0), 2**32 - 1)
+
+
+class UnlockStatus(Enum):
+    """What an unlock found (the statuses of Dapr's Unlock)."""
+
+    SUCCESS = "success"
+    """The lock was still ours; now it is free."""
+    LOCK_DOES_NOT_EXIST = "lock-does-not-exist"
+    """The lease had ended and nobody holds the lock."""
+    LOCK_BELONGS_TO_OTHERS = "lock-belongs-to-others"
+    """The lease had ended and someone else holds the lock now."""
+
+
+_STATUSES = {
+    _wit.UnlockStatus.SUCCESS: UnlockStatus.SUCCESS,
+    _wit.UnlockStatus.LOCK_DOES_NOT_EXIST: UnlockStatus.LOCK_DOES_NOT_EXIST,
+    _wit.UnlockStatus.LOCK_BELONGS_TO_OTHERS: UnlockStatus.LOCK_BELONGS_TO_OTHERS,
+}
+
+
+class Lock:
+    """A lock this instance holds. Leaving a ``with`` block, or being collected, unlocks it."""
+
+    def __init__(self, inner: _wit.Lock) -> None:
+        self._inner: Optional[_wit.Lock] = inner
+        self._lost: Optional[_poll.Pollable] = None
+
+    def _lock(self) -> _wit.Lock:
+        if self._inner is None:
+            raise RuntimeError("this lock was unlocked")
+        return self._inner
+
+    @property
+    def resource_id(self) -> str:
+        """The resource id this lock is on."""
+        return self._lock().resource_id()
+
+    @property
+    def fence(self) -> int:
+        """The fencing token: greater than that of every earlier grant of this resource.
+
+        Hand it to the resource you protect, so that it can refuse a holder whose lease ended.
+        """
+        return self._lock().fence()
+
+    def extend(self, lease: Lease) -> bool:
+        """Sets the lease to end ``lease`` from now; ``False`` if it had already ended (stop
+        using the resource: someone else may hold it)."""
+        return _call(self._lock().extend, _ms(lease))
+
+    def keep_alive(self) -> None:
+        """Has the host renew the lease before it runs out, to the length last asked for,
+        until the lock is unlocked or the instance ends (or the operator's cap)."""
+        _call(self._lock().keep_alive)
+
+    def held(self) -> bool:
+        """Asks the store whether this grant still holds the lock (one round trip)."""
+        return _call(self._lock().held)
+
+    @property
+    def lost(self) -> _poll.Pollable:
+        """A ``wasi:io/poll`` pollable, ready once the host knows the lock is lost: poll it
+        with your own timers and streams."""
+        if self._lost is None:
+            self._lost = self._lock().subscribe_lost()
+        return self._lost
+
+    def is_lost(self) -> bool:
+        """Whether the lock is known to be lost, now, without waiting."""
+        return self.lost.ready()
+
+    def unlock(self) -> UnlockStatus:
+        """Releases the lock now and says what the store found."""
+        inner = self._lock()
+        status = _call(inner.unlock)
+        self._release()
+        return _STATUSES[status]
+
+    def _release(self) -> None:
+        if self._lost is not None:
+            self._lost.__exit__(None, None, None)
+            self._lost = None
+        if self._inner is not None:
+            self._inner.__exit__(None, None, None)
+            self._inner = None
+
+    def __enter__(self) -> Lock:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc_value: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        # Dropping the handle unlocks the lock.
+        self._release()
+
+    def __repr__(self) -> str:
+        if self._inner is None:
+            return "Lock(unlocked)"
+        return f"Lock(resource_id={self.resource_id!r}, fence={self.fence})"
+
+
+class Store:
+    """A lock store the host configured for this app."""
+
+    def __init__(self, inner: _wit.Store) -> None:
+        self._inner = inner
+
+    @classmethod
+    def open(cls, name: str) -> Store:
+        """Opens the store called ``name``."""
+        return cls(_call(_wit.open, name))
+
+    def try_lock(self, resource_id: str, lease: Lease) -> Optional[Lock]:
+        """Takes the lock on ``resource_id`` for ``lease`` if nobody holds it; ``None`` if
+        someone does."""
+        inner = _call(self._inner.try_lock, resource_id, _ms(lease))
+        return None if inner is None else Lock(inner)
+
+    def lock(self, resource_id: str, lease: Lease, wait: Lease) -> Optional[Lock]:
+        """Takes the lock on ``resource_id`` for ``lease``, waiting up to ``wait`` for its
+        holder to release it or for the holder's lease to end; ``None`` if it is still held
+        when the wait ends."""
+        inner = _call(self._inner.lock, resource_id, _ms(lease), _ms(wait))
+        return None if inner is None else Lock(inner)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc_value: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        self._inner.__exit__(exc_type, exc_value, traceback)

@@ -1,0 +1,272 @@
+//! Guests in every language latchkey has an SDK for, driven from one table: the same
+//! programs (Dapr's sample, the counter, the scripted client `lockctl`) written in Rust,
+//! Python (componentize-py) and JavaScript (componentize-js), run by the real `latchkey`
+//! binary, on a real Redis where it matters. Adding a language adds a row and its guests,
+//! not a test.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use harness::{RedisServer, guest, latchkey, polyglot_guest};
+
+/// A language and the names of its three guests.
+struct Language {
+    name: &'static str,
+    try_lock: &'static str,
+    counter: &'static str,
+    lockctl: &'static str,
+}
+
+const LANGUAGES: [Language; 3] = [
+    Language {
+        name: "rust",
+        try_lock: "try-lock",
+        counter: "counter",
+        lockctl: "lockctl",
+    },
+    Language {
+        name: "python",
+        try_lock: "try_lock",
+        counter: "counter",
+        lockctl: "lockctl",
+    },
+    Language {
+        name: "js",
+        try_lock: "try-lock",
+        counter: "counter",
+        lockctl: "lockctl",
+    },
+];
+
+impl Language {
+    fn guest(&self, name: &str) -> PathBuf {
+        match self.name {
+            "rust" => guest(name),
+            language => polyglot_guest(language, name),
+        }
+    }
+
+    /// `latchkey run FLAGS... GUEST ARGS...`, to its end.
+    fn run(&self, flags: &[&str], name: &str, args: &[&str]) -> Output {
+        self.command(flags, name, args).output().unwrap()
+    }
+
+    fn command(&self, flags: &[&str], name: &str, args: &[&str]) -> Command {
+        let mut command = latchkey();
+        command
+            .arg("run")
+            .args(flags)
+            .arg(self.guest(name))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+}
+
+fn lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Dapr's sample, two instances at once: in every language, exactly one gets the lock.
+#[test]
+fn the_dapr_sample_grants_exactly_one_of_two() {
+    for language in &LANGUAGES {
+        let out = language.run(&["--instances", "2"], language.try_lock, &[]);
+        assert!(out.status.success(), "{}: {out:?}", language.name);
+        let mut said: Vec<String> = lines(&out)
+            .iter()
+            .map(|line| line.split_once("] ").expect("a prefix").1.to_owned())
+            .collect();
+        said.sort();
+        assert_eq!(
+            said,
+            ["Failed to lock my_file_name.", "Success"],
+            "{}",
+            language.name
+        );
+    }
+}
+
+/// 4 instances × 50 locked read-modify-writes of one file on Redis: exactly 200 in every
+/// language, while the same without the lock (the control) loses updates.
+#[test]
+fn the_counter_is_exact_under_the_lock_in_every_language() {
+    let redis = RedisServer::start();
+    let store = format!("lockstore={}", redis.url());
+    for language in &LANGUAGES {
+        for (extra, locked) in [(None, true), (Some("--no-lock"), false)] {
+            let data = tempfile::tempdir().unwrap();
+            let dir = format!("{}::/data", data.path().display());
+            let mut args = vec!["--iterations", "50"];
+            args.extend(extra);
+            let flags = ["--instances", "4", "--store", &store, "--dir", &dir];
+            let out = language.run(&flags, language.counter, &args);
+            assert!(out.status.success(), "{}: {out:?}", language.name);
+            let count: u64 = std::fs::read_to_string(data.path().join("counter"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            if locked {
+                assert_eq!(
+                    count, 200,
+                    "{}: the lock let updates through",
+                    language.name
+                );
+            } else {
+                assert!(count < 200, "{}: the control lost no update", language.name);
+            }
+        }
+    }
+}
+
+/// Every error variant arrives as that language's own error of its kind, with the host's
+/// text (each `lockctl` checks the class before it prints), and every unlock status comes
+/// back right — the same lines in every language.
+#[test]
+fn errors_and_unlock_statuses_arrive_alike_in_every_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("latchkey.toml");
+    std::fs::write(
+        &config,
+        "[stores.lockstore]\nurl = \"memory\"\n\
+         [apps.probe]\nresources = [\"job-*\"]\nmax-held = 2\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let script = "open nope open lockstore try job-a 0 try payroll 1000 \
+                  try job-mine 60000 unlock \
+                  try job-lapsed 50 sleep 150 unlock \
+                  try job-taken 50 sleep 150 try job-taken 60000 swap unlock \
+                  try job-x 60000 try job-y 60000";
+    let script: Vec<&str> = script.split_whitespace().collect();
+    let expected = [
+        "error no-such-store: no lock store named \"nope\" is configured for app \"probe\"",
+        "opened lockstore",
+        "error invalid-argument: lease-ms is 0; a lease must be at least 10 ms",
+        "error access-denied: app \"probe\" may not lock resource id \"payroll\"",
+        "granted job-mine",
+        "unlocked success",
+        "granted job-lapsed",
+        "unlocked lock-does-not-exist",
+        "granted job-taken",
+        "granted job-taken",
+        "unlocked lock-belongs-to-others",
+        "granted job-x",
+        "error limit-exceeded: this instance already holds 2 locks, the most it may hold",
+    ];
+    for language in &LANGUAGES {
+        let flags = ["--config", config, "--app-id", "probe"];
+        let out = language.run(&flags, language.lockctl, &script);
+        assert!(out.status.success(), "{}: {out:?}", language.name);
+        let said = lines(&out);
+        assert_eq!(said.len(), expected.len(), "{}: {said:#?}", language.name);
+        for (line, expected) in said.iter().zip(expected) {
+            assert!(
+                line.starts_with(expected),
+                "{}: {line:?} is not {expected:?}",
+                language.name
+            );
+        }
+    }
+}
+
+/// A store that stops answering is `unavailable` in every language, as its own error.
+#[test]
+fn an_unavailable_store_is_an_error_in_every_language() {
+    let redis = RedisServer::start();
+    let store = format!("lockstore={}", redis.url());
+    for language in &LANGUAGES {
+        redis.cmd::<()>(&["FLUSHALL"]);
+        let flags = [
+            "--store",
+            &store,
+            "--store-timeout-ms",
+            "300",
+            "--app-id",
+            "probe",
+        ];
+        let steps = [
+            "open",
+            "lockstore",
+            "try",
+            "warm",
+            "1000",
+            "unlock",
+            "sleep",
+            "1500",
+        ];
+        let late = ["try", "late", "1000"];
+        let args: Vec<&str> = steps.iter().chain(&late).copied().collect();
+        let run = language
+            .command(&flags, language.lockctl, &args)
+            .spawn()
+            .unwrap();
+        // Once the guest has been granted `warm`, it sleeps: Redis stops answering then.
+        redis.wait_for_key("latchkey:{probe:warm}:fence");
+        redis.pause();
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        redis.resume();
+        let out = run.wait_with_output().unwrap();
+        let said = lines(&out);
+        assert!(
+            said.last()
+                .unwrap()
+                .starts_with("error unavailable: store 'lockstore' "),
+            "{}: {said:?}",
+            language.name
+        );
+    }
+}
+
+/// The WASI WIT the guests are built against (`wit/deps`) is the WASI the host's own
+/// wasmtime-wasi ships, file for file: componentize-py refuses any other version, and a
+/// guest built against a newer one would not link.
+#[test]
+fn the_guests_wasi_wit_is_the_hosts() {
+    let host = PathBuf::from(env!("LATCHKEY_HOST_WASI_WIT"));
+    let ours = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../wit/deps");
+    for package in ["cli", "clocks", "filesystem", "io", "random", "sockets"] {
+        let theirs = std::fs::read_to_string(host.join(format!("{package}.wit")))
+            .unwrap_or_else(|e| panic!("the host's wasi:{package}: {e}"));
+        let mine = std::fs::read_to_string(ours.join(package).join(format!("{package}.wit")))
+            .unwrap_or_else(|e| panic!("wit/deps/{package}: {e}"));
+        let version = |wit: &str| {
+            wit.lines()
+                .find_map(|line| line.strip_prefix("package "))
+                .map(|p| p.trim_end_matches(';').to_owned())
+        };
+        assert_eq!(version(&mine), version(&theirs), "wasi:{package} drifted");
+        assert!(
+            mine == theirs,
+            "wit/deps/{package} differs from the host's wasi:{package}"
+        );
+    }
+}
+
+/// Every language's sample runs with the default instance pool, and with eight instances
+/// at once — components of many core modules (a Python guest has more than a dozen) fit
+/// the pool's slots: exactly one of the eight gets the lock.
+#[test]
+fn every_language_fits_the_instance_pool() {
+    for language in &LANGUAGES {
+        let alone = language.run(&[], language.try_lock, &["--hold-ms", "0"]);
+        assert_eq!(lines(&alone), ["Success"], "{}: {alone:?}", language.name);
+        let out = language.run(&["--instances", "8"], language.try_lock, &[]);
+        assert!(out.status.success(), "{}: {out:?}", language.name);
+        let said = lines(&out);
+        let won = said
+            .iter()
+            .filter(|line| line.ends_with("] Success"))
+            .count();
+        let lost = said
+            .iter()
+            .filter(|line| line.ends_with("] Failed to lock my_file_name."))
+            .count();
+        assert_eq!((won, lost), (1, 7), "{}: {said:?}", language.name);
+    }
+}
