@@ -173,6 +173,25 @@ pub fn post(url: &str, timeout: Duration) -> Result<Answer, ureq::Error> {
     })
 }
 
+/// `latchkey run --app-id APP --store STORE FLAGS... GUEST ARGS...` (`STORE` is `NAME=URL`)
+/// as a host process of its own, its stdout piped.
+pub fn host_process(
+    app_id: &str,
+    store: &str,
+    flags: &[&str],
+    guest_name: &str,
+    args: &[&str],
+) -> Child {
+    latchkey()
+        .args(["run", "--app-id", app_id, "--store", store])
+        .args(flags)
+        .arg(guest(guest_name))
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("latchkey starts")
+}
+
 /// The path of a guest built from `guest/demos`, such as `guest("lockctl")`.
 pub fn guest(name: &str) -> PathBuf {
     PathBuf::from(env!("LATCHKEY_GUESTS")).join(format!("{name}.wasm"))

@@ -2,10 +2,10 @@
 //! processes, and a host killed with SIGKILL keeps its locks until their leases end — never
 //! less.
 
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
-use harness::{RedisServer, guest, latchkey};
+use harness::{RedisServer, host_process};
 
 /// Starts `latchkey run lockctl STEPS` as a process of its own on `redis`.
 fn host(redis: &RedisServer, steps: &str) -> Child {
@@ -14,14 +14,9 @@ fn host(redis: &RedisServer, steps: &str) -> Child {
 
 /// [`host`], offering `redis` to the guest as store `name`.
 fn host_naming_the_store(name: &str, redis: &RedisServer, steps: &str) -> Child {
-    latchkey()
-        .args(["run", "--app-id", "shared", "--store"])
-        .arg(format!("{name}={}", redis.url()))
-        .arg(guest("lockctl"))
-        .args(steps.split_whitespace())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("latchkey starts")
+    let store = format!("{name}={}", redis.url());
+    let steps: Vec<&str> = steps.split_whitespace().collect();
+    host_process("shared", &store, &[], "lockctl", &steps)
 }
 
 fn lines(out: &Output) -> Vec<String> {

@@ -2,24 +2,17 @@
 //! lives, and tells the guest the moment the lock is lost. Real host processes, killed and
 //! paused, on a real Redis; and the 0.1.0 interface, still served.
 
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
-use harness::{Fixture, RedisServer, guest, latchkey, lockctl, run};
+use harness::{Fixture, RedisServer, host_process, lockctl, run};
 
 const LOCK: &str = "latchkey:{jobs:report}:lock";
 
 /// `latchkey run` of `guest` as app `jobs` on `redis`, a process of its own.
 fn host(redis: &RedisServer, flags: &[&str], guest_name: &str, args: &[&str]) -> Child {
-    latchkey()
-        .args(["run", "--app-id", "jobs", "--store"])
-        .arg(format!("lockstore={}", redis.url()))
-        .args(flags)
-        .arg(guest(guest_name))
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("latchkey starts")
+    let store = format!("lockstore={}", redis.url());
+    host_process("jobs", &store, flags, guest_name, args)
 }
 
 fn lines(out: &Output) -> Vec<String> {

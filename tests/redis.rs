@@ -603,9 +603,29 @@ async fn wake_up_after_unlock(store: &LockStore) -> Duration {
     granted - unlocked
 }
 
-/// A store on `backend`, whose `watch` the test also calls itself.
-fn store_on(backend: &std::sync::Arc<RedisBackend>) -> LockStore {
-    LockStore::new(backend.clone(), Duration::from_secs(2))
+/// Asserts that a waiter is woken by an unlock — not by the holder's lease's end — both
+/// before and after `change` changes the connection of the store on `config`, while a
+/// watch made before the change lives on through it.
+async fn assert_waiters_wake_across(config: RedisConfig, change: impl FnOnce()) {
+    let backend = std::sync::Arc::new(RedisBackend::new(config).unwrap());
+    let store = LockStore::new(backend.clone(), Duration::from_secs(2));
+    let mut app = LockCtxBuilder::new("app");
+    app.store("lockstore", store.clone());
+    let before = wake_up_after_unlock(&store).await;
+    assert!(
+        before < Duration::from_secs(2),
+        "{before:?} before the change"
+    );
+
+    let _lasting = backend.watch(&store.key("app", "w")).await.unwrap();
+    tokio::task::block_in_place(change);
+    until_available(&app, "open lockstore try warm 1000 unlock").await;
+
+    let after = wake_up_after_unlock(&store).await;
+    assert!(
+        after < Duration::from_secs(2),
+        "woken {after:?} after the unlock: by the lease's end, not by the unlock"
+    );
 }
 
 /// Waiters are woken by unlocks after the store's connection changed under a watch that
@@ -617,26 +637,7 @@ async fn waiters_wake_on_unlock_after_a_sentinel_failover() {
     let mut fx = Fixture::on_sentinel_failing_over_after(SentinelSet::QUICK);
     let mut config = RedisConfig::new(fx.sentinel_mut().url());
     config.wait_replicas = 1;
-    let backend = std::sync::Arc::new(RedisBackend::new(config).unwrap());
-    let store = store_on(&backend);
-    let mut app = LockCtxBuilder::new("app");
-    app.store("lockstore", store.clone());
-    let before = wake_up_after_unlock(&store).await;
-    assert!(
-        before < Duration::from_secs(2),
-        "{before:?} before the failover"
-    );
-
-    // A waiter that stays through the failover, subscribed on the old primary.
-    let _lasting = backend.watch(&store.key("app", "w")).await.unwrap();
-    tokio::task::block_in_place(|| fx.sentinel_mut().fail_over());
-    until_available(&app, "open lockstore try warm 1000 unlock").await;
-
-    let after = wake_up_after_unlock(&store).await;
-    assert!(
-        after < Duration::from_secs(2),
-        "woken {after:?} after the unlock: by the lease's end, not by the unlock"
-    );
+    assert_waiters_wake_across(config, || fx.sentinel_mut().fail_over()).await;
 }
 
 /// The same after Redis restarts at the same address: the connection reconnects, and a
@@ -644,24 +645,6 @@ async fn waiters_wake_on_unlock_after_a_sentinel_failover() {
 #[tokio::test(flavor = "multi_thread")]
 async fn waiters_wake_on_unlock_after_a_reconnect() {
     let mut fx = Fixture::on_redis();
-    let backend =
-        std::sync::Arc::new(RedisBackend::new(RedisConfig::new(fx.redis().url())).unwrap());
-    let store = store_on(&backend);
-    let mut app = LockCtxBuilder::new("app");
-    app.store("lockstore", store.clone());
-    let before = wake_up_after_unlock(&store).await;
-    assert!(
-        before < Duration::from_secs(2),
-        "{before:?} before the restart"
-    );
-
-    let _lasting = backend.watch(&store.key("app", "w")).await.unwrap();
-    fx.redis_mut().crash_and_restart();
-    until_available(&app, "open lockstore try warm 1000 unlock").await;
-
-    let after = wake_up_after_unlock(&store).await;
-    assert!(
-        after < Duration::from_secs(2),
-        "woken {after:?} after the unlock: by the lease's end, not by the unlock"
-    );
+    let config = RedisConfig::new(fx.redis().url());
+    assert_waiters_wake_across(config, || fx.redis_mut().crash_and_restart()).await;
 }

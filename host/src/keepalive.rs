@@ -72,18 +72,21 @@ impl KeepAlive {
     }
 
     /// Renews `grant` from now on, for at most `cap`; starts the loop if it is not running.
+    /// A grant already kept alive keeps its schedule, with the cap counted from now.
     pub(crate) fn keep(self: &Arc<Self>, grant: Arc<Grant>, cap: Duration) {
         let lease = grant.lease();
+        let until = Instant::now() + cap;
         let kept = Kept {
             due: due(lease.ends, lease.length),
-            until: Instant::now() + cap,
+            until,
             grant,
         };
         let start = {
             let mut registry = self.registry();
             let token = kept.grant.token.clone();
-            if let Some(old) = registry.grants.remove(&token) {
-                registry.due.remove(&(old.due, token.clone()));
+            if let Some(already) = registry.grants.get_mut(&token) {
+                already.until = until;
+                return;
             }
             registry.due.insert((kept.due, token.clone()));
             registry.grants.insert(token, kept);
