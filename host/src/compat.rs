@@ -81,6 +81,6 @@ impl HostLock for LockCtxView<'_> {
     }
 
     async fn drop(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
-        self.forget(lock).await
+        self.drop_lock(lock).await
     }
 }

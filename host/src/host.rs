@@ -190,7 +190,7 @@ impl LockCtxView<'_> {
     /// A dropped lock handle: the lock is released, and forgotten only once the store has
     /// answered — if the release fails, or is cut short by the instance's deadline,
     /// `release_all` still knows the lock.
-    pub(crate) async fn forget(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
+    pub(crate) async fn drop_lock(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
         let call = self.call_on(Op::Unlock, &lock)?;
         let handle = self.table.delete(lock)?;
         let Some(held) = self.ctx.held.get(&handle.serial) else {
@@ -327,7 +327,7 @@ impl HostLock for LockCtxView<'_> {
     }
 
     async fn drop(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
-        self.forget(lock).await
+        self.drop_lock(lock).await
     }
 }
 

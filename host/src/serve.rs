@@ -210,7 +210,7 @@ impl Handler {
         };
         let id = shared.next_request.fetch_add(1, Ordering::Relaxed);
         let (respond, response) = oneshot::channel();
-        let prepared = match self.new_store(id, request, respond) {
+        let prepared = match self.prepare_request(id, request, respond) {
             Ok(prepared) => prepared,
             Err(err) => {
                 tracing::warn!(request = id, "could not start the handler: {err:#}");
@@ -252,7 +252,7 @@ impl Handler {
 
     /// A store for request `id`, with the request and the place for its response in its
     /// table.
-    fn new_store(
+    fn prepare_request(
         &self,
         id: u64,
         request: Request<Incoming>,

@@ -129,12 +129,8 @@ pub(crate) async fn extend_each<B: Backend + ?Sized>(
 /// that took longer than that to come back may already have expired, and been granted to
 /// someone else: it must not be handed out.
 pub(crate) fn within_lease(started: tokio::time::Instant, lease: Duration) -> bool {
-    started.elapsed() + drift_allowance(lease) < lease
-}
-
-/// The part of a lease that clock drift may have eaten: 1 % plus 2 ms.
-pub(crate) fn drift_allowance(lease: Duration) -> Duration {
-    lease / 100 + Duration::from_millis(2)
+    let drift = lease / 100 + Duration::from_millis(2);
+    started.elapsed() + drift < lease
 }
 
 /// One lease to restart: see [`Backend::renew`].
