@@ -4,11 +4,12 @@
 #               JavaScript guest tools), builds every guest and runs every test
 # and, besides them:
 #   make bench  the benchmarks of BENCHMARKS.md
+#   make lint   rustfmt and clippy on the host, the tests and the guests
 
 GUESTS := target/guests/wasm32-wasip2/release
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench wasm-target redis-server wrk polyglot-guests
+.PHONY: demo test bench lint wasm-target redis-server wrk polyglot-guests
 
 # Python and JavaScript guests: componentize-py from guest/python/requirements.txt in a
 # virtual environment, componentize-js by `npm ci` from guest/js/package-lock.json, each
@@ -54,8 +55,8 @@ DEMO_ADDR := 127.0.0.1:18080
 
 demo: wasm-target polyglot-guests
 	cargo build --release -p latchkey-host
-	cargo build --release --target wasm32-wasip2 -p latchkey-demos -p latchkey-http-demo \
-	  -p latchkey-http-nolock --target-dir target/guests
+	cargo build --release --manifest-path guest/Cargo.toml --target wasm32-wasip2 --workspace \
+	  --target-dir target/guests
 	@echo
 	@echo "== Two instances of Dapr's sample contend for my_file_name (embedded store) =="
 	./target/release/latchkey run --instances 2 $(GUESTS)/try-lock.wasm
@@ -88,6 +89,13 @@ test: wasm-target redis-server polyglot-guests
 # (about ten minutes on two cores), then reused.
 bench: wasm-target redis-server wrk target/tools/bin/wasmtime polyglot-guests
 	cargo bench -p latchkey-tests
+
+lint: wasm-target
+	cargo fmt --all --check
+	cargo fmt --all --check --manifest-path guest/Cargo.toml
+	cargo clippy --workspace --all-targets --release -- -D warnings
+	cargo clippy --manifest-path guest/Cargo.toml --workspace --release --target wasm32-wasip2 \
+	  --target-dir target/guests -- -D warnings
 
 wrk:
 	@command -v wrk >/dev/null || { \

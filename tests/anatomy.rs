@@ -15,11 +15,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use harness::RedisServer;
-use latchkey_host::backend::redis::RedisBackend;
-use latchkey_host::backend::{Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus};
-use latchkey_host::key::LockKey;
-use latchkey_host::{LockStore, RedisConfig};
+use harness::{RedisServer, redis_store};
+use latchkey_host::LockStore;
+use latchkey_host::backend::{BackendResult, Intercepted, Interceptor, Step, StepCall};
 
 use super::{Stats, direct_pairs, guest_pairs};
 
@@ -92,14 +90,14 @@ impl Wake for WakeTime {
 
 /// A store call, timed at its instants.
 struct Probed<'a, F> {
-    call: Pin<Box<F>>,
+    call: F,
     segments: &'a Segments,
     waker: Option<Arc<WakeTime>>,
     started: u64,
     queued: u64,
 }
 
-impl<F: Future> Future for Probed<'_, F> {
+impl<F: Future + Unpin> Future for Probed<'_, F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
@@ -119,7 +117,7 @@ impl<F: Future> Future for Probed<'_, F> {
         waker.inner.lock().unwrap().clone_from(cx.waker());
         let woken = waker.at.load(Relaxed);
         let waker = Waker::from(waker);
-        match self.call.as_mut().poll(&mut Context::from_waker(&waker)) {
+        match Pin::new(&mut self.call).poll(&mut Context::from_waker(&waker)) {
             Poll::Pending => {
                 if self.queued == 0 {
                     self.queued = now_ns();
@@ -137,49 +135,26 @@ impl<F: Future> Future for Probed<'_, F> {
     }
 }
 
-/// A Redis store whose acquires and releases are timed.
-struct ProbedBackend {
-    redis: RedisBackend,
+/// Times a Redis store's acquires and releases.
+#[derive(Default)]
+struct Probe {
     segments: Segments,
 }
 
-impl ProbedBackend {
-    fn probe<F: Future>(&self, call: F) -> Probed<'_, F> {
+#[async_trait]
+impl Interceptor for Probe {
+    async fn around<T: Send>(&self, step: Step, call: StepCall<'_, T>) -> BackendResult<T> {
+        if !matches!(step, Step::TryAcquire | Step::Release) {
+            return call.await;
+        }
         Probed {
-            call: Box::pin(call),
+            call,
             segments: &self.segments,
             waker: None,
             started: 0,
             queued: 0,
         }
-    }
-}
-
-#[async_trait]
-impl Backend for ProbedBackend {
-    async fn try_acquire(
-        &self,
-        key: &LockKey,
-        token: &Token,
-        lease: Duration,
-    ) -> BackendResult<Attempt> {
-        self.probe(self.redis.try_acquire(key, token, lease)).await
-    }
-
-    async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus> {
-        self.probe(self.redis.release(key, token)).await
-    }
-
-    async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool> {
-        self.redis.extend(key, token, lease).await
-    }
-
-    async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
-        self.redis.held(key, token).await
-    }
-
-    async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
-        self.redis.watch(key).await
+        .await
     }
 }
 
@@ -267,19 +242,12 @@ pub fn b1_anatomy(redis: &RedisServer) {
         .unwrap();
     runtime.block_on(async {
         let timeout = Duration::from_secs(2);
-        let backend = Arc::new(ProbedBackend {
-            redis: RedisBackend::new({
-                let mut config = RedisConfig::new(redis.url());
-                config.timeout = timeout;
-                config
-            })
-            .unwrap(),
-            segments: Segments::default(),
-        });
-        let store = LockStore::new(backend.clone(), timeout);
+        let redis_backend = redis_store(&redis.url(), timeout).backend().clone();
+        let backend = Arc::new(Intercepted::new(redis_backend, Probe::default()));
+        let store = LockStore::new("lockstore", backend.clone(), timeout);
         guest_pairs(&store, 500, "warm").await;
         direct_pairs(&store, 500, "warm").await;
-        backend.segments.take();
+        backend.interceptor().segments.take();
         let (mut guest, mut rust) = (Path::default(), Path::default());
         for round in 0..ROUNDS {
             // ABBA, as in B1: what ran just before changes a round trip's cost here.
@@ -301,7 +269,7 @@ pub fn b1_anatomy(redis: &RedisServer) {
                 path.pairs.extend(pairs);
                 path.cpu_ns += cpu;
                 path.redis_us.push(redis_us_per_call(redis));
-                path.segments.push(backend.segments.take());
+                path.segments.push(backend.interceptor().segments.take());
             }
         }
         let rust = rust.row("host library from Rust");

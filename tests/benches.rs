@@ -1,34 +1,37 @@
-//! latchkey's benchmarks: `cargo bench -p latchkey-tests` (see BENCHMARKS.md).
+//! latchkey's benchmarks: `cargo bench -p latchkey-tests [-- NAME...]` (see BENCHMARKS.md).
 //!
 //! Every figure is printed beside a baseline measured in the same run, on the same
 //! `redis-server` (started here on a free port) and the same kind of connection: the same
 //! Lua scripts issued by raw redis-rs from Rust, or the store called from Rust without Wasm.
+//! Each benchmark is named by what it measures; its B-number, as BENCHMARKS.md has it, names
+//! it too (`-- latency` or `-- b1`).
 //!
-//! - B1 latency: try-lock + unlock from inside one guest, uncontended.
-//! - B2 throughput: 1 to 512 concurrent guest instances on distinct ids.
-//! - B3 hand-off: one id, many waiters: unlock-to-next-grant time, and fairness.
-//! - B4 per-invocation: instantiate → open → lock → unlock → drop, and instantiation alone.
-//! - B5 scaling: 1, 2 and 4 host processes (this program, re-run as workers) on one Redis,
-//!   against Redis' own ceiling for the same scripts (`redis-benchmark`, pipelined).
-//! - B6 serving: `latchkey serve` under `wrk`, against `wasmtime serve` ([`serve_bench`]).
-//! - `metrics`: B1 and B2 with a metrics recorder installed against none, in the same run
-//!   ([`RecorderSwitch`]).
-//! - B7 languages: Python and JavaScript guests beside the Rust guest
+//! - `latency` (B1): try-lock + unlock from inside one guest, uncontended.
+//! - `throughput` (B2): 1 to 512 concurrent guest instances on distinct ids.
+//! - `hand-off` (B3): one id, many waiters: unlock-to-next-grant time, and fairness.
+//! - `per-invocation` (B4): instantiate → open → lock → unlock → drop, and instantiation
+//!   alone.
+//! - `scaling` (B5): 1, 2 and 4 host processes (this program, re-run as workers) on one
+//!   Redis, against Redis' own ceiling for the same scripts (`redis-benchmark`, pipelined).
+//! - `serve` (B6): `latchkey serve` under `wrk`, against `wasmtime serve` ([`serve_bench`]).
+//! - `metrics`: latency and throughput with a metrics recorder installed against none, in
+//!   the same run ([`RecorderSwitch`]).
+//! - `languages` (B7): Python and JavaScript guests beside the Rust guest
 //!   ([`languages_bench`]; needs `make polyglot-guests`).
-//! - B8 keep-alive: 10,000 locks kept alive with 3 s leases on one host, against the floor
-//!   of one compare-and-expire per lock per lease-third.
-//! - `b1-anatomy`, only when named: B1's pairs cut into the stretches of each store call
-//!   ([`anatomy`]).
+//! - `keep-alive` (B8): 10,000 locks kept alive with 3 s leases on one host, against the
+//!   floor of one compare-and-expire per lock per lease-third.
+//! - `latency-anatomy` (`b1-anatomy`), only when named: B1's pairs cut into the stretches
+//!   of each store call ([`anatomy`]).
 
 mod anatomy;
 mod languages_bench;
 mod serve_bench;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::{RedisServer, redis_store, run};
-use latchkey_host::backend::memory::MemoryBackend;
-use latchkey_host::backend::{Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus};
+use latchkey_host::backend::{BackendResult, Intercepted, Interceptor, Step, StepCall};
 use latchkey_host::key::LockKey;
 use latchkey_host::{LockCtxBuilder, LockStore, Runner};
 use redis::aio::ConnectionManager;
@@ -83,7 +86,7 @@ fn ratio(a: Duration, b: Duration) -> f64 {
 
 fn app(store: &LockStore) -> LockCtxBuilder {
     let mut app = LockCtxBuilder::new("bench");
-    app.store("lockstore", store.clone());
+    app.store(store.clone());
     app
 }
 
@@ -146,28 +149,24 @@ async fn direct_pairs(store: &LockStore, count: usize, id: &str) -> Vec<Duration
     for _ in 0..count {
         let started = Instant::now();
         let key = LockKey::new(None, "direct", id);
-        let grant = store
-            .try_lock("lockstore", key, lease)
-            .await
-            .unwrap()
-            .unwrap();
-        store.unlock("lockstore", &grant).await.unwrap();
+        let grant = store.try_lock(key, lease).await.unwrap().unwrap();
+        store.unlock(&grant).await.unwrap();
         samples.push(started.elapsed());
     }
     samples
 }
 
-/// A memory store that answers every acquire and release from another thread, ~70 µs
-/// later: a store as far away as Redis, but with nothing of Redis or redis-rs in the path.
-/// B1 runs it to tell the cost of the guest waiting on *something* from the cost of it
-/// waiting on Redis.
-struct HopBackend {
-    store: MemoryBackend,
+/// Answers every acquire and release of a memory store from another thread, ~70 µs later:
+/// a store as far away as Redis, but with nothing of Redis or redis-rs in the path. B1 runs
+/// it to tell the cost of the guest waiting on *something* from the cost of it waiting on
+/// Redis.
+struct Hop {
     server: std::sync::Mutex<std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>>,
 }
 
-impl HopBackend {
-    fn new() -> Self {
+impl Hop {
+    /// The memory store behind the hop.
+    fn store() -> LockStore {
         let (requests, served) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
         std::thread::spawn(move || {
             for reply in served {
@@ -177,46 +176,24 @@ impl HopBackend {
                 let _ = reply.send(());
             }
         });
-        HopBackend {
-            store: MemoryBackend::new(),
+        let hop = Hop {
             server: std::sync::Mutex::new(requests),
-        }
-    }
-
-    async fn hop(&self) {
-        let (reply, answered) = tokio::sync::oneshot::channel();
-        self.server.lock().unwrap().send(reply).unwrap();
-        answered.await.unwrap();
+        };
+        let memory = LockStore::memory("lockstore").backend().clone();
+        let backend = Arc::new(Intercepted::new(memory, hop));
+        LockStore::new("lockstore", backend, Duration::from_secs(2))
     }
 }
 
 #[async_trait::async_trait]
-impl Backend for HopBackend {
-    async fn try_acquire(
-        &self,
-        key: &LockKey,
-        token: &Token,
-        lease: Duration,
-    ) -> BackendResult<Attempt> {
-        self.hop().await;
-        self.store.try_acquire(key, token, lease).await
-    }
-
-    async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus> {
-        self.hop().await;
-        self.store.release(key, token).await
-    }
-
-    async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool> {
-        self.store.extend(key, token, lease).await
-    }
-
-    async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
-        self.store.held(key, token).await
-    }
-
-    async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
-        self.store.watch(key).await
+impl Interceptor for Hop {
+    async fn around<T: Send>(&self, step: Step, call: StepCall<'_, T>) -> BackendResult<T> {
+        if matches!(step, Step::TryAcquire | Step::Release) {
+            let (reply, answered) = tokio::sync::oneshot::channel();
+            self.server.lock().unwrap().send(reply).unwrap();
+            answered.await.unwrap();
+        }
+        call.await
     }
 }
 
@@ -258,11 +235,8 @@ fn b1(redis: &RedisServer) {
     runtime.block_on(async {
         let conn = connection(redis).await;
         let redis_store = redis_store(&redis.url(), Duration::from_secs(2));
-        let memory = LockStore::memory();
-        let hop = LockStore::new(
-            std::sync::Arc::new(HopBackend::new()),
-            Duration::from_secs(2),
-        );
+        let memory = LockStore::memory("lockstore");
+        let hop = Hop::store();
         guest_pairs(&redis_store, 500, "warm").await;
         raw_pairs(&conn, 500, "warm").await;
         guest_pairs(&memory, 500, "warm").await;
@@ -342,7 +316,7 @@ async fn b2(redis: &RedisServer, conn: &ConnectionManager) {
         let store = if store_kind == "redis" {
             store.clone()
         } else {
-            LockStore::memory()
+            LockStore::memory("lockstore")
         };
         for instances in [1usize, 8, 64, 512] {
             let per = TOTAL / instances;
@@ -409,7 +383,7 @@ async fn b3(redis: &RedisServer, conn: &ConnectionManager) {
     println!("|---|---|---|---|---|---|");
     for (kind, store) in [
         ("redis", redis_store(&redis.url(), Duration::from_secs(5))),
-        ("memory", LockStore::memory()),
+        ("memory", LockStore::memory("lockstore")),
     ] {
         let tasks: Vec<_> = (0..WAITERS)
             .map(|_| {
@@ -468,7 +442,7 @@ async fn b4(redis: &RedisServer) {
     println!("|---|---|---|");
     let runner = Runner::new().unwrap();
     let program = runner.load(&harness::guest("bench")).unwrap();
-    let memory = LockStore::memory();
+    let memory = LockStore::memory("lockstore");
     let mut samples = Vec::new();
     for _ in 0..RUNS {
         let started = Instant::now();
@@ -488,7 +462,9 @@ async fn b4(redis: &RedisServer) {
     ] {
         let s = timed(RUNS, || async {
             let wasi = WasiCtxBuilder::new().args(&["bench", "once"]).build();
-            let exit = runner.run(&program, wasi, app(&store).build()).await;
+            let exit = runner
+                .run(&program, wasi, app(&store).build(), Default::default())
+                .await;
             assert!(matches!(exit, latchkey_host::Exit::Status(0)), "{exit:?}");
         })
         .await;
@@ -566,7 +542,7 @@ async fn b8(redis: &RedisServer) {
     for chunk in (0..LOCKS).collect::<Vec<_>>().chunks(500) {
         let taken = futures_util::future::join_all(chunk.iter().map(|i| {
             let key = store.key("b8", &format!("lock-{i}"));
-            store.try_lock("lockstore", key, LEASE)
+            store.try_lock(key, LEASE)
         }))
         .await;
         for grant in taken {
@@ -603,7 +579,7 @@ async fn b8(redis: &RedisServer) {
     );
     println!("| grants lost | {lost} of {LOCKS} | |");
     for grant in &grants {
-        let _ = store.unlock("lockstore", grant).await;
+        let _ = store.unlock(grant).await;
     }
 }
 
@@ -927,6 +903,19 @@ fn metrics_overhead(redis: &RedisServer) {
     );
 }
 
+/// Each benchmark's B-number, the name BENCHMARKS.md's tables and older commands use.
+const ALIASES: [(&str, &str); 9] = [
+    ("latency", "b1"),
+    ("latency-anatomy", "b1-anatomy"),
+    ("throughput", "b2"),
+    ("hand-off", "b3"),
+    ("per-invocation", "b4"),
+    ("scaling", "b5"),
+    ("serve", "b6"),
+    ("languages", "b7"),
+    ("keep-alive", "b8"),
+];
+
 fn main() {
     RecorderSwitch::install();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -946,41 +935,47 @@ fn main() {
             redis.port(),
             std::thread::available_parallelism().unwrap()
         );
-        // `cargo bench -p latchkey-tests -- b1 b3` runs only those.
+        // `cargo bench -p latchkey-tests -- latency hand-off` (or `-- b1 b3`) runs only those.
         let chosen: Vec<String> = std::env::args()
             .skip(1)
             .filter(|a| !a.starts_with('-'))
             .collect();
-        let wanted = |name: &str| chosen.is_empty() || chosen.iter().any(|c| c == name);
-        if wanted("b1") {
+        let named = |name: &str| {
+            let alias = ALIASES.iter().find(|(n, _)| *n == name).map(|(_, a)| *a);
+            chosen
+                .iter()
+                .any(|c| c == name || Some(c.as_str()) == alias)
+        };
+        let wanted = |name: &str| chosen.is_empty() || named(name);
+        if wanted("latency") {
             tokio::task::block_in_place(|| b1(&redis));
         }
         // A diagnosis, not a benchmark: only when asked for.
-        if chosen.iter().any(|c| c == "b1-anatomy") {
+        if named("latency-anatomy") {
             tokio::task::block_in_place(|| anatomy::b1_anatomy(&redis));
         }
-        if wanted("b2") {
+        if wanted("throughput") {
             b2(&redis, &conn).await;
         }
         if wanted("metrics") {
             tokio::task::block_in_place(|| metrics_overhead(&redis));
         }
-        if wanted("b3") {
+        if wanted("hand-off") {
             b3(&redis, &conn).await;
         }
-        if wanted("b4") {
+        if wanted("per-invocation") {
             b4(&redis).await;
         }
-        if wanted("b5") {
+        if wanted("scaling") {
             b5(&redis, &conn).await;
         }
-        if wanted("b7") {
+        if wanted("languages") {
             tokio::task::block_in_place(|| languages_bench::b7(&redis));
         }
-        if wanted("b8") {
+        if wanted("keep-alive") {
             b8(&redis).await;
         }
-        if wanted("b6") {
+        if wanted("serve") {
             let mut pairs = Vec::new();
             for connections in serve_bench::CONCURRENCY {
                 pairs.push((connections, raw_pair_p50_at(&conn, connections).await));

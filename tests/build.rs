@@ -1,4 +1,5 @@
-//! Builds the guests in `guest/` for wasm32-wasip2, so that one `cargo test` runs everything.
+//! Builds the guests in `guest/` (a workspace of their own) for wasm32-wasip2, so that one
+//! `cargo test` runs everything.
 //!
 //! The guests get their own target directory: a nested cargo on the outer build's directory
 //! would wait forever for the lock the outer build holds.
@@ -15,20 +16,13 @@ fn main() {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
 
     let status = Command::new(cargo)
-        .current_dir(&root)
+        .current_dir(root.join("guest"))
         .args([
             "build",
             "--release",
             "--target",
             "wasm32-wasip2",
-            "-p",
-            "latchkey-demos",
-            "-p",
-            "latchkey-http-demo",
-            "-p",
-            "latchkey-http-nolock",
-            "-p",
-            "latchkey-demo-v0-1",
+            "--workspace",
         ])
         .arg("--target-dir")
         .arg(&target_dir)
@@ -58,11 +52,17 @@ fn main() {
     }
     println!(
         "cargo:rerun-if-changed={}",
-        root.join("Cargo.lock").display()
+        root.join("guest/Cargo.lock").display()
     );
 }
 
+/// Every file under `path`, but for what tools write there (npm's packages, Python's
+/// bytecode), which no Rust guest is built from.
 fn watch(path: &Path) {
+    let name = path.file_name().unwrap_or_default();
+    if name == "node_modules" || name == "__pycache__" {
+        return;
+    }
     println!("cargo:rerun-if-changed={}", path.display());
     if path.is_dir() {
         for entry in std::fs::read_dir(path).unwrap() {

@@ -2,7 +2,7 @@
 
 use std::process::Output;
 
-use harness::{RedisServer, free_port, guest, latchkey};
+use harness::{RedisServer, free_port, guest, host_process, latchkey, signal};
 
 fn run(args: &[&str]) -> Output {
     latchkey().args(args).output().expect("latchkey runs")
@@ -340,4 +340,53 @@ fn config_mistakes_are_one_line_errors() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(expected), "{toml:?}: {stderr}");
     }
+}
+
+/// An instance's deadline is `--deadline`, or `--timeout` (its old name), or the config
+/// file's `deadline`, or its `timeout` (its old name, read with a warning to rename it).
+#[test]
+fn deadlines_by_their_new_and_old_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let lockctl = guest("lockctl");
+    let lockctl = lockctl.display();
+    let config = |key: &str| {
+        let path = dir.path().join(format!("{key}.toml"));
+        std::fs::write(&path, format!("[apps.jobs]\n{key} = \"1s\"\n")).unwrap();
+        format!("--config {} --app-id jobs", path.display())
+    };
+    for flags in [
+        "--deadline 1s".to_owned(),
+        "--timeout 1s".to_owned(),
+        config("deadline"),
+        config("timeout"),
+    ] {
+        let out = run_line(&format!("run {flags} {lockctl} spin"));
+        assert!(!out.status.success(), "{flags}: {out:?}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("stopped at its deadline of 1s"),
+            "{flags}: {stderr}"
+        );
+        let warned = stderr.contains("apps.jobs.timeout is read as apps.jobs.deadline");
+        assert_eq!(warned, flags.contains("timeout.toml"), "{flags}: {stderr}");
+    }
+}
+
+/// SIGTERM stops `latchkey run`: its instances are stopped and their locks released before
+/// it exits (with 128 + 15), so the next taker does not wait for the 60 s lease.
+#[test]
+fn a_signal_stops_run_after_releasing_its_locks() {
+    let redis = RedisServer::start();
+    let store = format!("lockstore={}", redis.url());
+    let steps = ["open", "lockstore", "try", "a", "60000", "sleep", "60000"];
+    let mut host = host_process("app", &store, &[], "lockctl", &steps);
+    redis.wait_for_key("latchkey:{app:a}:lock");
+    signal(&host, "-TERM");
+    let status = host.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{status}");
+    assert_eq!(
+        redis.lock_keys(),
+        Vec::<String>::new(),
+        "the lock outlived the host"
+    );
 }

@@ -2,10 +2,10 @@
 //! processes, and a host killed with SIGKILL keeps its locks until their leases end — never
 //! less.
 
-use std::process::{Child, Output};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use harness::{RedisServer, host_process};
+use harness::{RedisServer, host_process, lines};
 
 /// Starts `latchkey run lockctl STEPS` as a process of its own on `redis`.
 fn host(redis: &RedisServer, steps: &str) -> Child {
@@ -17,13 +17,6 @@ fn host_naming_the_store(name: &str, redis: &RedisServer, steps: &str) -> Child 
     let store = format!("{name}={}", redis.url());
     let steps: Vec<&str> = steps.split_whitespace().collect();
     host_process("shared", &store, &[], "lockctl", &steps)
-}
-
-fn lines(out: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 fn field(line: &str, name: &str) -> u64 {

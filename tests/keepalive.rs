@@ -2,10 +2,10 @@
 //! lives, and tells the guest the moment the lock is lost. Real host processes, killed and
 //! paused, on a real Redis; and the 0.1.0 interface, still served.
 
-use std::process::{Child, Output};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use harness::{Fixture, RedisServer, host_process, lockctl, run};
+use harness::{Fixture, RedisServer, host_process, lines, lockctl, run, signal};
 
 const LOCK: &str = "latchkey:{jobs:report}:lock";
 
@@ -13,21 +13,6 @@ const LOCK: &str = "latchkey:{jobs:report}:lock";
 fn host(redis: &RedisServer, flags: &[&str], guest_name: &str, args: &[&str]) -> Child {
     let store = format!("lockstore={}", redis.url());
     host_process("jobs", &store, flags, guest_name, args)
-}
-
-fn lines(out: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn signal(child: &Child, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 fn now_ms() -> u128 {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use harness::{RedisServer, guest, latchkey, polyglot_guest};
+use harness::{RedisServer, guest, latchkey, lines, polyglot_guest};
 
 /// A language and the names of its three guests.
 struct Language {
@@ -62,13 +62,6 @@ impl Language {
             .stderr(Stdio::piped());
         command
     }
-}
-
-fn lines(out: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Dapr's sample, two instances at once: in every language, exactly one gets the lock.

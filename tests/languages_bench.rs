@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use harness::{RedisServer, guest, latchkey, polyglot_guest, redis_store};
-use latchkey_host::run::Program;
+use latchkey_host::Program;
 use latchkey_host::{EngineOptions, Exit, LockCtxBuilder, LockStore, Runner};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -112,8 +112,10 @@ async fn pairs(
     wasi.args(&["bench", "pairs", &count.to_string(), "b7"])
         .stdout(stdout.clone());
     let mut app = LockCtxBuilder::new("b7");
-    app.store("lockstore", store.clone());
-    let exit = runner.run(program, wasi.build(), app.build()).await;
+    app.store(store.clone());
+    let exit = runner
+        .run(program, wasi.build(), app.build(), Default::default())
+        .await;
     assert!(matches!(exit, Exit::Status(0)), "{exit:?}");
     String::from_utf8(stdout.contents().to_vec())
         .unwrap()

@@ -8,9 +8,7 @@ use std::time::Duration;
 use harness::{
     Fixture, RedisCluster, RedisServer, SentinelSet, free_port, lockctl, redis_store, spawn_lockctl,
 };
-use latchkey_host::backend::Backend;
-use latchkey_host::backend::redis::RedisBackend;
-use latchkey_host::{LockCtxBuilder, LockStore, RedisConfig, StoreConfigError};
+use latchkey_host::{LockCtxBuilder, LockStore, StoreConfigError, StoreSettings};
 
 /// Runs `steps` until no step is `unavailable` — until the host has reconnected, or found
 /// the new primary — and returns that run.
@@ -91,7 +89,7 @@ async fn unreachable_redis_is_unavailable_quickly() {
     let timeout = Duration::from_millis(500);
     let mut app = LockCtxBuilder::new("app");
     let url = format!("redis://127.0.0.1:{}", free_port());
-    app.store("lockstore", redis_store(&url, timeout));
+    app.store(redis_store(&url, timeout));
     let run = lockctl(&app, "open lockstore try a 1000 lock b 1000 5000").await;
     let lines = run.assert_success().lines();
     assert!(
@@ -117,7 +115,7 @@ async fn stalled_redis_is_unavailable_then_recovers() {
     let server = RedisServer::start();
     let timeout = Duration::from_millis(500);
     let mut app = LockCtxBuilder::new("app");
-    app.store("lockstore", redis_store(&server.url(), timeout));
+    app.store(redis_store(&server.url(), timeout));
     lockctl(&app, "open lockstore try a 1000 unlock")
         .await
         .assert_success();
@@ -144,11 +142,12 @@ async fn credentials_stay_with_the_host() {
     let server = RedisServer::start_with(&["--requirepass", "s3cret-pw"]);
     let with = |password: &str| {
         let mut app = LockCtxBuilder::new("app");
-        let mut config = RedisConfig::new(format!("redis://default@127.0.0.1:{}", server.port()));
-        config.password = Some(password.into());
-        config.timeout = Duration::from_secs(1);
-        let store = LockStore::redis(config).unwrap();
-        app.store("lockstore", store);
+        let mut settings =
+            StoreSettings::new(format!("redis://default@127.0.0.1:{}", server.port()));
+        settings.password = Some(password.into());
+        settings.timeout = Duration::from_secs(1);
+        let store = latchkey_host::open("lockstore", &settings).unwrap();
+        app.store(store);
         app
     };
     let good = lockctl(&with("s3cret-pw"), "open lockstore try a 1000 env").await;
@@ -194,7 +193,7 @@ async fn unix_socket_store_works() {
     let server = RedisServer::start_with(&["--unixsocket", socket.to_str().unwrap()]);
     let mut app = LockCtxBuilder::new("app");
     let url = format!("redis+unix://{}", socket.display());
-    app.store("lockstore", redis_store(&url, Duration::from_secs(2)));
+    app.store(redis_store(&url, Duration::from_secs(2)));
     let run = lockctl(&app, "open lockstore try s 60000 sleep 200").await;
     assert!(run.lines()[1].starts_with("granted s"), "{run:?}");
     // It really went to that server: the host released the lock, leaving only the fence.
@@ -211,12 +210,12 @@ fn primary_and_replica() -> (RedisServer, RedisServer) {
 /// An app on `server`, with a timeout generous enough that a loaded machine's replica still
 /// confirms in time (`WAIT` gets half of it).
 fn replicated_app(url: &str, wait_replicas: u32) -> LockCtxBuilder {
-    let mut config = RedisConfig::new(url);
-    config.timeout = Duration::from_millis(4000);
-    config.wait_replicas = wait_replicas;
-    let store = LockStore::redis(config).unwrap();
+    let mut settings = StoreSettings::new(url);
+    settings.timeout = Duration::from_millis(4000);
+    settings.wait_replicas = wait_replicas;
+    let store = latchkey_host::open("lockstore", &settings).unwrap();
     let mut app = LockCtxBuilder::new("app");
-    app.store("lockstore", store);
+    app.store(store);
     app
 }
 
@@ -388,9 +387,9 @@ async fn assert_lock_survived(
 #[test]
 fn sentinel_stores_are_checked_when_configured() {
     let sentinel = |url: &str, wait_replicas| {
-        let mut config = RedisConfig::new(url);
-        config.wait_replicas = wait_replicas;
-        LockStore::redis(config).err()
+        let mut settings = StoreSettings::new(url);
+        settings.wait_replicas = wait_replicas;
+        latchkey_host::open("lockstore", &settings).err()
     };
     let no_wait = sentinel("redis+sentinel://127.0.0.1:1/latchkey", 0).unwrap();
     assert!(
@@ -581,14 +580,12 @@ async fn a_cluster_failover_keeps_a_granted_lock() {
 async fn wake_up_after_unlock(store: &LockStore) -> Duration {
     let key = store.key("app", "w");
     let lease = Duration::from_secs(10);
-    let holder = store.try_lock("lockstore", key.clone(), lease).await;
+    let holder = store.try_lock(key.clone(), lease).await;
     let holder = holder.unwrap().expect("w is free");
     let waiter = {
         let (store, key) = (store.clone(), key.clone());
         tokio::spawn(async move {
-            let grant = store
-                .lock("lockstore", key, lease, Duration::from_secs(20))
-                .await;
+            let grant = store.lock(key, lease, Duration::from_secs(20)).await;
             (
                 grant.unwrap().expect("w within the wait"),
                 std::time::Instant::now(),
@@ -597,20 +594,20 @@ async fn wake_up_after_unlock(store: &LockStore) -> Duration {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let unlocked = std::time::Instant::now();
-    store.unlock("lockstore", &holder).await.unwrap();
+    store.unlock(&holder).await.unwrap();
     let (grant, granted) = waiter.await.unwrap();
-    store.unlock("lockstore", &grant).await.unwrap();
+    store.unlock(&grant).await.unwrap();
     granted - unlocked
 }
 
 /// Asserts that a waiter is woken by an unlock — not by the holder's lease's end — both
-/// before and after `change` changes the connection of the store on `config`, while a
+/// before and after `change` changes the connection of the store of `settings`, while a
 /// watch made before the change lives on through it.
-async fn assert_waiters_wake_across(config: RedisConfig, change: impl FnOnce()) {
-    let backend = std::sync::Arc::new(RedisBackend::new(config).unwrap());
-    let store = LockStore::new(backend.clone(), Duration::from_secs(2));
+async fn assert_waiters_wake_across(settings: StoreSettings, change: impl FnOnce()) {
+    let store = latchkey_host::open("lockstore", &settings).unwrap();
+    let backend = store.backend().clone();
     let mut app = LockCtxBuilder::new("app");
-    app.store("lockstore", store.clone());
+    app.store(store.clone());
     let before = wake_up_after_unlock(&store).await;
     assert!(
         before < Duration::from_secs(2),
@@ -635,9 +632,9 @@ async fn assert_waiters_wake_across(config: RedisConfig, change: impl FnOnce()) 
 #[tokio::test(flavor = "multi_thread")]
 async fn waiters_wake_on_unlock_after_a_sentinel_failover() {
     let mut fx = Fixture::on_sentinel_failing_over_after(SentinelSet::QUICK);
-    let mut config = RedisConfig::new(fx.sentinel_mut().url());
-    config.wait_replicas = 1;
-    assert_waiters_wake_across(config, || fx.sentinel_mut().fail_over()).await;
+    let mut settings = StoreSettings::new(fx.sentinel_mut().url());
+    settings.wait_replicas = 1;
+    assert_waiters_wake_across(settings, || fx.sentinel_mut().fail_over()).await;
 }
 
 /// The same after Redis restarts at the same address: the connection reconnects, and a
@@ -645,6 +642,6 @@ async fn waiters_wake_on_unlock_after_a_sentinel_failover() {
 #[tokio::test(flavor = "multi_thread")]
 async fn waiters_wake_on_unlock_after_a_reconnect() {
     let mut fx = Fixture::on_redis();
-    let config = RedisConfig::new(fx.redis().url());
-    assert_waiters_wake_across(config, || fx.redis_mut().crash_and_restart()).await;
+    let settings = StoreSettings::new(fx.redis().url());
+    assert_waiters_wake_across(settings, || fx.redis_mut().crash_and_restart()).await;
 }

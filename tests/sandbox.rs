@@ -7,12 +7,8 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use harness::{Fixture, lockctl, lockctl_limited, run_with, script, spawn_lockctl};
-use latchkey_host::backend::redis::RedisBackend;
-use latchkey_host::backend::{Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus};
-use latchkey_host::key::LockKey;
-use latchkey_host::{
-    Exit, GuestLimits, Limits, LockCtxBuilder, LockStore, RedisConfig, ResourcePolicy,
-};
+use latchkey_host::backend::{BackendResult, Intercepted, Interceptor, Step, StepCall};
+use latchkey_host::{Exit, GuestLimits, Limits, LockCtxBuilder, LockStore, ResourcePolicy};
 
 fn deadline(ms: u64) -> GuestLimits {
     let mut limits = GuestLimits::default();
@@ -364,39 +360,17 @@ async fn policy_refusals_change_nothing() {
     assert_eq!(fx.redis().keys(), ["latchkey:{app:job-1}:fence"]);
 }
 
-/// A Redis store whose releases take `delay` before they are sent: time for an instance's
-/// deadline to cancel one midway.
-struct SlowReleases {
-    redis: RedisBackend,
-    delay: Duration,
-}
+/// Delays each release by its duration before it is sent: time for an instance's deadline
+/// to cancel one midway.
+struct SlowReleases(Duration);
 
 #[async_trait::async_trait]
-impl Backend for SlowReleases {
-    async fn try_acquire(
-        &self,
-        key: &LockKey,
-        token: &Token,
-        lease: Duration,
-    ) -> BackendResult<Attempt> {
-        self.redis.try_acquire(key, token, lease).await
-    }
-
-    async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus> {
-        tokio::time::sleep(self.delay).await;
-        self.redis.release(key, token).await
-    }
-
-    async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool> {
-        self.redis.extend(key, token, lease).await
-    }
-
-    async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
-        self.redis.held(key, token).await
-    }
-
-    async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
-        self.redis.watch(key).await
+impl Interceptor for SlowReleases {
+    async fn around<T: Send>(&self, step: Step, call: StepCall<'_, T>) -> BackendResult<T> {
+        if step == Step::Release {
+            tokio::time::sleep(self.0).await;
+        }
+        call.await
     }
 }
 
@@ -406,15 +380,16 @@ impl Backend for SlowReleases {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_release_cut_short_by_the_deadline_is_made_at_the_instances_end() {
     let fx = Fixture::on_redis();
-    let slow = SlowReleases {
-        redis: RedisBackend::new(RedisConfig::new(fx.redis().url())).unwrap(),
-        delay: Duration::from_millis(1000),
-    };
-    let mut app = LockCtxBuilder::new("app");
-    app.store(
-        "lockstore",
-        LockStore::new(Arc::new(slow), Duration::from_secs(3)),
+    let slow = Intercepted::new(
+        fx.store.backend().clone(),
+        SlowReleases(Duration::from_millis(1000)),
     );
+    let mut app = LockCtxBuilder::new("app");
+    app.store(LockStore::new(
+        "lockstore",
+        Arc::new(slow),
+        Duration::from_secs(3),
+    ));
     let run = lockctl_limited(&app, "open lockstore try a 60000 drop", deadline(300)).await;
     assert!(matches!(run.exit, Exit::Deadline(_)), "{run:?}");
     assert_eq!(

@@ -3,10 +3,9 @@
 
 use wasmtime::component::Resource;
 
-use crate::backend::UnlockStatus;
 use crate::bindings::v0_1::latchkey::lock::locks::{self as v0_1, Host, HostLock, HostStore};
 use crate::ctx::LockCtxView;
-use crate::error::LockError;
+use crate::error::{FromLockError, LockError};
 use crate::host::{LockHandle, StoreHandle};
 
 impl Host for LockCtxView<'_> {
@@ -15,14 +14,7 @@ impl Host for LockCtxView<'_> {
     }
 
     fn convert_error(&mut self, err: LockError) -> wasmtime::Result<v0_1::Error> {
-        use crate::bindings::latchkey::lock::locks::Error as Current;
-        Ok(match crate::error::to_wit(err)? {
-            Current::NoSuchStore(m) => v0_1::Error::NoSuchStore(m),
-            Current::InvalidArgument(m) => v0_1::Error::InvalidArgument(m),
-            Current::AccessDenied(m) => v0_1::Error::AccessDenied(m),
-            Current::LimitExceeded(m) => v0_1::Error::LimitExceeded(m),
-            Current::Unavailable(m) => v0_1::Error::Unavailable(m),
-        })
+        v0_1::Error::from_lock_error(err)
     }
 }
 
@@ -73,11 +65,7 @@ impl HostLock for LockCtxView<'_> {
         &mut self,
         lock: Resource<LockHandle>,
     ) -> Result<v0_1::UnlockStatus, LockError> {
-        Ok(match self.release(lock).await? {
-            UnlockStatus::Success => v0_1::UnlockStatus::Success,
-            UnlockStatus::LockDoesNotExist => v0_1::UnlockStatus::LockDoesNotExist,
-            UnlockStatus::LockBelongsToOthers => v0_1::UnlockStatus::LockBelongsToOthers,
-        })
+        Ok(self.release(lock).await?.into())
     }
 
     async fn drop(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {

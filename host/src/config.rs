@@ -19,13 +19,14 @@
 //! max-wait = "30s"
 //! max-held = 16
 //! max-keep-alive = "10m"                 # how long keep-alive renews one grant
-//! timeout = "30s"                        # the instance's deadline
+//! deadline = "30s"                       # how long each instance may run
 //! max-memory = "64MiB"
 //! fuel = 1_000_000_000
 //! ```
 //!
 //! An app the file does not list gets every store and the defaults. Unknown keys, bad URLs,
-//! durations and sizes are refused when the file is loaded, each with where it is.
+//! durations and sizes are refused when the file is loaded, each with where it is. An app's
+//! `timeout`, the name `deadline` had before, is still read, with a warning.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,10 +34,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::RedisConfig;
-use crate::backend::redis::redacted;
 use crate::error::StoreConfigError;
 use crate::limits::Limits;
+use crate::open::{StoreSettings, redacted};
 use crate::policy::{PatternError, ResourcePolicy};
 use crate::sandbox::GuestLimits;
 use crate::store::{DEFAULT_TIMEOUT, LockStore};
@@ -59,8 +59,7 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StoreConfig {
-    /// `memory`, or a `redis://`, `rediss://`, `redis+unix://`, `redis+cluster://`,
-    /// `redis+sentinel://` or `redis+redlock://` URL.
+    /// `memory`, or a URL of one of the forms of [`crate::open::url_forms`].
     pub url: String,
     /// How long a call may take before it is `unavailable` (default 2 s).
     #[serde(default, deserialize_with = "duration")]
@@ -97,9 +96,13 @@ pub struct AppConfig {
     /// How long one grant may be kept alive (`keep-alive`).
     #[serde(default, deserialize_with = "duration")]
     pub max_keep_alive: Option<Duration>,
-    /// Wall-clock deadline of each instance.
+    /// How long each instance may run, wall-clock.
     #[serde(default, deserialize_with = "duration")]
-    pub timeout: Option<Duration>,
+    pub deadline: Option<Duration>,
+    /// `deadline` by its old name, read with a warning: "timeout" now means only how long a
+    /// store call may take.
+    #[serde(default, deserialize_with = "duration")]
+    timeout: Option<Duration>,
     /// Linear memory cap of each instance, in bytes.
     #[serde(default, deserialize_with = "size")]
     pub max_memory: Option<u64>,
@@ -161,6 +164,12 @@ pub enum ConfigError {
         /// The app.
         app: String,
     },
+    /// An app sets its deadline under both names.
+    #[error("apps.{app}: give deadline, not deadline and timeout (its old name)")]
+    DeadlineTwice {
+        /// The app.
+        app: String,
+    },
     /// A mistake in a file, with its path.
     #[error("{}: {error}", path.display())]
     InFile {
@@ -218,12 +227,10 @@ impl Config {
                 });
             }
             // Everything but the password, which may only be readable where it is used.
-            store
-                .open_with_password(None)
-                .map_err(|error| ConfigError::Store {
-                    store: name.clone(),
-                    error,
-                })?;
+            crate::open(name, &store.settings(None)).map_err(|error| ConfigError::Store {
+                store: name.clone(),
+                error,
+            })?;
         }
         for (app, policy) in &self.apps {
             for store in policy.stores.iter().flatten() {
@@ -242,6 +249,13 @@ impl Config {
                 })?;
             if policy.max_held == Some(0) {
                 return Err(ConfigError::NoLocksAllowed { app: app.clone() });
+            }
+            match (policy.deadline, policy.timeout) {
+                (Some(_), Some(_)) => return Err(ConfigError::DeadlineTwice { app: app.clone() }),
+                (None, Some(_)) => tracing::warn!(
+                    "apps.{app}.timeout is read as apps.{app}.deadline, its new name: rename it"
+                ),
+                _ => {}
             }
         }
         Ok(())
@@ -288,31 +302,23 @@ impl StoreConfig {
         Ok(None)
     }
 
-    /// Opens the store, reading its password; `name` names it in errors.
+    /// Opens the store as `name`, reading its password.
     pub fn open(&self, name: &str) -> Result<LockStore, ConfigError> {
         let password = self.password(name)?;
-        self.open_with_password(password)
-            .map_err(|error| ConfigError::Store {
-                store: name.to_owned(),
-                error,
-            })
+        crate::open(name, &self.settings(password)).map_err(|error| ConfigError::Store {
+            store: name.to_owned(),
+            error,
+        })
     }
 
-    fn open_with_password(&self, password: Option<String>) -> Result<LockStore, StoreConfigError> {
-        let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let store = if self.url == "memory" {
-            LockStore::memory().with_timeout(timeout)
-        } else {
-            let mut redis = RedisConfig::new(&self.url);
-            redis.password = password;
-            redis.timeout = timeout;
-            redis.wait_replicas = self.wait_replicas;
-            LockStore::redis(redis)?
-        };
-        match &self.namespace {
-            Some(namespace) => store.with_namespace(namespace),
-            None => Ok(store),
-        }
+    /// The settings to open the store with, given its password.
+    pub fn settings(&self, password: Option<String>) -> StoreSettings {
+        let mut settings = StoreSettings::new(&self.url);
+        settings.password = password;
+        settings.timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        settings.wait_replicas = self.wait_replicas;
+        settings.namespace = self.namespace.clone();
+        settings
     }
 }
 
@@ -354,7 +360,7 @@ impl AppConfig {
     /// The bounds on each instance.
     pub fn guest_limits(&self) -> GuestLimits {
         GuestLimits {
-            deadline: self.timeout,
+            deadline: self.deadline.or(self.timeout),
             max_memory: self.max_memory.map(|b| b as usize),
             fuel: self.fuel,
         }
@@ -410,7 +416,7 @@ mod tests {
             max-wait = "30s"
             max-held = 16
             max-keep-alive = "10m"
-            timeout = "30s"
+            deadline = "30s"
             max-memory = "64MiB"
             fuel = 1_000_000_000
             "#,
@@ -422,6 +428,10 @@ mod tests {
         assert_eq!(billing.limits().max_held, 16);
         assert_eq!(billing.limits().max_keep_alive, Duration::from_secs(600));
         assert_eq!(billing.guest_limits().max_memory, Some(64 << 20));
+        assert_eq!(
+            billing.guest_limits().deadline,
+            Some(Duration::from_secs(30))
+        );
         assert!(billing.resource_policy().unwrap().allows("invoice-7"));
         assert!(!billing.resource_policy().unwrap().allows("payroll"));
         assert_eq!(
@@ -454,6 +464,16 @@ mod tests {
         );
     }
 
+    /// An app's `timeout`, the old name of `deadline`, is still read as its deadline.
+    #[test]
+    fn an_apps_timeout_is_read_as_its_deadline() {
+        let config = Config::parse("[apps.x]\ntimeout = \"3s\"").unwrap();
+        assert_eq!(
+            config.app("x").guest_limits().deadline,
+            Some(Duration::from_secs(3))
+        );
+    }
+
     /// Each kind of mistake is refused with where it is and what is wrong, on one line.
     #[test]
     fn mistakes_are_refused_with_their_place() {
@@ -481,6 +501,10 @@ mod tests {
             ),
             ("[apps.x]\nresources = [\"a[\"]", "apps.x.resources"),
             ("[apps.x]\nmax-held = 0", "apps.x.max-held"),
+            (
+                "[apps.x]\ndeadline = \"1s\"\ntimeout = \"2s\"",
+                "apps.x: give deadline",
+            ),
             ("[app.x]", "unknown field `app`"),
         ];
         for (text, expected) in cases {

@@ -29,7 +29,7 @@ pub struct LockCtxBuilder {
     resources: ResourcePolicy,
 }
 
-/// A store offered to an app, and the metrics of the app's calls on it.
+/// A lock store offered to an app, and the metrics of the app's calls on it.
 #[derive(Clone)]
 pub(crate) struct Offered {
     pub(crate) store: LockStore,
@@ -50,9 +50,10 @@ impl LockCtxBuilder {
         }
     }
 
-    /// Offers `store` to guests under `name` (what they pass to `open`).
-    pub fn store(&mut self, name: impl Into<String>, store: LockStore) -> &mut Self {
-        let name = name.into();
+    /// Offers `store` to guests under its name (what they pass to `open`); it replaces a
+    /// store of the same name.
+    pub fn store(&mut self, store: LockStore) -> &mut Self {
+        let name = store.name().to_owned();
         let instruments = Instruments::new(self.app_id.clone(), name.as_str().into());
         Arc::make_mut(&mut self.stores).insert(name, Offered { store, instruments });
         self
@@ -75,11 +76,9 @@ impl LockCtxBuilder {
         &self.app_id
     }
 
-    /// The stores offered, by name.
-    pub fn stores(&self) -> impl Iterator<Item = (&str, &LockStore)> {
-        self.stores
-            .iter()
-            .map(|(name, offered)| (name.as_str(), &offered.store))
+    /// The stores offered.
+    pub fn stores(&self) -> impl Iterator<Item = &LockStore> {
+        self.stores.values().map(|offered| &offered.store)
     }
 
     /// A fresh context for one instance.
@@ -105,24 +104,25 @@ pub struct LockCtx {
     pub(crate) unknown_store: Arc<Instruments>,
     pub(crate) limits: Limits,
     pub(crate) resources: ResourcePolicy,
-    /// Every grant not yet unlocked, so that none outlives the instance.
-    pub(crate) held: HashMap<u64, Held>,
+    /// Every grant the instance holds, until its release is confirmed: none outlives the
+    /// instance.
+    pub(crate) held: HashMap<u64, HeldLock>,
     next_serial: u64,
 }
 
-/// A grant as the host keeps it: what `unlock` and `release_all` need.
+/// A grant the instance holds, as the host keeps it: what `unlock` and `release_all` need.
 #[derive(Clone)]
-pub(crate) struct Held {
-    /// The app's series on the store, which also name the store for messages.
+pub(crate) struct HeldLock {
+    /// The app's series on the store.
     pub(crate) instruments: Arc<Instruments>,
     pub(crate) store: LockStore,
     pub(crate) grant: Arc<Grant>,
     granted: Instant,
 }
 
-impl Held {
+impl HeldLock {
     pub(crate) fn new(instruments: Arc<Instruments>, store: LockStore, grant: Grant) -> Self {
-        Held {
+        HeldLock {
             instruments,
             store,
             grant: Arc::new(grant),
@@ -130,22 +130,17 @@ impl Held {
         }
     }
 
-    /// The name the store was opened by.
-    pub(crate) fn store_name(&self) -> &str {
-        &self.instruments.store
+    /// Releases the lock if this grant still holds it.
+    pub(crate) async fn release(&self) -> Result<UnlockStatus, StoreError> {
+        self.store.unlock(&self.grant).await
     }
 
-    /// Frees the lock if this grant still holds it.
-    pub(crate) async fn unlock(&self) -> Result<UnlockStatus, StoreError> {
-        self.store.unlock(self.store_name(), &self.grant).await
-    }
-
-    /// Frees the lock where nobody can be told the outcome (an ended instance): a failure
-    /// is logged, and the lease ends the lock.
+    /// Releases the lock where nobody can be told the outcome (an ended instance): a
+    /// failure is logged, and the lease ends the lock.
     async fn release_on_exit(self) {
         let call = Call::start(Op::ReleaseOnExit, self.instruments.clone());
-        match self.unlock().await {
-            Ok(status) => call.finish(Outcome::Unlocked(status)),
+        match self.release().await {
+            Ok(status) => call.finish(status.into()),
             Err(err) => {
                 tracing::warn!(%err, "could not release a lock; its lease will end it");
                 call.finish(Outcome::of_error(&LockError::Unavailable(err)));
@@ -173,14 +168,14 @@ impl LockCtx {
         releases.join_all().await;
     }
 
-    pub(crate) fn remember(&mut self, held: Held) -> u64 {
+    pub(crate) fn remember(&mut self, held: HeldLock) -> u64 {
         held.instruments.lock_taken();
         self.next_serial += 1;
         self.held.insert(self.next_serial, held);
         self.next_serial
     }
 
-    /// The lock `serial` is released: the instance no longer holds it.
+    /// The lock `serial` is released, and the store confirmed it: the instance forgets it.
     pub(crate) fn forget(&mut self, serial: u64) {
         if let Some(held) = self.held.remove(&serial) {
             held.instruments.lock_let_go(held.granted.elapsed());
@@ -188,8 +183,8 @@ impl LockCtx {
     }
 
     /// Every lock the instance holds, taken off its list for a final release.
-    fn let_go_of_all(&mut self) -> Vec<Held> {
-        let all: Vec<Held> = self.held.drain().map(|(_, held)| held).collect();
+    fn let_go_of_all(&mut self) -> Vec<HeldLock> {
+        let all: Vec<HeldLock> = self.held.drain().map(|(_, held)| held).collect();
         for held in &all {
             held.instruments.lock_let_go(held.granted.elapsed());
         }

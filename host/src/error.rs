@@ -1,7 +1,7 @@
-//! Errors of the lock host, and their one mapping onto the WIT `error` variant.
+//! Errors of the lock host, and their one mapping onto the WIT `error` variant of every
+//! version of `latchkey:lock` the host serves.
 
 use crate::backend::{BackendError, BackendErrorKind};
-use crate::bindings::latchkey::lock::locks as wit;
 
 /// Why a lock call failed.
 ///
@@ -9,7 +9,19 @@ use crate::bindings::latchkey::lock::locks as wit;
 /// same name; `Trap` ends the guest instance (a bad resource handle means a host bug or a
 /// hostile guest, not an ordinary failure).
 #[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::EnumDiscriminants)]
+#[strum_discriminants(
+    name(ErrorKind),
+    doc = "The kinds of [`LockError`], named as the WIT `error` cases (`invalid-argument`).",
+    derive(
+        strum::IntoStaticStr,
+        strum::Display,
+        strum::EnumCount,
+        strum::EnumIter,
+        Hash
+    ),
+    strum(serialize_all = "kebab-case")
+)]
 pub enum LockError {
     /// No store of this name is configured for the app.
     #[error("no such store: {0}")]
@@ -32,16 +44,9 @@ pub enum LockError {
 }
 
 impl LockError {
-    /// The name of the WIT `error` case, such as `invalid-argument`; `trap` for a trap.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            LockError::NoSuchStore(_) => "no-such-store",
-            LockError::InvalidArgument(_) => "invalid-argument",
-            LockError::AccessDenied(_) => "access-denied",
-            LockError::LimitExceeded(_) => "limit-exceeded",
-            LockError::Unavailable(_) => "unavailable",
-            LockError::Trap(_) => "trap",
-        }
+    /// Its kind; displayed, the name of the WIT `error` case (`invalid-argument`), or `trap`.
+    pub fn kind(&self) -> ErrorKind {
+        self.into()
     }
 }
 
@@ -93,8 +98,8 @@ impl StoreError {
 pub enum StoreConfigError {
     /// The URL is of no kind latchkey knows.
     #[error(
-        "{url} is neither `memory` nor a redis://, rediss://, redis+unix://, \
-         redis+cluster://, redis+sentinel:// or redis+redlock:// URL"
+        "{url} is neither `memory` nor a {} URL",
+        crate::open::or_list(&crate::open::redis_url_forms())
     )]
     UnknownScheme {
         /// The URL, redacted.
@@ -139,14 +144,43 @@ pub enum StoreConfigError {
     },
 }
 
-/// The one place where internal errors become what a guest sees.
-pub(crate) fn to_wit(err: LockError) -> wasmtime::Result<wit::Error> {
-    Ok(match err {
-        LockError::NoSuchStore(m) => wit::Error::NoSuchStore(m),
-        LockError::InvalidArgument(m) => wit::Error::InvalidArgument(m),
-        LockError::AccessDenied(m) => wit::Error::AccessDenied(m),
-        LockError::LimitExceeded(m) => wit::Error::LimitExceeded(m),
-        LockError::Unavailable(m) => wit::Error::Unavailable(m.to_string()),
-        LockError::Trap(trap) => return Err(trap),
-    })
+/// What a guest sees of an internal error, in one version's generated types. `Trap` is not
+/// the guest's to see: it ends the instance.
+pub(crate) trait FromLockError: Sized {
+    fn from_lock_error(err: LockError) -> wasmtime::Result<Self>;
 }
+
+/// The one mapping of internal errors and unlock statuses onto a version of `latchkey:lock`
+/// (named by the module of its bindings): every version has the same cases in types of its
+/// own.
+macro_rules! wit_mapping {
+    ($($wit:ident)::+) => {
+        impl $crate::error::FromLockError for $($wit)::+::Error {
+            fn from_lock_error(err: $crate::LockError) -> wasmtime::Result<Self> {
+                use $crate::LockError;
+                Ok(match err {
+                    LockError::NoSuchStore(m) => Self::NoSuchStore(m),
+                    LockError::InvalidArgument(m) => Self::InvalidArgument(m),
+                    LockError::AccessDenied(m) => Self::AccessDenied(m),
+                    LockError::LimitExceeded(m) => Self::LimitExceeded(m),
+                    LockError::Unavailable(m) => Self::Unavailable(m.to_string()),
+                    LockError::Trap(trap) => return Err(trap),
+                })
+            }
+        }
+
+        impl From<$crate::backend::UnlockStatus> for $($wit)::+::UnlockStatus {
+            fn from(status: $crate::backend::UnlockStatus) -> Self {
+                use $crate::backend::UnlockStatus;
+                match status {
+                    UnlockStatus::Success => Self::Success,
+                    UnlockStatus::LockDoesNotExist => Self::LockDoesNotExist,
+                    UnlockStatus::LockBelongsToOthers => Self::LockBelongsToOthers,
+                }
+            }
+        }
+    };
+}
+
+wit_mapping!(crate::bindings::latchkey::lock::locks);
+wit_mapping!(crate::bindings::v0_1::latchkey::lock::locks);

@@ -1,5 +1,5 @@
 //! [`Grant`]: a lock the host holds for a guest, and what the host knows of its lease — how
-//! long it was asked for, when it ends by the host's own clock, and whether it is lost.
+//! long it was asked for, when it ends by the host's own clock, and whether it is gone.
 
 use std::time::Duration;
 
@@ -31,14 +31,14 @@ pub struct Lease {
     /// call that set it was sent, so it is never later than the store's own end.
     pub ends: Instant,
     /// Whether the host has learnt that the grant no longer holds the lock: a renewal or
-    /// `held` found it gone or taken, or it was released.
-    pub lost: bool,
+    /// `held` found it free or taken, or it was released.
+    pub gone: bool,
 }
 
 impl Lease {
-    /// Whether the grant may no longer hold the lock: lost, or past its end.
-    pub fn is_over(&self) -> bool {
-        self.lost || Instant::now() >= self.ends
+    /// Whether the grant is lost: gone, or past its end by the host's clock.
+    pub fn is_lost(&self) -> bool {
+        self.gone || Instant::now() >= self.ends
     }
 }
 
@@ -54,7 +54,7 @@ impl Grant {
         let lease = Lease {
             length,
             ends: asked + length,
-            lost: false,
+            gone: false,
         };
         Grant {
             key,
@@ -69,9 +69,9 @@ impl Grant {
         *self.lease.borrow()
     }
 
-    /// Whether the grant may no longer hold the lock: see [`Lease::is_over`].
+    /// Whether the grant is lost: see [`Lease::is_lost`].
     pub fn is_lost(&self) -> bool {
-        self.lease().is_over()
+        self.lease().is_lost()
     }
 
     /// Something to wait on until the grant is lost.
@@ -89,14 +89,14 @@ impl Grant {
         });
     }
 
-    /// The grant no longer holds the lock.
-    pub(crate) fn mark_lost(&self) {
+    /// The grant no longer holds the lock: it is gone.
+    pub(crate) fn mark_gone(&self) {
         self.lease
-            .send_if_modified(|lease| !std::mem::replace(&mut lease.lost, true));
+            .send_if_modified(|lease| !std::mem::replace(&mut lease.gone, true));
     }
 }
 
-/// Resolves once a grant is lost: learnt so, or past its lease's end without a renewal.
+/// Resolves once a grant is lost: gone, or past its lease's end without a renewal.
 pub struct LostSignal {
     lease: watch::Receiver<Lease>,
 }
@@ -104,15 +104,15 @@ pub struct LostSignal {
 impl LostSignal {
     /// Whether the grant is lost now.
     pub fn is_lost(&self) -> bool {
-        self.lease.borrow().is_over()
+        self.lease.borrow().is_lost()
     }
 
-    /// Waits until the grant is lost. If the grant itself is gone (its handle unlocked or
-    /// dropped), it is lost too.
+    /// Waits until the grant is lost. If the grant itself was dropped (its handle unlocked
+    /// or dropped), it is lost too.
     pub async fn wait(&mut self) {
         loop {
             let lease = *self.lease.borrow_and_update();
-            if lease.is_over() {
+            if lease.is_lost() {
                 return;
             }
             tokio::select! {
@@ -153,7 +153,7 @@ mod tests {
         let waited = Instant::now();
         lost.wait().await;
         assert_eq!(waited.elapsed(), Duration::from_millis(1000));
-        assert!(grant.is_lost() && !grant.lease().lost);
+        assert!(grant.is_lost() && !grant.lease().gone);
     }
 
     /// Learning of a loss wakes a waiter at once, long before the lease's end.
@@ -168,7 +168,7 @@ mod tests {
             started.elapsed()
         });
         tokio::time::advance(Duration::from_millis(10)).await;
-        grant.mark_lost();
+        grant.mark_gone();
         assert!(waiter.await.unwrap() < Duration::from_millis(100));
     }
 }

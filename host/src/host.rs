@@ -9,23 +9,23 @@ use wasmtime_wasi::p2::{DynPollable, Pollable};
 
 use crate::backend::UnlockStatus;
 use crate::bindings::latchkey::lock::locks::{self as wit, HostLock, HostStore};
-use crate::ctx::{Held, LockCtxView};
-use crate::error::LockError;
+use crate::ctx::{HeldLock, LockCtxView};
+use crate::error::{FromLockError, LockError};
 use crate::store::{LockStore, LostSignal};
 use crate::telemetry::{Call, Instruments, Op, Outcome};
 
-/// A store handle of a guest.
+/// A guest's handle on a lock store (the WIT `store`).
 pub struct StoreHandle {
     store: LockStore,
-    /// The app's series on the store, which also name it.
+    /// The app's series on the store.
     instruments: Arc<Instruments>,
 }
 
-/// A lock handle of a guest.
+/// A guest's handle on a grant (the WIT `lock`).
 pub struct LockHandle {
     serial: u64,
     resource_id: String,
-    held: Held,
+    held: HeldLock,
 }
 
 /// Runs `work` as `call`: in its span, then counted by the outcome `outcome` gives a
@@ -67,7 +67,7 @@ impl wit::Host for LockCtxView<'_> {
     }
 
     fn convert_error(&mut self, err: LockError) -> wasmtime::Result<wit::Error> {
-        crate::error::to_wit(err)
+        wit::Error::from_lock_error(err)
     }
 }
 
@@ -139,11 +139,10 @@ impl LockCtxView<'_> {
         }
         let handle = self.table.get(&handle)?;
         let (instruments, lock_store) = (handle.instruments.clone(), handle.store.clone());
-        let store_name = &*instruments.store;
         let key = lock_store.key(&self.ctx.app_id, &resource_id);
         let grant = match wait {
-            None => lock_store.try_lock(store_name, key, lease).await?,
-            Some(wait) => lock_store.lock(store_name, key, lease, wait).await?,
+            None => lock_store.try_lock(key, lease).await?,
+            Some(wait) => lock_store.lock(key, lease, wait).await?,
         };
         let Some(grant) = grant else {
             tracing::debug!(resource_id = abbreviated(&resource_id), "held by another");
@@ -154,7 +153,7 @@ impl LockCtxView<'_> {
             fence = grant.fence,
             "granted"
         );
-        let held = Held::new(instruments.clone(), lock_store, grant);
+        let held = HeldLock::new(instruments, lock_store, grant);
         let serial = self.ctx.remember(held.clone());
         let handle = LockHandle {
             serial,
@@ -175,7 +174,7 @@ impl LockCtxView<'_> {
         let this = &mut *self;
         let work = async move {
             let handle = this.table.get(&lock)?;
-            let status = handle.held.unlock().await?;
+            let status = handle.held.release().await?;
             tracing::debug!(
                 resource_id = abbreviated(&handle.resource_id),
                 ?status,
@@ -184,7 +183,7 @@ impl LockCtxView<'_> {
             this.ctx.forget(handle.serial);
             Ok(status)
         };
-        observe(call, work, |&status| Outcome::Unlocked(status)).await
+        observe(call, work, |&status| status.into()).await
     }
 
     /// A dropped lock handle: the lock is released, and forgotten only once the store has
@@ -196,7 +195,7 @@ impl LockCtxView<'_> {
         let Some(held) = self.ctx.held.get(&handle.serial) else {
             return Ok(());
         };
-        match held.unlock().instrument(call.span()).await {
+        match held.release().instrument(call.span()).await {
             Ok(status) => {
                 tracing::debug!(
                     resource_id = abbreviated(&handle.resource_id),
@@ -204,7 +203,7 @@ impl LockCtxView<'_> {
                     "dropped"
                 );
                 self.ctx.forget(handle.serial);
-                call.finish(Outcome::Unlocked(status));
+                call.finish(status.into());
             }
             Err(err) => {
                 tracing::warn!(%err, "could not release a dropped lock; trying again when the instance ends");
@@ -268,10 +267,7 @@ impl HostLock for LockCtxView<'_> {
         let work = async move {
             let lease = this.ctx.limits.check_lease(lease_ms)?;
             let held = &this.table.get(&lock)?.held;
-            Ok(held
-                .store
-                .extend(held.store_name(), &held.grant, lease)
-                .await?)
+            Ok(held.store.extend(&held.grant, lease).await?)
         };
         observe(call, work, |&extended| {
             if extended {
@@ -284,11 +280,7 @@ impl HostLock for LockCtxView<'_> {
     }
 
     async fn unlock(&mut self, lock: Resource<LockHandle>) -> Result<wit::UnlockStatus, LockError> {
-        Ok(match self.release(lock).await? {
-            UnlockStatus::Success => wit::UnlockStatus::Success,
-            UnlockStatus::LockDoesNotExist => wit::UnlockStatus::LockDoesNotExist,
-            UnlockStatus::LockBelongsToOthers => wit::UnlockStatus::LockBelongsToOthers,
-        })
+        Ok(self.release(lock).await?.into())
     }
 
     async fn keep_alive(&mut self, lock: Resource<LockHandle>) -> Result<(), LockError> {
@@ -305,7 +297,7 @@ impl HostLock for LockCtxView<'_> {
         let this = &mut *self;
         let work = async move {
             let held = &this.table.get(&lock)?.held;
-            Ok(held.store.held(held.store_name(), &held.grant).await?)
+            Ok(held.store.held(&held.grant).await?)
         };
         observe(call, work, |&held| {
             if held {

@@ -9,7 +9,8 @@
 //! A renewal that finds the lock gone or taken marks the grant lost; a store that does not
 //! answer is asked again shortly, until the lease's end by the host's clock, when the grant
 //! is lost too. Renewal stops at the operator's cap, when the grant is released, or when
-//! its instance ends; the lease then ends as usual.
+//! its instance ends; the lease then ends as usual. The loop itself ends when no grant is
+//! left to keep, or when its store is dropped.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, Renewal, Token};
 use crate::grant::Grant;
@@ -28,13 +30,27 @@ const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// How soon a renewal the store did not answer is tried again (never past the lease's end).
 const RETRY: Duration = Duration::from_millis(100);
 
-/// The grants a store keeps alive, and its renewal loop.
+/// The grants a store keeps alive, and its renewal loop. Owned by the store: dropping the
+/// last clone of the store stops the loop (a drop guard, as mini-redis' `DbDropGuard`).
 pub(crate) struct KeepAlive {
+    shared: Arc<Shared>,
+}
+
+/// What the store and its renewal loop share.
+struct Shared {
     backend: Arc<dyn Backend>,
     timeout: Duration,
     registry: Mutex<Registry>,
     /// Wakes the loop when a grant is added, which may be due before what it sleeps for.
     added: Notify,
+    /// Cancelled when the store is dropped: the loop ends.
+    dropped: CancellationToken,
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.shared.dropped.cancel();
+    }
 }
 
 #[derive(Default)]
@@ -58,22 +74,24 @@ fn due(ends: Instant, length: Duration) -> Instant {
 }
 
 impl KeepAlive {
-    pub(crate) fn new(backend: Arc<dyn Backend>, timeout: Duration) -> Self {
-        KeepAlive {
-            backend,
-            timeout,
-            registry: Mutex::default(),
-            added: Notify::new(),
-        }
-    }
-
-    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    /// The keep-alive of a store on `backend` whose calls take at most `timeout`. Its loop
+    /// starts with the first grant kept alive.
+    pub(crate) fn new(backend: Arc<dyn Backend>, timeout: Duration) -> Arc<Self> {
+        Arc::new(KeepAlive {
+            shared: Arc::new(Shared {
+                backend,
+                timeout,
+                registry: Mutex::default(),
+                added: Notify::new(),
+                dropped: CancellationToken::new(),
+            }),
+        })
     }
 
     /// Renews `grant` from now on, for at most `cap`; starts the loop if it is not running.
     /// A grant already kept alive keeps its schedule, with the cap counted from now.
-    pub(crate) fn keep(self: &Arc<Self>, grant: Arc<Grant>, cap: Duration) {
+    pub(crate) fn keep(&self, grant: Arc<Grant>, cap: Duration) {
+        let shared = &self.shared;
         let lease = grant.lease();
         let until = Instant::now() + cap;
         let kept = Kept {
@@ -82,7 +100,7 @@ impl KeepAlive {
             grant,
         };
         let start = {
-            let mut registry = self.registry();
+            let mut registry = shared.registry();
             let token = kept.grant.token.clone();
             if let Some(already) = registry.grants.get_mut(&token) {
                 already.until = until;
@@ -93,22 +111,28 @@ impl KeepAlive {
             !std::mem::replace(&mut registry.running, true)
         };
         if start {
-            tokio::spawn(self.clone().renew_until_empty());
+            tokio::spawn(shared.clone().renew_until_empty());
         } else {
-            self.added.notify_one();
+            shared.added.notify_one();
         }
     }
 
     /// Stops renewing the grant of `token`, if it was kept alive.
-    pub(crate) fn forget(&self, token: &Token) {
-        let mut registry = self.registry();
+    pub(crate) fn stop_renewing(&self, token: &Token) {
+        let mut registry = self.shared.registry();
         if let Some(kept) = registry.grants.remove(token) {
             registry.due.remove(&(kept.due, token.clone()));
         }
     }
+}
+
+impl Shared {
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     /// The renewal loop: sleeps until the first grant is due, renews every grant due by
-    /// then in one call, and ends when no grant is left to keep.
+    /// then in one call, and ends when no grant is left to keep or the store is dropped.
     async fn renew_until_empty(self: Arc<Self>) {
         loop {
             let next = {
@@ -124,10 +148,14 @@ impl KeepAlive {
             tokio::select! {
                 () = sleep_until(next) => {}
                 () = self.added.notified() => continue,
+                () = self.dropped.cancelled() => return,
             }
             let batch = self.take_due();
             if !batch.is_empty() {
-                self.renew(batch).await;
+                tokio::select! {
+                    () = self.renew(batch) => {}
+                    () = self.dropped.cancelled() => return,
+                }
             }
         }
     }
@@ -155,8 +183,8 @@ impl KeepAlive {
                 .grants
                 .remove(&token)
                 .expect("a scheduled grant is kept");
-            if lease.is_over() {
-                kept.grant.mark_lost();
+            if lease.is_lost() {
+                kept.grant.mark_gone();
             } else if now < kept.until {
                 batch.push(kept.grant.clone());
                 registry.grants.insert(token, kept);
@@ -201,7 +229,7 @@ impl KeepAlive {
                     due(asked + lease.length, lease.length)
                 }
                 Some(false) => {
-                    grant.mark_lost();
+                    grant.mark_gone();
                     registry.grants.remove(&grant.token);
                     continue;
                 }
@@ -211,5 +239,64 @@ impl KeepAlive {
             kept.due = next;
             registry.due.insert((next, grant.token.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::backend::{BackendResult, Intercepted, Interceptor, Step, StepCall};
+    use crate::key::LockKey;
+    use crate::store::LockStore;
+
+    /// Counts the renewal requests a store is sent.
+    #[derive(Default)]
+    struct CountRenewals(AtomicUsize);
+
+    #[async_trait]
+    impl Interceptor for CountRenewals {
+        async fn around<T: Send>(&self, step: Step, call: StepCall<'_, T>) -> BackendResult<T> {
+            if step == Step::Renew {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+            call.await
+        }
+    }
+
+    /// The renewal loop belongs to its store: it renews while the store lives, and once the
+    /// last clone of the store is dropped it renews nothing more, though a grant is still
+    /// on its list.
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_ends_with_its_store() {
+        let memory = Arc::new(MemoryBackend::new());
+        let backend = Arc::new(Intercepted::new(memory, CountRenewals::default()));
+        let store = LockStore::new("s", backend.clone(), Duration::from_secs(1));
+        let grant = store
+            .try_lock(LockKey::new(None, "app", "id"), Duration::from_millis(300))
+            .await
+            .unwrap()
+            .expect("a free lock");
+        let grant = Arc::new(grant);
+        store.keep_alive(&grant, Duration::from_secs(3600));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let renewed = backend.interceptor().0.load(Ordering::SeqCst);
+        assert!(
+            renewed >= 5,
+            "only {renewed} renewals in 2 s of a 300 ms lease"
+        );
+
+        drop(store);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            backend.interceptor().0.load(Ordering::SeqCst),
+            renewed,
+            "renewals went on after the store was dropped"
+        );
+        assert!(!grant.lease().gone);
     }
 }

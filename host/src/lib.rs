@@ -5,17 +5,17 @@
 //! the host keeps the store's address and credentials, scopes every id to the guest's app,
 //! and makes every owner token itself.
 //!
-//! Stores are the in-process [`LockStore::memory`] (zero set-up, one host) and
-//! [`LockStore::redis`], shared by every host that uses it: one Redis server, a Redis
-//! Cluster, a primary found through Redis Sentinel, or Redlock over independent masters.
+//! Lock stores are opened by [`open`] from a URL: `memory` (zero set-up, one host), or
+//! Redis, shared by every host that uses it — one server, a Redis Cluster, a primary found
+//! through Redis Sentinel, or Redlock over independent masters.
 //!
 //! ## Embedding
 //!
-//! Like `wasmtime-wasi`: keep a [`LockCtx`] and a `ResourceTable` in your store data,
+//! Like `wasmtime-wasi`: keep a [`LockCtx`] and a `ResourceTable` in your guest state,
 //! implement [`LockView`], and call [`add_to_linker`].
 //!
 //! ```no_run
-//! use latchkey_host::{LockCtx, LockCtxBuilder, LockCtxView, LockStore, LockView};
+//! use latchkey_host::{LockCtx, LockCtxBuilder, LockCtxView, LockView, StoreSettings};
 //! use wasmtime::component::{Linker, ResourceTable};
 //! use wasmtime::{Config, Engine};
 //!
@@ -30,7 +30,7 @@
 //!     }
 //! }
 //!
-//! # fn main() -> wasmtime::Result<()> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut config = Config::new();
 //! config.wasm_component_model(true);
 //! let engine = Engine::new(&config)?;
@@ -39,7 +39,7 @@
 //!
 //! // One builder per app; every instance built from it shares its stores.
 //! let mut app = LockCtxBuilder::new("billing");
-//! app.store("lockstore", LockStore::memory());
+//! app.store(latchkey_host::open("lockstore", &StoreSettings::new("memory"))?);
 //! let state = MyState { locks: app.build(), table: ResourceTable::new() };
 //! // ... instantiate and run the guest with `state`, then:
 //! // store.data_mut().locks.release_all().await;
@@ -48,29 +48,75 @@
 //! # }
 //! ```
 //!
-//! [`Runner`] does all of that for `wasi:cli` commands, as `latchkey run` does, and
-//! [`serve`] for `wasi:http` handlers, one instance per request, as `latchkey serve` does.
+//! [`Runner`] does all of that for whole components, as the `latchkey` CLI does: it runs
+//! `wasi:cli` commands ([`Runner::run`], `latchkey run`) and serves `wasi:http` handlers, one
+//! instance per request ([`Runner::handler`] and [`serve::serve`], `latchkey serve`).
+//!
+//! # Glossary
+//!
+//! One word, one meaning, in the code and in its docs:
+//!
+//! - **app**: the tenant a guest runs as, chosen by the operator; every lock belongs to one
+//!   app, and apps never share locks.
+//! - **lock store** ([`LockStore`]): a place locks live, under the name guests open it by
+//!   (`lockstore`), opened by [`open`] from its [`StoreSettings`]. A guest's handle on one
+//!   is a **store handle** (the WIT `store`, [`StoreHandle`]).
+//! - **backend** ([`Backend`]): what performs a lock store's atomic steps — memory, one Redis
+//!   server, a Cluster, Sentinel, Redlock.
+//! - **wasmtime store** (`wasmtime::Store<GuestState>`): the runtime's container of one
+//!   instance; never just "store". Its data is the **guest state** ([`GuestState`]).
+//! - **lock**: one app's lock on one **resource id** in one lock store (and namespace); its
+//!   **key** ([`key::LockKey`]) is where it lives in the store.
+//! - **grant** ([`Grant`]): the lock given to this host once: an **owner token** (`Token`,
+//!   made by the host), a **fence** (rising with every grant), and a **lease**. A guest's
+//!   handle on a grant is a **lock handle** (the WIT `lock`, [`LockHandle`]).
+//! - **holder**: the grant a store has for a lock now. A lock is **held** by an instance that
+//!   holds its grant (the WIT `held`, [`LockCtx::held_count`]); a lock another grant holds is
+//!   **busy** (`Attempt::Busy`).
+//! - **lease**: how long the store keeps a grant: its **length**, last asked for, and its
+//!   **end** by the host's clock.
+//! - **extend**: the guest sets a new lease once. **renew**: the host's keep-alive loop
+//!   extends a lease. **keep alive**: the guest asks the host to renew.
+//! - **gone**: the store said the grant no longer holds the lock, or it was released.
+//!   **lost**: gone, or past its lease's end by the host's clock — the grant may no longer
+//!   hold the lock.
+//! - **release**: tell the store to free a lock — by `unlock`, a dropped lock handle, or the
+//!   instance's end. **forget**: an instance stops tracking a grant once its release is
+//!   confirmed.
+//! - **wait**: how long `lock` waits for a busy lock. **watch** (`ReleaseWatch`): a
+//!   subscription to a lock's releases that wakes a waiter.
+//! - **timeout**: how long one store call may take before it is `unavailable`.
+//!   **deadline**: how long an instance may run.
+//! - **limits** ([`Limits`]): bounds on what a guest asks for. **guest limits**
+//!   ([`GuestLimits`]): bounds on an instance (deadline, memory, fuel). **policy**
+//!   ([`ResourcePolicy`]): the resource ids an app may lock.
+//! - **program** ([`Program`]): a component compiled and pre-instantiated, with its
+//!   **world** ([`World`]): a command or an HTTP handler. **instance**: one running copy.
 //!
 //! # Layout
 //!
-//! - [`config`]: the operator's TOML file: stores, per-app policy and limits.
-//! - [`ctx`]: [`LockCtx`] (one instance's state), its builder, and the borrowed view.
-//! - `host`: the WIT functions, implemented on [`LockCtxView`].
-//! - [`store`]: [`LockStore`], what every backend shares: owner tokens, timeouts, waiting.
-//! - [`backend`]: the [`Backend`] trait and its implementations: `memory`, and `redis`
-//!   (one server, Cluster or Sentinel, by its connection; `settings` for URLs and
-//!   connection set-up) with `redis::redlock` on top.
+//! - [`open`](mod@open): [`open`](fn@open), the one table of URL forms, [`StoreSettings`].
+//! - [`store`]: [`LockStore`], what every backend shares: owner tokens, timeouts, waiting,
+//!   keep-alive.
+//! - [`backend`]: the [`Backend`] trait; its implementations are private: `memory`, and
+//!   `redis` (one server, Cluster or Sentinel, by its connection; `settings` for multi-host
+//!   URLs and connection set-up; `channels` for pub/sub) with `redis::redlock` on top.
+//! - `grant`: [`Grant`], a lock held, and what the host knows of its lease.
+//! - `keepalive`: the renewal loop of each store.
 //! - [`key`]: the key layout of a lock in a store, and its escaping.
 //! - [`limits`]: the bounds every argument is checked against.
 //! - [`policy`]: which resource ids an app may lock.
+//! - [`config`]: the operator's TOML file: stores, per-app policy and limits.
+//! - [`ctx`]: [`LockCtx`] (one instance's locks), its builder, and the borrowed view.
+//! - `host`: the WIT functions, implemented on [`LockCtxView`]; `compat`: 0.1.0's.
 //! - [`error`]: [`LockError`], the errors of configuring a store, and the one mapping onto
-//!   the WIT `error`.
-//! - [`sandbox`]: what every runner shares: the engine and its instance pool, the limits on
-//!   one instance, its store data ([`Instance`]), and running it to an end that releases its
-//!   locks.
-//! - [`run`]: [`Runner`], which runs command components with WASI and locks linked in.
-//! - [`serve`]: [`serve::ProxyRunner`], [`serve::Handler`] and [`serve::serve`], which serve
-//!   `wasi:http` handlers with locks linked in.
+//!   the WIT `error` of every version.
+//! - [`sandbox`]: what every guest shares: the engine and its instance pool, the limits on
+//!   one instance, its [`GuestState`], and running it to an end that releases its locks.
+//! - [`runner`]: [`Runner`], which loads and prepares components of every world on one
+//!   linker.
+//! - [`run`]: commands on a [`Runner`]. [`serve`]: HTTP handlers on a [`Runner`], and the
+//!   accept loop.
 //! - [`bindings`]: the generated host bindings of `latchkey:lock`.
 //! - [`telemetry`]: the metrics and spans of every lock operation.
 
@@ -86,8 +132,10 @@ mod host;
 mod keepalive;
 pub mod key;
 pub mod limits;
+pub mod open;
 pub mod policy;
 pub mod run;
+pub mod runner;
 pub mod sandbox;
 pub mod serve;
 pub mod store;
@@ -131,16 +179,17 @@ pub mod bindings {
     }
 }
 
-pub use backend::redis::RedisConfig;
 pub use backend::{Backend, BackendError, BackendErrorKind, UnlockStatus};
 pub use ctx::{LockCtx, LockCtxBuilder, LockCtxView, LockView};
-pub use error::{LockError, StoreConfigError, StoreError};
+pub use error::{ErrorKind, LockError, StoreConfigError, StoreError};
 pub use host::{LockHandle, StoreHandle};
 pub use limits::Limits;
+pub use open::{StoreSettings, open};
 pub use policy::{PatternError, ResourcePolicy};
-pub use run::{Exit, Runner};
-pub use sandbox::{EngineOptions, GuestLimits, Instance};
-pub use store::LockStore;
+pub use run::Exit;
+pub use runner::{Program, Runner, World};
+pub use sandbox::{EngineOptions, GuestLimits, GuestState};
+pub use store::{Grant, LockStore};
 
 use wasmtime::component::{HasData, Linker};
 

@@ -1,10 +1,9 @@
 //! What every latchkey host does to run untrusted guests, whatever their world: the engine
 //! (async calls, epoch ticks, the instance pool, the cache of compiled components), the
-//! store data of one instance, the limits on it, and running it to an end that always
+//! guest state of one instance, the limits on it, and running it to an end that always
 //! releases its locks.
 //!
-//! [`crate::run::Runner`] (commands) and [`crate::serve::ProxyRunner`] (HTTP handlers) are
-//! both built from these pieces.
+//! [`crate::Runner`] is built from these pieces, for commands and HTTP handlers alike.
 
 use std::time::Duration;
 
@@ -137,9 +136,9 @@ pub struct GuestLimits {
     pub fuel: Option<u64>,
 }
 
-/// The store data of one instance: WASI, `wasi:http` (for handlers), locks, and the table
-/// of their handles.
-pub struct Instance {
+/// The guest state of one instance — the data of its wasmtime store: WASI, `wasi:http`,
+/// locks, and the table of their handles.
+pub struct GuestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     outgoing_http: OutgoingHttp,
@@ -148,10 +147,10 @@ pub struct Instance {
     memory: StoreLimits,
 }
 
-impl Instance {
-    /// An instance with `wasi` and `locks`, and no outgoing HTTP requests.
+impl GuestState {
+    /// The state of an instance with `wasi` and `locks`, and no outgoing HTTP requests.
     pub fn new(wasi: WasiCtx, locks: LockCtx) -> Self {
-        Instance {
+        GuestState {
             wasi,
             http: WasiHttpCtx::new(),
             outgoing_http: OutgoingHttp { allowed: false },
@@ -174,7 +173,7 @@ impl Instance {
     }
 }
 
-impl WasiView for Instance {
+impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -183,7 +182,7 @@ impl WasiView for Instance {
     }
 }
 
-impl WasiHttpView for Instance {
+impl WasiHttpView for GuestState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
             ctx: &mut self.http,
@@ -193,7 +192,7 @@ impl WasiHttpView for Instance {
     }
 }
 
-impl LockView for Instance {
+impl LockView for GuestState {
     fn locks(&mut self) -> LockCtxView<'_> {
         LockCtxView {
             ctx: &mut self.locks,
@@ -230,24 +229,50 @@ impl WasiHttpHooks for OutgoingHttp {
     }
 }
 
-/// A store for `instance` with `limits` applied: a memory cap (growing past it traps),
-/// fuel if the engine meters it, and a yield to other tasks at every epoch tick, so a
-/// guest that never calls the host still lets the thread serve others.
-pub(crate) fn new_store(
+/// An engine and how it was set up: what every instance's wasmtime store is made from.
+/// Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Sandbox {
+    pub(crate) engine: Engine,
+    options: EngineOptions,
+}
+
+impl Sandbox {
+    /// The engine `options` ask for.
+    pub(crate) fn new(options: EngineOptions) -> wasmtime::Result<Self> {
+        Ok(Sandbox {
+            engine: options.engine()?,
+            options,
+        })
+    }
+
+    /// A wasmtime store for `state` with `limits` applied: a memory cap (growing past it
+    /// traps), fuel if the engine meters it, and a yield to other tasks at every epoch
+    /// tick, so a guest that never calls the host still lets the thread serve others.
+    pub(crate) fn new_store(
+        &self,
+        state: GuestState,
+        limits: GuestLimits,
+    ) -> wasmtime::Result<Store<GuestState>> {
+        new_store(&self.engine, &self.options, state, limits)
+    }
+}
+
+fn new_store(
     engine: &Engine,
     options: &EngineOptions,
-    mut instance: Instance,
+    mut state: GuestState,
     limits: GuestLimits,
-) -> wasmtime::Result<Store<Instance>> {
+) -> wasmtime::Result<Store<GuestState>> {
     if let Some(bytes) = limits.max_memory {
         // A trap, not a failed `memory.grow`: the guest is stopped, not asked to cope.
-        instance.memory = StoreLimitsBuilder::new()
+        state.memory = StoreLimitsBuilder::new()
             .memory_size(bytes)
             .trap_on_grow_failure(true)
             .build();
     }
-    let mut store = Store::new(engine, instance);
-    store.limiter(|instance| &mut instance.memory);
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.memory);
     if options.meter_fuel {
         // Without a budget, a metering engine runs the guest unmetered in effect.
         store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
@@ -271,7 +296,8 @@ pub(crate) enum Ended<R> {
     Returned(R),
     /// Its deadline stopped it.
     Deadline(Duration),
-    /// The host stopped it: its client went away, or the host is shutting down.
+    /// The host stopped it: the client of its request went away, or the host is shutting
+    /// down.
     Stopped,
     /// It trapped (or ran out of memory or fuel), or a host call failed.
     Trap(wasmtime::Error),
@@ -280,10 +306,10 @@ pub(crate) enum Ended<R> {
 /// Runs `call` on `store` until it returns, `limits.deadline` passes or `stop` completes,
 /// then releases every lock the instance still holds — however it ended.
 pub(crate) async fn run_to_end<R>(
-    store: &mut Store<Instance>,
+    store: &mut Store<GuestState>,
     limits: GuestLimits,
     stop: impl Future<Output = ()>,
-    call: impl AsyncFnOnce(&mut Store<Instance>) -> wasmtime::Result<R>,
+    call: impl AsyncFnOnce(&mut Store<GuestState>) -> wasmtime::Result<R>,
 ) -> Ended<R> {
     let deadline = limits.deadline.unwrap_or_default();
     // A running guest yields at every tick and a blocked host call is a future, so the

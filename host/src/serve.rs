@@ -1,10 +1,11 @@
 //! Serving `wasi:http` request handlers with locks: what `latchkey serve` does, as a library.
 //!
-//! A [`ProxyRunner`] prepares a `wasi:http/proxy` component once; a [`Handler`] then gives
-//! every request a fresh instance of it, with the app's locks, the operator's limits and
-//! nothing else, and releases the instance's locks when it ends: when its response is
-//! finished, when it traps, at its deadline, when its client goes away, or when the server
-//! shuts down. [`serve`] runs the accept loop on a listener with hyper.
+//! A [`Runner`] prepares a `wasi:http/proxy` component once; a [`Handler`] made by
+//! [`Runner::handler`] then gives every request a fresh instance of it, with the app's
+//! locks, the operator's limits and nothing else, and releases the instance's locks when it
+//! ends: when its response is finished, when it traps, at its deadline, when its client
+//! goes away, or when the server shuts down. [`serve`] runs the accept loop on a listener
+//! with hyper.
 //!
 //! A platform with its own hyper server needs none of this: link [`crate::add_to_linker`]
 //! beside `wasmtime_wasi_http::p2::add_to_linker_async`, implement [`crate::LockView`] for
@@ -12,7 +13,6 @@
 //! (the README's "Embedding in an HTTP server" shows it).
 
 use std::convert::Infallible;
-use std::path::Path;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +28,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wasmtime::component::{Component, Linker, Resource};
-use wasmtime::{Engine, Store};
+use wasmtime::Store;
+use wasmtime::component::Resource;
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::io::TokioIo;
@@ -39,64 +39,25 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use crate::ctx::LockCtxBuilder;
-use crate::sandbox::{Ended, EngineOptions, GuestLimits, Instance, new_store, run_to_end};
+use crate::runner::{Entry, Program, Runner};
+use crate::sandbox::{Ended, GuestLimits, GuestState, Sandbox, run_to_end};
 
-/// Prepares `wasi:http/proxy` components with WASI, `wasi:http` and `latchkey:lock` linked.
-pub struct ProxyRunner {
-    engine: Engine,
-    options: EngineOptions,
-    linker: Linker<Instance>,
-}
-
-/// A proxy component, checked and pre-instantiated: ready to serve many requests.
-#[derive(Clone)]
-pub struct ProxyProgram {
-    pre: ProxyPre<Instance>,
-}
-
-impl ProxyRunner {
-    /// A runner on an engine set up by `options`. Size its pool
-    /// ([`EngineOptions::pooled_instances`]) to the most requests served at once.
-    ///
-    /// Handlers get all of WASI p2, as `wasmtime serve -Scli` gives them, so that files,
-    /// variables and sockets can be granted; they have none unless their `WasiCtx` does.
-    pub fn with_options(options: EngineOptions) -> wasmtime::Result<Self> {
-        let engine = options.engine()?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        crate::add_to_linker(&mut linker)?;
-        Ok(ProxyRunner {
-            engine,
-            options,
-            linker,
-        })
-    }
-
-    /// The engine components must be compiled for.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    /// Compiles the component at `path` and checks that it is a proxy this host can serve.
-    pub fn load(&self, path: &Path) -> wasmtime::Result<ProxyProgram> {
-        self.prepare(&Component::from_file(&self.engine, path)?)
-    }
-
-    /// Checks that `component` exports `wasi:http/incoming-handler` and imports nothing
-    /// this host does not provide.
-    pub fn prepare(&self, component: &Component) -> wasmtime::Result<ProxyProgram> {
-        let pre = ProxyPre::new(self.linker.instantiate_pre(component)?)?;
-        Ok(ProxyProgram { pre })
-    }
-
-    /// A handler that serves every request with a fresh instance of `program` for `app`.
-    pub fn handler(&self, program: &ProxyProgram, app: LockCtxBuilder) -> HandlerBuilder {
-        HandlerBuilder {
+impl Runner {
+    /// A handler that serves every request with a fresh instance of the HTTP handler
+    /// `program` for `app`. Size the runner's pool ([`crate::EngineOptions::pooled_instances`])
+    /// to the most requests served at once.
+    pub fn handler(
+        &self,
+        program: &Program,
+        app: LockCtxBuilder,
+    ) -> wasmtime::Result<HandlerBuilder> {
+        let Entry::Proxy(pre) = program.entry() else {
+            wasmtime::bail!("it is {}, not an HTTP handler", program.world());
+        };
+        Ok(HandlerBuilder {
             shared: Shared {
-                engine: self.engine.clone(),
-                options: self.options,
-                pre: program.pre.clone(),
+                sandbox: self.sandbox.clone(),
+                pre: pre.clone(),
                 app,
                 limits: GuestLimits::default(),
                 new_wasi: Box::new(|_| Ok(WasiCtx::builder().build())),
@@ -106,7 +67,7 @@ impl ProxyRunner {
                 stop_all: CancellationToken::new(),
                 requests: TaskTracker::new(),
             },
-        }
+        })
     }
 }
 
@@ -158,9 +119,8 @@ impl HandlerBuilder {
 pub struct Handler(Arc<Shared>);
 
 struct Shared {
-    engine: Engine,
-    options: EngineOptions,
-    pre: ProxyPre<Instance>,
+    sandbox: Sandbox,
+    pre: ProxyPre<GuestState>,
     app: LockCtxBuilder,
     limits: GuestLimits,
     new_wasi: Box<dyn Fn(u64) -> wasmtime::Result<WasiCtx> + Send + Sync>,
@@ -176,9 +136,10 @@ struct Shared {
 
 type ResponseSender = oneshot::Sender<Result<Response<HyperOutgoingBody>, ErrorCode>>;
 
-/// A request's store, with the request and its response's place in the store's table.
+/// A request's wasmtime store, with the request and its response's place in the store's
+/// table.
 struct Prepared {
-    store: Store<Instance>,
+    store: Store<GuestState>,
     request: Resource<HostIncomingRequest>,
     outparam: Resource<HostResponseOutparam>,
 }
@@ -236,10 +197,10 @@ impl Handler {
             }
             // The instance ended without a response: say why.
             Err(_) => match ended.await {
-                Ok(Outcome::Deadline) => {
+                Ok(Ended::Deadline(_)) => {
                     plain(StatusCode::GATEWAY_TIMEOUT, "the handler ran out of time\n")
                 }
-                Ok(Outcome::Stopped) => plain(
+                Ok(Ended::Stopped) => plain(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the server is shutting down\n",
                 ),
@@ -250,8 +211,8 @@ impl Handler {
         response
     }
 
-    /// A store for request `id`, with the request and the place for its response in its
-    /// table.
+    /// A wasmtime store for request `id`, with the request and the place for its response
+    /// in its table.
     fn prepare_request(
         &self,
         id: u64,
@@ -259,9 +220,9 @@ impl Handler {
         respond: ResponseSender,
     ) -> wasmtime::Result<Prepared> {
         let shared = &self.0;
-        let instance = Instance::new((shared.new_wasi)(id)?, shared.app.build())
+        let state = GuestState::new((shared.new_wasi)(id)?, shared.app.build())
             .allow_outgoing_http(shared.outgoing_http);
-        let mut store = new_store(&shared.engine, &shared.options, instance, shared.limits)?;
+        let mut store = shared.sandbox.new_store(state, shared.limits)?;
         let mut http = store.data_mut().http();
         let request = http.new_incoming_request(Scheme::Http, request)?;
         let outparam = http.new_response_outparam(respond)?;
@@ -272,8 +233,9 @@ impl Handler {
         })
     }
 
-    /// Runs request `id`'s instance to its end; its locks are released by then.
-    async fn run(&self, id: u64, prepared: Prepared, stop: CancellationToken) -> Outcome {
+    /// Runs request `id`'s instance to its end, and says how it ended; its locks are
+    /// released by then.
+    async fn run(&self, id: u64, prepared: Prepared, stop: CancellationToken) -> Ended<()> {
         let shared = &self.0;
         let Prepared {
             mut store,
@@ -288,28 +250,26 @@ impl Handler {
                 .await
         })
         .await;
-        match ended {
-            Ended::Returned(()) => Outcome::Returned,
+        match &ended {
+            Ended::Returned(()) => {}
             Ended::Deadline(after) => {
                 tracing::warn!(
                     request = id,
                     "the handler was stopped at its deadline of {after:?}"
                 );
-                Outcome::Deadline
             }
             Ended::Trap(err) => {
                 tracing::warn!(request = id, "the handler failed: {}", err.root_cause());
                 tracing::debug!(request = id, "failure: {err:?}");
-                Outcome::Trapped
             }
             Ended::Stopped => {
                 tracing::info!(
                     request = id,
                     "stopped: the client went away or the server is shutting down"
                 );
-                Outcome::Stopped
             }
         }
+        ended
     }
 
     /// Stops every request in flight (each instance ends and releases its locks), and
@@ -319,15 +279,6 @@ impl Handler {
         self.0.requests.close();
         self.0.requests.wait().await;
     }
-}
-
-/// How a request's instance ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Returned,
-    Deadline,
-    Trapped,
-    Stopped,
 }
 
 /// A short plain-text response of the host's own.

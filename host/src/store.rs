@@ -1,5 +1,5 @@
-//! [`LockStore`]: one configured store, with the behaviour every backend shares — owner
-//! tokens, timeouts, and waiting for a lock without polling.
+//! [`LockStore`]: one lock store, as the operator named it, with the behaviour every backend
+//! shares — owner tokens, timeouts, waiting for a lock without polling, and keep-alive.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +7,6 @@ use std::time::Duration;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::backend::memory::MemoryBackend;
-use crate::backend::redis::redlock::RedlockBackend;
-use crate::backend::redis::{RedisBackend, RedisConfig};
 use crate::backend::{
     Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Token, UnlockStatus,
     within_lease,
@@ -21,10 +19,13 @@ use crate::key::LockKey;
 /// How long a store call may take before it is `unavailable`, unless configured otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A lock store a host can offer to guests. Cheap to clone: clones share the backend, so
-/// every instance given a clone competes for the same locks.
+/// A lock store a host can offer to guests, under the name guests open it by. Cheap to
+/// clone: clones share the backend, so every instance given a clone competes for the same
+/// locks. Made by [`crate::open`] from a URL, or by [`LockStore::new`] on a backend of your
+/// own.
 #[derive(Clone)]
 pub struct LockStore {
+    name: Arc<str>,
     backend: Arc<dyn Backend>,
     timeout: Duration,
     namespace: Option<Arc<str>>,
@@ -32,49 +33,25 @@ pub struct LockStore {
 }
 
 impl LockStore {
-    /// A store in this process's memory: zero set-up, shared by the instances of one host.
-    pub fn memory() -> Self {
-        Self::new(Arc::new(MemoryBackend::new()), DEFAULT_TIMEOUT)
+    /// A store named `name` in this process's memory: zero set-up, shared by the instances
+    /// of one host.
+    pub fn memory(name: &str) -> Self {
+        Self::new(name, Arc::new(MemoryBackend::new()), DEFAULT_TIMEOUT)
     }
 
-    /// A store on a Redis server. The URL is checked now; the connection is made on first
-    /// use, so an unreachable server makes calls `unavailable` rather than failing here.
-    /// `redis+redlock://` URLs make a Redlock store over the masters they list.
-    pub fn redis(config: RedisConfig) -> Result<Self, StoreConfigError> {
-        const SCHEMES: [&str; 7] = [
-            "redis",
-            "rediss",
-            "redis+unix",
-            "unix",
-            "redis+cluster",
-            "redis+sentinel",
-            "redis+redlock",
-        ];
-        let scheme = config.url.split_once("://").map(|(scheme, _)| scheme);
-        if !scheme.is_some_and(|scheme| SCHEMES.contains(&scheme)) {
-            return Err(StoreConfigError::UnknownScheme {
-                url: crate::backend::redis::redacted(&config.url),
-            });
-        }
-        let timeout = config.timeout;
-        let backend: Arc<dyn Backend> = if config.url.starts_with("redis+redlock://") {
-            Arc::new(RedlockBackend::new(config)?)
-        } else {
-            Arc::new(RedisBackend::new(config)?)
-        };
-        Ok(Self::new(backend, timeout))
-    }
-
-    /// The same store with another call timeout.
-    pub fn with_timeout(self, timeout: Duration) -> Self {
-        Self {
-            keep_alive: Arc::new(KeepAlive::new(self.backend.clone(), timeout)),
+    /// A store named `name` on any backend; each call on it fails as `unavailable` after
+    /// `timeout`.
+    pub fn new(name: &str, backend: Arc<dyn Backend>, timeout: Duration) -> Self {
+        LockStore {
+            name: name.into(),
+            keep_alive: KeepAlive::new(backend.clone(), timeout),
+            backend,
             timeout,
-            ..self
+            namespace: None,
         }
     }
 
-    /// The same store, with its locks in their own namespace: locks of the same app and
+    /// The same store with its locks in their own namespace: locks of the same app and
     /// resource id in two namespaces of one store are different locks. A namespace is 1 to
     /// 64 letters, digits, `.`, `_` or `-`.
     pub fn with_namespace(mut self, namespace: &str) -> Result<Self, StoreConfigError> {
@@ -88,14 +65,15 @@ impl LockStore {
         Ok(self)
     }
 
-    /// A store on any backend; each call on it fails as `unavailable` after `timeout`.
-    pub fn new(backend: Arc<dyn Backend>, timeout: Duration) -> Self {
-        LockStore {
-            keep_alive: Arc::new(KeepAlive::new(backend.clone(), timeout)),
-            backend,
-            timeout,
-            namespace: None,
-        }
+    /// The name guests open the store by, which its messages and metrics carry.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The backend behind the store: to wrap it in one of your own (and make a store of
+    /// that with [`LockStore::new`]), or to call its atomic steps directly.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
     }
 
     /// Where the lock of `app` on `resource_id` lives in this store.
@@ -104,22 +82,21 @@ impl LockStore {
     }
 
     /// Checks that the store answers within its timeout.
-    pub async fn ping(&self, name: &str) -> Result<(), StoreError> {
-        self.bounded(name, self.backend.ping()).await
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.bounded(self.backend.ping()).await
     }
 
     /// Takes the lock now if nobody holds it.
     pub async fn try_lock(
         &self,
-        name: &str,
         key: LockKey,
         lease: Duration,
     ) -> Result<Option<Grant>, StoreError> {
         let token = Token::random();
         let asked = Instant::now();
-        match self.attempt(name, &key, &token, lease).await? {
+        match self.attempt(&key, &token, lease).await? {
             Attempt::Granted { fence } => Ok(Some(Grant::new(key, token, fence, asked, lease))),
-            Attempt::Held { .. } => Ok(None),
+            Attempt::Busy { .. } => Ok(None),
         }
     }
 
@@ -130,7 +107,6 @@ impl LockStore {
     /// taken by nobody until its lease ends.
     async fn attempt(
         &self,
-        name: &str,
         key: &LockKey,
         token: &Token,
         lease: Duration,
@@ -143,7 +119,7 @@ impl LockStore {
         };
         let started = Instant::now();
         let result = match self
-            .bounded(name, self.backend.try_acquire(key, token, lease))
+            .bounded(self.backend.try_acquire(key, token, lease))
             .await
         {
             // Slow enough that the lease may have run out before the guest could use it
@@ -154,10 +130,7 @@ impl LockStore {
                     started.elapsed().as_millis(),
                     lease.as_millis()
                 );
-                Err(StoreError::new(
-                    name,
-                    BackendError::new(BackendErrorKind::Timeout, reason),
-                ))
+                Err(self.failed(BackendError::new(BackendErrorKind::Timeout, reason)))
             }
             result => result,
         };
@@ -174,25 +147,24 @@ impl LockStore {
     /// holder's lease ends; it never polls on a fixed period.
     pub async fn lock(
         &self,
-        name: &str,
         key: LockKey,
         lease: Duration,
         wait: Duration,
     ) -> Result<Option<Grant>, StoreError> {
         if wait.is_zero() {
             // Nothing to wait for, so nothing to subscribe to.
-            return self.try_lock(name, key, lease).await;
+            return self.try_lock(key, lease).await;
         }
         let deadline = Instant::now() + wait;
         let token = Token::random();
         loop {
-            let mut released = self.bounded(name, self.backend.watch(&key)).await?;
+            let mut released = self.bounded(self.backend.watch(&key)).await?;
             let asked = Instant::now();
-            let expires_in = match self.attempt(name, &key, &token, lease).await? {
+            let expires_in = match self.attempt(&key, &token, lease).await? {
                 Attempt::Granted { fence } => {
                     return Ok(Some(Grant::new(key, token, fence, asked, lease)));
                 }
-                Attempt::Held { expires_in } => expires_in,
+                Attempt::Busy { expires_in } => expires_in,
             };
             let now = Instant::now();
             if now >= deadline {
@@ -206,31 +178,26 @@ impl LockStore {
 
     /// Restarts the lease at `lease` from now; false if the grant no longer holds the lock
     /// (it is lost then). Keep-alive renews to this length from now on.
-    pub async fn extend(
-        &self,
-        name: &str,
-        grant: &Grant,
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
+    pub async fn extend(&self, grant: &Grant, lease: Duration) -> Result<bool, StoreError> {
         let asked = Instant::now();
         let extended = self
-            .bounded(name, self.backend.extend(&grant.key, &grant.token, lease))
+            .bounded(self.backend.extend(&grant.key, &grant.token, lease))
             .await?;
         if extended {
             grant.renewed(asked, lease);
         } else {
-            grant.mark_lost();
+            grant.mark_gone();
         }
         Ok(extended)
     }
 
-    /// Asks the store whether the grant still holds the lock; if not, it is lost.
-    pub async fn held(&self, name: &str, grant: &Grant) -> Result<bool, StoreError> {
+    /// Asks the store whether the grant still holds the lock; if not, it is gone.
+    pub async fn held(&self, grant: &Grant) -> Result<bool, StoreError> {
         let held = self
-            .bounded(name, self.backend.held(&grant.key, &grant.token))
+            .bounded(self.backend.held(&grant.key, &grant.token))
             .await?;
         if !held {
-            grant.mark_lost();
+            grant.mark_gone();
         }
         Ok(held)
     }
@@ -244,30 +211,32 @@ impl LockStore {
 
     /// Frees the lock if the grant still holds it, and says what it found. Its keep-alive
     /// stops first; once the store answers, the grant no longer holds the lock.
-    pub async fn unlock(&self, name: &str, grant: &Grant) -> Result<UnlockStatus, StoreError> {
-        self.keep_alive.forget(&grant.token);
+    pub async fn unlock(&self, grant: &Grant) -> Result<UnlockStatus, StoreError> {
+        self.keep_alive.stop_renewing(&grant.token);
         let status = self
-            .bounded(name, self.backend.release(&grant.key, &grant.token))
+            .bounded(self.backend.release(&grant.key, &grant.token))
             .await?;
-        grant.mark_lost();
+        grant.mark_gone();
         Ok(status)
     }
 
+    /// `call`, failing as `unavailable` if it takes longer than the store's timeout.
     async fn bounded<T>(
         &self,
-        name: &str,
         call: impl Future<Output = BackendResult<T>>,
     ) -> Result<T, StoreError> {
         match timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(|err| StoreError::new(name, err)),
+            Ok(result) => result.map_err(|err| self.failed(err)),
             Err(_) => {
                 let reason = format!("did not answer within {} ms", self.timeout.as_millis());
-                Err(StoreError::new(
-                    name,
-                    BackendError::new(BackendErrorKind::Timeout, reason),
-                ))
+                Err(self.failed(BackendError::new(BackendErrorKind::Timeout, reason)))
             }
         }
+    }
+
+    /// `error`, said of this store.
+    fn failed(&self, error: BackendError) -> StoreError {
+        StoreError::new(&self.name, error)
     }
 }
 

@@ -25,8 +25,10 @@ use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram};
 
+use strum::EnumCount as _;
+
 use crate::backend::UnlockStatus;
-use crate::error::LockError;
+use crate::error::{ErrorKind, LockError};
 
 /// Every lock operation, by outcome.
 pub const OPERATIONS: &str = "latchkey_lock_operations_total";
@@ -48,7 +50,8 @@ pub const STORE_UNAVAILABLE: &str = "latchkey_store_unavailable_total";
 pub(crate) const UNKNOWN_STORE: &str = "-";
 
 /// A host call: the `op` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumCount, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub(crate) enum Op {
     Open,
     TryLock,
@@ -60,42 +63,22 @@ pub(crate) enum Op {
     Held,
 }
 
-impl Op {
-    const ALL: usize = 8;
-
-    fn label(self) -> &'static str {
-        match self {
-            Op::Open => "open",
-            Op::TryLock => "try_lock",
-            Op::Lock => "lock",
-            Op::Extend => "extend",
-            Op::Unlock => "unlock",
-            Op::ReleaseOnExit => "release_on_exit",
-            Op::KeepAlive => "keep_alive",
-            Op::Held => "held",
-        }
-    }
-}
-
-/// What an operation ended with: the `outcome` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an operation ended with: the `outcome` label. The error kinds are those of
+/// [`ErrorKind`], and the unlock statuses those of [`UnlockStatus`], under the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumCount, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub(crate) enum Outcome {
     Opened,
     Granted,
     Busy,
     WaitTimedOut,
-    Unlocked(UnlockStatus),
+    Success,
+    LockDoesNotExist,
+    LockBelongsToOthers,
     Extended,
     LeaseLost,
     Held,
     KeepingAlive,
-    /// A WIT error, by its name.
-    Failed(ErrorKind),
-}
-
-/// The kinds of [`LockError`], as outcomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ErrorKind {
     NoSuchStore,
     InvalidArgument,
     AccessDenied,
@@ -104,42 +87,37 @@ pub(crate) enum ErrorKind {
     Trap,
 }
 
-impl Outcome {
-    const ALL: usize = 17;
+impl From<UnlockStatus> for Outcome {
+    fn from(status: UnlockStatus) -> Self {
+        match status {
+            UnlockStatus::Success => Outcome::Success,
+            UnlockStatus::LockDoesNotExist => Outcome::LockDoesNotExist,
+            UnlockStatus::LockBelongsToOthers => Outcome::LockBelongsToOthers,
+        }
+    }
+}
 
+impl From<ErrorKind> for Outcome {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::NoSuchStore => Outcome::NoSuchStore,
+            ErrorKind::InvalidArgument => Outcome::InvalidArgument,
+            ErrorKind::AccessDenied => Outcome::AccessDenied,
+            ErrorKind::LimitExceeded => Outcome::LimitExceeded,
+            ErrorKind::Unavailable => Outcome::Unavailable,
+            ErrorKind::Trap => Outcome::Trap,
+        }
+    }
+}
+
+impl Outcome {
     /// The outcome of a call that failed with `err`.
     pub(crate) fn of_error(err: &LockError) -> Self {
-        Outcome::Failed(match err {
-            LockError::NoSuchStore(_) => ErrorKind::NoSuchStore,
-            LockError::InvalidArgument(_) => ErrorKind::InvalidArgument,
-            LockError::AccessDenied(_) => ErrorKind::AccessDenied,
-            LockError::LimitExceeded(_) => ErrorKind::LimitExceeded,
-            LockError::Unavailable(_) => ErrorKind::Unavailable,
-            LockError::Trap(_) => ErrorKind::Trap,
-        })
+        err.kind().into()
     }
 
-    /// The label, and a small number for the table of handles.
-    fn label(self) -> (&'static str, usize) {
-        match self {
-            Outcome::Opened => ("opened", 0),
-            Outcome::Granted => ("granted", 1),
-            Outcome::Busy => ("busy", 2),
-            Outcome::WaitTimedOut => ("wait_timed_out", 3),
-            Outcome::Unlocked(UnlockStatus::Success) => ("success", 4),
-            Outcome::Unlocked(UnlockStatus::LockDoesNotExist) => ("lock_does_not_exist", 5),
-            Outcome::Unlocked(UnlockStatus::LockBelongsToOthers) => ("lock_belongs_to_others", 6),
-            Outcome::Extended => ("extended", 7),
-            Outcome::LeaseLost => ("lease_lost", 8),
-            Outcome::Held => ("held", 9),
-            Outcome::KeepingAlive => ("keeping_alive", 10),
-            Outcome::Failed(ErrorKind::NoSuchStore) => ("no_such_store", 11),
-            Outcome::Failed(ErrorKind::InvalidArgument) => ("invalid_argument", 12),
-            Outcome::Failed(ErrorKind::AccessDenied) => ("access_denied", 13),
-            Outcome::Failed(ErrorKind::LimitExceeded) => ("limit_exceeded", 14),
-            Outcome::Failed(ErrorKind::Unavailable) => ("unavailable", 15),
-            Outcome::Failed(ErrorKind::Trap) => ("trap", 16),
-        }
+    fn label(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -148,8 +126,8 @@ impl Outcome {
 pub(crate) struct Instruments {
     pub(crate) app: Arc<str>,
     pub(crate) store: Arc<str>,
-    operations: [[OnceLock<Counter>; Outcome::ALL]; Op::ALL],
-    durations: [OnceLock<Histogram>; Op::ALL],
+    operations: [[OnceLock<Counter>; Outcome::COUNT]; Op::COUNT],
+    durations: [OnceLock<Histogram>; Op::COUNT],
     wait: OnceLock<Histogram>,
     held: OnceLock<Histogram>,
     locks_held: OnceLock<Gauge>,
@@ -171,14 +149,13 @@ impl Instruments {
     }
 
     fn operations(&self, op: Op, outcome: Outcome) -> &Counter {
-        let (label, index) = outcome.label();
-        self.operations[op as usize][index].get_or_init(|| {
+        self.operations[op as usize][outcome as usize].get_or_init(|| {
             metrics::counter!(
                 OPERATIONS,
                 "app" => self.app.clone(),
                 "store" => self.store.clone(),
-                "op" => op.label(),
-                "outcome" => label,
+                "op" => <&str>::from(op),
+                "outcome" => outcome.label(),
             )
         })
     }
@@ -189,7 +166,7 @@ impl Instruments {
                 OPERATION_DURATION,
                 "app" => self.app.clone(),
                 "store" => self.store.clone(),
-                "op" => op.label(),
+                "op" => <&str>::from(op),
             )
         })
     }
@@ -246,7 +223,7 @@ impl Call {
     pub(crate) fn start(op: Op, instruments: Arc<Instruments>) -> Self {
         let span = tracing::debug_span!(
             "lock_call",
-            op = op.label(),
+            op = <&str>::from(op),
             app = &*instruments.app,
             store = &*instruments.store,
             outcome = tracing::field::Empty,
@@ -267,8 +244,8 @@ impl Call {
     /// Records the call's outcome and duration.
     pub(crate) fn finish(self, outcome: Outcome) {
         let instruments = &self.instruments;
-        self.span.record("outcome", outcome.label().0);
-        if outcome == Outcome::Failed(ErrorKind::Unavailable) {
+        self.span.record("outcome", outcome.label());
+        if outcome == Outcome::Unavailable {
             instruments
                 .unavailable
                 .get_or_init(

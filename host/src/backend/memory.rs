@@ -107,7 +107,7 @@ impl Backend for MemoryBackend {
             state.sweep_if_grown(now);
             let slot = state.slots.entry(key.clone()).or_insert_with(Slot::new);
             if let Some(holder) = slot.live_holder(now) {
-                return Attempt::Held {
+                return Attempt::Busy {
                     expires_in: Some(holder.expires - now),
                 };
             }
@@ -189,7 +189,7 @@ mod tests {
     fn fence(attempt: Attempt) -> u64 {
         match attempt {
             Attempt::Granted { fence } => fence,
-            Attempt::Held { .. } => panic!("expected a grant"),
+            Attempt::Busy { .. } => panic!("expected a grant"),
         }
     }
 

@@ -1,7 +1,12 @@
-//! The small trait every lock store implements, and what its calls return.
+//! The small trait every lock store's backend implements, and what its calls return.
 //!
-//! A backend performs single atomic steps; waiting, timeouts, owner tokens and argument
-//! checks live in [`crate::LockStore`], so every backend gets them the same way.
+//! A backend performs single atomic steps; waiting, timeouts, owner tokens, keep-alive and
+//! argument checks live in [`crate::LockStore`], so every backend gets them the same way.
+//! latchkey's own backends — `memory`, and `redis` (one server, Cluster or Sentinel) with
+//! `redis::redlock` — are private: [`crate::open`] makes them from a URL. The trait is the
+//! extension point for a store of your own: implement it and hand it to
+//! [`crate::LockStore::new`]. [`Intercepted`] wraps any backend with a hook around each of
+//! its steps, to time, count, delay or fail them.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -11,8 +16,11 @@ use tokio::sync::watch;
 
 use crate::key::LockKey;
 
-pub mod memory;
-pub mod redis;
+mod intercepted;
+pub(crate) mod memory;
+pub(crate) mod redis;
+
+pub use intercepted::{Intercepted, Interceptor, Step, StepCall};
 
 /// What a backend call returns.
 pub type BackendResult<T> = Result<T, BackendError>;
@@ -153,16 +161,18 @@ pub enum Attempt {
         /// The fencing token of this grant.
         fence: u64,
     },
-    /// Someone holds it; their lease ends in `expires_in` if the store said.
-    Held {
+    /// Someone else holds it; their lease ends in `expires_in` if the store said.
+    Busy {
         /// How long the current holder's lease has left.
         expires_in: Option<Duration>,
     },
 }
 
-/// What an unlock found (the statuses of Dapr's Unlock).
+/// What an unlock found (the statuses of Dapr's Unlock). Displayed as the WIT names it
+/// (`lock-does-not-exist`).
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::Display, strum::IntoStaticStr)]
+#[strum(serialize_all = "kebab-case")]
 pub enum UnlockStatus {
     /// This grant still held the lock; now it is free.
     Success,

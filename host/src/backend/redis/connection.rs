@@ -16,8 +16,9 @@ use redis::{
 };
 
 use super::sentinel::{PrimaryConnection, Sentinels};
-use super::settings::{HostList, complaint_about, manager_config, redacted};
+use super::settings::{HostList, complaint_about, manager_config};
 use crate::error::StoreConfigError;
+use crate::open::{Kind, redacted};
 
 /// Where a store's server is, parsed from its URL.
 pub(super) enum Target {
@@ -37,22 +38,28 @@ pub(super) enum Target {
 }
 
 impl Target {
-    /// Parses `url`; `password`, if given, replaces the URL's.
-    pub(super) fn parse(url: &str, password: Option<&str>) -> Result<Self, StoreConfigError> {
+    /// Parses `url`, a URL of `kind` (one server, a Cluster or Sentinel); `password`, if
+    /// given, replaces the URL's.
+    pub(super) fn parse(
+        kind: Kind,
+        url: &str,
+        password: Option<&str>,
+    ) -> Result<Self, StoreConfigError> {
         let bad = |e: &dyn std::fmt::Display| StoreConfigError::BadUrl {
             url: redacted(url),
             reason: complaint_about(url, e),
         };
-        if let Some(rest) = url.strip_prefix("redis+cluster://") {
-            let list = HostList::parse(rest);
+        let after_scheme = || url.split_once("://").map_or("", |(_, rest)| rest);
+        if kind == Kind::Cluster {
+            let list = HostList::parse(after_scheme());
             return Ok(Target::Cluster {
                 nodes: list.urls().map_err(|e| bad(&e))?,
                 username: list.username.map(str::to_owned),
                 password: password.or(list.password).map(str::to_owned),
             });
         }
-        if let Some(rest) = url.strip_prefix("redis+sentinel://") {
-            let list = HostList::parse(rest);
+        if kind == Kind::Sentinel {
+            let list = HostList::parse(after_scheme());
             let service = list.path.trim_end_matches('/');
             if service.is_empty() {
                 return Err(bad(&"name the monitored service after the hosts, as in \

@@ -19,13 +19,13 @@ use super::{
 };
 use crate::error::StoreConfigError;
 use crate::key::LockKey;
+use crate::open::{Kind, StoreSettings, redacted};
 use channels::Channels;
 use connection::{Connection, Target};
-pub(crate) use settings::redacted;
 
 mod channels;
 mod connection;
-pub mod redlock;
+pub(crate) mod redlock;
 mod sentinel;
 mod settings;
 
@@ -63,51 +63,8 @@ const RENEW_BATCH: usize = 256;
 /// it they follow the server's clock.
 const FENCE_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// How to reach a Redis store: one server, a Cluster, a Sentinel-managed primary, or
-/// Redlock masters.
-#[non_exhaustive]
-#[derive(Clone)]
-pub struct RedisConfig {
-    /// `redis://`, `rediss://` (TLS), `redis+unix://`, `redis+cluster://host:port,...`,
-    /// `redis+sentinel://host:port,.../service` or `redis+redlock://host:port,...`; may hold
-    /// user and password.
-    pub url: String,
-    /// A password that overrides the URL's, so it need not appear on a command line.
-    pub password: Option<String>,
-    /// How long to wait for a connection or an answer (default 2 s).
-    pub timeout: Duration,
-    /// How many replicas must confirm a grant (Redis `WAIT`) before the guest gets it. With
-    /// 0, a server that has replicas, or is one, is refused: on failover, asynchronous
-    /// replication can lose a granted lock. See the README's "Replicas".
-    pub wait_replicas: u32,
-}
-
-impl RedisConfig {
-    /// A store at `url`: the URL's password if any, the default timeout, no replicas to
-    /// wait for.
-    pub fn new(url: impl Into<String>) -> Self {
-        RedisConfig {
-            url: url.into(),
-            password: None,
-            timeout: crate::store::DEFAULT_TIMEOUT,
-            wait_replicas: 0,
-        }
-    }
-}
-
-impl std::fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &redacted(&self.url))
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("timeout", &self.timeout)
-            .field("wait_replicas", &self.wait_replicas)
-            .finish()
-    }
-}
-
-/// A lock store on one Redis server.
-pub struct RedisBackend {
+/// A lock store on one Redis server, a Redis Cluster, or the primary Redis Sentinel names.
+pub(crate) struct RedisBackend {
     target: Target,
     timeout: Duration,
     /// Further attempts when connecting fails.
@@ -122,22 +79,31 @@ pub struct RedisBackend {
     renew_many: Script,
 }
 
+/// The backend of a store of `kind` (one server, a Cluster or Sentinel) as `settings` say.
+/// Checks the URL now; connects on first use, so a host can start while Redis is down.
+pub(crate) fn open(kind: Kind, settings: &StoreSettings) -> Result<RedisBackend, StoreConfigError> {
+    let target = Target::parse(kind, &settings.url, settings.password.as_deref())?;
+    if let Target::Sentinel(_) = target
+        && settings.wait_replicas == 0
+    {
+        return Err(StoreConfigError::SentinelNeedsWaitReplicas {
+            url: redacted(&settings.url),
+        });
+    }
+    Ok(RedisBackend::new(
+        target,
+        settings.timeout,
+        settings.wait_replicas,
+    ))
+}
+
 impl RedisBackend {
-    /// Checks the URL now; connects on first use, so a host can start while Redis is down.
-    pub fn new(config: RedisConfig) -> Result<Self, StoreConfigError> {
-        let target = Target::parse(&config.url, config.password.as_deref())?;
-        if let Target::Sentinel(_) = target
-            && config.wait_replicas == 0
-        {
-            return Err(StoreConfigError::SentinelNeedsWaitReplicas {
-                url: redacted(&config.url),
-            });
-        }
-        Ok(RedisBackend {
+    fn new(target: Target, timeout: Duration, wait_replicas: u32) -> Self {
+        RedisBackend {
             target,
-            timeout: config.timeout,
+            timeout,
             connect_retries: 1,
-            wait_replicas: config.wait_replicas,
+            wait_replicas,
             connection: OnceCell::new(),
             channels: Arc::default(),
             acquire: Script::new(ACQUIRE),
@@ -145,12 +111,12 @@ impl RedisBackend {
             extend: Script::new(EXTEND),
             raise_fence: Script::new(RAISE_FENCE),
             renew_many: Script::new(RENEW_MANY),
-        })
+        }
     }
 
     /// The same backend, giving up at once when it cannot connect: for a Redlock master,
     /// where the other masters are the retry.
-    pub(super) fn without_connect_retries(mut self) -> Self {
+    fn without_connect_retries(mut self) -> Self {
         self.connect_retries = 0;
         self
     }
@@ -229,12 +195,7 @@ impl RedisBackend {
 
     /// Raises the fence of `key` to at least `fence` if `token` still holds the lock; false
     /// if it does not.
-    pub async fn raise_fence(
-        &self,
-        key: &LockKey,
-        token: &Token,
-        fence: u64,
-    ) -> BackendResult<bool> {
+    async fn raise_fence(&self, key: &LockKey, token: &Token, fence: u64) -> BackendResult<bool> {
         let mut conn = self.connection().await?;
         let raised: i64 = self
             .raise_fence
@@ -353,7 +314,7 @@ impl Backend for RedisBackend {
                 fence: value as u64,
             }
         } else {
-            Attempt::Held {
+            Attempt::Busy {
                 // PTTL is -2 when the key vanished between the SET and the PTTL, and -1
                 // for a key without TTL (never written by latchkey).
                 expires_in: u64::try_from(value).ok().map(Duration::from_millis),

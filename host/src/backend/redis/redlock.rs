@@ -18,14 +18,16 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::time::{Instant, timeout};
 
-use super::settings::{HostList, redacted};
-use super::{RedisBackend, RedisConfig};
+use super::RedisBackend;
+use super::connection::Target;
+use super::settings::HostList;
 use crate::backend::{
     Attempt, Backend, BackendError, BackendErrorKind, BackendResult, ReleaseWatch, Renewal, Token,
     UnlockStatus, within_lease,
 };
 use crate::error::StoreConfigError;
 use crate::key::LockKey;
+use crate::open::{Kind, StoreSettings, redacted};
 
 /// How many times a split vote is tried again within one attempt.
 const SPLIT_RETRIES: u32 = 3;
@@ -34,7 +36,7 @@ const SPLIT_RETRIES: u32 = 3;
 const MAX_RETRY_DELAY: Duration = Duration::from_millis(20);
 
 /// A lock store on several independent Redis masters.
-pub struct RedlockBackend {
+pub(crate) struct RedlockBackend {
     masters: Vec<RedisBackend>,
     /// Each master's share of a call: a master slower than this counts as a "no".
     master_timeout: Duration,
@@ -44,14 +46,11 @@ impl RedlockBackend {
     /// `redis+redlock://[user[:password]@]host:port,host:port,host:port`: three or more
     /// masters that do not replicate each other. Each master gets a tenth of the call
     /// timeout, so that one slow master cannot use up a lease.
-    pub fn new(config: RedisConfig) -> Result<Self, StoreConfigError> {
-        let url = || redacted(&config.url);
+    pub(crate) fn new(settings: &StoreSettings) -> Result<Self, StoreConfigError> {
+        let url = || redacted(&settings.url);
         let bad = |reason: String| StoreConfigError::BadUrl { url: url(), reason };
-        let rest = config
-            .url
-            .strip_prefix("redis+redlock://")
-            .ok_or_else(|| bad("it must start with redis+redlock://".into()))?;
-        let list = HostList::parse(rest);
+        let after_scheme = settings.url.split_once("://").map_or("", |(_, rest)| rest);
+        let list = HostList::parse(after_scheme);
         let urls = list.urls().map_err(bad)?;
         if urls.len() < 3 {
             return Err(StoreConfigError::TooFewRedlockMasters {
@@ -59,10 +58,11 @@ impl RedlockBackend {
                 masters: urls.len(),
             });
         }
-        if config.wait_replicas > 0 {
+        if settings.wait_replicas > 0 {
             return Err(StoreConfigError::WaitReplicasWithRedlock { url: url() });
         }
-        let master_timeout = (config.timeout / 10).max(Duration::from_millis(5));
+        let master_timeout = (settings.timeout / 10).max(Duration::from_millis(5));
+        let password = settings.password.as_deref().or(list.password);
         let masters = urls
             .into_iter()
             .map(|url| {
@@ -70,15 +70,10 @@ impl RedlockBackend {
                     Some(user) => url.replacen("redis://", &format!("redis://{user}@"), 1),
                     None => url,
                 };
-                RedisBackend::new(RedisConfig {
-                    url,
-                    password: config.password.clone().or(list.password.map(str::to_owned)),
-                    timeout: master_timeout,
-                    wait_replicas: 0,
-                })
-                .map(RedisBackend::without_connect_retries)
+                let target = Target::parse(Kind::Server, &url, password)?;
+                Ok(RedisBackend::new(target, master_timeout, 0).without_connect_retries())
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, StoreConfigError>>()?;
         Ok(RedlockBackend {
             masters,
             master_timeout,
@@ -134,7 +129,7 @@ impl RedlockBackend {
         for attempt in replies.into_iter().flatten() {
             match attempt {
                 Attempt::Granted { fence } => fences.push(fence),
-                Attempt::Held { expires_in } => held.push(expires_in),
+                Attempt::Busy { expires_in } => held.push(expires_in),
             }
         }
         if fences.len() >= self.quorum() && within_lease(started, lease) {
@@ -155,7 +150,7 @@ impl RedlockBackend {
         if held.len() >= self.quorum()
             && let Some(left) = held.iter().flatten().min()
         {
-            return Ok(Round::Held(*left));
+            return Ok(Round::Busy(*left));
         }
         Ok(Round::Split)
     }
@@ -165,7 +160,7 @@ enum Round {
     Granted(u64),
     /// Another holder has a majority; its lease ends in this long on the first master to
     /// let it go.
-    Held(Duration),
+    Busy(Duration),
     /// Nobody has a majority: rivals got in each other's way, or leases ran out mid-round.
     Split,
 }
@@ -185,15 +180,15 @@ impl Backend for RedlockBackend {
         for _ in 0..SPLIT_RETRIES {
             match self.round(key, token, lease).await? {
                 Round::Granted(fence) => return Ok(Attempt::Granted { fence }),
-                Round::Held(left) => {
-                    return Ok(Attempt::Held {
+                Round::Busy(left) => {
+                    return Ok(Attempt::Busy {
                         expires_in: Some(left + retry_delay()),
                     });
                 }
                 Round::Split => tokio::time::sleep(retry_delay()).await,
             }
         }
-        Ok(Attempt::Held {
+        Ok(Attempt::Busy {
             expires_in: Some(retry_delay()),
         })
     }

@@ -74,11 +74,10 @@ pub struct GuestArgs {
     #[arg(long, value_name = "ID")]
     pub app_id: Option<String>,
 
-    /// Offer a lock store to the guest: NAME=memory or NAME=redis://[user[:password]@]host[:port][/db]
-    /// (also rediss:// for TLS, redis+unix:///path, redis+cluster://host:port,host:port,
-    /// redis+sentinel://host:port,host:port/service and
-    /// redis+redlock://host:port,host:port,host:port). Repeatable [default: lockstore=memory]
-    #[arg(long = "store", value_name = "NAME=URL", value_parser = key_value)]
+    // The URL forms come from the library's one table of them.
+    #[arg(long = "store", value_name = "NAME=URL", value_parser = key_value,
+          help = format!("Offer a lock store to the guest as NAME: URL is {}. Repeatable \
+                          [default: lockstore=memory]", latchkey_host::open::url_forms()))]
     pub stores: Vec<(String, String)>,
 
     /// Read the password of store NAME from a file, to keep it off the command line. Repeatable
@@ -100,9 +99,9 @@ pub struct GuestArgs {
     pub store_timeout_ms: Option<u64>,
 
     /// Stop each instance after this long, time blocked on locks included (e.g. 5s, 1m);
-    /// its locks are released
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    pub timeout: Option<Duration>,
+    /// its locks are released. Also --timeout, its old name
+    #[arg(long, alias = "timeout", value_name = "DURATION", value_parser = duration)]
+    pub deadline: Option<Duration>,
 
     /// Keep-alive renews one lock's lease for this long at most (e.g. 10m); then the lease
     /// ends as usual [default: 1h]

@@ -4,10 +4,11 @@
 //!
 //! - `args`: the command line (clap);
 //! - `settings`: the config file and flags merged into an app, its stores and limits;
-//! - `run`: `latchkey run`, command components on [`latchkey_host::Runner`];
-//! - `serve`: `latchkey serve`, HTTP handlers on [`latchkey_host::serve`];
+//! - `run`: `latchkey run`, command components on a [`latchkey_host::Runner`];
+//! - `serve`: `latchkey serve`, HTTP handlers on a [`latchkey_host::Runner`];
 //! - `output`: guest output, line by line, with a prefix per instance;
-//! - `metrics`: `--metrics-addr`, the Prometheus endpoint.
+//! - `metrics`: `--metrics-addr`, the Prometheus endpoint;
+//! - `signals`: SIGINT and SIGTERM, which stop the guests after releasing their locks.
 
 mod args;
 mod metrics;
@@ -15,6 +16,7 @@ mod output;
 mod run;
 mod serve;
 mod settings;
+mod signals;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;

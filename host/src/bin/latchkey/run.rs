@@ -1,24 +1,26 @@
 //! `latchkey run`: N instances of a command component, their output prefixed, their exit
-//! codes folded into one.
+//! codes folded into one. SIGINT or SIGTERM stops them; their locks are released first.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use latchkey_host::{Exit, Runner};
+use latchkey_host::{Exit, Runner, World};
+use tokio_util::sync::CancellationToken;
 
 use crate::args::RunArgs;
 use crate::output::{Prefixed, Target};
-use crate::settings::{Settings, read_component, wasi_ctx};
+use crate::settings::{Settings, prepare, wasi_ctx};
+use crate::signals::stop_signal;
 
 pub async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut settings = Settings::new(&args.guest, &args.component)?;
     let runner = Runner::with_options(settings.engine_options(&args.guest, args.instances))?;
-    let component = read_component(runner.engine(), &args.component)?;
-    let program = runner
-        .prepare(&component)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("{} cannot run here", args.component.display()))?;
+    let program = prepare(
+        &runner,
+        &args.component,
+        World::Command,
+        "serve it with latchkey serve",
+    )?;
     settings.open_stores(&args.guest).await?;
 
     let program_name = args
@@ -28,6 +30,8 @@ pub async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
     let argv: Vec<String> = std::iter::once(program_name)
         .chain(args.args.clone())
         .collect();
+    let stop = CancellationToken::new();
+    let signal = stop_signal()?;
     let runner = Arc::new(runner);
     let many = args.instances > 1;
     let mut instances = tokio::task::JoinSet::new();
@@ -41,21 +45,38 @@ pub async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
         let stderr = Prefixed::new(Target::Stderr, prefix);
         let wasi = wasi_ctx(&args.guest, &argv, stdout.clone(), stderr.clone())?;
         let (runner, program, locks) = (runner.clone(), program.clone(), settings.app.build());
-        let limits = settings.limits;
+        let (limits, stop) = (settings.limits, stop.clone());
         instances.spawn(async move {
-            let exit = runner.run_limited(&program, wasi, locks, limits).await;
+            let exit = runner
+                .run_until(&program, wasi, locks, limits, stop.cancelled())
+                .await;
             // The last unended line goes out before the exit is reported.
             drop((stdout, stderr));
             (n, exit)
         });
     }
 
+    let mut signal = std::pin::pin!(signal);
+    let mut stopped_by = None;
     let mut first_failure = None;
-    while let Some(joined) = instances.join_next().await {
+    loop {
+        let joined = tokio::select! {
+            joined = instances.join_next() => joined,
+            by = &mut signal, if stopped_by.is_none() => {
+                stopped_by = Some(by);
+                stop.cancel();
+                continue;
+            }
+        };
+        let Some(joined) = joined else { break };
         let (n, exit) = joined?;
         if let Some(code) = report(n, exit) {
             first_failure.get_or_insert(code);
         }
+    }
+    if let Some(by) = stopped_by {
+        eprintln!("latchkey: stopped by {by}; every lock released");
+        return Ok(ExitCode::from(by.exit_code()));
     }
     Ok(first_failure.unwrap_or(ExitCode::SUCCESS))
 }
@@ -72,6 +93,7 @@ fn report(n: u32, exit: Exit) -> Option<ExitCode> {
             eprintln!("latchkey: instance {n} stopped at its deadline of {after:?}");
             Some(ExitCode::FAILURE)
         }
+        Exit::Stopped => Some(ExitCode::FAILURE),
         Exit::Trap(err) => {
             eprintln!("latchkey: instance {n} trapped: {}", err.root_cause());
             tracing::debug!(instance = n, "trap: {err:?}");

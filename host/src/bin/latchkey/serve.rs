@@ -4,26 +4,25 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use latchkey_host::serve::{ProxyRunner, serve};
+use latchkey_host::serve::serve;
+use latchkey_host::{Runner, World};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::ServeArgs;
 use crate::output::{Prefixed, Target};
-use crate::settings::{Settings, read_component, wasi_ctx};
+use crate::settings::{Settings, prepare, wasi_ctx};
+use crate::signals::stop_signal;
 
 pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut settings = Settings::new(&args.guest, &args.component)?;
     let options = settings.engine_options(&args.guest, args.max_concurrent_requests);
-    let runner = ProxyRunner::with_options(options)?;
-    let component = read_component(runner.engine(), &args.component)?;
-    let program = runner.prepare(&component).map_err(|err| {
-        anyhow::anyhow!(
-            "{} cannot be served: {} (is it a wasi:http proxy component?)",
-            args.component.display(),
-            err.root_cause()
-        )
-    })?;
+    let runner = Runner::with_options(options)?;
+    let program = prepare(
+        &runner,
+        &args.component,
+        World::Proxy,
+        "run it with latchkey run",
+    )?;
     let argv = vec![
         args.component
             .file_name()
@@ -42,11 +41,11 @@ pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     // Handlers run from here on: a signal must not end the process before their locks
     // are released.
-    let shutdown = shutdown_signal()?;
+    let shutdown = stop_signal()?;
 
     let guest = args.guest;
     let handler = runner
-        .handler(&program, settings.app)
+        .handler(&program, settings.app)?
         .limits(settings.limits)
         .allow_outgoing_http(guest.allow_network)
         .max_concurrent_requests(args.max_concurrent_requests)
@@ -62,19 +61,15 @@ pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         args.component.display(),
         listener.local_addr()?
     );
-    serve(listener, handler, shutdown, args.shutdown_grace).await;
+    serve(
+        listener,
+        handler,
+        async {
+            shutdown.await;
+        },
+        args.shutdown_grace,
+    )
+    .await;
     eprintln!("latchkey: stopped; every lock released");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Completes on the first SIGINT or SIGTERM.
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-    })
 }

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use latchkey_host::config::{Config, StoreConfig};
-use latchkey_host::{EngineOptions, GuestLimits, LockCtxBuilder};
-use wasmtime::Engine;
+use latchkey_host::{EngineOptions, GuestLimits, LockCtxBuilder, Program, Runner, World};
 use wasmtime::component::Component;
 use wasmtime_wasi::cli::StdoutStream;
 use wasmtime_wasi::{FsPerms, WasiCtx};
@@ -47,7 +46,7 @@ impl Settings {
         let mut app = LockCtxBuilder::new(app_id);
         app.limits(lock_limits).resources(policy.resource_policy()?);
         let mut limits = policy.guest_limits();
-        limits.deadline = args.timeout.or(limits.deadline);
+        limits.deadline = args.deadline.or(limits.deadline);
         limits.max_memory = args.max_memory.map(|b| b as usize).or(limits.max_memory);
         limits.fuel = args.fuel.or(limits.fuel);
         let stores = store_configs(args, &config)?
@@ -81,10 +80,10 @@ impl Settings {
         for (name, store) in &self.stores {
             let opened = store.open(name)?;
             opened
-                .ping(name)
+                .ping()
                 .await
                 .with_context(|| format!("lock store {name} at {store}"))?;
-            self.app.store(name.clone(), opened);
+            self.app.store(opened);
         }
         Ok(())
     }
@@ -147,15 +146,37 @@ fn flagged_store<'a>(
     })
 }
 
-/// Reads the component at `path`, saying plainly what it is if it is not one.
-pub fn read_component(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
+/// Reads the component at `path` and prepares it on `runner` as a program of `world`,
+/// saying plainly what it is if it is not one (`otherwise` says what to do with it then).
+pub fn prepare(
+    runner: &Runner,
+    path: &Path,
+    world: World,
+    otherwise: &str,
+) -> anyhow::Result<Program> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if !bytes.starts_with(b"\0asm") {
         bail!("{} is not a WebAssembly file", path.display());
     }
-    Component::from_binary(engine, &bytes)
+    let component = Component::from_binary(runner.engine(), &bytes)
         .map_err(anyhow::Error::from)
-        .with_context(|| format!("{} is not a WebAssembly component", path.display()))
+        .with_context(|| format!("{} is not a WebAssembly component", path.display()))?;
+    let verb = match world {
+        World::Proxy => "be served",
+        _ => "run here",
+    };
+    let program = runner
+        .prepare(&component)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{} cannot {verb}", path.display()))?;
+    if program.world() != world {
+        bail!(
+            "{} cannot {verb}: it is {}; {otherwise}",
+            path.display(),
+            program.world()
+        );
+    }
+    Ok(program)
 }
 
 /// The guest's WASI: only what the flags grant. No inherited environment, no network

@@ -1,0 +1,227 @@
+//! Opening a lock store: the one table of the URL forms latchkey knows, the settings a store
+//! is opened with, and how a URL is shown without its credentials.
+//!
+//! [`open`] is the only place that turns a URL into a backend. The [`LockStore`] it returns
+//! knows its name and sees its backend only through the [`Backend`](crate::Backend) trait;
+//! an embedder with a store of its own builds one with [`LockStore::new`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::Backend;
+use crate::backend::memory::MemoryBackend;
+use crate::backend::redis::{self, redlock::RedlockBackend};
+use crate::error::StoreConfigError;
+use crate::store::{DEFAULT_TIMEOUT, LockStore};
+
+/// Where a lock store is and how to use it: what [`open`] needs.
+#[non_exhaustive]
+#[derive(Clone)]
+pub struct StoreSettings {
+    /// `memory`, or a URL of one of the forms of [`url_forms`]; may hold a user and a
+    /// password.
+    pub url: String,
+    /// A password that overrides the URL's, so it need not appear on a command line.
+    pub password: Option<String>,
+    /// How long one call may take before it is `unavailable` (default 2 s).
+    pub timeout: Duration,
+    /// How many replicas must confirm a grant (Redis `WAIT`) before the guest gets it. With
+    /// 0, a server that has replicas, or is one, is refused: on failover, asynchronous
+    /// replication can lose a granted lock. See the README's "Replicas".
+    pub wait_replicas: u32,
+    /// A lock space of its own in the store: the same app and resource id in two
+    /// namespaces are two locks. 1 to 64 letters, digits, `.`, `_` or `-`.
+    pub namespace: Option<String>,
+}
+
+impl StoreSettings {
+    /// A store at `url`: the URL's password if any, the default timeout, no replicas to
+    /// wait for, no namespace.
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreSettings {
+            url: url.into(),
+            password: None,
+            timeout: DEFAULT_TIMEOUT,
+            wait_replicas: 0,
+            namespace: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("url", &redacted(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+/// The kinds of lock store, each with the backend that serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// This process's memory.
+    Memory,
+    /// One Redis server, over TCP, TLS or a unix socket.
+    Server,
+    /// A Redis Cluster, from its seed nodes.
+    Cluster,
+    /// The primary that Redis Sentinels name.
+    Sentinel,
+    /// Redlock over independent masters.
+    Redlock,
+}
+
+/// Every URL form: the scheme before `://` (or the whole URL, for `memory`), the kind of
+/// store it names, and whether messages list it (`unix://` is redis-rs' alias of
+/// `redis+unix://`). The one list of them.
+const SCHEMES: [(&str, Kind, bool); 8] = [
+    ("memory", Kind::Memory, true),
+    ("redis", Kind::Server, true),
+    ("rediss", Kind::Server, true),
+    ("redis+unix", Kind::Server, true),
+    ("unix", Kind::Server, false),
+    ("redis+cluster", Kind::Cluster, true),
+    ("redis+sentinel", Kind::Sentinel, true),
+    ("redis+redlock", Kind::Redlock, true),
+];
+
+/// The URL forms as an operator writes them, for help: `memory, redis://, ... or
+/// redis+redlock://`.
+pub fn url_forms() -> String {
+    let mut forms = vec!["memory".to_owned()];
+    forms.extend(redis_url_forms());
+    or_list(&forms)
+}
+
+/// The Redis URL forms, `redis://` to `redis+redlock://`.
+pub(crate) fn redis_url_forms() -> Vec<String> {
+    SCHEMES
+        .iter()
+        .filter(|(_, kind, listed)| *listed && *kind != Kind::Memory)
+        .map(|(name, _, _)| format!("{name}://"))
+        .collect()
+}
+
+/// `a, b or c`.
+pub(crate) fn or_list(items: &[String]) -> String {
+    match items.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// The kind of store `url` names, if it is of a form latchkey knows.
+pub(crate) fn kind_of(url: &str) -> Option<Kind> {
+    let (scheme, whole) = match url.split_once("://") {
+        Some((scheme, _)) => (scheme, false),
+        None => (url, true),
+    };
+    SCHEMES
+        .iter()
+        .find(|(name, kind, _)| *name == scheme && (*kind == Kind::Memory) == whole)
+        .map(|&(_, kind, _)| kind)
+}
+
+/// Opens the lock store `name` as `settings` say. The URL and every setting are checked
+/// now; a Redis store connects on first use, so an unreachable server makes calls
+/// `unavailable` rather than failing here ([`LockStore::ping`] checks it).
+pub fn open(name: &str, settings: &StoreSettings) -> Result<LockStore, StoreConfigError> {
+    let kind = kind_of(&settings.url).ok_or_else(|| StoreConfigError::UnknownScheme {
+        url: redacted(&settings.url),
+    })?;
+    let backend: Arc<dyn Backend> = match kind {
+        Kind::Memory => Arc::new(MemoryBackend::new()),
+        Kind::Redlock => Arc::new(RedlockBackend::new(settings)?),
+        Kind::Server | Kind::Cluster | Kind::Sentinel => Arc::new(redis::open(kind, settings)?),
+    };
+    let store = LockStore::new(name, backend, settings.timeout);
+    match &settings.namespace {
+        Some(namespace) => store.with_namespace(namespace),
+        None => Ok(store),
+    }
+}
+
+/// `url` for a message or a log line: everything between `scheme://` and the last `@` is
+/// replaced by `***`. A password may hold `/`, `?`, `#` or `@`, so no narrower cut is safe;
+/// text that does not start like a URL is not shown at all.
+pub(crate) fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<not a URL>".into();
+    };
+    let scheme_like = !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b));
+    if !scheme_like {
+        return "<not a URL>".into();
+    }
+    match rest.rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every scheme of the table is found, `memory` only as a whole URL, and nothing else.
+    #[test]
+    fn kinds_come_from_the_one_table() {
+        let cases = [
+            ("memory", Some(Kind::Memory)),
+            ("memory://x", None),
+            ("redis://h", Some(Kind::Server)),
+            ("rediss://h", Some(Kind::Server)),
+            ("redis+unix:///s", Some(Kind::Server)),
+            ("unix:///s", Some(Kind::Server)),
+            ("redis+cluster://a:1", Some(Kind::Cluster)),
+            ("redis+sentinel://a:1/m", Some(Kind::Sentinel)),
+            ("redis+redlock://a:1", Some(Kind::Redlock)),
+            ("redis", None),
+            ("ftp://x", None),
+            ("", None),
+        ];
+        for (url, kind) in cases {
+            assert_eq!(kind_of(url), kind, "{url}");
+        }
+        assert_eq!(
+            url_forms(),
+            "memory, redis://, rediss://, redis+unix://, redis+cluster://, \
+             redis+sentinel:// or redis+redlock://"
+        );
+    }
+
+    /// Credentials never reach a log line, whatever characters the password holds and
+    /// whether or not the rest parses.
+    #[test]
+    fn redaction_hides_user_and_password() {
+        let cases = [
+            ("redis://user:s3cret@db:6379/0", "redis://***@db:6379/0"),
+            (
+                "redis://user:se/cret@127.0.0.1:1",
+                "redis://***@127.0.0.1:1",
+            ),
+            (
+                "redis://user:se?cret@127.0.0.1:1",
+                "redis://***@127.0.0.1:1",
+            ),
+            ("redis://user:se#cret@h:1", "redis://***@h:1"),
+            ("redis://u:se@cret@h:1/2", "redis://***@h:1/2"),
+            ("rediss://:pw@h/?x=@", "rediss://***@"),
+            ("redis+cluster://u:p@a:1,b:2", "redis+cluster://***@a:1,b:2"),
+            ("redis://h:1", "redis://h:1"),
+            ("redis+unix:///tmp/r.sock", "redis+unix:///tmp/r.sock"),
+            ("s3cret", "<not a URL>"),
+            ("u:s3cret@redis://h", "<not a URL>"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redacted(url), shown, "{url}");
+        }
+    }
+}

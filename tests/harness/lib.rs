@@ -1,0 +1,37 @@
+//! # The test harness
+//!
+//! What every integration test shares. A newcomer reads this first, then the test file of
+//! the concern at hand: `semantics.rs` (the contract, on every backend), `redis.rs` (Redis
+//! specifics), `sandbox.rs` (hostile guests), `hosts.rs` and `faults.rs` (several processes,
+//! crashes), `keepalive.rs`, `serve.rs`, `metrics.rs`, `cli.rs`, `languages.rs`.
+//!
+//! # Layout
+//!
+//! - [`servers`]: [`RedisServer`], a real `redis-server` on a free loopback port, started
+//!   and stopped by the test that owns it (and crashed, restarted, paused when a test
+//!   needs it); also a replica of one, or a Redis Sentinel.
+//! - [`topologies`]: [`RedisCluster`] (three masters) and [`SentinelSet`] (a primary, two
+//!   replicas, three sentinels): Redis' own distributed deployments.
+//! - [`fixture`]: [`Fixture`], one lock store for a test — in memory, on its own Redis,
+//!   Cluster, Sentinel set or Redlock masters ([`Deployment`]) — and the apps built on it;
+//!   `on_every_backend!` runs a test on each.
+//! - [`guests`]: the guests of `guest/` ([`guest`], built for wasm32-wasip2 by `build.rs`;
+//!   [`polyglot_guest`], built by `make test`), and [`run`] / [`run_with`] / [`lockctl`],
+//!   which run them through the real host library and capture their output.
+//! - [`processes`]: real `latchkey` processes — [`host_process`] (`latchkey run`),
+//!   [`ServeProcess`] (`latchkey serve`) with [`post`], a real HTTP client — and what a test
+//!   reads of them ([`lines`], [`signal`]).
+
+pub mod fixture;
+pub mod guests;
+pub mod processes;
+pub mod servers;
+pub mod topologies;
+
+pub use fixture::{Deployment, Fixture, redis_store, redlock_url};
+pub use guests::{
+    Run, guest, lockctl, lockctl_limited, polyglot_guest, run, run_with, script, spawn_lockctl,
+};
+pub use processes::{Answer, ServeProcess, host_process, latchkey, lines, post, signal};
+pub use servers::{RedisServer, free_port};
+pub use topologies::{RedisCluster, SentinelSet};

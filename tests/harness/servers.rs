@@ -1,0 +1,319 @@
+//! One real `redis-server` of a test's own: started on a free loopback port, stopped when
+//! dropped, and crashed, restarted, paused or queried when a test needs it.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` of the test's own, without persistence, on a free loopback port.
+pub struct RedisServer {
+    port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+    /// A configuration file to start from (a sentinel's, which Sentinel rewrites).
+    config_file: Option<PathBuf>,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a server. Panics with a clear message if there is no `redis-server` to run.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments, such as `--requirepass x`.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Self::start_in(dir, None, extra)
+    }
+
+    /// A replica of this server, in sync before it returns.
+    pub fn start_replica(&self) -> Self {
+        let replica = Self::start_with(&["--replicaof", "127.0.0.1", &self.port.to_string()]);
+        replica.wait_for_reply(&["INFO", "replication"], "master_link_status:up");
+        replica
+    }
+
+    /// A Redis Sentinel that watches `primary` as service `service`, calling it down after
+    /// `down_after` of silence and failing over when `quorum` sentinels agree.
+    pub fn start_sentinel(
+        service: &str,
+        primary: &RedisServer,
+        quorum: u32,
+        down_after: Duration,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let config_file = dir.path().join("sentinel.conf");
+        let config = format!(
+            "sentinel monitor {service} 127.0.0.1 {port} {quorum}\n\
+             sentinel down-after-milliseconds {service} {down_after}\n\
+             sentinel failover-timeout {service} {failover_timeout}\n",
+            port = primary.port,
+            down_after = down_after.as_millis(),
+            failover_timeout = 3 * down_after.as_millis(),
+        );
+        std::fs::write(&config_file, config).expect("the sentinel's config is written");
+        Self::start_in(dir, Some(config_file), &["--sentinel"])
+    }
+
+    fn start_in(dir: tempfile::TempDir, config_file: Option<PathBuf>, extra: &[&str]) -> Self {
+        let port = free_port();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let child = spawn_redis(port, &dir, config_file.as_deref(), &extra);
+        let mut server = RedisServer {
+            port,
+            child,
+            dir,
+            config_file,
+            extra,
+        };
+        // A port found free can be taken before redis-server binds it — and a cluster node
+        // binds the port 10000 above too — while many tests start servers at once: one that
+        // exits at once is started again on another port.
+        for _ in 0..5 {
+            if server.wait_ready() {
+                return server;
+            }
+            server.port = free_port();
+            server.child = spawn_redis(
+                server.port,
+                &server.dir,
+                server.config_file.as_deref(),
+                &server.extra,
+            );
+        }
+        panic!("redis-server exited at once five times: no free port for it?");
+    }
+
+    /// The URL the host uses (no password: see [`RedisServer::start_with`]).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server with SIGKILL and starts a new, empty one on the same port: a crash
+    /// of a Redis that does not persist.
+    pub fn crash_and_restart(&mut self) {
+        self.crash();
+        self.restart();
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a crashed server again, empty, on the same port, as a replica of the server on
+    /// `primary`.
+    pub fn restart_as_replica_of(&mut self, primary: u16) {
+        self.extra = vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.to_string(),
+        ];
+        self.restart();
+    }
+
+    /// Starts a crashed server again, empty, on the same port and with the same arguments.
+    pub fn restart(&mut self) {
+        let config_file = self.config_file.as_deref();
+        self.child = spawn_redis(self.port, &self.dir, config_file, &self.extra);
+        assert!(
+            self.wait_ready(),
+            "redis-server could not restart on port {}: something else took it",
+            self.port
+        );
+    }
+
+    /// Whether it answers PING now.
+    pub fn is_up(&self) -> bool {
+        self.connection()
+            .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn))
+            .is_ok()
+    }
+
+    /// Stops the process (SIGSTOP): connections stay open but nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Continues a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Runs one command on a fresh connection of the test's own.
+    pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut conn = self.connection().expect("the test can reach its Redis");
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query(&mut conn).expect("the command succeeds")
+    }
+
+    /// Every key in the server, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut conn = self.connection().expect("the test can reach its Redis");
+        let mut keys = redis::Commands::scan::<String>(&mut conn)
+            .expect("SCAN succeeds")
+            .collect::<Result<Vec<String>, _>>()
+            .expect("SCAN succeeds");
+        keys.sort();
+        keys
+    }
+
+    fn connection(&self) -> redis::RedisResult<redis::Connection> {
+        let mut info = redis::IntoConnectionInfo::into_connection_info(self.url().as_str())?;
+        if let Some(at) = self.extra.iter().position(|a| a == "--requirepass") {
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_password(&self.extra[at + 1]);
+            info = info.set_redis_settings(settings);
+        }
+        redis::Client::open(info)?.get_connection_with_timeout(Duration::from_secs(2))
+    }
+
+    /// Waits until this server answers on its port; false if it exited first (its port was
+    /// taken). The answer must come from this server's process, not from another test's
+    /// server that took the port.
+    fn wait_ready(&mut self) -> bool {
+        let started = Instant::now();
+        let pid = format!("process_id:{}", self.child.id());
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok(mut conn) = self.connection()
+                && let Ok(info) = redis::cmd("INFO").arg("server").query::<String>(&mut conn)
+                && info.lines().any(|line| line.trim() == pid)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "redis-server on port {} did not answer within 10 s",
+            self.port
+        );
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.resume_quietly();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RedisServer {
+    fn resume_quietly(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn spawn_redis(
+    port: u16,
+    dir: &tempfile::TempDir,
+    config_file: Option<&std::path::Path>,
+    extra: &[String],
+) -> Child {
+    Command::new("redis-server")
+        .args(config_file)
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        // A primary would otherwise wait 5 s for more replicas before it sends its data.
+        .args(["--repl-diskless-sync-delay", "0"])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|err| {
+            panic!(
+                "cannot start redis-server ({err}): the tests need a real Redis. \
+                 Install it (apt-get install -y redis-server) or run `make test`."
+            )
+        })
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().unwrap().port()
+}
+
+impl RedisServer {
+    /// Waits up to 20 s until the reply to `args` contains `needle`: until a replica is in
+    /// sync, say, or a cluster is up.
+    pub fn wait_for_reply(&self, args: &[&str], needle: &str) {
+        let started = Instant::now();
+        while !self.cmd::<String>(args).contains(needle) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{args:?} never said {needle}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to 10 s until `key` exists: until a guest has taken a lock, say.
+    pub fn wait_for_key(&self, key: &str) {
+        let started = Instant::now();
+        while self.cmd::<i64>(&["EXISTS", key]) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{key} never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// [`RedisServer::wait_for_key`] on a cluster replica, which answers reads only on a
+    /// connection that asked with `READONLY`.
+    pub fn wait_for_replicated_key(&self, key: &str) {
+        let mut conn = self.connection().expect("the test can reach its Redis");
+        let () = redis::cmd("READONLY").query(&mut conn).expect("READONLY");
+        let started = Instant::now();
+        while redis::cmd("EXISTS")
+            .arg(key)
+            .query::<i64>(&mut conn)
+            .expect("EXISTS")
+            == 0
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{key} never reached the replica"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The keys of held locks (`...:lock`), sorted: what must be gone once their holders
+    /// have ended.
+    pub fn lock_keys(&self) -> Vec<String> {
+        self.keys()
+            .into_iter()
+            .filter(|k| k.ends_with(":lock"))
+            .collect()
+    }
+}
