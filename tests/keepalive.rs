@@ -113,6 +113,57 @@ fn a_paused_host_learns_of_its_loss_before_writing_again() {
     }
 }
 
+/// A renewal the replicas never confirmed does not count (R12). A primary with one
+/// replica, grants waiting for it (`--wait-replicas lockstore=1`), a guest keeping a 1 s
+/// lease alive: once the replica stops answering, renewals reach the primary alone — which a
+/// failover would lose — so the host counts the lease from the last renewal the replica
+/// confirmed, and the guest learns it lost the lock within that lease and writes nothing
+/// after. (Before, the host renewed on the primary for as long as the job ran and never
+/// told the guest.)
+#[test]
+fn a_renewal_the_replicas_never_confirm_does_not_count() {
+    const LEASE_MS: u128 = 1000;
+    let primary = RedisServer::start();
+    let replica = primary.start_replica();
+    let job = ["--lease-ms", "1000", "--steps", "100", "--step-ms", "100"];
+    let flags = ["--wait-replicas", "lockstore=1"];
+    let holder = host(&primary, &flags, "long-job", &job);
+    primary.wait_for_key(LOCK);
+    // Renewals confirmed by the replica meanwhile: the lease outlives its first second.
+    std::thread::sleep(Duration::from_millis(1500));
+    replica.pause();
+    let paused_at = now_ms();
+    let out = holder.wait_with_output().unwrap();
+    replica.resume();
+
+    let job = lines(&out);
+    let last = job.last().unwrap();
+    assert!(last.starts_with("lost the lock before step"), "{job:?}");
+    assert!(!last.ends_with("held=true"), "{job:?}");
+    let at = |line: &str| -> u128 {
+        let at = line.split(" at ").nth(1).unwrap();
+        at.split([' ', ';']).next().unwrap().parse().unwrap()
+    };
+    let lost_at = at(last);
+    eprintln!(
+        "R12: lost {} ms after the replica stopped, on a {LEASE_MS} ms lease: {last}",
+        lost_at - paused_at
+    );
+    assert!(
+        lost_at < paused_at + LEASE_MS + 1000,
+        "lost only {} ms after the replica stopped: {job:?}",
+        lost_at - paused_at
+    );
+    // Each write follows a check that the lock is not lost; the 100 ms of one step cover
+    // what may pass between the check and the write (what fences are for).
+    for step in job.iter().filter(|line| line.starts_with("step ")) {
+        assert!(
+            at(step) <= paused_at + LEASE_MS + 100,
+            "wrote after the lease the replica knew of had ended: {step} ({job:?})"
+        );
+    }
+}
+
 /// The operator's cap ends renewal: with `--max-keep-alive 1s`, a job kept alive on a
 /// 500 ms lease loses its lock about a second and a half in, and a waiter gets it.
 #[test]

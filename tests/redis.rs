@@ -280,6 +280,42 @@ async fn grants_wait_for_replicas() {
     }
 }
 
+/// An extend, and a `held`, that the replica cannot confirm are `unavailable`, not `true`:
+/// the lease the replica knows of — the one a failover would keep — is still the old one,
+/// and the host goes on counting it. Once it has passed, the guest's lock is lost, though
+/// the primary alone took the longer lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn extends_and_held_wait_for_replicas() {
+    let (primary, replica) = primary_and_replica();
+    let app = replicated_app(&primary.url(), 1);
+    // 12 s from the grant: the extend and the held take 2 s each (WAIT gets half the 4 s
+    // timeout), and `lost` is asked 15 s in.
+    let holder = spawn_lockctl(
+        &app,
+        "open lockstore try a 12000 sleep 2000 extend 60000 held sleep 9000 lost",
+    );
+    replica.wait_for_key("latchkey:{app:a}:lock");
+    replica.pause();
+    let run = holder.await.unwrap();
+    replica.resume();
+    let lines = run.assert_success().lines();
+    assert!(lines[1].starts_with("granted a"), "{lines:?}");
+    assert!(
+        lines[2].starts_with(
+            "error unavailable: store 'lockstore' had 0 of 1 replicas confirm the extension"
+        ),
+        "{lines:?}"
+    );
+    assert!(
+        lines[3].starts_with("error unavailable: store 'lockstore' had 0 of 1 replicas"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[4], "lost true",
+        "the unconfirmed extension was counted"
+    );
+}
+
 /// A grant that comes back later than its lease — here a replica confirms it only after
 /// 400 ms, for a 100 ms lease — may already be someone else's: the guest gets `unavailable`,
 /// not the lock, and no lock is left behind.

@@ -223,7 +223,10 @@ impl Shared {
             let Some(kept) = registry.grants.get_mut(&grant.token) else {
                 continue;
             };
-            let next = match answers.as_ref().and_then(|answers| answers.get(i).copied()) {
+            let next = match answers
+                .as_ref()
+                .and_then(|answers| answers.get(i).copied().flatten())
+            {
                 Some(true) => {
                     grant.renewed(asked, lease.length);
                     due(asked + lease.length, lease.length)

@@ -89,7 +89,7 @@ impl<I: Interceptor> Backend for Intercepted<I> {
         self.interceptor.around(Step::Held, call).await
     }
 
-    async fn renew(&self, renewals: &[Renewal<'_>]) -> BackendResult<Vec<bool>> {
+    async fn renew(&self, renewals: &[Renewal<'_>]) -> BackendResult<Vec<Option<bool>>> {
         let call = self.inner.renew(renewals);
         self.interceptor.around(Step::Renew, call).await
     }

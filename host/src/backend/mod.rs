@@ -93,18 +93,23 @@ pub trait Backend: Send + Sync + 'static {
     /// Frees `key` if `token` holds it, and announces it to watchers.
     async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus>;
 
-    /// Restarts the lease of `key` at `lease` from now if `token` still holds it.
+    /// Restarts the lease of `key` at `lease` from now if `token` still holds it. A new
+    /// lease the store cannot make durable (replicas that did not confirm it, say) is an
+    /// error, not `true`: the lease the store would keep after a failure is the old one.
     async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool>;
 
-    /// Whether `token` holds `key` now.
+    /// Whether `token` holds `key` now. An error where the store cannot say durably (its
+    /// replicas lack a write that made it ours).
     async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool>;
 
     /// Restarts many leases at once, each only while its token still holds its lock: the
-    /// keep-alive renewals that fall due together. One answer per renewal, in order.
+    /// keep-alive renewals that fall due together. One answer per renewal, in order:
+    /// `Some(renewed)`, or `None` where the store could not say durably, as
+    /// [`Backend::extend`] would have failed (the renewal is tried again).
     ///
     /// By default one [`Backend::extend`] each, all at once; a backend that can send them
     /// as one request should.
-    async fn renew(&self, renewals: &[Renewal<'_>]) -> BackendResult<Vec<bool>> {
+    async fn renew(&self, renewals: &[Renewal<'_>]) -> BackendResult<Vec<Option<bool>>> {
         extend_each(self, renewals).await
     }
 
@@ -118,18 +123,19 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
-/// [`Backend::renew`] as one [`Backend::extend`] per renewal, all at once.
+/// [`Backend::renew`] as one [`Backend::extend`] per renewal, all at once; one that fails
+/// has no answer.
 pub(crate) async fn extend_each<B: Backend + ?Sized>(
     backend: &B,
     renewals: &[Renewal<'_>],
-) -> BackendResult<Vec<bool>> {
+) -> BackendResult<Vec<Option<bool>>> {
     let answers = futures_util::future::join_all(
         renewals
             .iter()
             .map(|r| backend.extend(r.key, r.token, r.lease)),
     )
     .await;
-    answers.into_iter().collect()
+    Ok(answers.into_iter().map(Result::ok).collect())
 }
 
 /// Whether a grant begun at `started` still has time left on its `lease`, allowing 1 % of

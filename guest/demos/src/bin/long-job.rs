@@ -9,7 +9,8 @@
 //! once; before each step's write it checks the lock again. It prints one line per step,
 //! `step N fence F at MS` (Unix time in ms), and at the end `done N steps; held=true`. If
 //! the lock is lost it writes nothing more: it prints `lost the lock before step N at MS;
-//! held=false` and exits with status 3.
+//! held=H` (H is what `held` answered: `false`, or the error's kind if the store could not
+//! say) and exits with status 3.
 
 use std::time::{Duration, SystemTime};
 
@@ -62,11 +63,12 @@ fn main() -> Result<(), latchkey::Error> {
     lock.keep_alive()?;
     for step in 1..=options.steps {
         if lock.is_lost() {
-            println!(
-                "lost the lock before step {step} at {}; held={}",
-                now_ms(),
-                lock.held()?
-            );
+            let lost_at = now_ms();
+            let held = match lock.held() {
+                Ok(held) => held.to_string(),
+                Err(err) => err.kind().to_owned(),
+            };
+            println!("lost the lock before step {step} at {lost_at}; held={held}");
             std::process::exit(3);
         }
         // The work of this step, done under the lock: here, saying so.

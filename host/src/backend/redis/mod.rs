@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{ErrorKind, Script, ServerErrorKind};
+use redis::{ErrorKind, FromRedisValue, Script, ScriptInvocation, ServerErrorKind};
 use tokio::sync::OnceCell;
 
 use super::{
@@ -134,6 +134,7 @@ impl RedisBackend {
                     .await
                     .map_err(describe)?;
                 self.check_replication(&mut conn).await?;
+                self.load_scripts(&mut conn).await?;
                 Ok::<_, BackendError>(conn)
             })
             .await?;
@@ -193,6 +194,28 @@ impl RedisBackend {
         Ok(())
     }
 
+    /// Loads every script, so that the first call of each finds it. A script the server
+    /// lacks costs a second round trip — and, where a `WAIT` follows it in the same
+    /// pipeline, a second `WAIT`. (A server that restarted, or a new primary, lacks them
+    /// again: [`RedisBackend::send`] loads them then.)
+    async fn load_scripts(&self, conn: &mut Connection) -> BackendResult<()> {
+        let scripts = [
+            &self.acquire,
+            &self.release,
+            &self.extend,
+            &self.raise_fence,
+            &self.renew_many,
+        ];
+        for script in scripts {
+            script
+                .prepare_invoke()
+                .load_async(conn)
+                .await
+                .map_err(describe)?;
+        }
+        Ok(())
+    }
+
     /// Raises the fence of `key` to at least `fence` if `token` still holds the lock; false
     /// if it does not.
     async fn raise_fence(&self, key: &LockKey, token: &Token, fence: u64) -> BackendResult<bool> {
@@ -210,15 +233,71 @@ impl RedisBackend {
         Ok(raised == 1)
     }
 
-    /// Runs the acquire script and, when grants wait for replicas, Redis `WAIT` after it in
-    /// the same request: `(granted, fence or PTTL)`.
+    /// Sends `request` and, when the store waits for replicas, Redis `WAIT` after it in the
+    /// same pipeline: the reply, and whether enough replicas confirmed every write this
+    /// connection made up to it (always, when the store waits for none).
+    ///
+    /// Every write that grants or moves a lease goes this way — an acquire, an extend, a
+    /// renewal — and so does `held`: a lease the replicas do not share is one a failover
+    /// loses, so it does not count until they confirm it.
     ///
     /// `WAIT` counts the replicas that have the writes of the client that sends it. Sent
     /// apart, a cluster client may route it to the slot's primary over another connection
-    /// than the script's — a new one made to follow a redirect, or any node while its map
+    /// than the request's — a new one made to follow a redirect, or any node while its map
     /// of slots is incomplete — and there it counts no write and confirms at once. In one
-    /// pipeline, both commands go to the node of the script's key on one connection, and
-    /// the count is about this grant.
+    /// pipeline, both commands go to the node of the request's key on one connection, and
+    /// the count is about this request.
+    async fn send<T: FromRedisValue>(
+        &self,
+        conn: &mut Connection,
+        request: &Request<'_>,
+    ) -> BackendResult<(T, Confirmed)> {
+        if self.wait_replicas == 0 {
+            let reply = match request {
+                Request::Script(invocation) => invocation.invoke_async(conn).await,
+                Request::Command(cmd) => cmd.query_async(conn).await,
+            };
+            return Ok((reply.map_err(describe)?, Confirmed::Unasked));
+        }
+        // Half the call's timeout, so that WAIT answers (with a count) before the call as a
+        // whole is given up.
+        let wait = millis(self.timeout / 2).max(1);
+        let mut pipe = redis::pipe();
+        match request {
+            Request::Script(invocation) => pipe.invoke_script(invocation),
+            Request::Command(cmd) => pipe.add_command(cmd.clone()),
+        };
+        pipe.cmd("WAIT").arg(self.wait_replicas).arg(wait);
+        let (reply, acked): (T, u32) = match pipe.query_async(conn).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                if let Request::Script(invocation) = request {
+                    invocation.load_async(conn).await.map_err(describe)?;
+                }
+                pipe.query_async(conn).await
+            }
+            result => result,
+        }
+        .map_err(describe)?;
+        if acked >= self.wait_replicas {
+            return Ok((reply, Confirmed::Yes));
+        }
+        // Perhaps this server is a restarted old primary, and the set moved on.
+        conn.suspect();
+        Ok((reply, Confirmed::No { acked }))
+    }
+
+    /// The failure of a write (`what`: "the grant") that too few replicas confirmed.
+    fn unconfirmed(&self, what: &str, acked: u32) -> BackendError {
+        BackendError::new(
+            BackendErrorKind::TooFewConfirmations,
+            format!(
+                "had {acked} of {} replicas confirm {what} in time",
+                self.wait_replicas
+            ),
+        )
+    }
+
+    /// Runs the acquire script (see [`RedisBackend::send`]): `(granted, fence or PTTL)`.
     async fn acquire(
         &self,
         conn: &mut Connection,
@@ -232,38 +311,29 @@ impl RedisBackend {
             .arg(token.as_str())
             .arg(millis(lease))
             .arg(millis(FENCE_MEMORY));
-        if self.wait_replicas == 0 {
-            return invocation.invoke_async(conn).await.map_err(describe);
+        match self.send(conn, &Request::Script(invocation)).await? {
+            ((1, _), Confirmed::No { acked }) => Err(self.unconfirmed("the grant", acked)),
+            (reply, _) => Ok(reply),
         }
-        // Half the call's timeout, so that WAIT answers (with a count) before the call as a
-        // whole is given up.
-        let wait = millis(self.timeout / 2).max(1);
-        let mut pipe = redis::pipe();
-        pipe.invoke_script(&invocation)
-            .cmd("WAIT")
-            .arg(self.wait_replicas)
-            .arg(wait);
-        let (reply, acked): ((i64, i64), u32) = match pipe.query_async(conn).await {
-            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                invocation.load_async(conn).await.map_err(describe)?;
-                pipe.query_async(conn).await
-            }
-            result => result,
-        }
-        .map_err(describe)?;
-        if reply.0 == 1 && acked < self.wait_replicas {
-            // Perhaps this server is a restarted old primary, and the set moved on.
-            conn.suspect();
-            return Err(BackendError::new(
-                BackendErrorKind::TooFewConfirmations,
-                format!(
-                    "had {acked} of {} replicas confirm the grant in time",
-                    self.wait_replicas
-                ),
-            ));
-        }
-        Ok(reply)
     }
+}
+
+/// A request [`RedisBackend::send`] sends: a script (by EVALSHA, loaded if the server
+/// lacks it) or a plain command.
+enum Request<'a> {
+    Script(ScriptInvocation<'a>),
+    Command(redis::Cmd),
+}
+
+/// Whether enough replicas confirmed a request's writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Confirmed {
+    /// The store waits for no replica.
+    Unasked,
+    /// Enough did.
+    Yes,
+    /// Only `acked` did.
+    No { acked: u32 },
 }
 
 /// Says what failed in latchkey's own words: the client's text can hold the server's
@@ -339,30 +409,34 @@ impl Backend for RedisBackend {
         })
     }
 
+    /// An extension the replicas did not confirm is a failure: the lease they know of ends
+    /// where it did, and a failover would end it there.
     async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool> {
         let mut conn = self.connection().await?;
-        let extended: i64 = self
-            .extend
-            .key(key.lock())
-            .arg(token.as_str())
-            .arg(millis(lease))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(describe)?;
-        Ok(extended == 1)
+        let mut invocation = self.extend.key(key.lock());
+        invocation.arg(token.as_str()).arg(millis(lease));
+        match self.send(&mut conn, &Request::Script(invocation)).await? {
+            (1, Confirmed::No { acked }) => Err(self.unconfirmed("the extension", acked)),
+            (extended, _) => Ok(extended == 1),
+        }
     }
 
+    /// A holder the replicas may not have confirmed (a grant or renewal of ours they lack)
+    /// is not an answer: the store cannot say.
     async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
         let mut conn = self.connection().await?;
-        let holder: Option<String> = redis::cmd("GET")
-            .arg(key.lock())
-            .query_async(&mut conn)
-            .await
-            .map_err(describe)?;
-        Ok(holder.as_deref() == Some(token.as_str()))
+        let mut get = redis::cmd("GET");
+        get.arg(key.lock());
+        let (holder, confirmed): (Option<String>, _) =
+            self.send(&mut conn, &Request::Command(get)).await?;
+        let ours = holder.as_deref() == Some(token.as_str());
+        match confirmed {
+            Confirmed::No { acked } if ours => Err(self.unconfirmed("the lease", acked)),
+            _ => Ok(ours),
+        }
     }
 
-    async fn renew(&self, renewals: &[Renewal<'_>]) -> BackendResult<Vec<bool>> {
+    async fn renew(&self, renewals: &[Renewal<'_>]) -> BackendResult<Vec<Option<bool>>> {
         let mut conn = self.connection().await?;
         if let Connection::Cluster(_) = conn {
             // A script's keys must share a hash slot: one extend each instead, which the
@@ -378,8 +452,17 @@ impl Backend for RedisBackend {
                     .arg(renewal.token.as_str())
                     .arg(millis(renewal.lease));
             }
-            let renewed: Vec<i64> = invocation.invoke_async(&mut conn).await.map_err(describe)?;
-            answers.extend(renewed.into_iter().map(|n| n == 1));
+            let (renewed, confirmed): (Vec<i64>, _) =
+                self.send(&mut conn, &Request::Script(invocation)).await?;
+            if let Confirmed::No { acked } = confirmed {
+                tracing::debug!(acked, "renewals the replicas did not confirm");
+            }
+            answers.extend(renewed.into_iter().map(|n| match confirmed {
+                // Found gone, the replicas or not: a renewal cannot bring it back.
+                _ if n != 1 => Some(false),
+                Confirmed::No { .. } => None,
+                Confirmed::Yes | Confirmed::Unasked => Some(true),
+            }));
         }
         Ok(answers)
     }

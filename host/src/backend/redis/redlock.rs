@@ -231,21 +231,37 @@ impl Backend for RedlockBackend {
         Ok(answers.iter().filter(|a| **a == Some(true)).count() >= self.quorum())
     }
 
-    /// Each master renews the whole batch in one request; a lease is renewed where a
-    /// majority renewed it within its validity, as with `extend`.
-    async fn renew(&self, renewals: &[Renewal<'_>]) -> BackendResult<Vec<bool>> {
+    /// Each master renews the whole batch in one request. A lease is renewed where a
+    /// majority renewed it within its validity, exactly as a grant is granted; it is gone
+    /// where too many masters found it gone for a majority to hold it; and otherwise (too
+    /// few answers, or too late) there is no answer, and it is tried again.
+    async fn renew(&self, renewals: &[Renewal<'_>]) -> BackendResult<Vec<Option<bool>>> {
         let started = Instant::now();
         let answers = self.on_each(|master| master.renew(renewals)).await;
-        let answers: Vec<Vec<bool>> = answers.into_iter().flatten().collect();
-        if answers.len() < self.quorum() {
-            return Err(self.too_few(answers.len()));
+        let answered = answers.iter().flatten().count();
+        if answered < self.quorum() {
+            return Err(self.too_few(answered));
         }
         Ok(renewals
             .iter()
             .enumerate()
             .map(|(i, renewal)| {
-                let yes = answers.iter().filter(|a| a.get(i) == Some(&true)).count();
-                yes >= self.quorum() && within_lease(started, renewal.lease)
+                let said = |wanted| {
+                    answers
+                        .iter()
+                        .filter(|a| {
+                            a.as_ref().and_then(|a| a.get(i).copied().flatten()) == Some(wanted)
+                        })
+                        .count()
+                };
+                let gone = said(false);
+                if said(true) >= self.quorum() && within_lease(started, renewal.lease) {
+                    Some(true)
+                } else if self.masters.len() - gone < self.quorum() {
+                    Some(false)
+                } else {
+                    None
+                }
             })
             .collect())
     }
