@@ -1,7 +1,8 @@
 # The two set-up commands of the README. Both work on a fresh machine.
 #   make demo   builds latchkey and the demo guests, and runs them on the embedded store
-#   make test   installs what the tests need (redis-server, the wasm target, the Python and
-#               JavaScript guest tools), builds every guest and runs every test
+#   make test   installs what the tests need (redis-server, iproute2 and nftables, the wasm target,
+#               python3-venv and npm when missing, the Python and JavaScript guest tools),
+#               builds every guest and runs every test
 # and, besides them:
 #   make bench  the benchmarks of BENCHMARKS.md
 #   make lint   rustfmt and clippy on the host, the tests and the guests
@@ -9,7 +10,8 @@
 GUESTS := target/guests/wasm32-wasip2/release
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench lint wasm-target redis-server wrk polyglot-guests
+.PHONY: demo test bench lint wasm-target redis-server iproute2 python-venv npm wrk \
+	polyglot-guests
 
 # Python and JavaScript guests: componentize-py from guest/python/requirements.txt in a
 # virtual environment, componentize-js by `npm ci` from guest/js/package-lock.json, each
@@ -21,12 +23,17 @@ GUEST_WIT := $(wildcard guest/wit/*.wit wit/*.wit wit/deps/*/*.wit)
 PY_DEMOS := try_lock counter lockctl bench
 JS_DEMOS := try-lock counter lockctl bench
 
-$(PY_VENV)/bin/componentize-py: guest/python/requirements.txt
+# Debian's packages, each installed only when missing: `apt-get install` is slow even when
+# there is nothing to do.
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
+APT_UPDATED := $(SUDO) apt-get update -qq
+
+$(PY_VENV)/bin/componentize-py: guest/python/requirements.txt | python-venv
 	python3 -m venv $(PY_VENV)
 	$(PY_VENV)/bin/pip install -q -r guest/python/requirements.txt
 	@touch $@
 
-guest/js/node_modules/.package-lock.json: guest/js/package-lock.json
+guest/js/node_modules/.package-lock.json: guest/js/package-lock.json | npm
 	npm ci --prefix guest/js --no-audit --no-fund --loglevel=error
 
 $(PY_GUESTS)/%.wasm: guest/python/demos/%.py guest/python/latchkey/__init__.py $(GUEST_WIT) \
@@ -47,9 +54,18 @@ wasm-target:
 	rustup target add wasm32-wasip2
 
 redis-server:
-	@command -v redis-server >/dev/null || { \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server; }
+	@command -v redis-server >/dev/null || { $(APT_UPDATED) && $(APT_INSTALL) redis-server; }
+
+# `ip` and `nft`, for the partition tests' network namespaces and the cuts between them.
+iproute2:
+	@command -v ip >/dev/null || { $(APT_UPDATED) && $(APT_INSTALL) iproute2; }
+	@command -v nft >/dev/null || { $(APT_UPDATED) && $(APT_INSTALL) nftables; }
+
+python-venv:
+	@python3 -m venv --help >/dev/null 2>&1 || { $(APT_UPDATED) && $(APT_INSTALL) python3-venv; }
+
+npm:
+	@command -v npm >/dev/null || { $(APT_UPDATED) && $(APT_INSTALL) npm; }
 
 DEMO_ADDR := 127.0.0.1:18080
 
@@ -81,7 +97,7 @@ demo: wasm-target polyglot-guests
 	  for i in 1 2 3; do curl -s -X POST http://$(DEMO_ADDR)/counter; done; \
 	  kill -TERM $$server; wait $$server
 
-test: wasm-target redis-server polyglot-guests
+test: wasm-target redis-server iproute2 polyglot-guests
 	cargo test --workspace --release
 
 # The benchmarks of BENCHMARKS.md: each figure beside its baseline from the same run.
@@ -98,9 +114,7 @@ lint: wasm-target
 	  --target-dir target/guests -- -D warnings
 
 wrk:
-	@command -v wrk >/dev/null || { \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
+	@command -v wrk >/dev/null || { $(APT_UPDATED) && $(APT_INSTALL) wrk; }
 
 target/tools/bin/wasmtime:
 	cargo install wasmtime-cli --version 48.0.8 --locked --root target/tools

@@ -5,81 +5,15 @@
 //! is documented as unsafe (Redis losing its data), the checker counts the double grants and
 //! the test reports them instead of hiding them.
 
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use harness::{RedisCluster, RedisServer, SentinelSet, guest, latchkey, redlock_url};
+use harness::history::{
+    Grant, LEASE_NS, Workers, after, assert_stayed_safe, assert_survived_data_loss, check, now_ns,
+};
+use harness::{RedisCluster, RedisServer, SentinelSet, redlock_url};
 
-const LEASE_NS: u128 = 500_000_000;
-const RUN_MS: u64 = 7000;
-
-/// One grant, as a guest reported it.
-#[derive(Debug, Clone, Copy)]
-struct Grant {
-    fence: u64,
-    acquired: u128,
-    released: u128,
-    host: usize,
-}
-
-/// What the checker found.
-#[derive(Debug)]
-struct Verdict {
-    grants: usize,
-    /// Pairs of grants that overlapped while the earlier one's lease still ran.
-    double_grants: usize,
-    /// Grants whose fence was not above every earlier grant's.
-    fence_regressions: usize,
-}
-
-fn check(mut history: Vec<Grant>) -> Verdict {
-    history.sort_by_key(|g| g.acquired);
-    let mut double_grants = 0;
-    for (j, later) in history.iter().enumerate() {
-        for earlier in &history[..j] {
-            let overlaps = later.acquired < earlier.released;
-            let lease_running = later.acquired < earlier.acquired + LEASE_NS;
-            if overlaps && lease_running {
-                double_grants += 1;
-            }
-        }
-    }
-    let fence_regressions = history
-        .windows(2)
-        .filter(|w| w[1].fence <= w[0].fence)
-        .count();
-    Verdict {
-        grants: history.len(),
-        double_grants,
-        fence_regressions,
-    }
-}
-
-/// Starts a host process running `instances` history guests for `RUN_MS` on the store at
-/// `url`, with `store_flags` added to its command line.
-fn host(url: &str, store_flags: &[&str], data: &std::path::Path, instances: u32) -> Child {
-    latchkey()
-        .args([
-            "run",
-            "--app-id",
-            "faults",
-            "--instances",
-            &instances.to_string(),
-        ])
-        .arg("--store")
-        .arg(format!("lockstore={url}"))
-        .args(store_flags)
-        .args(["--store-timeout-ms", "3000", "--dir"])
-        .arg(format!("{}::/data", data.display()))
-        .arg(guest("bench"))
-        .args(["history", &RUN_MS.to_string(), "counter"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("latchkey starts")
-}
-
-/// Runs two hosts of three instances each, applies `fault` after a second, and returns the
-/// history and the counter.
+/// Runs two worker hosts, applies `fault` once they are at work, and returns the history
+/// and the counter.
 fn run_with_fault<R>(redis: &mut R, url: &str, fault: impl FnOnce(&mut R)) -> (Vec<Grant>, u64) {
     run_with_fault_and_flags(redis, url, &[], fault)
 }
@@ -91,41 +25,10 @@ fn run_with_fault_and_flags<R>(
     store_flags: &[&str],
     fault: impl FnOnce(&mut R),
 ) -> (Vec<Grant>, u64) {
-    let data = tempfile::tempdir().unwrap();
-    let hosts: Vec<Child> = (0..2)
-        .map(|_| host(url, store_flags, data.path(), 3))
-        .collect();
-    std::thread::sleep(Duration::from_millis(1000));
+    let workers = Workers::start(url, store_flags, &[None, None]);
+    workers.wait_for_progress();
     fault(redis);
-    let mut history = Vec::new();
-    for (n, child) in hosts.into_iter().enumerate() {
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "host {n}: {out:?}");
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // "[i] grant FENCE ACQUIRED RELEASED"
-            history.push(Grant {
-                fence: fields[2].parse().unwrap(),
-                acquired: fields[3].parse().unwrap(),
-                released: fields[4].parse().unwrap(),
-                host: n,
-            });
-        }
-    }
-    let counter = std::fs::read_to_string(data.path().join("counter")).unwrap();
-    (history, counter.trim().parse().unwrap())
-}
-
-/// The grants made after `at_ns` (a wall-clock instant), to show the hosts recovered.
-fn after(history: &[Grant], at_ns: u128) -> usize {
-    history.iter().filter(|g| g.acquired > at_ns).count()
-}
-
-fn now_ns() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
+    workers.finish()
 }
 
 /// The checker catches what it should: two made-up overlapping grants are a double grant,
@@ -276,41 +179,4 @@ fn redlock_master_down() {
     let during = after(&history, crashed_at) - after(&history, restarted_at);
     println!("Redlock master down: {during} grants while it was down");
     assert!(during > 0, "no grant while one master was down");
-}
-
-/// Through a fault the store survives: no double grant, fences rose, the counter is exact,
-/// and work resumed after `recovered_at`.
-fn assert_stayed_safe(fault: &str, history: &[Grant], counter: u64, recovered_at: u128) {
-    let verdict = check(history.to_vec());
-    println!("{fault}: {verdict:?}");
-    assert_eq!(verdict.double_grants, 0, "{verdict:?}");
-    assert_eq!(verdict.fence_regressions, 0, "{verdict:?}");
-    assert_eq!(
-        counter, verdict.grants as u64,
-        "updates lost under the lock"
-    );
-    assert!(
-        after(history, recovered_at) > 0,
-        "no grant after the store came back"
-    );
-}
-
-/// After the store lost its data: fences still rose, work resumed, and the double grants
-/// (possible here, and reported) explain every lost update.
-fn assert_survived_data_loss(fault: &str, history: &[Grant], counter: u64, recovered_at: u128) {
-    let verdict = check(history.to_vec());
-    println!(
-        "{fault}: {verdict:?}; counter {counter} for {} grants",
-        verdict.grants
-    );
-    assert_eq!(verdict.fence_regressions, 0, "{verdict:?}");
-    assert!(
-        after(history, recovered_at) > 0,
-        "no grant after the store came back"
-    );
-    // Each double grant can lose at most one update.
-    assert!(
-        counter + verdict.double_grants as u64 >= verdict.grants as u64,
-        "{verdict:?}"
-    );
 }

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use harness::{RedisServer, guest, latchkey, lines, polyglot_guest};
+use harness::{RedisServer, guest, latchkey, lines, polyglot_guest, warm};
 
 /// A language and the names of its three guests.
 struct Language {
@@ -51,12 +51,16 @@ impl Language {
         self.command(flags, name, args).output().unwrap()
     }
 
+    /// The guest is compiled first (see [`warm`]): a Python or JavaScript component takes
+    /// seconds, and no test's timing may include that.
     fn command(&self, flags: &[&str], name: &str, args: &[&str]) -> Command {
+        let guest = self.guest(name);
+        warm(&guest);
         let mut command = latchkey();
         command
             .arg("run")
             .args(flags)
-            .arg(self.guest(name))
+            .arg(guest)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

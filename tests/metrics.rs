@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use harness::{RedisServer, ServeProcess, free_port, guest, latchkey, post};
-
-const PATIENCE: Duration = Duration::from_secs(30);
+use harness::{
+    PATIENCE, RedisServer, ServeProcess, free_port, guest, latchkey, post, signal, warm,
+};
 
 /// The text of `http://addr/metrics`.
 fn scrape(addr: &str) -> String {
@@ -147,14 +147,16 @@ fn metrics_count_what_the_guests_did() {
 }
 
 /// `latchkey run --metrics-addr` serves the same while its instances run: a held lock and
-/// a running instance show in the gauges.
+/// a running instance show in the gauges. (The guest holds its lock until the test has
+/// scraped, then SIGTERM stops it.)
 #[test]
 fn run_serves_metrics_while_instances_run() {
     let metrics = format!("127.0.0.1:{}", free_port());
+    warm(&guest("lockctl"));
     let mut run = latchkey()
         .args(["run", "--app-id", "jobs", "--metrics-addr", &metrics])
         .arg(guest("lockctl"))
-        .args(["open", "lockstore", "try", "a", "60000", "sleep", "3000"])
+        .args(["open", "lockstore", "try", "a", "60000", "sleep", "600000"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -181,5 +183,6 @@ fn run_serves_metrics_while_instances_run() {
         1.0,
         "{text}"
     );
-    assert!(run.wait().unwrap().success());
+    signal(&run, "-TERM");
+    assert_eq!(run.wait().unwrap().code(), Some(128 + 15));
 }

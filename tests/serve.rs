@@ -6,10 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use harness::{RedisServer, ServeProcess, free_port, guest, latchkey, post};
+use harness::{PATIENCE, RedisServer, ServeProcess, free_port, guest, latchkey, post};
 
 /// Long enough for any answer here that is not waiting on purpose.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 /// `latchkey serve` of the demo handlers as app `jobs`, on `redis`, with `extra` flags.
 fn serve_demo(redis: &RedisServer, extra: &[&str]) -> ServeProcess {

@@ -135,10 +135,7 @@ impl Fixture {
 
 /// `redis+redlock://` over `masters`.
 pub fn redlock_url(masters: &[RedisServer]) -> String {
-    let hosts: Vec<String> = masters
-        .iter()
-        .map(|m| format!("127.0.0.1:{}", m.port()))
-        .collect();
+    let hosts: Vec<String> = masters.iter().map(RedisServer::address).collect();
     format!("redis+redlock://{}", hosts.join(","))
 }
 

@@ -18,12 +18,31 @@
 //! - [`guests`]: the guests of `guest/` ([`guest`], built for wasm32-wasip2 by `build.rs`;
 //!   [`polyglot_guest`], built by `make test`), and [`run`] / [`run_with`] / [`lockctl`],
 //!   which run them through the real host library and capture their output.
+//! - [`history`]: [`history::Workers`], host processes doing locked read-modify-writes on
+//!   one counter while a test injects a fault, and the checker of the history of their
+//!   grants (double grants, falling fences).
+//! - [`netns`]: hosts of their own on one machine — [`netns::Net`], a bridge, and its
+//!   [`netns::Node`]s, network namespaces — and partitions between them.
 //! - [`processes`]: real `latchkey` processes — [`host_process`] (`latchkey run`),
 //!   [`ServeProcess`] (`latchkey serve`) with [`post`], a real HTTP client — and what a test
-//!   reads of them ([`lines`], [`signal`]).
+//!   reads of them ([`lines`], [`signal`]). Each guest a process runs is compiled into the
+//!   shared cache first ([`warm`]), so that no timing includes a compilation.
+//!
+//! Every wait for readiness is bounded by [`PATIENCE`], and ends as soon as what it waits
+//! for is there; no test sleeps in the hope that something is ready.
+
+use std::time::Duration;
+
+/// How long a test waits for something to become ready — a server to answer, a guest to
+/// take its lock, a process to exit — before it fails. Long enough for a cold start on a
+/// loaded two-core machine; a wait ends as soon as what it waits for is there, so this
+/// costs nothing when things work.
+pub const PATIENCE: Duration = Duration::from_secs(60);
 
 pub mod fixture;
 pub mod guests;
+pub mod history;
+pub mod netns;
 pub mod processes;
 pub mod servers;
 pub mod topologies;
@@ -32,6 +51,8 @@ pub use fixture::{Deployment, Fixture, redis_store, redlock_url};
 pub use guests::{
     Run, guest, lockctl, lockctl_limited, polyglot_guest, run, run_with, script, spawn_lockctl,
 };
-pub use processes::{Answer, ServeProcess, host_process, latchkey, lines, post, signal};
+pub use processes::{
+    Answer, ServeProcess, host_process, latchkey, latchkey_path, lines, post, signal, warm,
+};
 pub use servers::{RedisServer, free_port};
 pub use topologies::{RedisCluster, SentinelSet};

@@ -1,16 +1,19 @@
 //! Real `latchkey` processes: `latchkey run` as a host of its own, `latchkey serve` on a
 //! free port with a real HTTP client for it, and what tests read of a process.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::PATIENCE;
 use crate::guests::guest;
 use crate::servers::free_port;
 
-/// The `latchkey` binary, built by `cargo test --workspace` next to the test binaries, with
-/// no `RUST_LOG` so that its stderr holds only what a user would see.
-pub fn latchkey() -> Command {
+/// Where the `latchkey` binary is: built by `cargo test --workspace` next to the test
+/// binaries.
+pub fn latchkey_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let path: PathBuf = exe.parent().unwrap().parent().unwrap().join("latchkey");
     assert!(
@@ -18,9 +21,41 @@ pub fn latchkey() -> Command {
         "{} is missing: run the tests with `cargo test --workspace`",
         path.display()
     );
-    let mut cmd = Command::new(path);
+    path
+}
+
+/// The `latchkey` binary, with no `RUST_LOG` so that its stderr holds only what a user
+/// would see.
+pub fn latchkey() -> Command {
+    let mut cmd = Command::new(latchkey_path());
     cmd.env_remove("RUST_LOG");
     cmd
+}
+
+/// Compiles `component` into the cache of compiled components the `latchkey` processes of
+/// the tests share (`latchkey check`), once per test binary, before a test starts a process
+/// on it: so that no test's timing includes a compilation, however cold the cache and
+/// loaded the machine (a Python guest takes seconds).
+pub fn warm(component: &Path) {
+    static WARMED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    let mut warmed = WARMED.lock().unwrap_or_else(|e| e.into_inner());
+    if warmed.contains(component) {
+        return;
+    }
+    let out = latchkey()
+        .arg("check")
+        .arg(component)
+        .output()
+        .expect("latchkey starts");
+    assert!(out.status.success(), "latchkey check failed: {out:?}");
+    warmed.insert(component.to_owned());
+}
+
+/// The components among a command line's arguments, warmed: see [`warm`].
+fn warm_components(args: &[&str]) {
+    for arg in args.iter().filter(|arg| arg.ends_with(".wasm")) {
+        warm(Path::new(arg));
+    }
 }
 
 /// A `latchkey serve` process of the test's own on a free loopback port, stopped (SIGKILL)
@@ -40,6 +75,7 @@ impl ServeProcess {
 
     /// [`ServeProcess::start`], with `env` set in the server's environment.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        warm_components(args);
         let port = free_port();
         let mut child = latchkey()
             .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
@@ -72,8 +108,8 @@ impl ServeProcess {
                 panic!("latchkey serve exited with {status}: {}", server.stderr());
             }
             assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "latchkey serve did not listen within 30 s: {}",
+                started.elapsed() < PATIENCE,
+                "latchkey serve did not listen within {PATIENCE:?}: {}",
                 server.stderr()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -103,10 +139,7 @@ impl ServeProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "latchkey serve did not exit"
-            );
+            assert!(started.elapsed() < PATIENCE, "latchkey serve did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -159,6 +192,7 @@ pub fn host_process(
     guest_name: &str,
     args: &[&str],
 ) -> Child {
+    warm(&guest(guest_name));
     latchkey()
         .args(["run", "--app-id", app_id, "--store", store])
         .args(flags)

@@ -1,14 +1,23 @@
-//! One real `redis-server` of a test's own: started on a free loopback port, stopped when
-//! dropped, and crashed, restarted, paused or queried when a test needs it.
+//! One real `redis-server` of a test's own: started on a free loopback port (or in a network
+//! namespace of the test's, [`crate::netns`]), stopped when dropped, and crashed, restarted,
+//! paused or queried when a test needs it.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A `redis-server` of the test's own, without persistence, on a free loopback port.
+use crate::PATIENCE;
+use crate::netns::Node;
+
+/// A `redis-server` of the test's own, without persistence, on a free loopback port or in a
+/// node of the test's.
 pub struct RedisServer {
+    /// The address it listens on.
+    host: String,
     port: u16,
+    /// The network namespace it runs in, if not the test's.
+    netns: Option<String>,
     child: Child,
     dir: tempfile::TempDir,
     /// A configuration file to start from (a sentinel's, which Sentinel rewrites).
@@ -25,12 +34,32 @@ impl RedisServer {
     /// Starts a server with extra `redis-server` arguments, such as `--requirepass x`.
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        Self::start_in(dir, None, extra)
+        Self::start_in(Place::Loopback, dir, None, extra)
+    }
+
+    /// Starts a server in `node`, on port 6379 of its address, with `extra` arguments.
+    pub fn start_on(node: &Node, extra: &[&str]) -> Self {
+        Self::start_on_port(node, 6379, extra)
+    }
+
+    /// Starts a server in `node` on `port` (for several servers in one node).
+    pub fn start_on_port(node: &Node, port: u16, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Self::start_in(Place::node(node, port), dir, None, extra)
     }
 
     /// A replica of this server, in sync before it returns.
     pub fn start_replica(&self) -> Self {
-        let replica = Self::start_with(&["--replicaof", "127.0.0.1", &self.port.to_string()]);
+        let port = self.port.to_string();
+        let replica = Self::start_with(&["--replicaof", &self.host, &port]);
+        replica.wait_for_reply(&["INFO", "replication"], "master_link_status:up");
+        replica
+    }
+
+    /// A replica of this server in `node`, in sync before it returns.
+    pub fn start_replica_on(&self, node: &Node) -> Self {
+        let port = self.port.to_string();
+        let replica = Self::start_on(node, &["--replicaof", &self.host, &port]);
         replica.wait_for_reply(&["INFO", "replication"], "master_link_status:up");
         replica
     }
@@ -43,27 +72,67 @@ impl RedisServer {
         quorum: u32,
         down_after: Duration,
     ) -> Self {
+        Self::start_sentinel_in(Place::Loopback, service, primary, quorum, down_after)
+    }
+
+    /// [`RedisServer::start_sentinel`], in `node` on `port`.
+    pub fn start_sentinel_on(
+        node: &Node,
+        port: u16,
+        service: &str,
+        primary: &RedisServer,
+        quorum: u32,
+        down_after: Duration,
+    ) -> Self {
+        let place = Place::node(node, port);
+        Self::start_sentinel_in(place, service, primary, quorum, down_after)
+    }
+
+    fn start_sentinel_in(
+        place: Place,
+        service: &str,
+        primary: &RedisServer,
+        quorum: u32,
+        down_after: Duration,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let config_file = dir.path().join("sentinel.conf");
         let config = format!(
-            "sentinel monitor {service} 127.0.0.1 {port} {quorum}\n\
+            "sentinel monitor {service} {host} {port} {quorum}\n\
              sentinel down-after-milliseconds {service} {down_after}\n\
              sentinel failover-timeout {service} {failover_timeout}\n",
+            host = primary.host,
             port = primary.port,
             down_after = down_after.as_millis(),
             failover_timeout = 3 * down_after.as_millis(),
         );
         std::fs::write(&config_file, config).expect("the sentinel's config is written");
-        Self::start_in(dir, Some(config_file), &["--sentinel"])
+        Self::start_in(place, dir, Some(config_file), &["--sentinel"])
     }
 
-    fn start_in(dir: tempfile::TempDir, config_file: Option<PathBuf>, extra: &[&str]) -> Self {
-        let port = free_port();
+    fn start_in(
+        place: Place,
+        dir: tempfile::TempDir,
+        config_file: Option<PathBuf>,
+        extra: &[&str],
+    ) -> Self {
+        let (host, port, netns) = match place {
+            Place::Loopback => ("127.0.0.1".to_owned(), free_port(), None),
+            Place::Node { netns, ip, port } => (ip, port, Some(netns)),
+        };
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = spawn_redis(port, &dir, config_file.as_deref(), &extra);
         let mut server = RedisServer {
+            child: spawn_redis(
+                &host,
+                port,
+                netns.as_deref(),
+                &dir,
+                config_file.as_deref(),
+                &extra,
+            ),
+            host,
             port,
-            child,
+            netns,
             dir,
             config_file,
             extra,
@@ -76,19 +145,19 @@ impl RedisServer {
                 return server;
             }
             server.port = free_port();
-            server.child = spawn_redis(
-                server.port,
-                &server.dir,
-                server.config_file.as_deref(),
-                &server.extra,
-            );
+            server.child = server.spawn();
         }
         panic!("redis-server exited at once five times: no free port for it?");
     }
 
     /// The URL the host uses (no password: see [`RedisServer::start_with`]).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://{}", self.address())
+    }
+
+    /// `HOST:PORT`.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
     }
 
     /// The port it listens on.
@@ -109,21 +178,17 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
-    /// Starts a crashed server again, empty, on the same port, as a replica of the server on
-    /// `primary`.
-    pub fn restart_as_replica_of(&mut self, primary: u16) {
-        self.extra = vec![
-            "--replicaof".into(),
-            "127.0.0.1".into(),
-            primary.to_string(),
-        ];
+    /// Starts a crashed server again, empty, on the same port, as a replica of the server at
+    /// `primary` (`HOST:PORT`).
+    pub fn restart_as_replica_of(&mut self, primary: &str) {
+        let (host, port) = primary.rsplit_once(':').expect("HOST:PORT");
+        self.extra = ["--replicaof", host, port].map(str::to_owned).to_vec();
         self.restart();
     }
 
     /// Starts a crashed server again, empty, on the same port and with the same arguments.
     pub fn restart(&mut self) {
-        let config_file = self.config_file.as_deref();
-        self.child = spawn_redis(self.port, &self.dir, config_file, &self.extra);
+        self.child = self.spawn();
         assert!(
             self.wait_ready(),
             "redis-server could not restart on port {}: something else took it",
@@ -187,7 +252,7 @@ impl RedisServer {
     fn wait_ready(&mut self) -> bool {
         let started = Instant::now();
         let pid = format!("process_id:{}", self.child.id());
-        while started.elapsed() < Duration::from_secs(10) {
+        while started.elapsed() < PATIENCE {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
@@ -200,7 +265,7 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!(
-            "redis-server on port {} did not answer within 10 s",
+            "redis-server on port {} did not answer within {PATIENCE:?}",
             self.port
         );
     }
@@ -231,15 +296,62 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    fn spawn(&self) -> Child {
+        spawn_redis(
+            &self.host,
+            self.port,
+            self.netns.as_deref(),
+            &self.dir,
+            self.config_file.as_deref(),
+            &self.extra,
+        )
+    }
+}
+
+/// Where a server runs.
+enum Place {
+    /// On the test's loopback, at a free port.
+    Loopback,
+    /// In a node of the test's, at `ip:port`.
+    Node {
+        netns: String,
+        ip: String,
+        port: u16,
+    },
+}
+
+impl Place {
+    fn node(node: &Node, port: u16) -> Self {
+        Place::Node {
+            netns: node.netns.clone(),
+            ip: node.ip.clone(),
+            port,
+        }
+    }
+}
+
 fn spawn_redis(
+    host: &str,
     port: u16,
+    netns: Option<&str>,
     dir: &tempfile::TempDir,
     config_file: Option<&std::path::Path>,
     extra: &[String],
 ) -> Child {
-    Command::new("redis-server")
+    let mut command = match netns {
+        Some(netns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", netns, "redis-server"]);
+            command
+        }
+        None => Command::new("redis-server"),
+    };
+    command
         .args(config_file)
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--bind", host, "--port", &port.to_string()])
+        // Reached from other hosts (namespaces) without a password: the test's own network.
+        .args(["--protected-mode", "no"])
         .args(["--save", "", "--appendonly", "no"])
         // A primary would otherwise wait 5 s for more replicas before it sends its data.
         .args(["--repl-diskless-sync-delay", "0"])
@@ -263,27 +375,21 @@ pub fn free_port() -> u16 {
 }
 
 impl RedisServer {
-    /// Waits up to 20 s until the reply to `args` contains `needle`: until a replica is in
+    /// Waits up to [`PATIENCE`] until the reply to `args` contains `needle`: until a replica is in
     /// sync, say, or a cluster is up.
     pub fn wait_for_reply(&self, args: &[&str], needle: &str) {
         let started = Instant::now();
         while !self.cmd::<String>(args).contains(needle) {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "{args:?} never said {needle}"
-            );
+            assert!(started.elapsed() < PATIENCE, "{args:?} never said {needle}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Waits up to 10 s until `key` exists: until a guest has taken a lock, say.
+    /// Waits up to [`PATIENCE`] until `key` exists: until a guest has taken a lock, say.
     pub fn wait_for_key(&self, key: &str) {
         let started = Instant::now();
         while self.cmd::<i64>(&["EXISTS", key]) == 0 {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{key} never appeared"
-            );
+            assert!(started.elapsed() < PATIENCE, "{key} never appeared");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -301,7 +407,7 @@ impl RedisServer {
             == 0
         {
             assert!(
-                started.elapsed() < Duration::from_secs(10),
+                started.elapsed() < PATIENCE,
                 "{key} never reached the replica"
             );
             std::thread::sleep(Duration::from_millis(10));

@@ -4,6 +4,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::PATIENCE;
+use crate::netns::{Net, Node};
 use crate::servers::RedisServer;
 
 /// A Redis Cluster of three masters on loopback, with or without a replica each, made with
@@ -43,10 +45,7 @@ impl RedisCluster {
                 ])
             })
             .collect();
-        let addresses: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
-            .collect();
+        let addresses: Vec<String> = nodes.iter().map(RedisServer::address).collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
@@ -75,10 +74,7 @@ impl RedisCluster {
                 .count()
                 < replicas
             {
-                assert!(
-                    started.elapsed() < Duration::from_secs(20),
-                    "replicas unknown"
-                );
+                assert!(started.elapsed() < PATIENCE, "replicas unknown");
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -87,11 +83,7 @@ impl RedisCluster {
 
     /// `redis+cluster://` with every node as a seed.
     pub fn url(&self) -> String {
-        let hosts: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
-            .collect();
+        let hosts: Vec<String> = self.nodes.iter().map(RedisServer::address).collect();
         format!("redis+cluster://{}", hosts.join(","))
     }
 
@@ -192,6 +184,9 @@ pub struct SentinelSet {
     pub servers: Vec<RedisServer>,
     /// The sentinels.
     pub sentinels: Vec<RedisServer>,
+    /// On a test's net: the node of each server, in the order of `servers`, then the node
+    /// of the sentinels. Dropped after the servers in them.
+    pub nodes: Vec<Node>,
 }
 
 impl SentinelSet {
@@ -217,30 +212,62 @@ impl SentinelSet {
         }
         let mut servers = vec![primary];
         servers.extend(replicas);
-        SentinelSet { servers, sentinels }
+        SentinelSet {
+            servers,
+            sentinels,
+            nodes: Vec::new(),
+        }
+    }
+
+    /// [`SentinelSet::start`] on `net`: each server in a node of its own, and the three
+    /// sentinels in one more.
+    pub fn start_on(net: &Net, down_after: Duration) -> Self {
+        let nodes: Vec<Node> = (0..4).map(|_| net.node()).collect();
+        let primary = RedisServer::start_on(&nodes[0], &[]);
+        let replicas = [
+            primary.start_replica_on(&nodes[1]),
+            primary.start_replica_on(&nodes[2]),
+        ];
+        let sentinels: Vec<RedisServer> = (0..3)
+            .map(|n| {
+                let port = 26379 + n;
+                let service = Self::SERVICE;
+                RedisServer::start_sentinel_on(&nodes[3], port, service, &primary, 2, down_after)
+            })
+            .collect();
+        for sentinel in &sentinels {
+            sentinel.wait_for_reply(&["INFO", "sentinel"], "slaves=2,sentinels=3");
+        }
+        let mut servers = vec![primary];
+        servers.extend(replicas);
+        SentinelSet {
+            servers,
+            sentinels,
+            nodes,
+        }
     }
 
     /// `redis+sentinel://` with every sentinel.
     pub fn url(&self) -> String {
-        let hosts: Vec<String> = self
-            .sentinels
-            .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port()))
-            .collect();
+        let hosts: Vec<String> = self.sentinels.iter().map(RedisServer::address).collect();
         format!("redis+sentinel://{}/{}", hosts.join(","), Self::SERVICE)
     }
 
     /// The index of the server the sentinels name as primary.
     pub fn primary(&self) -> usize {
-        let (_host, port): (String, String) =
-            self.sentinels[0].cmd(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self::SERVICE]);
-        self.servers
-            .iter()
-            .position(|s| s.port().to_string() == port)
+        self.primary_by(&self.sentinels[0])
             .expect("the primary is one of the set's servers")
     }
 
-    /// Kills the primary (SIGKILL), waits up to 20 s until the sentinels have promoted a
+    /// The index of the server `sentinel` names as primary, if it names one of the set's.
+    pub fn primary_by(&self, sentinel: &RedisServer) -> Option<usize> {
+        let (host, port): (String, String) =
+            sentinel.cmd(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self::SERVICE]);
+        let address = format!("{host}:{port}");
+        self.servers.iter().position(|s| s.address() == address)
+    }
+
+    /// Kills the primary (SIGKILL), waits up to [`PATIENCE`] until the sentinels have promoted a
     /// replica, and restarts the old primary empty as a replica of the new one — as an
     /// operator would, and as the sentinels would themselves some seconds later.
     pub fn fail_over(&mut self) {
@@ -249,12 +276,12 @@ impl SentinelSet {
         let started = Instant::now();
         while self.primary() == old {
             assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the sentinels did not fail over within 20 s"
+                started.elapsed() < PATIENCE,
+                "the sentinels did not fail over within {PATIENCE:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let new = self.servers[self.primary()].port();
-        self.servers[old].restart_as_replica_of(new);
+        let new = self.servers[self.primary()].address();
+        self.servers[old].restart_as_replica_of(&new);
     }
 }

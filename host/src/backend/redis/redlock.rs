@@ -15,7 +15,8 @@
 
 use std::time::Duration;
 
-use futures_util::future::join_all;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use tokio::time::{Instant, timeout};
 
 use super::RedisBackend;
@@ -84,26 +85,70 @@ impl RedlockBackend {
         self.masters.len() / 2 + 1
     }
 
-    /// Runs `call` on every master at once, each bounded by the master timeout; a master
-    /// that fails or is late gives `None`.
-    async fn on_each<'a, T, F>(&'a self, call: impl Fn(&'a RedisBackend) -> F) -> Vec<Option<T>>
+    /// Runs `call` on every master at once, each bounded by the master timeout, until the
+    /// answers so far are `enough` to decide; a master that fails, is late, or is not waited
+    /// for gives `None`.
+    ///
+    /// Not waiting for the rest once the outcome is decided is what keeps a master that
+    /// went silent (a partition, not a refused connection) from costing every call its
+    /// timeout — for a grant, the acquire and the fence's write-back each. Its request may
+    /// still run: it holds only this grant's own token, which every master is told to
+    /// release when the grant ends.
+    async fn on_each<'a, T, F>(
+        &'a self,
+        call: impl Fn(&'a RedisBackend) -> F,
+        enough: impl Fn(&[Option<T>]) -> bool,
+    ) -> Vec<Option<T>>
     where
         F: Future<Output = BackendResult<T>>,
     {
-        join_all(self.masters.iter().map(|master| {
-            let call = call(master);
-            async move {
-                match timeout(self.master_timeout, call).await {
-                    Ok(Ok(value)) => Some(value),
-                    Ok(Err(err)) => {
-                        tracing::debug!(error = %err, "a Redlock master failed");
-                        None
-                    }
-                    Err(_) => None,
+        self.on_these(0..self.masters.len(), call, enough).await
+    }
+
+    /// [`RedlockBackend::on_each`], on the masters numbered `which` (answers in the order of
+    /// all masters).
+    async fn on_these<'a, T, F>(
+        &'a self,
+        which: impl IntoIterator<Item = usize>,
+        call: impl Fn(&'a RedisBackend) -> F,
+        enough: impl Fn(&[Option<T>]) -> bool,
+    ) -> Vec<Option<T>>
+    where
+        F: Future<Output = BackendResult<T>>,
+    {
+        let mut answers: Vec<Option<T>> = self.masters.iter().map(|_| None).collect();
+        let mut pending: FuturesUnordered<_> = which
+            .into_iter()
+            .map(|i| {
+                let call = call(&self.masters[i]);
+                async move {
+                    let answer = match timeout(self.master_timeout, call).await {
+                        Ok(Ok(value)) => Some(value),
+                        Ok(Err(err)) => {
+                            tracing::debug!(error = %err, "a Redlock master failed");
+                            None
+                        }
+                        Err(_) => None,
+                    };
+                    (i, answer)
                 }
+            })
+            .collect();
+        while let Some((i, answer)) = pending.next().await {
+            answers[i] = answer;
+            if enough(&answers) {
+                break;
             }
-        }))
-        .await
+        }
+        answers
+    }
+
+    /// How many of `answers` are `wanted`.
+    fn count<T: PartialEq>(answers: &[Option<T>], wanted: &T) -> usize {
+        answers
+            .iter()
+            .filter(|a| a.as_ref() == Some(wanted))
+            .count()
     }
 
     fn too_few(&self, answered: usize) -> BackendError {
@@ -121,33 +166,51 @@ impl RedlockBackend {
     /// written back to that majority; or nothing, and every master told to let go.
     async fn round(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<Round> {
         let started = Instant::now();
+        let quorum = self.quorum();
+        let granted = |a: &Option<Attempt>| matches!(a, Some(Attempt::Granted { .. }));
+        let busy = |a: &Option<Attempt>| matches!(a, Some(Attempt::Busy { .. }));
         let replies = self
-            .on_each(|master| master.try_acquire(key, token, lease))
+            .on_each(
+                |master| master.try_acquire(key, token, lease),
+                |replies| {
+                    replies.iter().filter(|a| granted(a)).count() >= quorum
+                        || replies.iter().filter(|a| busy(a)).count() >= quorum
+                },
+            )
             .await;
         let answered = replies.iter().flatten().count();
-        let (mut fences, mut held) = (Vec::new(), Vec::new());
-        for attempt in replies.into_iter().flatten() {
+        let (mut grantors, mut fences, mut held) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, attempt) in replies.into_iter().enumerate() {
             match attempt {
-                Attempt::Granted { fence } => fences.push(fence),
-                Attempt::Busy { expires_in } => held.push(expires_in),
+                Some(Attempt::Granted { fence }) => {
+                    grantors.push(i);
+                    fences.push(fence);
+                }
+                Some(Attempt::Busy { expires_in }) => held.push(expires_in),
+                None => {}
             }
         }
-        if fences.len() >= self.quorum() && within_lease(started, lease) {
+        if fences.len() >= quorum && within_lease(started, lease) {
+            // Written back where the grant is: a master that did not grant cannot take it.
             let fence = fences.iter().copied().max().expect("a majority granted");
             let raised = self
-                .on_each(|master| master.raise_fence(key, token, fence))
+                .on_these(
+                    grantors,
+                    |master| master.raise_fence(key, token, fence),
+                    |raised| Self::count(raised, &true) >= quorum,
+                )
                 .await;
-            let raised = raised.into_iter().filter(|r| *r == Some(true)).count();
-            if raised >= self.quorum() && within_lease(started, lease) {
+            if Self::count(&raised, &true) >= quorum && within_lease(started, lease) {
                 return Ok(Round::Granted(fence));
             }
         }
         // Also on the masters that did not answer: their grant may have happened anyway.
-        self.on_each(|master| master.release(key, token)).await;
-        if answered < self.quorum() {
+        self.on_each(|master| master.release(key, token), |_| false)
+            .await;
+        if answered < quorum {
             return Err(self.too_few(answered));
         }
-        if held.len() >= self.quorum()
+        if held.len() >= quorum
             && let Some(left) = held.iter().flatten().min()
         {
             return Ok(Round::Busy(*left));
@@ -194,9 +257,15 @@ impl Backend for RedlockBackend {
     }
 
     async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus> {
-        let statuses = self.on_each(|master| master.release(key, token)).await;
+        let quorum = self.quorum();
+        let statuses = self
+            .on_each(
+                |master| master.release(key, token),
+                |statuses| Self::count(statuses, &UnlockStatus::Success) >= quorum,
+            )
+            .await;
         let answered = statuses.iter().flatten().count();
-        let count = |wanted| statuses.iter().filter(|s| **s == Some(wanted)).count();
+        let count = |wanted| Self::count(&statuses, &wanted);
         if count(UnlockStatus::Success) >= self.quorum() {
             Ok(UnlockStatus::Success)
         } else if answered < self.quorum() {
@@ -211,24 +280,35 @@ impl Backend for RedlockBackend {
 
     async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool> {
         let started = Instant::now();
+        let quorum = self.quorum();
         let extended = self
-            .on_each(|master| master.extend(key, token, lease))
+            .on_each(
+                |master| master.extend(key, token, lease),
+                |extended| Self::count(extended, &true) >= quorum,
+            )
             .await;
         let answered = extended.iter().flatten().count();
-        if answered < self.quorum() {
+        if answered < quorum {
             return Err(self.too_few(answered));
         }
-        let yes = extended.iter().filter(|e| **e == Some(true)).count();
-        Ok(yes >= self.quorum() && within_lease(started, lease))
+        Ok(Self::count(&extended, &true) >= quorum && within_lease(started, lease))
     }
 
     async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
-        let answers = self.on_each(|master| master.held(key, token)).await;
+        let quorum = self.quorum();
+        let answers = self
+            .on_each(
+                |master| master.held(key, token),
+                |answers| {
+                    Self::count(answers, &true) >= quorum || Self::count(answers, &false) >= quorum
+                },
+            )
+            .await;
         let answered = answers.iter().flatten().count();
-        if answered < self.quorum() {
+        if answered < quorum {
             return Err(self.too_few(answered));
         }
-        Ok(answers.iter().filter(|a| **a == Some(true)).count() >= self.quorum())
+        Ok(Self::count(&answers, &true) >= quorum)
     }
 
     /// Each master renews the whole batch in one request. A lease is renewed where a
@@ -237,9 +317,21 @@ impl Backend for RedlockBackend {
     /// few answers, or too late) there is no answer, and it is tried again.
     async fn renew(&self, renewals: &[Renewal<'_>]) -> BackendResult<Vec<Option<bool>>> {
         let started = Instant::now();
-        let answers = self.on_each(|master| master.renew(renewals)).await;
+        let quorum = self.quorum();
+        let renewed_by = |answers: &[Option<Vec<Option<bool>>>], i: usize| {
+            answers
+                .iter()
+                .filter(|a| a.as_ref().and_then(|a| a.get(i).copied().flatten()) == Some(true))
+                .count()
+        };
+        let answers = self
+            .on_each(
+                |master| master.renew(renewals),
+                |answers| (0..renewals.len()).all(|i| renewed_by(answers, i) >= quorum),
+            )
+            .await;
         let answered = answers.iter().flatten().count();
-        if answered < self.quorum() {
+        if answered < quorum {
             return Err(self.too_few(answered));
         }
         Ok(renewals
@@ -255,7 +347,7 @@ impl Backend for RedlockBackend {
                         .count()
                 };
                 let gone = said(false);
-                if said(true) >= self.quorum() && within_lease(started, renewal.lease) {
+                if renewed_by(&answers, i) >= quorum && within_lease(started, renewal.lease) {
                     Some(true)
                 } else if self.masters.len() - gone < self.quorum() {
                     Some(false)
@@ -267,8 +359,12 @@ impl Backend for RedlockBackend {
     }
 
     async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
+        let quorum = self.quorum();
         let watches: Vec<ReleaseWatch> = self
-            .on_each(|master| master.watch(key))
+            .on_each(
+                |master| master.watch(key),
+                |watches| watches.iter().flatten().count() >= quorum,
+            )
             .await
             .into_iter()
             .flatten()
@@ -280,8 +376,12 @@ impl Backend for RedlockBackend {
     }
 
     async fn ping(&self) -> BackendResult<()> {
+        let quorum = self.quorum();
         let answered = self
-            .on_each(|master| master.ping())
+            .on_each(
+                |master| master.ping(),
+                |pongs| pongs.iter().flatten().count() >= quorum,
+            )
             .await
             .into_iter()
             .flatten()

@@ -20,6 +20,18 @@ pub enum Command {
     Run(RunArgs),
     /// Serve a wasi:http proxy component, one instance per request, like `wasmtime serve`.
     Serve(ServeArgs),
+    /// Compile a component into the cache and say whether this host can run or serve it
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Compile for instances metered by fuel, as `--fuel` runs them
+    #[arg(long)]
+    pub fuel: bool,
+
+    /// The component to check
+    pub component: PathBuf,
 }
 
 #[derive(Args, Debug)]

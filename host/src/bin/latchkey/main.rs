@@ -6,11 +6,13 @@
 //! - `settings`: the config file and flags merged into an app, its stores and limits;
 //! - `run`: `latchkey run`, command components on a [`latchkey_host::Runner`];
 //! - `serve`: `latchkey serve`, HTTP handlers on a [`latchkey_host::Runner`];
+//! - `check`: `latchkey check`, a component compiled into the cache and its world named;
 //! - `output`: guest output, line by line, with a prefix per instance;
 //! - `metrics`: `--metrics-addr`, the Prometheus endpoint;
 //! - `signals`: SIGINT and SIGTERM, which stop the guests after releasing their locks.
 
 mod args;
+mod check;
 mod metrics;
 mod output;
 mod run;
@@ -59,6 +61,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::command(args).await,
         Command::Serve(args) => serve::command(args).await,
+        Command::Check(args) => check::command(args),
     };
     match result {
         Ok(code) => code,

@@ -146,6 +146,17 @@ fn flagged_store<'a>(
     })
 }
 
+/// Reads and compiles the component at `path`, saying plainly what it is if it is not one.
+pub fn read_component(runner: &Runner, path: &Path) -> anyhow::Result<Component> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !bytes.starts_with(b"\0asm") {
+        bail!("{} is not a WebAssembly file", path.display());
+    }
+    Component::from_binary(runner.engine(), &bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{} is not a WebAssembly component", path.display()))
+}
+
 /// Reads the component at `path` and prepares it on `runner` as a program of `world`,
 /// saying plainly what it is if it is not one (`otherwise` says what to do with it then).
 pub fn prepare(
@@ -154,13 +165,7 @@ pub fn prepare(
     world: World,
     otherwise: &str,
 ) -> anyhow::Result<Program> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if !bytes.starts_with(b"\0asm") {
-        bail!("{} is not a WebAssembly file", path.display());
-    }
-    let component = Component::from_binary(runner.engine(), &bytes)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("{} is not a WebAssembly component", path.display()))?;
+    let component = read_component(runner, path)?;
     let verb = match world {
         World::Proxy => "be served",
         _ => "run here",

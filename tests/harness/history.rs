@@ -1,0 +1,201 @@
+//! Workers and their history: `latchkey` host processes whose `bench history` guests do
+//! locked read-modify-writes on one counter file while a test injects a fault, every grant
+//! they made (fence, acquired, released, host), and the checker that reads the history for
+//! double grants and falling fences.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::netns::Node;
+use crate::{PATIENCE, guest, latchkey, warm};
+
+/// The lease of every grant the history guests take (`bench history`'s 500 ms).
+pub const LEASE_NS: u128 = 500_000_000;
+
+/// How long the workers work.
+pub const RUN_MS: u64 = 7000;
+
+/// One grant, as a guest reported it.
+#[derive(Debug, Clone, Copy)]
+pub struct Grant {
+    /// Its fence.
+    pub fence: u64,
+    /// When the guest had it, in ns since the Unix epoch.
+    pub acquired: u128,
+    /// When the guest let it go.
+    pub released: u128,
+    /// Which worker host took it.
+    pub host: usize,
+}
+
+/// What the checker found.
+#[derive(Debug)]
+pub struct Verdict {
+    /// Grants in the history.
+    pub grants: usize,
+    /// Pairs of grants that overlapped while the earlier one's lease still ran.
+    pub double_grants: usize,
+    /// Grants whose fence was not above every earlier grant's.
+    pub fence_regressions: usize,
+}
+
+/// Reads `history` for double grants and falling fences.
+pub fn check(mut history: Vec<Grant>) -> Verdict {
+    history.sort_by_key(|g| g.acquired);
+    let mut double_grants = 0;
+    for (j, later) in history.iter().enumerate() {
+        for earlier in &history[..j] {
+            let overlaps = later.acquired < earlier.released;
+            let lease_running = later.acquired < earlier.acquired + LEASE_NS;
+            if overlaps && lease_running {
+                double_grants += 1;
+            }
+        }
+    }
+    let fence_regressions = history
+        .windows(2)
+        .filter(|w| w[1].fence <= w[0].fence)
+        .count();
+    Verdict {
+        grants: history.len(),
+        double_grants,
+        fence_regressions,
+    }
+}
+
+/// Worker hosts of app `faults`, each a `latchkey run` process of three history guests,
+/// sharing one counter file.
+pub struct Workers {
+    hosts: Vec<Child>,
+    data: tempfile::TempDir,
+}
+
+impl Workers {
+    /// One worker per entry of `places`: in that node, or in the test's own namespace for
+    /// `None`; each on the store at `url`, with `store_flags` added to its command line,
+    /// working for [`RUN_MS`].
+    pub fn start(url: &str, store_flags: &[&str], places: &[Option<&Node>]) -> Self {
+        Self::start_for(RUN_MS, url, store_flags, places)
+    }
+
+    /// [`Workers::start`], working for `run_ms`.
+    pub fn start_for(
+        run_ms: u64,
+        url: &str,
+        store_flags: &[&str],
+        places: &[Option<&Node>],
+    ) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        warm(&guest("bench"));
+        let hosts = places
+            .iter()
+            .map(|place| {
+                let mut command = match place {
+                    Some(node) => node.command(crate::processes::latchkey_path()),
+                    None => latchkey(),
+                };
+                command
+                    .args(["run", "--app-id", "faults", "--instances", "3"])
+                    .arg("--store")
+                    .arg(format!("lockstore={url}"))
+                    .args(store_flags)
+                    .args(["--store-timeout-ms", "3000", "--dir"])
+                    .arg(format!("{}::/data", data.path().display()))
+                    .arg(guest("bench"))
+                    .args(["history", &run_ms.to_string(), "counter"])
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("latchkey starts")
+            })
+            .collect();
+        Workers { hosts, data }
+    }
+
+    /// Waits until the counter has counted some grants — the workers are at work — however
+    /// long they took to start.
+    pub fn wait_for_progress(&self) {
+        let path = self.data.path().join("counter");
+        let started = Instant::now();
+        while count(&path) < 20 {
+            assert!(started.elapsed() < PATIENCE, "the workers made no progress");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for every worker to end: the history of their grants, and the counter.
+    pub fn finish(self) -> (Vec<Grant>, u64) {
+        let mut history = Vec::new();
+        for (n, child) in self.hosts.into_iter().enumerate() {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "worker {n}: {out:?}");
+            for line in String::from_utf8(out.stdout).unwrap().lines() {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // "[i] grant FENCE ACQUIRED RELEASED"
+                history.push(Grant {
+                    fence: fields[2].parse().unwrap(),
+                    acquired: fields[3].parse().unwrap(),
+                    released: fields[4].parse().unwrap(),
+                    host: n,
+                });
+            }
+        }
+        (history, count(&self.data.path().join("counter")))
+    }
+}
+
+fn count(path: &Path) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.trim().parse().unwrap_or(0)
+}
+
+/// The grants made after `at_ns` (a wall-clock instant), to show the workers recovered.
+pub fn after(history: &[Grant], at_ns: u128) -> usize {
+    history.iter().filter(|g| g.acquired > at_ns).count()
+}
+
+/// Now, in ns since the Unix epoch: the clock of the history.
+pub fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Through a fault the store survives: no double grant, fences rose, the counter is exact,
+/// and work resumed after `recovered_at`.
+pub fn assert_stayed_safe(fault: &str, history: &[Grant], counter: u64, recovered_at: u128) {
+    let verdict = check(history.to_vec());
+    println!("{fault}: {verdict:?}");
+    assert_eq!(verdict.double_grants, 0, "{verdict:?}");
+    assert_eq!(verdict.fence_regressions, 0, "{verdict:?}");
+    assert_eq!(
+        counter, verdict.grants as u64,
+        "updates lost under the lock"
+    );
+    assert!(
+        after(history, recovered_at) > 0,
+        "no grant after the store came back"
+    );
+}
+
+/// After a fault the store does not survive unharmed (it lost data, or a grant not every
+/// replica had): fences still rose, work resumed, and the double grants — possible here,
+/// counted and reported, not hidden — explain every lost update.
+pub fn assert_survived_data_loss(fault: &str, history: &[Grant], counter: u64, recovered_at: u128) {
+    let verdict = check(history.to_vec());
+    println!(
+        "{fault}: {verdict:?}; counter {counter} for {} grants",
+        verdict.grants
+    );
+    assert_eq!(verdict.fence_regressions, 0, "{verdict:?}");
+    assert!(
+        after(history, recovered_at) > 0,
+        "no grant after the store came back"
+    );
+    // Each double grant can lose at most one update.
+    assert!(
+        counter + verdict.double_grants as u64 >= verdict.grants as u64,
+        "{verdict:?}"
+    );
+}
