@@ -187,6 +187,12 @@ impl Net {
     }
 }
 
+impl Default for Net {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         let _ = Command::new("ip")
