@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use harness::{PATIENCE, RedisServer, ServeProcess, free_port, guest, latchkey, post};
 
-/// Long enough for any answer here that is not waiting on purpose.
-
 /// `latchkey serve` of the demo handlers as app `jobs`, on `redis`, with `extra` flags.
 fn serve_demo(redis: &RedisServer, extra: &[&str]) -> ServeProcess {
     let store = format!("lockstore={}", redis.url());
