@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use harness::{Fixture, lockctl, lockctl_limited, run_with, script, spawn_lockctl};
+use harness::{
+    Fixture, guest, latchkey, lockctl, lockctl_limited, run_with, script, signal, spawn_lockctl,
+    warm,
+};
 use latchkey_host::backend::{BackendResult, Intercepted, Interceptor, Step, StepCall};
 use latchkey_host::{Exit, GuestLimits, Limits, LockCtxBuilder, LockStore, ResourcePolicy};
 
@@ -397,4 +400,108 @@ async fn a_release_cut_short_by_the_deadline_is_made_at_the_instances_end() {
         Vec::<String>::new(),
         "the lock outlived its instance"
     );
+}
+
+/// The resident memory of a `latchkey run` of `lockctl` with `flags`, once its guest has run
+/// `steps` (whose last step prints the line returned) and before it ends.
+fn rss_after(flags: &[&str], steps: &str) -> (String, u64) {
+    use std::io::BufRead as _;
+    warm(&guest("lockctl"));
+    let mut child = latchkey()
+        .args(["run", "--max-memory", "64MiB"])
+        .args(flags)
+        .arg(guest("lockctl"))
+        .args(script(steps))
+        .args(["sleep", "600000"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let line = stdout.lines().last_before_sleep();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    signal(&child, "-TERM");
+    child.wait().unwrap();
+    (line, rss_kb)
+}
+
+/// The lines a guest prints, up to the one its last step printed before it sleeps.
+trait LastBeforeSleep {
+    fn last_before_sleep(self) -> String;
+}
+
+impl<I: Iterator<Item = std::io::Result<String>>> LastBeforeSleep for I {
+    fn last_before_sleep(mut self) -> String {
+        let mut last = String::new();
+        for line in self.by_ref() {
+            last = line.unwrap();
+            if last.starts_with("flood-") || last.starts_with("error") {
+                return last;
+            }
+        }
+        panic!("the guest ended without flooding: {last}");
+    }
+}
+
+/// A guest cannot grow the host's memory through handles. Every handle an instance holds —
+/// stores it opened, `lost` pollables, WASI's own — takes a slot in a table capped per
+/// instance (`--max-handles`, 10,000 by default): past the cap, `open` is `limit-exceeded`,
+/// and a million opens leave the host about where one open does. The control raises the cap
+/// to a million, and the host grows by hundreds of MB.
+#[test]
+fn a_flood_of_handles_is_capped() {
+    let (one, baseline) = rss_after(&[], "open lockstore flood-open 1");
+    assert_eq!(one, "flood-open opened=1");
+    let (flooded, capped) = rss_after(&[], "open lockstore flood-open 1000000");
+    assert!(
+        flooded.starts_with("flood-open opened=99")
+            && flooded.contains("first-error=limit-exceeded: this instance holds 10000 handles"),
+        "{flooded}"
+    );
+    let (uncapped_line, uncapped) = rss_after(
+        &["--max-handles", "1000000"],
+        "open lockstore flood-open 1000000",
+    );
+    println!(
+        "RSS: one open {baseline} kB; a million opens, capped {capped} kB; \
+         uncapped ({uncapped_line}) {uncapped} kB"
+    );
+    assert!(
+        capped < baseline + 16 * 1024,
+        "{capped} kB after the flood, {baseline} kB before"
+    );
+    assert!(
+        uncapped > baseline + 100 * 1024,
+        "the control grew only to {uncapped} kB: the test cannot tell"
+    );
+}
+
+/// Past the cap on handles, a `lost` pollable or a WASI timer — calls with no error to
+/// return — trap, saying why; the host goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn pollables_past_the_cap_trap() {
+    let fx = Fixture::in_memory();
+    let app = fx.app("app");
+    let mut limits = GuestLimits::default();
+    limits.max_handles = 1000;
+    for steps in [
+        "open lockstore try a 60000 flood-lost 100000",
+        "flood-timers 100000",
+    ] {
+        let run = lockctl_limited(&app, steps, limits).await;
+        let Exit::Trap(err) = &run.exit else {
+            panic!("{steps}: {run:?}");
+        };
+        assert!(
+            format!("{err:?}").contains("1000 handles"),
+            "{steps}: {err:?}"
+        );
+    }
+    lockctl(&app, "open lockstore try a 60000")
+        .await
+        .assert_success();
 }

@@ -22,6 +22,7 @@
 //! deadline = "30s"                       # how long each instance may run
 //! max-memory = "64MiB"
 //! fuel = 1_000_000_000
+//! max-handles = 10_000                   # handles each instance may hold at once
 //! ```
 //!
 //! An app the file does not list gets every store and the defaults. Unknown keys, bad URLs,
@@ -108,6 +109,8 @@ pub struct AppConfig {
     pub max_memory: Option<u64>,
     /// Fuel of each instance.
     pub fuel: Option<u64>,
+    /// Handles each instance may hold at once.
+    pub max_handles: Option<usize>,
 }
 
 /// Why a config file, or a store in it, cannot be used. Each says where, on one line, and
@@ -161,6 +164,12 @@ pub enum ConfigError {
     /// An app allows no lock to be held at all.
     #[error("apps.{app}.max-held: must be at least 1")]
     NoLocksAllowed {
+        /// The app.
+        app: String,
+    },
+    /// An app allows no handle at all: no guest could open a store.
+    #[error("apps.{app}.max-handles: must be at least 1")]
+    NoHandlesAllowed {
         /// The app.
         app: String,
     },
@@ -249,6 +258,9 @@ impl Config {
                 })?;
             if policy.max_held == Some(0) {
                 return Err(ConfigError::NoLocksAllowed { app: app.clone() });
+            }
+            if policy.max_handles == Some(0) {
+                return Err(ConfigError::NoHandlesAllowed { app: app.clone() });
             }
             match (policy.deadline, policy.timeout) {
                 (Some(_), Some(_)) => return Err(ConfigError::DeadlineTwice { app: app.clone() }),
@@ -359,10 +371,12 @@ impl AppConfig {
 
     /// The bounds on each instance.
     pub fn guest_limits(&self) -> GuestLimits {
+        let defaults = GuestLimits::default();
         GuestLimits {
             deadline: self.deadline.or(self.timeout),
             max_memory: self.max_memory.map(|b| b as usize),
             fuel: self.fuel,
+            max_handles: self.max_handles.unwrap_or(defaults.max_handles),
         }
     }
 }

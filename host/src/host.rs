@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tracing::Instrument as _;
-use wasmtime::component::Resource;
+use wasmtime::component::{Resource, ResourceTable, ResourceTableError};
 use wasmtime_wasi::p2::{DynPollable, Pollable};
 
 use crate::backend::UnlockStatus;
@@ -55,7 +55,7 @@ impl wit::Host for LockCtxView<'_> {
                     store: offered.store.clone(),
                     instruments: offered.instruments.clone(),
                 };
-                self.table.push(handle).map_err(LockError::from)
+                push(self.table, handle)
             }
             None => Err(LockError::NoSuchStore(format!(
                 "no lock store named {:?} is configured for app {:?}",
@@ -160,7 +160,17 @@ impl LockCtxView<'_> {
             resource_id,
             held,
         };
-        Ok(Some(self.table.push(handle)?))
+        match push(self.table, handle) {
+            Ok(handle) => Ok(Some(handle)),
+            Err(err) => {
+                // No handle, so nobody could release it: let it go now.
+                if let Ok(status) = self.ctx.held[&serial].release().await {
+                    tracing::debug!(?status, "released a grant that got no handle");
+                    self.ctx.forget(serial);
+                }
+                Err(err)
+            }
+        }
     }
 
     /// `unlock`: frees the lock and says what the store found. The instance forgets the
@@ -212,6 +222,19 @@ impl LockCtxView<'_> {
         }
         Ok(())
     }
+}
+
+/// Puts `value` in the instance's table: past the instance's cap on handles, that is
+/// `limit-exceeded`, saying so.
+fn push<T: Send + 'static>(table: &mut ResourceTable, value: T) -> Result<Resource<T>, LockError> {
+    table.push(value).map_err(|err| match err {
+        ResourceTableError::Full => LockError::LimitExceeded(format!(
+            "this instance holds {} handles (stores, locks, pollables and WASI's own), \
+             the most it may",
+            table.max_capacity()
+        )),
+        other => LockError::from(other),
+    })
 }
 
 /// An id short enough to quote in a message.
@@ -314,7 +337,11 @@ impl HostLock for LockCtxView<'_> {
         lock: Resource<LockHandle>,
     ) -> wasmtime::Result<Resource<DynPollable>> {
         let lost = self.table.get(&lock)?.held.grant.lost();
-        let signal = self.table.push(LostPollable(lost))?;
+        // No error to return here: a handle past the cap ends the instance.
+        let signal = push(self.table, LostPollable(lost)).map_err(|err| match err {
+            LockError::Trap(trap) => trap,
+            other => wasmtime::format_err!("{other}"),
+        })?;
         wasmtime_wasi::p2::subscribe(self.table, signal)
     }
 

@@ -188,7 +188,7 @@ pub use open::{StoreSettings, open};
 pub use policy::{PatternError, ResourcePolicy};
 pub use run::Exit;
 pub use runner::{Program, Runner, World};
-pub use sandbox::{EngineOptions, GuestLimits, GuestState};
+pub use sandbox::{DEFAULT_MAX_HANDLES, EngineOptions, GuestLimits, GuestState};
 pub use store::{Grant, LockStore};
 
 use wasmtime::component::{HasData, Linker};

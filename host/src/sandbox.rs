@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{ResourceTable, ResourceTableError};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
     StoreLimitsBuilder, Trap, UpdateDeadline,
@@ -125,7 +125,7 @@ fn start_epoch_ticker(engine: &Engine) {
 
 /// Bounds on one instance. Whatever stops it, its locks are released.
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestLimits {
     /// Wall-clock time the instance may run, time blocked in host calls (waiting for a
     /// lock, sleeping) included.
@@ -134,6 +134,27 @@ pub struct GuestLimits {
     pub max_memory: Option<usize>,
     /// Fuel for the instance, if the engine meters fuel ([`EngineOptions::meter_fuel`]).
     pub fuel: Option<u64>,
+    /// The most handles the instance may hold at once: stores it opened, locks, pollables,
+    /// WASI's streams and the rest. Each takes host memory that `max_memory` does not
+    /// count, so without a cap a guest could grow the host as far as it liked. Past it, a
+    /// call that can fail is `limit-exceeded`; one that cannot (a pollable) traps.
+    pub max_handles: usize,
+}
+
+/// The default of [`GuestLimits::max_handles`]: far more than a guest in any of latchkey's
+/// languages holds, and a couple of MB of host memory at most.
+pub const DEFAULT_MAX_HANDLES: usize = 10_000;
+
+impl Default for GuestLimits {
+    /// No deadline, memory cap or fuel; [`DEFAULT_MAX_HANDLES`] handles.
+    fn default() -> Self {
+        GuestLimits {
+            deadline: None,
+            max_memory: None,
+            fuel: None,
+            max_handles: DEFAULT_MAX_HANDLES,
+        }
+    }
 }
 
 /// The guest state of one instance — the data of its wasmtime store: WASI, `wasi:http`,
@@ -271,8 +292,13 @@ fn new_store(
             .trap_on_grow_failure(true)
             .build();
     }
+    state.table.set_max_capacity(limits.max_handles);
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.memory);
+    // The component's own handle tables count the guest's resources too. Twice the host's
+    // cap, so that a host resource past the cap is refused by the host's table — as
+    // `limit-exceeded`, where the call can say so — before this traps.
+    store.set_max_component_handles(limits.max_handles.saturating_mul(2));
     if options.meter_fuel {
         // Without a budget, a metering engine runs the guest unmetered in effect.
         store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
@@ -333,6 +359,15 @@ pub(crate) async fn run_to_end<R>(
             },
             () = stop => Ended::Stopped,
         }
+    };
+    let ended = match ended {
+        Ended::Trap(err) if matches!(err.downcast_ref(), Some(ResourceTableError::Full)) => {
+            let max = store.data().table.max_capacity();
+            Ended::Trap(err.context(format!(
+                "limit exceeded: the instance holds {max} handles, the most it may (max-handles)"
+            )))
+        }
+        ended => ended,
     };
     store.data_mut().locks.release_all().await;
     ended

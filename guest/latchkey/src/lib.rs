@@ -163,6 +163,11 @@ impl Lock {
         self.lost().ready()
     }
 
+    /// The raw binding of this lock, for what the wrappers do not cover.
+    pub fn as_raw(&self) -> &wit::Lock {
+        &self.inner
+    }
+
     /// Releases the lock now and says what it found.
     pub fn unlock(self) -> Result<UnlockStatus, Error> {
         Ok(match self.inner.unlock()? {

@@ -32,6 +32,9 @@
 //! | `bomb`                    | allocates memory until something stops it       |
 //! | `many N LEASE_MS`         | tries N distinct ids; prints `many granted=G` and the first error |
 //! | `forge HANDLE`            | unlocks a lock handle it made up (the host traps it) |
+//! | `flood-open N`            | opens the store N times, keeping every handle: `flood-open opened=K` and the first error |
+//! | `flood-lost N`            | takes N `lost` pollables of the top lock, keeping them: `flood-lost taken=N` |
+//! | `flood-timers N`          | takes N WASI timer pollables, keeping them: `flood-timers taken=N` |
 //! | `connect ADDR`            | opens a TCP connection: `connect ok` or `connect error ...` |
 //! | `read PATH`               | reads a file: `read N bytes` or `read error ...` |
 //!
@@ -46,6 +49,8 @@ fn main() {
     let mut args = args.iter().map(String::as_str);
     let mut store: Option<Store> = None;
     let mut locks: Vec<Lock> = Vec::new();
+    // What the flood steps took, kept until the end.
+    let mut hoard: Vec<Box<dyn std::any::Any>> = Vec::new();
     let ms = |s: Option<&str>| -> u64 { s.and_then(|s| s.parse().ok()).expect("a number of ms") };
     while let Some(step) = args.next() {
         let result = match step {
@@ -150,6 +155,40 @@ fn main() {
                 }
                 let error = first_error.map_or(String::new(), |e| format!(" first-error={e}"));
                 Ok(format!("many granted={}{error}", locks.len()))
+            }
+            "flood-open" => {
+                let count = ms(args.next());
+                let mut opened = Vec::new();
+                let mut error = String::new();
+                for _ in 0..count {
+                    match Store::open("lockstore") {
+                        Ok(store) => opened.push(store),
+                        Err(err) => {
+                            error = format!(" first-error={err}");
+                            break;
+                        }
+                    }
+                }
+                let line = format!("flood-open opened={}{error}", opened.len());
+                hoard.push(Box::new(opened));
+                Ok(line)
+            }
+            "flood-lost" => {
+                let count = ms(args.next());
+                let lock = top(&locks);
+                let taken: Vec<_> = (0..count).map(|_| lock.as_raw().subscribe_lost()).collect();
+                let line = format!("flood-lost taken={}", taken.len());
+                hoard.push(Box::new(taken));
+                Ok(line)
+            }
+            "flood-timers" => {
+                let count = ms(args.next());
+                let taken: Vec<_> = (0..count)
+                    .map(|_| wasip2::clocks::monotonic_clock::subscribe_duration(1 << 40))
+                    .collect();
+                let line = format!("flood-timers taken={}", taken.len());
+                hoard.push(Box::new(taken));
+                Ok(line)
             }
             "forge" => {
                 let handle: u32 = ms(args.next()) as u32;

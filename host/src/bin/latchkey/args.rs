@@ -128,6 +128,11 @@ pub struct GuestArgs {
     #[arg(long, value_name = "N")]
     pub fuel: Option<u64>,
 
+    /// Let each instance hold at most N handles at once (stores, locks, pollables, WASI's);
+    /// past them a call is limit-exceeded, or the instance stops [default: 10000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub max_handles: Option<u64>,
+
     /// Compile the component even if wasmtime's cache (~/.cache/wasmtime) has it
     #[arg(long)]
     pub no_cache: bool,

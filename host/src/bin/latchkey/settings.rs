@@ -49,6 +49,9 @@ impl Settings {
         limits.deadline = args.deadline.or(limits.deadline);
         limits.max_memory = args.max_memory.map(|b| b as usize).or(limits.max_memory);
         limits.fuel = args.fuel.or(limits.fuel);
+        if let Some(handles) = args.max_handles {
+            limits.max_handles = handles as usize;
+        }
         let stores = store_configs(args, &config)?
             .into_iter()
             .filter(|(name, _)| policy.may_open(name))
