@@ -241,3 +241,112 @@ fn requests_beyond_the_limit_are_refused_not_queued() {
         200
     );
 }
+
+/// Reads from `stream` until the server closes it; false if it is still open after
+/// [`PATIENCE`].
+fn closed_by_the_server(mut stream: std::net::TcpStream) -> bool {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buffer = [0; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// `POST PATH` on `stream`, keeping the connection alive, and the response's first line.
+fn post_keeping_alive(stream: &mut std::net::TcpStream, path: &str) -> String {
+    use std::io::{BufRead as _, Write as _};
+    let request = format!("POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    // The rest of the head and the body, so that the connection is idle again.
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+    status.trim_end().to_owned()
+}
+
+/// Connections that send nothing, that stop halfway through their headers, or that stay
+/// idle after a request are closed by the server once the header timeout passes (10 s
+/// unless `--header-timeout` says otherwise): a client cannot hold a connection, its file
+/// descriptor and its buffers, by saying nothing.
+#[test]
+fn stalled_and_idle_connections_are_closed() {
+    use std::io::Write as _;
+    let redis = RedisServer::start();
+    let server = serve_demo(&redis, &[]);
+    let address = server.url("").trim_start_matches("http://").to_owned();
+    let silent = std::net::TcpStream::connect(&address).unwrap();
+    let mut halfway = std::net::TcpStream::connect(&address).unwrap();
+    halfway
+        .write_all(b"POST /counter HTTP/1.1\r\nHost: test\r\nX-Slow: 1")
+        .unwrap();
+    let mut kept = std::net::TcpStream::connect(&address).unwrap();
+    assert_eq!(post_keeping_alive(&mut kept, "/jobs/a"), "HTTP/1.1 200 OK");
+    for (what, stream) in [("silent", silent), ("halfway", halfway), ("idle", kept)] {
+        assert!(
+            closed_by_the_server(stream),
+            "a {what} connection stayed open"
+        );
+    }
+}
+
+/// At most `--max-connections` connections are served at once: past them, a new client
+/// waits in the listen backlog — it takes no file descriptor of the host's — and is served
+/// once a connection closes.
+#[test]
+fn connections_beyond_the_limit_wait_for_a_free_one() {
+    use std::io::Write as _;
+    let redis = RedisServer::start();
+    let flags = ["--max-connections", "4", "--header-timeout", "60s"];
+    let server = serve_demo(&redis, &flags);
+    let address = server.url("").trim_start_matches("http://").to_owned();
+    let mut held: Vec<_> = (0..4)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&address).unwrap();
+            assert_eq!(
+                post_keeping_alive(&mut stream, "/jobs/a"),
+                "HTTP/1.1 200 OK"
+            );
+            stream
+        })
+        .collect();
+    let mut fifth = std::net::TcpStream::connect(&address).unwrap();
+    fifth
+        .write_all(b"POST /jobs/b HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    // Not served while the four hold every slot. (A slow machine only makes this wait
+    // longer: it cannot make a working limit fail.)
+    fifth
+        .set_read_timeout(Some(Duration::from_millis(1000)))
+        .unwrap();
+    let mut buffer = [0; 64];
+    let early = std::io::Read::read(&mut fifth, &mut buffer);
+    assert!(early.is_err(), "served beyond the limit: {early:?}");
+    drop(held.pop());
+    fifth.set_read_timeout(Some(PATIENCE)).unwrap();
+    let n = std::io::Read::read(&mut fifth, &mut buffer).unwrap();
+    assert!(
+        buffer[..n].starts_with(b"HTTP/1.1 200 OK"),
+        "{}",
+        String::from_utf8_lossy(&buffer[..n])
+    );
+}

@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -291,19 +292,56 @@ fn plain(status: StatusCode, text: &'static str) -> Response<HyperOutgoingBody> 
     response
 }
 
+/// How [`serve`] treats connections and its own end.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// At shutdown, how long requests in flight may finish before they are stopped.
+    pub grace: Duration,
+    /// The most connections served at once. Past them the server accepts no more until
+    /// one closes: a new client waits in the listen backlog, holding none of the host's
+    /// file descriptors or buffers.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, and how long a connection
+    /// may sit idle waiting for its next request; then it is closed.
+    pub header_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    /// A 10 s grace, 1024 connections, and 10 s for headers or idleness.
+    fn default() -> Self {
+        ServeOptions {
+            grace: Duration::from_secs(10),
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The most bytes of a request's head hyper keeps in its buffer: a longer head is refused
+/// (`431`). Ample for real headers; with [`ServeOptions::max_connections`] it bounds what
+/// clients that never finish their headers can make the host hold.
+const MAX_HEAD_BYTES: usize = 64 << 10;
+
 /// Serves HTTP/1.1 on `listener` with `handler` until `shutdown` completes; then stops
-/// accepting, lets the requests in flight finish for up to `grace`, stops those still
-/// running, and returns once every instance has ended and released its locks.
+/// accepting, lets the requests in flight finish for up to `options.grace`, stops those
+/// still running, and returns once every instance has ended and released its locks.
 pub async fn serve(
     listener: TcpListener,
     handler: Handler,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
+    options: ServeOptions,
 ) {
     let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(options.max_connections));
     let closing = CancellationToken::new();
     let mut shutdown = pin!(shutdown);
     loop {
+        // A slot first: without one, the next connection stays in the backlog.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
@@ -330,6 +368,9 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(handler.handle(request).await) }
             });
             let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(options.header_timeout)
+                .max_buf_size(MAX_HEAD_BYTES)
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service);
             let mut connection = pin!(connection);
@@ -343,12 +384,13 @@ pub async fn serve(
             if let Err(err) = result {
                 tracing::debug!("connection ended: {err}");
             }
+            drop(slot);
         });
     }
     drop(listener);
     closing.cancel();
     connections.close();
-    if tokio::time::timeout(grace, connections.wait())
+    if tokio::time::timeout(options.grace, connections.wait())
         .await
         .is_err()
     {

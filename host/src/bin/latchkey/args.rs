@@ -70,6 +70,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
     pub shutdown_grace: Duration,
 
+    /// Serve at most N connections at once; more wait to be accepted until one closes
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Close a connection that takes longer than this to send a request's headers, or sits
+    /// idle this long between requests
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
+
     /// The component to serve (a wasi:http/proxy component)
     pub component: PathBuf,
 }

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use latchkey_host::serve::serve;
+use latchkey_host::serve::{ServeOptions, serve};
 use latchkey_host::{Runner, World};
 use tokio::net::TcpListener;
 
@@ -61,15 +61,14 @@ pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         args.component.display(),
         listener.local_addr()?
     );
-    serve(
-        listener,
-        handler,
-        async {
-            shutdown.await;
-        },
-        args.shutdown_grace,
-    )
-    .await;
+    let mut options = ServeOptions::default();
+    options.grace = args.shutdown_grace;
+    options.max_connections = args.max_connections as usize;
+    options.header_timeout = args.header_timeout;
+    let shutdown = async {
+        shutdown.await;
+    };
+    serve(listener, handler, shutdown, options).await;
     eprintln!("latchkey: stopped; every lock released");
     Ok(ExitCode::SUCCESS)
 }
