@@ -548,7 +548,13 @@ async fn b8(redis: &RedisServer) {
     let mut settings = latchkey_host::StoreSettings::new(primary.url());
     settings.wait_replicas = 1;
     let replicated = latchkey_host::open("lockstore", &settings).unwrap();
-    keep_alive_row("primary + replica, wait-replicas 1", &replicated, &primary, LOCKS).await;
+    keep_alive_row(
+        "primary + replica, wait-replicas 1",
+        &replicated,
+        &primary,
+        LOCKS,
+    )
+    .await;
 }
 
 const B8_LEASE: Duration = Duration::from_secs(3);

@@ -89,10 +89,9 @@ impl RedlockBackend {
     /// answers so far are `enough` to decide; a master that fails, is late, or is not waited
     /// for gives `None`.
     ///
-    /// Not waiting for the rest once the outcome is decided is what keeps a master that
-    /// went silent (a partition, not a refused connection) from costing every call its
-    /// timeout — for a grant, the acquire and the fence's write-back each. Its request may
-    /// still run: it holds only this grant's own token, which every master is told to
+    /// Not waiting for the rest once the outcome is decided keeps a master that went silent
+    /// (a partition, not a refused connection) from costing a call its timeout. Its request
+    /// may still run: it holds only the grant's own token, which every master is told to
     /// release when the grant ends.
     async fn on_each<'a, T, F>(
         &'a self,
@@ -167,16 +166,10 @@ impl RedlockBackend {
     async fn round(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<Round> {
         let started = Instant::now();
         let quorum = self.quorum();
-        let granted = |a: &Option<Attempt>| matches!(a, Some(Attempt::Granted { .. }));
-        let busy = |a: &Option<Attempt>| matches!(a, Some(Attempt::Busy { .. }));
+        // Every master's answer is waited for (up to its timeout), as Redlock does: the fence
+        // is the largest any of them reports.
         let replies = self
-            .on_each(
-                |master| master.try_acquire(key, token, lease),
-                |replies| {
-                    replies.iter().filter(|a| granted(a)).count() >= quorum
-                        || replies.iter().filter(|a| busy(a)).count() >= quorum
-                },
-            )
+            .on_each(|master| master.try_acquire(key, token, lease), |_| false)
             .await;
         let answered = replies.iter().flatten().count();
         let (mut grantors, mut fences, mut held) = (Vec::new(), Vec::new(), Vec::new());
@@ -191,13 +184,14 @@ impl RedlockBackend {
             }
         }
         if fences.len() >= quorum && within_lease(started, lease) {
-            // Written back where the grant is: a master that did not grant cannot take it.
+            // Written back where the grant is — a master that did not grant cannot take it,
+            // and one that did has just answered.
             let fence = fences.iter().copied().max().expect("a majority granted");
             let raised = self
                 .on_these(
                     grantors,
                     |master| master.raise_fence(key, token, fence),
-                    |raised| Self::count(raised, &true) >= quorum,
+                    |_| false,
                 )
                 .await;
             if Self::count(&raised, &true) >= quorum && within_lease(started, lease) {
