@@ -138,6 +138,10 @@ fn mistakes_are_one_line_errors() {
             "expected NAME=VALUE",
         ),
         (
+            vec!["run", "--max-keep-alive", "500000000000y", lockctl],
+            "is longer than ten years",
+        ),
+        (
             vec!["run", "--store", &dead, lockctl],
             "could not be reached",
         ),
@@ -208,6 +212,10 @@ fn passwords_never_reach_a_message_or_log_line() {
             format!("redis+sentinel://user:{secret}@127.0.0.1:{port}/svc"),
             format!("redis+redlock://user:{secret}@127.0.0.1:{port},h:1,h:2"),
             format!("redis://user:{secret}@"),
+            // The only way to give a unix socket's password, and redis-rs' query forms.
+            format!("redis+unix:///tmp/latchkey-no-such.sock?pass={secret}"),
+            format!("redis://127.0.0.1:{port}/?password={secret}"),
+            format!("redis://127.0.0.1:{port}/?user=u&password={secret}&protocol=resp3"),
         ] {
             let out = latchkey()
                 .env("RUST_LOG", "trace")
@@ -226,18 +234,22 @@ fn passwords_never_reach_a_message_or_log_line() {
             );
         }
         // A flag value clap refuses is quoted in its message: a URL given without NAME=.
-        let url = format!("redis://user:{secret}@127.0.0.1:{port}");
-        let out = latchkey()
-            .args(["run", "--store", &url])
-            .arg(&lockctl)
-            .output()
-            .unwrap();
-        let stderr = text(&out.stderr);
-        assert!(stderr.contains("expected NAME=VALUE"), "{stderr}");
-        assert!(
-            !stderr.contains("cret"),
-            "{url}: the password was printed:\n{stderr}"
-        );
+        for url in [
+            format!("redis://user:{secret}@127.0.0.1:{port}"),
+            format!("redis+unix:///tmp/r.sock?pass={secret}"),
+        ] {
+            let out = latchkey()
+                .args(["run", "--store", &url])
+                .arg(&lockctl)
+                .output()
+                .unwrap();
+            let stderr = text(&out.stderr);
+            assert!(stderr.contains("expected NAME=VALUE"), "{stderr}");
+            assert!(
+                !stderr.contains("cret"),
+                "{url}: the password was printed:\n{stderr}"
+            );
+        }
     }
 }
 
@@ -389,4 +401,21 @@ fn a_signal_stops_run_after_releasing_its_locks() {
         Vec::<String>::new(),
         "the lock outlived the host"
     );
+}
+
+/// A stderr nobody can write to — `latchkey run ... 2>&1 | head -1` once `head` is gone —
+/// is no reason to panic (exit 101): the host's messages are lost, and it exits as it
+/// would have.
+#[test]
+fn a_closed_stderr_does_not_crash_the_host() {
+    let mut child = latchkey()
+        .args(["run", "--store", "lockstore=ftp://nowhere"])
+        .arg(guest("lockctl"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{status}");
 }

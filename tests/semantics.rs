@@ -176,6 +176,18 @@ on_every_backend! {
         assert_eq!(job.assert_success().lines().last(), Some(&"done 6 steps; held=true"), "{job:?}");
     }
 
+    /// Keep-alive renews to the length last asked for: after an `extend` to a shorter lease
+    /// it renews that one. (Its schedule stayed the first lease's: the 2 s lease ran out at
+    /// about 4 s and a rival could take the lock; only then was it lost.)
+    async fn keep_alive_follows_a_shorter_extend(fx: &Fixture) {
+        let run = lockctl(&fx.app("app"), "open lockstore try job 30000 keepalive \
+            extend 2000 sleep 1000 lost held sleep 4000 lost held").await;
+        assert_eq!(
+            run.assert_success().lines()[2..],
+            ["keeping alive", "extended true", "lost false", "held true", "lost false", "held true"]
+        );
+    }
+
     /// 8 instances × 200 read-modify-write steps under the lock lose nothing; the same
     /// without the lock (the control) loses updates, so the test can tell.
     async fn counter_is_exact_under_the_lock(fx: &Fixture) {

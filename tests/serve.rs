@@ -350,3 +350,37 @@ fn connections_beyond_the_limit_wait_for_a_free_one() {
         String::from_utf8_lossy(&buffer[..n])
     );
 }
+
+/// A handler writing to a stderr nobody reads cannot freeze the server: guest output goes
+/// out from a thread of its own through a bounded buffer, and what does not fit is dropped
+/// and counted. Four handlers write 4 MiB each into a pipe that holds 64 KiB; a cheap request
+/// is still answered, and SIGTERM still ends the server. (Output was written in place, on a
+/// runtime thread: once the pipe was full, requests went unanswered, deadlines did not fire
+/// and SIGTERM was ignored.)
+#[test]
+fn output_nobody_reads_does_not_freeze_the_server() {
+    let redis = RedisServer::start();
+    let store = format!("lockstore={}", redis.url());
+    let demo = guest("http_demo");
+    let args = [
+        "--app-id",
+        "jobs",
+        "--store",
+        &store,
+        demo.to_str().unwrap(),
+    ];
+    let mut server = ServeProcess::start_unread(&args);
+    let shouting: Vec<_> = (0..4)
+        .map(|n| {
+            let url = server.url(&format!("/jobs/shout-{n}?then=shout"));
+            std::thread::spawn(move || post(&url, PATIENCE))
+        })
+        .collect();
+    let cheap = post(&server.url("/jobs/cheap?ms=0"), PATIENCE).expect("an answer");
+    assert_eq!(cheap.status, 200, "{cheap:?}");
+    for shout in shouting {
+        let answer = shout.join().unwrap().expect("an answer");
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    assert!(server.terminate().success());
+}

@@ -36,7 +36,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::StoreConfigError;
-use crate::limits::Limits;
+use crate::limits::{Limits, MIN_LEASE};
 use crate::open::{StoreSettings, redacted};
 use crate::policy::{PatternError, ResourcePolicy};
 use crate::sandbox::GuestLimits;
@@ -173,6 +173,12 @@ pub enum ConfigError {
         /// The app.
         app: String,
     },
+    /// An app's longest lease is shorter than any lease may be: every lock would be refused.
+    #[error("apps.{app}.max-lease: must be at least {} ms, the shortest lease", MIN_LEASE.as_millis())]
+    LeaseTooShort {
+        /// The app.
+        app: String,
+    },
     /// An app sets its deadline under both names.
     #[error("apps.{app}: give deadline, not deadline and timeout (its old name)")]
     DeadlineTwice {
@@ -191,11 +197,25 @@ pub enum ConfigError {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map(Some).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "{text:?} is not a duration ({e}); write e.g. \"250ms\", \"5s\", \"2m\""
-        ))
-    })
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// The longest duration latchkey takes for a setting: ten years. Longer ones are mistakes,
+/// and past some length the host's clock arithmetic would overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A duration as an operator writes one (`250ms`, `5s`, `2m`), at most [`MAX_DURATION`];
+/// the error says what is wrong in one line.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| {
+        format!("{text:?} is not a duration ({e}); write e.g. \"250ms\", \"5s\", \"2m\"")
+    })?;
+    if duration > MAX_DURATION {
+        return Err(format!("{text:?} is longer than ten years"));
+    }
+    Ok(duration)
 }
 
 fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -261,6 +281,9 @@ impl Config {
             }
             if policy.max_handles == Some(0) {
                 return Err(ConfigError::NoHandlesAllowed { app: app.clone() });
+            }
+            if policy.max_lease.is_some_and(|lease| lease < MIN_LEASE) {
+                return Err(ConfigError::LeaseTooShort { app: app.clone() });
             }
             match (policy.deadline, policy.timeout) {
                 (Some(_), Some(_)) => return Err(ConfigError::DeadlineTwice { app: app.clone() }),
@@ -515,6 +538,18 @@ mod tests {
             ),
             ("[apps.x]\nresources = [\"a[\"]", "apps.x.resources"),
             ("[apps.x]\nmax-held = 0", "apps.x.max-held"),
+            (
+                "[apps.x]\nmax-lease = \"5ms\"",
+                "apps.x.max-lease: must be at least 10 ms",
+            ),
+            (
+                "[apps.x]\nmax-lease = \"0s\"",
+                "apps.x.max-lease: must be at least 10 ms",
+            ),
+            (
+                "[apps.x]\nmax-keep-alive = \"500000000000y\"",
+                "is longer than ten years",
+            ),
             (
                 "[apps.x]\ndeadline = \"1s\"\ntimeout = \"2s\"",
                 "apps.x: give deadline",

@@ -89,6 +89,22 @@ impl Grant {
         });
     }
 
+    /// A keep-alive renewal to `length`, sent at `asked`, was confirmed; the lease as it
+    /// is now. If the guest set a new length meanwhile (an `extend` crossed the renewal),
+    /// the store may have run either write last: the lease ends at the earlier of the two
+    /// ends, and keeps the length the guest asked for.
+    pub(crate) fn renewed_in_turn(&self, asked: Instant, length: Duration) -> Lease {
+        self.lease.send_modify(|lease| {
+            let ends = asked + length;
+            lease.ends = if lease.length == length {
+                ends
+            } else {
+                lease.ends.min(ends)
+            };
+        });
+        self.lease()
+    }
+
     /// The grant no longer holds the lock: it is gone.
     pub(crate) fn mark_gone(&self) {
         self.lease
@@ -154,6 +170,24 @@ mod tests {
         lost.wait().await;
         assert_eq!(waited.elapsed(), Duration::from_millis(1000));
         assert!(grant.is_lost() && !grant.lease().gone);
+    }
+
+    /// A renewal that crossed an `extend` to another length leaves the earlier of the two
+    /// ends (the store may have run either last) and the length the guest asked for; one
+    /// that did not moves the end as usual.
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_crossing_an_extend_keeps_the_earlier_end() {
+        let grant = grant(1000);
+        let sent = Instant::now();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        grant.renewed(Instant::now(), Duration::from_millis(3000));
+        let lease = grant.renewed_in_turn(sent, Duration::from_millis(1000));
+        assert_eq!(lease.length, Duration::from_millis(3000));
+        assert_eq!(lease.ends, sent + Duration::from_millis(1000));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let later = Instant::now();
+        let lease = grant.renewed_in_turn(later, Duration::from_millis(3000));
+        assert_eq!(lease.ends, later + Duration::from_millis(3000));
     }
 
     /// Learning of a loss wakes a waiter at once, long before the lease's end.

@@ -93,7 +93,10 @@ impl KeepAlive {
     pub(crate) fn keep(&self, grant: Arc<Grant>, cap: Duration) {
         let shared = &self.shared;
         let lease = grant.lease();
-        let until = Instant::now() + cap;
+        // However long the cap, renewal ends in a thousand years at the latest.
+        let until = Instant::now()
+            .checked_add(cap)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1000 * 365 * 24 * 3600));
         let kept = Kept {
             due: due(lease.ends, lease.length),
             until,
@@ -115,6 +118,28 @@ impl KeepAlive {
         } else {
             shared.added.notify_one();
         }
+    }
+
+    /// The grant's lease was set anew (an `extend`): if it is kept alive, it is renewed by
+    /// its new length and end from now on.
+    pub(crate) fn lease_changed(&self, grant: &Grant) {
+        let shared = &self.shared;
+        {
+            let mut registry = shared.registry();
+            let token = grant.token.clone();
+            let Some(kept) = registry.grants.get_mut(&token) else {
+                return;
+            };
+            let old = std::mem::replace(&mut kept.due, {
+                let lease = grant.lease();
+                due(lease.ends, lease.length)
+            });
+            let new = kept.due;
+            registry.due.remove(&(old, token.clone()));
+            registry.due.insert((new, token));
+        }
+        // It may be due before what the loop sleeps for.
+        shared.added.notify_one();
     }
 
     /// Stops renewing the grant of `token`, if it was kept alive.
@@ -145,16 +170,19 @@ impl Shared {
                     }
                 }
             };
+            // The store's end first: once it is dropped, nothing more is sent.
             tokio::select! {
+                biased;
+                () = self.dropped.cancelled() => return,
                 () = sleep_until(next) => {}
                 () = self.added.notified() => continue,
-                () = self.dropped.cancelled() => return,
             }
             let batch = self.take_due();
             if !batch.is_empty() {
                 tokio::select! {
-                    () = self.renew(batch) => {}
+                    biased;
                     () = self.dropped.cancelled() => return,
+                    () = self.renew(batch) => {}
                 }
             }
         }
@@ -228,8 +256,8 @@ impl Shared {
                 .and_then(|answers| answers.get(i).copied().flatten())
             {
                 Some(true) => {
-                    grant.renewed(asked, lease.length);
-                    due(asked + lease.length, lease.length)
+                    let lease = grant.renewed_in_turn(asked, lease.length);
+                    due(lease.ends, lease.length)
                 }
                 Some(false) => {
                     grant.mark_gone();

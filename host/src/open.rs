@@ -146,10 +146,12 @@ pub fn open(name: &str, settings: &StoreSettings) -> Result<LockStore, StoreConf
     }
 }
 
-/// `url` for a message or a log line: everything between `scheme://` and the last `@` is
-/// replaced by `***`. A password may hold `/`, `?`, `#` or `@`, so no narrower cut is safe;
-/// text that does not start like a URL is not shown at all.
-pub(crate) fn redacted(url: &str) -> String {
+/// `url` for a message or a log line, with every place a URL form can carry a secret
+/// hidden: everything between `scheme://` and the last `@` (a password may hold `/`, `?`,
+/// `#` or `@`, so no narrower cut is safe), and the whole query after the host, where
+/// redis-rs reads `password=` and `pass=` (the only way to give a unix socket's password).
+/// Text that does not start like a URL is not shown at all.
+pub fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<not a URL>".into();
     };
@@ -160,10 +162,46 @@ pub(crate) fn redacted(url: &str) -> String {
     if !scheme_like {
         return "<not a URL>".into();
     }
-    match rest.rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
+    let (at, query) = (rest.rfind('@'), rest.find('?'));
+    match (at, query) {
+        // A `?` before the last `@`: a password with a `?`, or a query with an `@`. Which
+        // one cannot be told, so nothing is shown.
+        (Some(at), Some(query)) if query < at => format!("{scheme}://***"),
+        (at, _) => {
+            let (userinfo, place) = match at {
+                Some(at) => ("***@", &rest[at + 1..]),
+                None => ("", rest),
+            };
+            let place = match place.split_once('?') {
+                Some((before, _)) => format!("{before}?***"),
+                None => place.to_owned(),
+            };
+            format!("{scheme}://{userinfo}{place}")
+        }
     }
+}
+
+/// The parts of `url` that may be secrets: its user and password, and every value of its
+/// query. A message that quotes any of them must not be shown.
+pub(crate) fn secrets_of(url: &str) -> Vec<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (userinfo, place) = match rest.rsplit_once('@') {
+        Some((userinfo, place)) => (Some(userinfo), place),
+        None => (None, rest),
+    };
+    let mut secrets: Vec<&str> = Vec::new();
+    if let Some(info) = userinfo {
+        secrets.push(info);
+        secrets.extend(info.split(':'));
+    }
+    if let Some((_, query)) = place.split_once('?') {
+        secrets.push(query);
+        for pair in query.split('&') {
+            secrets.push(pair.split_once('=').map_or(pair, |(_, value)| value));
+        }
+    }
+    secrets.retain(|secret| !secret.is_empty());
+    secrets
 }
 
 #[cfg(test)]
@@ -207,18 +245,22 @@ mod tests {
                 "redis://user:se/cret@127.0.0.1:1",
                 "redis://***@127.0.0.1:1",
             ),
-            (
-                "redis://user:se?cret@127.0.0.1:1",
-                "redis://***@127.0.0.1:1",
-            ),
+            ("redis://user:se?cret@127.0.0.1:1", "redis://***"),
             ("redis://user:se#cret@h:1", "redis://***@h:1"),
             ("redis://u:se@cret@h:1/2", "redis://***@h:1/2"),
-            ("rediss://:pw@h/?x=@", "rediss://***@"),
+            ("rediss://:pw@h/?x=@", "rediss://***"),
+            ("redis://h/?pass=se@cret", "redis://***"),
             ("redis+cluster://u:p@a:1,b:2", "redis+cluster://***@a:1,b:2"),
             ("redis://h:1", "redis://h:1"),
             ("redis+unix:///tmp/r.sock", "redis+unix:///tmp/r.sock"),
             ("s3cret", "<not a URL>"),
             ("u:s3cret@redis://h", "<not a URL>"),
+            (
+                "redis+unix:///run/redis.sock?pass=s3cret",
+                "redis+unix:///run/redis.sock?***",
+            ),
+            ("redis://h/?password=s3cret", "redis://h/?***"),
+            ("redis://u:p@h:1/0?password=s3cret", "redis://***@h:1/0?***"),
         ];
         for (url, shown) in cases {
             assert_eq!(redacted(url), shown, "{url}");

@@ -177,7 +177,8 @@ impl LockStore {
     }
 
     /// Restarts the lease at `lease` from now; false if the grant no longer holds the lock
-    /// (it is lost then). Keep-alive renews to this length from now on.
+    /// (it is gone then). Keep-alive renews to this length, on this lease's schedule, from
+    /// now on.
     pub async fn extend(&self, grant: &Grant, lease: Duration) -> Result<bool, StoreError> {
         let asked = Instant::now();
         let extended = self
@@ -185,6 +186,7 @@ impl LockStore {
             .await?;
         if extended {
             grant.renewed(asked, lease);
+            self.keep_alive.lease_changed(grant);
         } else {
             grant.mark_gone();
         }

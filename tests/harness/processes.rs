@@ -65,6 +65,8 @@ pub struct ServeProcess {
     port: u16,
     /// What it wrote to stderr, read by a thread of its own.
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Its stderr, when nobody reads it.
+    _unread: Option<std::process::ChildStderr>,
 }
 
 impl ServeProcess {
@@ -75,6 +77,16 @@ impl ServeProcess {
 
     /// [`ServeProcess::start`], with `env` set in the server's environment.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(args, env, true)
+    }
+
+    /// [`ServeProcess::start`], its stderr a pipe that nobody reads: once the pipe's buffer
+    /// is full, every write to it blocks.
+    pub fn start_unread(args: &[&str]) -> Self {
+        Self::spawn(args, &[], false)
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], read_stderr: bool) -> Self {
         warm_components(args);
         let port = free_port();
         let mut child = latchkey()
@@ -87,20 +99,26 @@ impl ServeProcess {
             .expect("latchkey starts");
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut pipe = child.stderr.take().unwrap();
-        let collected = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buffer = [0; 4096];
-            while let Ok(n @ 1..) = std::io::Read::read(&mut pipe, &mut buffer) {
-                collected
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        });
+        let mut unread = None;
+        if read_stderr {
+            let collected = stderr.clone();
+            std::thread::spawn(move || {
+                let mut buffer = [0; 4096];
+                while let Ok(n @ 1..) = std::io::Read::read(&mut pipe, &mut buffer) {
+                    collected
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buffer[..n]));
+                }
+            });
+        } else {
+            unread = Some(pipe);
+        }
         let mut server = ServeProcess {
             child,
             port,
             stderr,
+            _unread: unread,
         };
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

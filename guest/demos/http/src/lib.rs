@@ -9,8 +9,9 @@
 //!   value. `?nolock` does the same without the lock: the control that loses updates.
 //!
 //! To see what the host does with a handler that misbehaves while it holds a lock, a job
-//! takes `&then=panic` (the handler traps), `&then=spin` (it loops until its deadline) or
-//! `&then=sleep` (it waits a minute: time to hang up on it).
+//! takes `&then=panic` (the handler traps), `&then=spin` (it loops until its deadline),
+//! `&then=sleep` (it waits a minute: time to hang up on it) or `&then=shout` (it writes
+//! 4 MiB to stderr before its work).
 
 use std::time::Duration;
 
@@ -68,6 +69,12 @@ fn job(id: &str, query: &str) -> Answer {
             std::hint::black_box(());
         },
         Some("sleep") => std::thread::sleep(Duration::from_secs(60)),
+        Some("shout") => {
+            let line = format!("{}\n", "a".repeat(1023));
+            for _ in 0..4096 {
+                eprint!("{line}");
+            }
+        }
         _ if work > 0 => std::thread::sleep(Duration::from_millis(work)),
         _ => {}
     }

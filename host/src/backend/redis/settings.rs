@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use redis::aio::ConnectionManagerConfig;
+
+use crate::open::secrets_of;
 use redis::{IntoConnectionInfo, PushInfo};
 
 /// The parts of a URL that lists several servers:
@@ -56,20 +58,11 @@ impl<'a> HostList<'a> {
     }
 }
 
-/// A client library's complaint about `url`, if it holds none of the URL's credentials;
-/// otherwise a plain one.
+/// A client library's complaint about `url`, if it holds none of the URL's secrets (see
+/// [`secrets_of`]); otherwise a plain one.
 pub(super) fn complaint_about(url: &str, complaint: &dyn std::fmt::Display) -> String {
     let text = complaint.to_string();
-    let userinfo = url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.rsplit_once('@'))
-        .map(|(userinfo, _)| userinfo);
-    let leaks = userinfo.is_some_and(|info| {
-        info.split(':')
-            .chain([info])
-            .any(|secret| !secret.is_empty() && text.contains(secret))
-    });
-    if leaks {
+    if secrets_of(url).iter().any(|secret| text.contains(secret)) {
         "it does not parse as a Redis URL".into()
     } else {
         text
@@ -113,6 +106,11 @@ mod tests {
         );
         assert_eq!(
             complaint_about(url, &"user is unknown"),
+            "it does not parse as a Redis URL"
+        );
+        let query = "redis+unix:///s.sock?pass=hunter2";
+        assert_eq!(
+            complaint_about(query, &"bad hunter2"),
             "it does not parse as a Redis URL"
         );
     }

@@ -96,7 +96,7 @@ pub struct GuestArgs {
     pub app_id: Option<String>,
 
     // The URL forms come from the library's one table of them.
-    #[arg(long = "store", value_name = "NAME=URL", value_parser = key_value,
+    #[arg(long = "store", value_name = "NAME=URL", value_parser = store_url,
           help = format!("Offer a lock store to the guest as NAME: URL is {}. Repeatable \
                           [default: lockstore=memory]", latchkey_host::open::url_forms()))]
     pub stores: Vec<(String, String)>,
@@ -172,6 +172,21 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `NAME=URL`, the name of letters, digits, `.`, `_` and `-` — so that a URL given
+/// without a name, whose query holds a `=`, is not taken for one.
+fn store_url(s: &str) -> Result<(String, String), String> {
+    let named = |name: &str| {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    };
+    match s.split_once('=') {
+        Some((name, url)) if named(name) => Ok((name.to_owned(), url.to_owned())),
+        _ => Err("expected NAME=VALUE, the NAME of letters, digits, '.', '_' or '-'".to_owned()),
+    }
+}
+
 fn key_count(s: &str) -> Result<(String, u32), String> {
     let (name, count) = key_value(s)?;
     let count = count
@@ -181,7 +196,7 @@ fn key_count(s: &str) -> Result<(String, u32), String> {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e}; write e.g. 500ms, 5s, 2m"))
+    latchkey_host::config::parse_duration(s)
 }
 
 fn size(s: &str) -> Result<u64, String> {

@@ -11,10 +11,11 @@
 //! - `metrics`: `--metrics-addr`, the Prometheus endpoint;
 //! - `signals`: SIGINT and SIGTERM, which stop the guests after releasing their locks.
 
+#[macro_use]
+mod output;
 mod args;
 mod check;
 mod metrics;
-mod output;
 mod run;
 mod serve;
 mod settings;
@@ -34,7 +35,7 @@ async fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| output::HostStderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
@@ -54,7 +55,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         Err(err) => {
-            eprintln!("latchkey: {} (see latchkey --help)", first_paragraph(&err));
+            say!("latchkey: {} (see latchkey --help)", first_paragraph(&err));
+            output::drain();
             return ExitCode::from(2);
         }
     };
@@ -63,13 +65,15 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve::command(args).await,
         Command::Check(args) => check::command(args),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("latchkey: {err:#}");
+            say!("latchkey: {err:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    output::drain();
+    code
 }
 
 /// clap's own text spans several paragraphs; the first says what is wrong. It quotes the
@@ -90,13 +94,21 @@ fn first_paragraph(err: &clap::Error) -> String {
     first.join(" ").trim_start_matches("error: ").to_owned()
 }
 
-/// A word of a message with the credentials of any URL in it hidden: everything from the
-/// `://` to the last `@` of the word.
+/// A word of a message with the secrets of any URL in it hidden, as the library hides them
+/// (`latchkey_host::open::redacted`); what comes before the URL (`NAME=`, a quote) is kept.
 fn redact_word(word: &str) -> String {
-    match (word.find("://"), word.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}***{}", &word[..scheme_end + 3], &word[at..])
-        }
-        _ => word.to_owned(),
-    }
+    let Some(scheme_end) = word.find("://") else {
+        return word.to_owned();
+    };
+    let start = word[..scheme_end]
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+        .map_or(0, |i| i + 1);
+    let (before, url) = word.split_at(start);
+    let quote = url.ends_with(['\'', '"']);
+    let url = url.trim_end_matches(['\'', '"']);
+    let shown = latchkey_host::open::redacted(url);
+    format!(
+        "{before}{shown}{}",
+        if quote { &word[word.len() - 1..] } else { "" }
+    )
 }

@@ -1,15 +1,27 @@
-//! Guest output with each line prefixed by its instance, for `--instances N` and `serve`.
+//! Guest output, and the host's own messages.
+//!
+//! Guest output is written whole line by whole line, each starting with its instance's
+//! prefix for `--instances N` and `serve`; in prefixed output, control characters are
+//! escaped, so no guest can overwrite another's prefix or drive the operator's terminal.
+//! It goes out from a thread of its own, through a bounded buffer: a guest never waits for
+//! the host's stdout or stderr, and a reader that stalls (a full pipe) cannot freeze the
+//! runtime. What does not fit the buffer is dropped, and the count of bytes dropped is said
+//! in a line of its own once output flows again.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll};
+
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 /// The longest part of a line kept back waiting for its end.
 const MAX_LINE: usize = 64 * 1024;
 
-use tokio::io::AsyncWrite;
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+/// The most bytes of guest output waiting to be written, per host stream.
+const MAX_QUEUED: usize = 4 << 20;
 
 /// Which of the host's streams a guest stream goes to.
 #[derive(Clone)]
@@ -19,6 +31,33 @@ pub enum Target {
     /// A buffer, for tests.
     #[cfg(test)]
     Buffer(Arc<Mutex<Vec<u8>>>),
+}
+
+/// Writes `text` and a newline to the host's stderr, as the host's own message: through
+/// the same queue as guest output, so that neither a stalled reader nor a closed pipe
+/// stops the host.
+pub fn say(text: std::fmt::Arguments<'_>) {
+    Writer::stderr().send(format!("{text}\n").into_bytes());
+}
+
+/// [`say`] with `format!`'s syntax.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::output::say(format_args!($($arg)*)) };
+}
+
+/// The host's stderr for its log (`tracing`): queued like everything else written there.
+pub struct HostStderr;
+
+impl Write for HostStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Writer::stderr().send(buf.to_vec());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A guest's stdout or stderr that writes whole lines, each starting with `prefix`, so
@@ -45,27 +84,28 @@ impl Prefixed {
 }
 
 impl Lines {
-    fn emit(&self, lines: &[u8]) -> std::io::Result<()> {
+    fn emit(&self, lines: &[u8]) {
         let mut out = Vec::with_capacity(lines.len() + 16);
         for line in lines.split_inclusive(|&b| b == b'\n') {
             out.extend_from_slice(self.prefix.as_bytes());
-            out.extend_from_slice(line);
+            if self.prefix.is_empty() {
+                out.extend_from_slice(line);
+            } else {
+                escape_into(&mut out, line);
+            }
         }
         match &self.target {
-            Target::Stdout => std::io::stdout().lock().write_all(&out),
-            Target::Stderr => std::io::stderr().lock().write_all(&out),
+            Target::Stdout => Writer::stdout().send(out),
+            Target::Stderr => Writer::stderr().send(out),
             #[cfg(test)]
-            Target::Buffer(buffer) => {
-                buffer.lock().unwrap().extend_from_slice(&out);
-                Ok(())
-            }
+            Target::Buffer(buffer) => buffer.lock().unwrap().extend_from_slice(&out),
         }
     }
 
     /// Writes the complete lines in `pending + bytes` and keeps the rest — up to
     /// [`MAX_LINE`] bytes: a longer unfinished line is written out in pieces of that size,
     /// each ended as a line, so that guest output never grows the host.
-    fn write_lines(&self, bytes: &[u8]) -> std::io::Result<()> {
+    fn write_lines(&self, bytes: &[u8]) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.extend_from_slice(bytes);
         let end = match pending.iter().rposition(|&b| b == b'\n') {
@@ -75,7 +115,7 @@ impl Lines {
         let overflow = pending.len() - end;
         let cut = end + overflow / MAX_LINE * MAX_LINE;
         if cut == 0 {
-            return Ok(());
+            return;
         }
         let rest = pending.split_off(cut);
         let out = std::mem::replace(&mut *pending, rest);
@@ -94,7 +134,18 @@ impl Lines {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if !pending.is_empty() {
             pending.push(b'\n');
-            let _ = self.emit(&std::mem::take(&mut *pending));
+            self.emit(&std::mem::take(&mut *pending));
+        }
+    }
+}
+
+/// `line` with every control character but the line's end and tabs written as `\xNN`.
+fn escape_into(out: &mut Vec<u8>, line: &[u8]) {
+    for &byte in line {
+        if (byte < 0x20 && byte != b'\n' && byte != b'\t') || byte == 0x7f {
+            let _ = write!(out, "\\x{byte:02x}");
+        } else {
+            out.push(byte);
         }
     }
 }
@@ -123,8 +174,9 @@ impl AsyncWrite for Prefixed {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        // A line or two to the terminal: short enough to write in place.
-        Poll::Ready(self.0.write_lines(buf).map(|()| buf.len()))
+        // Only queued here: the writer's thread does the writing.
+        self.0.write_lines(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -134,6 +186,115 @@ impl AsyncWrite for Prefixed {
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+}
+
+/// One of the host's streams, written by a thread of its own from a bounded queue.
+struct Writer {
+    queue: Mutex<Queue>,
+    /// Signalled when there is something to write, and when the queue is empty.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    chunks: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// Bytes dropped since output last flowed.
+    dropped: usize,
+    /// Whether the thread is writing a chunk it took off the queue.
+    writing: bool,
+    /// Chunks written so far: how a drain tells a slow reader from a stalled one.
+    written: u64,
+}
+
+impl Writer {
+    fn stdout() -> &'static Writer {
+        static STDOUT: OnceLock<&'static Writer> = OnceLock::new();
+        STDOUT.get_or_init(|| Writer::start("latchkey-stdout", || Box::new(std::io::stdout())))
+    }
+
+    fn stderr() -> &'static Writer {
+        static STDERR: OnceLock<&'static Writer> = OnceLock::new();
+        STDERR.get_or_init(|| Writer::start("latchkey-stderr", || Box::new(std::io::stderr())))
+    }
+
+    fn start(name: &str, open: fn() -> Box<dyn Write + Send>) -> &'static Writer {
+        let writer: &'static Writer = Box::leak(Box::new(Writer {
+            queue: Mutex::default(),
+            changed: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || writer.run(open()))
+            .expect("a thread for guest output");
+        writer
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `bytes`, or drops them if the queue is full.
+    fn send(&self, bytes: Vec<u8>) {
+        let mut queue = self.lock();
+        if queue.bytes + bytes.len() > MAX_QUEUED {
+            queue.dropped += bytes.len();
+            return;
+        }
+        queue.bytes += bytes.len();
+        queue.chunks.push_back(bytes);
+        self.changed.notify_all();
+    }
+
+    fn run(&self, mut out: Box<dyn Write + Send>) {
+        loop {
+            let (chunk, dropped) = {
+                let mut queue = self.lock();
+                while queue.chunks.is_empty() {
+                    queue.writing = false;
+                    self.changed.notify_all();
+                    queue = self.changed.wait(queue).unwrap_or_else(|e| e.into_inner());
+                }
+                let chunk = queue.chunks.pop_front().expect("a chunk");
+                queue.bytes -= chunk.len();
+                queue.writing = true;
+                (chunk, std::mem::take(&mut queue.dropped))
+            };
+            // A stream that cannot be written (a closed pipe) loses what it is sent.
+            if dropped > 0 {
+                let _ = writeln!(out, "[latchkey: {dropped} bytes of output dropped]");
+            }
+            let _ = out.write_all(&chunk).and_then(|()| out.flush());
+            self.lock().written += 1;
+        }
+    }
+
+    /// Waits until everything queued so far is written, or until nothing has been written
+    /// for [`STALLED`]: a reader that stopped reading does not keep the host from exiting.
+    fn drain(&self) {
+        let mut queue = self.lock();
+        while !queue.chunks.is_empty() || queue.writing {
+            let written = queue.written;
+            let (next, waited) = self
+                .changed
+                .wait_timeout(queue, STALLED)
+                .unwrap_or_else(|e| e.into_inner());
+            queue = next;
+            if waited.timed_out() && queue.written == written {
+                return;
+            }
+        }
+    }
+}
+
+/// How long a drain waits for a stream that takes nothing.
+const STALLED: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until the output queued so far is written (see [`Writer::drain`]): before the
+/// host exits.
+pub fn drain() {
+    Writer::stdout().drain();
+    Writer::stderr().drain();
 }
 
 #[cfg(test)]
@@ -151,8 +312,8 @@ mod tests {
     #[test]
     fn lines_are_prefixed_and_the_last_is_ended() {
         let (out, buffer) = buffered("[1] ");
-        out.0.write_lines(b"one\ntw").unwrap();
-        out.0.write_lines(b"o\nthr").unwrap();
+        out.0.write_lines(b"one\ntw");
+        out.0.write_lines(b"o\nthr");
         assert_eq!(&*buffer.lock().unwrap(), b"[1] one\n[1] two\n");
         drop(out);
         assert_eq!(&*buffer.lock().unwrap(), b"[1] one\n[1] two\n[1] thr\n");
@@ -165,7 +326,7 @@ mod tests {
         let (out, buffer) = buffered("> ");
         let chunk = [b'x'; 4096];
         for _ in 0..1024 {
-            out.0.write_lines(&chunk).unwrap();
+            out.0.write_lines(&chunk);
             let pending = out.0.pending.lock().unwrap().len();
             assert!(pending <= MAX_LINE, "{pending} bytes kept back");
         }
@@ -174,5 +335,33 @@ mod tests {
         let payload = written.iter().filter(|&&b| b == b'x').count();
         assert_eq!(payload, 1024 * 4096, "bytes were lost");
         assert!(written.starts_with(b"> xxx"));
+    }
+
+    /// In prefixed output a guest's carriage returns, escapes and NULs are shown, not
+    /// obeyed: no guest can overwrite its prefix or another instance's line.
+    #[test]
+    fn control_characters_are_escaped_in_prefixed_output() {
+        let (out, buffer) = buffered("[2] ");
+        out.0.write_lines(b"a\rb\x1b[2Kc\0d\te\n");
+        assert_eq!(&*buffer.lock().unwrap(), b"[2] a\\x0db\\x1b[2Kc\\x00d\te\n");
+        let (plain, buffer) = buffered("");
+        plain.0.write_lines(b"raw\r\n");
+        assert_eq!(&*buffer.lock().unwrap(), b"raw\r\n");
+    }
+
+    /// A writer whose stream never takes anything (a stalled reader) keeps at most
+    /// `MAX_QUEUED` bytes and drops the rest, counting them; sending never waits.
+    #[test]
+    fn a_stalled_stream_drops_what_does_not_fit() {
+        let writer = Writer {
+            queue: Mutex::default(),
+            changed: Condvar::new(),
+        };
+        for _ in 0..(2 * MAX_QUEUED / 1024) {
+            writer.send(vec![b'x'; 1024]);
+        }
+        let queue = writer.lock();
+        assert_eq!(queue.bytes, MAX_QUEUED);
+        assert_eq!(queue.dropped, MAX_QUEUED);
     }
 }

@@ -75,7 +75,7 @@ pub async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(by) = stopped_by {
-        eprintln!("latchkey: stopped by {by}; every lock released");
+        say!("latchkey: stopped by {by}; every lock released");
         return Ok(ExitCode::from(by.exit_code()));
     }
     Ok(first_failure.unwrap_or(ExitCode::SUCCESS))
@@ -90,12 +90,12 @@ fn report(n: u32, exit: Exit) -> Option<ExitCode> {
             Some(ExitCode::from(u8::try_from(status).unwrap_or(1)))
         }
         Exit::Deadline(after) => {
-            eprintln!("latchkey: instance {n} stopped at its deadline of {after:?}");
+            say!("latchkey: instance {n} stopped at its deadline of {after:?}");
             Some(ExitCode::FAILURE)
         }
         Exit::Stopped => Some(ExitCode::FAILURE),
         Exit::Trap(err) => {
-            eprintln!("latchkey: instance {n} trapped: {}", err.root_cause());
+            say!("latchkey: instance {n} trapped: {}", err.root_cause());
             tracing::debug!(instance = n, "trap: {err:?}");
             Some(ExitCode::FAILURE)
         }

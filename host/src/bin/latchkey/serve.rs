@@ -56,7 +56,7 @@ pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
             wasi_ctx(&guest, &argv, stdout, stderr).map_err(wasmtime::Error::from_anyhow)
         })
         .build();
-    eprintln!(
+    say!(
         "latchkey: serving {} on http://{}/",
         args.component.display(),
         listener.local_addr()?
@@ -69,6 +69,6 @@ pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown.await;
     };
     serve(listener, handler, shutdown, options).await;
-    eprintln!("latchkey: stopped; every lock released");
+    say!("latchkey: stopped; every lock released");
     Ok(ExitCode::SUCCESS)
 }
