@@ -419,3 +419,45 @@ fn a_closed_stderr_does_not_crash_the_host() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1), "{status}");
 }
+
+/// Eight instances writing 100 MB each to a reader that keeps up: every line arrives, whole
+/// and prefixed, and the host's memory stays flat — a guest whose output outruns its reader
+/// waits for room, rather than the host holding what it wrote.
+#[test]
+fn a_flood_of_output_arrives_whole_in_flat_memory() {
+    use std::io::BufRead as _;
+    const LINES: usize = 1_000_000;
+    let mut child = latchkey()
+        .args(["run", "--instances", "8"])
+        .arg(guest("lockctl"))
+        .args(["print", &(LINES * 100).to_string(), "sleep", "600000"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut per_instance = [0usize; 8];
+    let expected = format!("{}", "x".repeat(99));
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let (prefix, rest) = line.split_once("] ").expect("a prefix");
+        assert_eq!(rest, expected, "a torn line: {line:?}");
+        let n: usize = prefix.trim_start_matches('[').parse().unwrap();
+        per_instance[n - 1] += 1;
+        if per_instance.iter().all(|&count| count == LINES) {
+            break;
+        }
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let high_water_kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    signal(&child, "-TERM");
+    child.wait().unwrap();
+    assert_eq!(per_instance, [LINES; 8]);
+    assert!(
+        high_water_kb < 128 * 1024,
+        "{high_water_kb} kB at most in memory"
+    );
+}

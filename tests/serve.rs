@@ -384,3 +384,131 @@ fn output_nobody_reads_does_not_freeze_the_server() {
     }
     assert!(server.terminate().success());
 }
+
+/// Sends the head of `POST /upload` with a body of `length` bytes, on a connection of its
+/// own, and returns the connection for the body.
+fn start_upload(server: &ServeProcess, length: u64) -> std::net::TcpStream {
+    use std::io::Write as _;
+    let address = server.url("").trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let head = format!("POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: {length}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+}
+
+/// A client that trickles its request body holds a request slot only until the request's
+/// deadline — 30 s unless `--deadline` says otherwise — so a few of them cannot hold every
+/// slot for as long as they like. Two clients send a byte every half second to a handler
+/// that reads its body, with two slots: a request finds room again within the default
+/// deadline, while they are still trickling. (Without a default deadline they held the
+/// slots until their bodies ended, about eight minutes here.)
+#[test]
+fn slow_bodies_hold_a_slot_only_until_the_deadline() {
+    use std::io::Write as _;
+    let redis = RedisServer::start();
+    let server = serve_demo(&redis, &["--max-concurrent-requests", "2"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tricklers: Vec<_> = (0..2)
+        .map(|_| {
+            let mut stream = start_upload(&server, 1000);
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && stream.write_all(b"x").is_ok()
+                {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    loop {
+        let answer = post(&server.url("/jobs/cheap?ms=0"), PATIENCE).unwrap();
+        if answer.status == 200 {
+            break;
+        }
+        assert_eq!(answer.status, 503, "{answer:?}");
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the trickling clients kept every slot"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for trickler in tricklers {
+        trickler.join().unwrap();
+    }
+}
+
+/// A 1 GiB request body streams through a handler that reads it, with the server's memory
+/// flat (its high-water mark stays far below the body's size).
+#[test]
+fn a_large_body_streams_in_flat_memory() {
+    use std::io::{Read as _, Write as _};
+    const LENGTH: u64 = 1 << 30;
+    let redis = RedisServer::start();
+    let server = serve_demo(&redis, &[]);
+    let mut stream = start_upload(&server, LENGTH);
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..(LENGTH >> 20) {
+        stream.write_all(&chunk).unwrap();
+    }
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0; 1024];
+    while !String::from_utf8_lossy(&answer).contains("bytes") {
+        let n = stream.read(&mut buffer).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains(&format!("read {LENGTH} bytes")), "{answer}");
+    let high_water_kb = server.status_field("VmHWM");
+    assert!(
+        high_water_kb < 256 * 1024,
+        "{high_water_kb} kB at most in memory"
+    );
+}
+
+/// A request head larger than the 64 KiB the server keeps is refused with `431`.
+#[test]
+fn oversized_headers_are_refused() {
+    use std::io::{Read as _, Write as _};
+    let redis = RedisServer::start();
+    let server = serve_demo(&redis, &[]);
+    let address = server.url("").trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let head = format!(
+        "POST /jobs/a HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(100 << 10)
+    );
+    // The server may answer, and close, before it has read it all.
+    let _ = stream.write_all(head.as_bytes());
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut answer = [0; 64];
+    let n = stream.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+}
+
+/// SIGTERM in the middle of a flood of requests: the server stops accepting, the requests
+/// in flight are stopped after the grace, and it exits cleanly with no lock left.
+#[test]
+fn sigterm_during_a_flood_exits_cleanly() {
+    let redis = RedisServer::start();
+    let mut server = serve_demo(&redis, &["--shutdown-grace", "500ms"]);
+    let flood: Vec<_> = (0..50)
+        .map(|n| {
+            let url = server.url(&format!("/jobs/flood-{n}?ms=5000"));
+            std::thread::spawn(move || post(&url, PATIENCE))
+        })
+        .collect();
+    redis.wait_for_key("latchkey:{jobs:flood-0}:lock");
+    let status = server.terminate();
+    assert!(status.success(), "{status}: {}", server.stderr());
+    for request in flood {
+        // Answered with 503 at shutdown, or refused with the connection: either way, ended.
+        let _ = request.join().unwrap();
+    }
+    assert_eq!(redis.lock_keys(), Vec::<String>::new());
+}

@@ -318,8 +318,7 @@ impl Default for ServeOptions {
     }
 }
 
-/// The most bytes of a request's head hyper keeps in its buffer: a longer head is refused
-/// (`431`). Ample for real headers; with [`ServeOptions::max_connections`] it bounds what
+/// The most bytes of a request's head hyper takes: a longer head is refused (`431`). Ample for real headers; with [`ServeOptions::max_connections`] it bounds what
 /// clients that never finish their headers can make the host hold.
 const MAX_HEAD_BYTES: usize = 64 << 10;
 
@@ -370,7 +369,7 @@ pub async fn serve(
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(options.header_timeout)
-                .max_buf_size(MAX_HEAD_BYTES)
+                .max_header_size(MAX_HEAD_BYTES)
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service);
             let mut connection = pin!(connection);

@@ -140,6 +140,17 @@ impl ServeProcess {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// A field of the server's `/proc/PID/status`, in kB: `VmRSS`, `VmHWM`.
+    pub fn status_field(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in the server's status"))
+    }
+
     /// What the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()

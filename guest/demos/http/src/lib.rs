@@ -7,6 +7,8 @@
 //! - `POST /counter[?nolock]` adds one to the number in `/data/counter` (give the server a
 //!   directory: `--dir HOST::/data`) under the lock `counter`, and answers with the new
 //!   value. `?nolock` does the same without the lock: the control that loses updates.
+//! - `POST /upload` reads the whole request body and answers `read N bytes`: a handler that
+//!   waits on its client.
 //!
 //! To see what the host does with a handler that misbehaves while it holds a lock, a job
 //! takes `&then=panic` (the handler traps), `&then=spin` (it loops until its deadline),
@@ -18,6 +20,7 @@ use std::time::Duration;
 use latchkey::{Error, Store};
 use wasip2::exports::http::incoming_handler::Guest;
 use wasip2::http::types::{IncomingRequest, Method, ResponseOutparam};
+use wasip2::io::streams::StreamError;
 
 use answer::{Answer, has, param, split_target};
 
@@ -35,8 +38,9 @@ impl Guest for Demo {
         let answer = match (request.method(), path.strip_prefix("/jobs/"), path) {
             (Method::Post, Some(id), _) if !id.is_empty() => job(id, query),
             (Method::Post, None, "/counter") => counter(!has(query, "nolock")),
+            (Method::Post, None, "/upload") => upload(request),
             (Method::Post, _, _) => {
-                Answer::text(404, "no such route: POST /jobs/{id} or /counter\n")
+                Answer::text(404, "no such route: POST /jobs/{id}, /counter or /upload\n")
             }
             _ => Answer::text(405, "use POST\n"),
         };
@@ -115,6 +119,27 @@ fn counter(locked: bool) -> Answer {
         return failed(&err);
     }
     Answer::text(200, &format!("{value}\n"))
+}
+
+/// `POST /upload`: reads the whole body, and says how long it was.
+fn upload(request: IncomingRequest) -> Answer {
+    let Ok(body) = request.consume() else {
+        return Answer::text(400, "the body was taken\n");
+    };
+    let Ok(stream) = body.stream() else {
+        return Answer::text(400, "the body was taken\n");
+    };
+    let mut total: u64 = 0;
+    loop {
+        match stream.blocking_read(64 << 10) {
+            Ok(chunk) => total += chunk.len() as u64,
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(_)) => {
+                return Answer::text(400, "the body broke off\n");
+            }
+        }
+    }
+    Answer::text(200, &format!("read {total} bytes\n"))
 }
 
 /// A lock call that failed: the store is down (`503`), or the host's policy refused it

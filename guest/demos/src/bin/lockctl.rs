@@ -22,6 +22,7 @@
 //! | `swap`                    | nothing: the top two locks change places        |
 //! | `env`                     | `env NAME=VALUE` for each variable the guest has |
 //! | `sleep MS`                | nothing                                         |
+//! | `print BYTES`             | BYTES of output, in lines of 100 bytes: 99 `x`s and a newline |
 //! | `trap`                    | nothing: the instance traps                     |
 //!
 //! And steps a hostile guest would take, for the sandbox tests:
@@ -120,6 +121,19 @@ fn main() {
                 for (name, value) in std::env::vars() {
                     println!("env {name}={value}");
                 }
+                continue;
+            }
+            "print" => {
+                use std::io::Write as _;
+                let bytes = ms(args.next()) as usize;
+                let lines = "x".repeat(99) + "\n";
+                let block = lines.repeat(1000);
+                let mut out = std::io::stdout().lock();
+                for _ in 0..bytes / block.len() {
+                    out.write_all(block.as_bytes()).expect("stdout takes it");
+                }
+                out.write_all(&block.as_bytes()[..bytes % block.len()])
+                    .expect("stdout takes it");
                 continue;
             }
             "sleep" => {

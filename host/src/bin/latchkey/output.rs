@@ -3,10 +3,12 @@
 //! Guest output is written whole line by whole line, each starting with its instance's
 //! prefix for `--instances N` and `serve`; in prefixed output, control characters are
 //! escaped, so no guest can overwrite another's prefix or drive the operator's terminal.
-//! It goes out from a thread of its own, through a bounded buffer: a guest never waits for
-//! the host's stdout or stderr, and a reader that stalls (a full pipe) cannot freeze the
-//! runtime. What does not fit the buffer is dropped, and the count of bytes dropped is said
-//! in a line of its own once output flows again.
+//! It goes out from a thread of its own, through a bounded buffer, so that a reader that
+//! stalls (a full pipe) never blocks the runtime. When the buffer is full, a guest of
+//! `latchkey run` waits — its write is pending, as a write to a slow pipe is, while every
+//! other task goes on — and nothing is lost; a handler of `latchkey serve` does not wait:
+//! what does not fit is dropped, and the count of bytes dropped is said in a line of its
+//! own once output flows again ([`Overflow`]).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -23,6 +25,15 @@ const MAX_LINE: usize = 64 * 1024;
 /// The most bytes of guest output waiting to be written, per host stream.
 const MAX_QUEUED: usize = 4 << 20;
 
+/// What a guest's write does when the buffer of its host stream is full.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Waits for room (`latchkey run`: a command's output is all of it).
+    Wait,
+    /// Is dropped, and counted (`latchkey serve`: no request waits on the host's log).
+    Drop,
+}
+
 /// Which of the host's streams a guest stream goes to.
 #[derive(Clone)]
 pub enum Target {
@@ -37,7 +48,7 @@ pub enum Target {
 /// the same queue as guest output, so that neither a stalled reader nor a closed pipe
 /// stops the host.
 pub fn say(text: std::fmt::Arguments<'_>) {
-    Writer::stderr().send(format!("{text}\n").into_bytes());
+    Writer::stderr().send(format!("{text}\n").into_bytes(), Overflow::Drop);
 }
 
 /// [`say`] with `format!`'s syntax.
@@ -51,7 +62,7 @@ pub struct HostStderr;
 
 impl Write for HostStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        Writer::stderr().send(buf.to_vec());
+        Writer::stderr().send(buf.to_vec(), Overflow::Drop);
         Ok(buf.len())
     }
 
@@ -69,15 +80,17 @@ pub struct Prefixed(Arc<Lines>);
 struct Lines {
     target: Target,
     prefix: String,
+    overflow: Overflow,
     /// The unfinished last line, shared by every stream the guest opens.
     pending: Mutex<Vec<u8>>,
 }
 
 impl Prefixed {
-    pub fn new(target: Target, prefix: String) -> Self {
+    pub fn new(target: Target, prefix: String, overflow: Overflow) -> Self {
         Prefixed(Arc::new(Lines {
             target,
             prefix,
+            overflow,
             pending: Mutex::default(),
         }))
     }
@@ -94,11 +107,24 @@ impl Lines {
                 escape_into(&mut out, line);
             }
         }
-        match &self.target {
-            Target::Stdout => Writer::stdout().send(out),
-            Target::Stderr => Writer::stderr().send(out),
+        match self.writer() {
+            Some(writer) => writer.send(out, self.overflow),
             #[cfg(test)]
-            Target::Buffer(buffer) => buffer.lock().unwrap().extend_from_slice(&out),
+            None => match &self.target {
+                Target::Buffer(buffer) => buffer.lock().unwrap().extend_from_slice(&out),
+                _ => unreachable!("only a buffer has no writer"),
+            },
+            #[cfg(not(test))]
+            None => {}
+        }
+    }
+
+    fn writer(&self) -> Option<&'static Writer> {
+        match &self.target {
+            Target::Stdout => Some(Writer::stdout()),
+            Target::Stderr => Some(Writer::stderr()),
+            #[cfg(test)]
+            Target::Buffer(_) => None,
         }
     }
 
@@ -171,10 +197,16 @@ impl StdoutStream for Prefixed {
 impl AsyncWrite for Prefixed {
     fn poll_write(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         // Only queued here: the writer's thread does the writing.
+        if self.0.overflow == Overflow::Wait
+            && let Some(writer) = self.0.writer()
+            && !writer.has_room(cx)
+        {
+            return Poll::Pending;
+        }
         self.0.write_lines(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -205,6 +237,8 @@ struct Queue {
     writing: bool,
     /// Chunks written so far: how a drain tells a slow reader from a stalled one.
     written: u64,
+    /// Writers waiting for room ([`Overflow::Wait`]), woken as chunks go out.
+    waiting: Vec<std::task::Waker>,
 }
 
 impl Writer {
@@ -234,16 +268,27 @@ impl Writer {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `bytes`, or drops them if the queue is full.
-    fn send(&self, bytes: Vec<u8>) {
+    /// Queues `bytes`; if the queue is full, drops them, or — for a writer that waited for
+    /// room, which a guest's whole write may overrun — queues them anyway.
+    fn send(&self, bytes: Vec<u8>, overflow: Overflow) {
         let mut queue = self.lock();
-        if queue.bytes + bytes.len() > MAX_QUEUED {
+        if queue.bytes + bytes.len() > MAX_QUEUED && overflow == Overflow::Drop {
             queue.dropped += bytes.len();
             return;
         }
         queue.bytes += bytes.len();
         queue.chunks.push_back(bytes);
         self.changed.notify_all();
+    }
+
+    /// Whether there is room for more; if not, `cx` is woken when there is.
+    fn has_room(&self, cx: &Context<'_>) -> bool {
+        let mut queue = self.lock();
+        if queue.bytes < MAX_QUEUED {
+            return true;
+        }
+        queue.waiting.push(cx.waker().clone());
+        false
     }
 
     fn run(&self, mut out: Box<dyn Write + Send>) {
@@ -265,7 +310,12 @@ impl Writer {
                 let _ = writeln!(out, "[latchkey: {dropped} bytes of output dropped]");
             }
             let _ = out.write_all(&chunk).and_then(|()| out.flush());
-            self.lock().written += 1;
+            let waiting = {
+                let mut queue = self.lock();
+                queue.written += 1;
+                std::mem::take(&mut queue.waiting)
+            };
+            waiting.into_iter().for_each(std::task::Waker::wake);
         }
     }
 
@@ -303,7 +353,11 @@ mod tests {
 
     fn buffered(prefix: &str) -> (Prefixed, Arc<Mutex<Vec<u8>>>) {
         let buffer = Arc::new(Mutex::new(Vec::new()));
-        let out = Prefixed::new(Target::Buffer(buffer.clone()), prefix.into());
+        let out = Prefixed::new(
+            Target::Buffer(buffer.clone()),
+            prefix.into(),
+            Overflow::Drop,
+        );
         (out, buffer)
     }
 
@@ -358,7 +412,7 @@ mod tests {
             changed: Condvar::new(),
         };
         for _ in 0..(2 * MAX_QUEUED / 1024) {
-            writer.send(vec![b'x'; 1024]);
+            writer.send(vec![b'x'; 1024], Overflow::Drop);
         }
         let queue = writer.lock();
         assert_eq!(queue.bytes, MAX_QUEUED);

@@ -8,7 +8,7 @@ use latchkey_host::{Exit, Runner, World};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::RunArgs;
-use crate::output::{Prefixed, Target};
+use crate::output::{Overflow, Prefixed, Target};
 use crate::settings::{Settings, prepare, wasi_ctx};
 use crate::signals::stop_signal;
 
@@ -41,8 +41,8 @@ pub async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
         } else {
             String::new()
         };
-        let stdout = Prefixed::new(Target::Stdout, prefix.clone());
-        let stderr = Prefixed::new(Target::Stderr, prefix);
+        let stdout = Prefixed::new(Target::Stdout, prefix.clone(), Overflow::Wait);
+        let stderr = Prefixed::new(Target::Stderr, prefix, Overflow::Wait);
         let wasi = wasi_ctx(&args.guest, &argv, stdout.clone(), stderr.clone())?;
         let (runner, program, locks) = (runner.clone(), program.clone(), settings.app.build());
         let (limits, stop) = (settings.limits, stop.clone());

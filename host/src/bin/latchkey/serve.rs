@@ -2,14 +2,15 @@
 //! instance per request, until SIGINT or SIGTERM.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use latchkey_host::serve::{ServeOptions, serve};
-use latchkey_host::{Runner, World};
+use latchkey_host::{GuestLimits, Runner, World};
 use tokio::net::TcpListener;
 
 use crate::args::ServeArgs;
-use crate::output::{Prefixed, Target};
+use crate::output::{Overflow, Prefixed, Target};
 use crate::settings::{Settings, prepare, wasi_ctx};
 use crate::signals::stop_signal;
 
@@ -32,8 +33,8 @@ pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
     wasi_ctx(
         &args.guest,
         &argv,
-        Prefixed::new(Target::Stdout, String::new()),
-        Prefixed::new(Target::Stderr, String::new()),
+        Prefixed::new(Target::Stdout, String::new(), Overflow::Drop),
+        Prefixed::new(Target::Stderr, String::new(), Overflow::Drop),
     )?;
     settings.open_stores(&args.guest).await?;
     let listener = TcpListener::bind(args.addr)
@@ -46,13 +47,13 @@ pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let guest = args.guest;
     let handler = runner
         .handler(&program, settings.app)?
-        .limits(settings.limits)
+        .limits(request_limits(settings.limits))
         .allow_outgoing_http(guest.allow_network)
         .max_concurrent_requests(args.max_concurrent_requests)
         .wasi(move |request| {
             let prefix = format!("[#{request}] ");
-            let stdout = Prefixed::new(Target::Stdout, prefix.clone());
-            let stderr = Prefixed::new(Target::Stderr, prefix);
+            let stdout = Prefixed::new(Target::Stdout, prefix.clone(), Overflow::Drop);
+            let stderr = Prefixed::new(Target::Stderr, prefix, Overflow::Drop);
             wasi_ctx(&guest, &argv, stdout, stderr).map_err(wasmtime::Error::from_anyhow)
         })
         .build();
@@ -71,4 +72,16 @@ pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
     serve(listener, handler, shutdown, options).await;
     say!("latchkey: stopped; every lock released");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a request's handler may run when neither `--deadline` nor the config file says:
+/// without a bound, a client that trickles its body holds a request slot for as long as it
+/// likes, and a few of them hold every slot.
+const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The limits of each request: the app's, with [`DEFAULT_REQUEST_DEADLINE`] if it sets no
+/// deadline.
+fn request_limits(mut limits: GuestLimits) -> GuestLimits {
+    limits.deadline = limits.deadline.or(Some(DEFAULT_REQUEST_DEADLINE));
+    limits
 }
