@@ -436,7 +436,7 @@ fn a_flood_of_output_arrives_whole_in_flat_memory() {
         .unwrap();
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut per_instance = [0usize; 8];
-    let expected = format!("{}", "x".repeat(99));
+    let expected = "x".repeat(99);
     for line in stdout.lines() {
         let line = line.unwrap();
         let (prefix, rest) = line.split_once("] ").expect("a prefix");
