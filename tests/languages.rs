@@ -267,3 +267,87 @@ fn every_language_fits_the_instance_pool() {
         assert_eq!((won, lost), (1, 7), "{}: {said:?}", language.name);
     }
 }
+
+/// Each SDK refuses what the WIT cannot carry, as the host refuses bad input: with an
+/// `invalid-argument` of its language's own class, before the host is asked — never by
+/// wrapping a number into range, turning a lone surrogate into U+FFFD (so that three ids
+/// were one lock), or trapping the instance.
+#[test]
+fn sdks_refuse_what_the_wit_cannot_carry() {
+    let redis = RedisServer::start();
+    let store = format!("lockstore={}", redis.url());
+    let cases: [(&Language, &str, usize); 2] = [
+        (
+            &LANGUAGES[1],
+            "open lockstore try a nan try a inf try a -5000 lock a 1000 -1 \
+             try-surrogate 1000 try-bytes 1000 open-int closed unlocked",
+            9,
+        ),
+        (
+            &LANGUAGES[2],
+            "open lockstore try a 4294972296 try a -4294964296 lock a 1000 4294967297 \
+             try a -1 try a 1.5 try-surrogate 1000",
+            6,
+        ),
+    ];
+    for (language, steps, refusals) in cases {
+        let args: Vec<&str> = steps.split_whitespace().collect();
+        let out = language.run(&["--store", &store], language.lockctl, &args);
+        let said = lines(&out);
+        assert!(out.status.success(), "{}: {out:?}", language.name);
+        let refused = &said[1..];
+        assert_eq!(refused.len(), refusals, "{}: {said:?}", language.name);
+        for line in refused {
+            assert!(
+                line.starts_with("error invalid-argument: "),
+                "{}: {said:?}",
+                language.name
+            );
+        }
+    }
+    assert_eq!(
+        redis.lock_keys(),
+        Vec::<String>::new(),
+        "a refusal reached the store"
+    );
+    let python = lines(&LANGUAGES[1].run(
+        &["--store", &store],
+        "lockctl",
+        &[
+            "open",
+            "lockstore",
+            "try",
+            "a",
+            "-5000",
+            "lock",
+            "a",
+            "1000",
+            "-1",
+        ],
+    ));
+    assert_eq!(
+        python[1..],
+        [
+            "error invalid-argument: lease is -5 s; it must not be negative",
+            "error invalid-argument: wait is -0.001 s; it must not be negative",
+        ]
+    );
+}
+
+/// JavaScript's `withLock` with an async callback holds the lock until the callback's
+/// promise settles: a rival trying the lock after the callback's first `await` finds it
+/// held. (It was released when the callback returned its promise: the rival got it.)
+#[test]
+fn an_async_callback_keeps_its_lock_until_it_settles() {
+    let js = &LANGUAGES[2];
+    let out = js.run(
+        &[],
+        js.lockctl,
+        &["open", "lockstore", "with-async", "b", "60000"],
+    );
+    assert_eq!(
+        lines(&out),
+        ["opened lockstore", "with-async rival=held"],
+        "{out:?}"
+    );
+}

@@ -44,6 +44,14 @@ export class Store implements Disposable {
   [Symbol.dispose](): void;
 }
 
+/** Runs `fn` holding the lock; an async `fn` keeps it until its promise settles, and
+ * `withLock` then returns a promise. Times are whole milliseconds, 0 to 4294967295. */
+export function withLock<T>(
+  store: Store,
+  resourceId: string,
+  options: { leaseMs: number; waitMs?: number },
+  fn: (lock: Lock) => Promise<T>,
+): Promise<T> | null;
 export function withLock<T>(
   store: Store,
   resourceId: string,

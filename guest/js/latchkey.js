@@ -16,8 +16,12 @@
  * if (ran === null) console.log('Failed to lock my_file_name.');
  * ```
  *
- * Times are milliseconds. A call that fails throws a {@link LockError} subclass, one per
- * kind of failure; a lock held by someone else is not an error but `null`. Types: see
+ * Times are whole milliseconds, from 0 to 4294967295 (the WIT's `u32`); anything else — a
+ * fraction, a negative, NaN, a number past that range — throws {@link InvalidArgumentError}
+ * before the host is asked, as do names and resource ids that are not well-formed text (a
+ * lone surrogate would otherwise reach the host as U+FFFD, and `'\ud800'` and `'\ufffd'`
+ * would be one lock). A call that fails throws a {@link LockError} subclass, one per kind
+ * of failure; a lock held by someone else is not an error but `null`. Types: see
  * `latchkey.d.ts`.
  *
  * @module latchkey
@@ -94,6 +98,30 @@ function call(binding) {
   }
 }
 
+/** The largest number of milliseconds the host takes (the WIT's `u32`). */
+const MAX_MS = 0xffff_ffff;
+
+/** `value` as milliseconds for the host, checked: a whole number from 0 to {@link MAX_MS}. */
+function ms(name, value) {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_MS) {
+    throw new InvalidArgumentError(
+      `${name} is ${String(value)}; it must be a whole number of milliseconds from 0 to ${MAX_MS}`,
+    );
+  }
+  return value;
+}
+
+/** `value` as text for the host, checked: a string of well-formed UTF-16, no lone surrogate. */
+function text(name, value) {
+  if (typeof value !== 'string') {
+    throw new InvalidArgumentError(`${name} must be a string, not ${typeof value}`);
+  }
+  if (!value.isWellFormed()) {
+    throw new InvalidArgumentError(`${name} holds a lone surrogate, which is not text`);
+  }
+  return value;
+}
+
 /** What an unlock found (the statuses of Dapr's Unlock). */
 export const UnlockStatus = Object.freeze({
   /** The lock was still ours; now it is free. */
@@ -130,6 +158,7 @@ export class Lock {
 
   /** Sets the lease to end `leaseMs` from now; false if it had already ended. */
   extend(leaseMs) {
+    ms('lease-ms', leaseMs);
     return call(() => this.#lock().extend(leaseMs));
   }
 
@@ -181,11 +210,14 @@ export class Store {
 
   /** Opens the store called `name`. */
   static open(name) {
+    text('name', name);
     return new Store(call(() => witOpen(name)));
   }
 
   /** Takes the lock on `resourceId` for `leaseMs` if nobody holds it; null if someone does. */
   tryLock(resourceId, leaseMs) {
+    text('resource-id', resourceId);
+    ms('lease-ms', leaseMs);
     const inner = call(() => this.#inner.tryLock(resourceId, leaseMs));
     return inner ? new Lock(inner) : null;
   }
@@ -193,6 +225,9 @@ export class Store {
   /** Takes the lock, waiting up to `waitMs` for its holder to release it or for the
    * holder's lease to end; null if it is still held when the wait ends. */
   lock(resourceId, leaseMs, waitMs) {
+    text('resource-id', resourceId);
+    ms('lease-ms', leaseMs);
+    ms('wait-ms', waitMs);
     const inner = call(() => this.#inner.lock(resourceId, leaseMs, waitMs));
     return inner ? new Lock(inner) : null;
   }
@@ -207,14 +242,25 @@ export class Store {
  * Runs `fn(lock)` holding the lock on `resourceId`, and unlocks it afterwards, also when
  * `fn` throws. Waits up to `waitMs` (default 0: a try). Returns what `fn` returns, or null
  * if the lock was not had.
+ *
+ * An async `fn` (one that returns a promise) keeps the lock until its promise settles:
+ * `withLock` then returns a promise of what it resolves to — await it.
  */
 export function withLock(store, resourceId, { leaseMs, waitMs = 0 }, fn) {
   const lock =
     waitMs > 0 ? store.lock(resourceId, leaseMs, waitMs) : store.tryLock(resourceId, leaseMs);
   if (lock === null) return null;
+  let result;
   try {
-    return fn(lock);
-  } finally {
+    result = fn(lock);
+  } catch (err) {
     lock[Symbol.dispose]();
+    throw err;
   }
+  if (typeof result?.then === 'function') {
+    // Released when the work is done, not when its promise is made.
+    return Promise.resolve(result).finally(() => lock[Symbol.dispose]());
+  }
+  lock[Symbol.dispose]();
+  return result;
 }

@@ -6,6 +6,11 @@
  * `try ID LEASE_MS`, `lock ID LEASE_MS WAIT_MS`, `extend LEASE_MS`, `unlock`, `swap`,
  * `sleep MS`. A failed step prints `error KIND: MESSAGE`, after checking that the error
  * arrived as the latchkey error class of its kind.
+ *
+ * And steps that try the SDK's edges: `try-surrogate LEASE_MS` (a resource id of a lone
+ * surrogate); `with-async ID LEASE_MS`, which holds ID through `withLock` with an async
+ * callback that, after an `await`, tries ID again as a rival would: `with-async rival=held`
+ * (or `granted`, if the lock was let go too soon).
  */
 
 import {
@@ -16,6 +21,7 @@ import {
   NoSuchStoreError,
   Store,
   UnavailableError,
+  withLock,
 } from '../latchkey.js';
 import { args, sleep } from './wasi.js';
 
@@ -28,7 +34,7 @@ const CLASSES = {
 };
 
 export const run = {
-  run() {
+  async run() {
     const steps = args();
     let store = null;
     const locks = [];
@@ -70,6 +76,24 @@ export const run = {
           case 'sleep':
             sleep(Number(steps.shift()));
             break;
+          case 'try-surrogate': {
+            const lock = store.tryLock('\ud800', Number(steps.shift()));
+            console.log(lock === null ? 'held <lone surrogate>' : 'granted <lone surrogate>');
+            lock?.unlock();
+            break;
+          }
+          case 'with-async': {
+            const id = steps.shift();
+            const lease = Number(steps.shift());
+            const rival = await withLock(store, id, { leaseMs: lease }, async () => {
+              await Promise.resolve();
+              const other = store.tryLock(id, lease);
+              other?.unlock();
+              return other === null ? 'held' : 'granted';
+            });
+            console.log(`with-async rival=${rival}`);
+            break;
+          }
           default:
             throw new Error(`unknown step ${step}`);
         }

@@ -16,12 +16,16 @@ only names a store and a resource::
             write_file(fence=lock.fence)
 
 Leases and waits are seconds (``int`` or ``float``) or ``datetime.timedelta``, sent to the
-host in whole milliseconds. A call that fails raises a :class:`LockError` subclass, one per
-kind of failure; a lock held by someone else is not an error but ``None``.
+host in whole milliseconds (at most 4294967295). A call that fails raises a
+:class:`LockError` subclass, one per kind of failure; a lock held by someone else is not an
+error but ``None``. Bad input — a negative, NaN or infinite time, a name or resource id that
+is not a ``str`` or holds a lone surrogate, a store used after its ``with`` block or a lock
+after its unlock — raises :class:`InvalidArgumentError` before the host is asked.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from enum import Enum
 from types import TracebackType
@@ -111,10 +115,40 @@ def _call(function: Callable[..., _T], *args: object) -> _T:
         raise _ERRORS[type(err.value)](err.value.value) from None
 
 
-def _ms(length: Lease) -> int:
-    """``length`` in whole milliseconds; out of range goes to the host, which refuses it."""
-    seconds = length.total_seconds() if isinstance(length, timedelta) else float(length)
-    return min(max(round(seconds * 1000), 0), 2**32 - 1)
+_MAX_MS = 2**32 - 1
+"""The most milliseconds the host takes (the WIT's ``u32``)."""
+
+
+def _ms(name: str, length: Lease) -> int:
+    """``length`` in whole milliseconds, checked: a finite, non-negative number of seconds
+    or ``timedelta`` of at most :data:`_MAX_MS` ms."""
+    if isinstance(length, timedelta):
+        seconds = length.total_seconds()
+    elif isinstance(length, (int, float)) and not isinstance(length, bool):
+        seconds = float(length)
+    else:
+        raise InvalidArgumentError(
+            f"{name} must be seconds (int or float) or a timedelta, not {type(length).__name__}"
+        )
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise InvalidArgumentError(f"{name} is {seconds}; it must be a finite number of seconds")
+    if seconds < 0:
+        raise InvalidArgumentError(f"{name} is {seconds:g} s; it must not be negative")
+    millis = round(seconds * 1000)
+    if millis > _MAX_MS:
+        raise InvalidArgumentError(f"{name} is {seconds:g} s; the most is {_MAX_MS} ms")
+    return millis
+
+
+def _text(name: str, value: object) -> str:
+    """``value``, checked to be a ``str`` that is text (no lone surrogate)."""
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{name} must be a str, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(f"{name} holds a lone surrogate, which is not text") from None
+    return value
 
 
 class UnlockStatus(Enum):
@@ -144,7 +178,7 @@ class Lock:
 
     def _lock(self) -> _wit.Lock:
         if self._inner is None:
-            raise RuntimeError("this lock was unlocked")
+            raise InvalidArgumentError("this lock was unlocked")
         return self._inner
 
     @property
@@ -163,7 +197,7 @@ class Lock:
     def extend(self, lease: Lease) -> bool:
         """Sets the lease to end ``lease`` from now; ``False`` if it had already ended (stop
         using the resource: someone else may hold it)."""
-        return _call(self._lock().extend, _ms(lease))
+        return _call(self._lock().extend, _ms("lease", lease))
 
     def keep_alive(self) -> None:
         """Has the host renew the lease before it runs out, to the length last asked for,
@@ -220,27 +254,34 @@ class Lock:
 
 
 class Store:
-    """A lock store the host configured for this app."""
+    """A lock store the host configured for this app. Leaving a ``with`` block closes it."""
 
     def __init__(self, inner: _wit.Store) -> None:
-        self._inner = inner
+        self._inner: Optional[_wit.Store] = inner
 
     @classmethod
     def open(cls, name: str) -> Store:
         """Opens the store called ``name``."""
-        return cls(_call(_wit.open, name))
+        return cls(_call(_wit.open, _text("name", name)))
+
+    def _store(self) -> _wit.Store:
+        if self._inner is None:
+            raise InvalidArgumentError("this store was closed (its with block ended)")
+        return self._inner
 
     def try_lock(self, resource_id: str, lease: Lease) -> Optional[Lock]:
         """Takes the lock on ``resource_id`` for ``lease`` if nobody holds it; ``None`` if
         someone does."""
-        inner = _call(self._inner.try_lock, resource_id, _ms(lease))
+        args = (_text("resource-id", resource_id), _ms("lease", lease))
+        inner = _call(self._store().try_lock, *args)
         return None if inner is None else Lock(inner)
 
     def lock(self, resource_id: str, lease: Lease, wait: Lease) -> Optional[Lock]:
         """Takes the lock on ``resource_id`` for ``lease``, waiting up to ``wait`` for its
         holder to release it or for the holder's lease to end; ``None`` if it is still held
         when the wait ends."""
-        inner = _call(self._inner.lock, resource_id, _ms(lease), _ms(wait))
+        args = (_text("resource-id", resource_id), _ms("lease", lease), _ms("wait", wait))
+        inner = _call(self._store().lock, *args)
         return None if inner is None else Lock(inner)
 
     def __enter__(self) -> Store:
@@ -252,4 +293,6 @@ class Store:
         exc_value: Optional[BaseException],
         traceback: Optional[TracebackType],
     ) -> None:
-        self._inner.__exit__(exc_type, exc_value, traceback)
+        if self._inner is not None:
+            self._inner.__exit__(exc_type, exc_value, traceback)
+            self._inner = None
