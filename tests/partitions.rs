@@ -53,6 +53,7 @@ fn now_ms() -> u128 {
 /// write nothing after the other host was granted it; the other host gets the lock once
 /// the store let the lease go, and not before the cut. `servers` are the store's.
 fn a_cut_off_host_learns_of_its_loss(
+    store: &str,
     net: &Net,
     url: &str,
     servers: &[&RedisServer],
@@ -90,8 +91,8 @@ fn a_cut_off_host_learns_of_its_loss(
     assert!(last.starts_with("lost the lock before step"), "{job:?}");
     let lost_at = at_ms(last);
     println!(
-        "cut off at {cut_at}: the guest learnt it lost the lock {} ms later; the other host \
-         was granted it {} ms after the cut",
+        "R13 {store}, a host cut off: its guest learnt it lost the lock {} ms after the cut; \
+         the other host was granted it {} ms after the cut",
         lost_at - cut_at,
         granted_at.saturating_sub(cut_at),
     );
@@ -125,7 +126,7 @@ fn a_host_cut_off_from_redis_learns_of_its_loss_before_anyone_else_has_the_lock(
     let net = Net::new();
     let node = net.node();
     let redis = RedisServer::start_on(&node, &[]);
-    a_cut_off_host_learns_of_its_loss(&net, &redis.url(), &[&redis], &[]);
+    a_cut_off_host_learns_of_its_loss("one Redis", &net, &redis.url(), &[&redis], &[]);
 }
 
 /// A host cut off from every Redlock master while keeping a lease alive.
@@ -138,7 +139,7 @@ fn a_host_cut_off_from_redlock_learns_of_its_loss_before_anyone_else_has_the_loc
         .map(|n| RedisServer::start_on(n, &[]))
         .collect();
     let servers: Vec<&RedisServer> = masters.iter().collect();
-    a_cut_off_host_learns_of_its_loss(&net, &redlock_url(&masters), &servers, &[]);
+    a_cut_off_host_learns_of_its_loss("Redlock", &net, &redlock_url(&masters), &servers, &[]);
 }
 
 /// A host cut off from a Sentinel-managed primary and its replicas while keeping a lease
@@ -149,7 +150,7 @@ fn a_host_cut_off_from_sentinel_learns_of_its_loss_before_anyone_else_has_the_lo
     let set = SentinelSet::start_on(&net, Duration::from_secs(60));
     let flags = ["--wait-replicas", "lockstore=2"];
     let servers: Vec<&RedisServer> = set.servers.iter().collect();
-    a_cut_off_host_learns_of_its_loss(&net, &set.url(), &servers, &flags);
+    a_cut_off_host_learns_of_its_loss("Sentinel", &net, &set.url(), &servers, &flags);
 }
 
 /// The primary is cut off from its replicas and from the sentinels — a minority side with
