@@ -18,6 +18,7 @@
 //! max-lease = "5m"
 //! max-wait = "30s"
 //! max-held = 16
+//! max-held-per-task = 4                  # per request, when an instance serves many
 //! max-keep-alive = "10m"                 # how long keep-alive renews one grant
 //! deadline = "30s"                       # how long each instance may run
 //! max-memory = "64MiB"
@@ -94,6 +95,8 @@ pub struct AppConfig {
     pub max_wait: Option<Duration>,
     /// Most locks one instance may hold at once.
     pub max_held: Option<usize>,
+    /// Most locks one guest task (a request, under instance reuse) may hold at once.
+    pub max_held_per_task: Option<usize>,
     /// How long one grant may be kept alive (`keep-alive`).
     #[serde(default, deserialize_with = "duration")]
     pub max_keep_alive: Option<Duration>,
@@ -162,7 +165,7 @@ pub enum ConfigError {
         error: PatternError,
     },
     /// An app allows no lock to be held at all.
-    #[error("apps.{app}.max-held: must be at least 1")]
+    #[error("apps.{app}.max-held and max-held-per-task: must be at least 1")]
     NoLocksAllowed {
         /// The app.
         app: String,
@@ -276,7 +279,7 @@ impl Config {
                     app: app.clone(),
                     error,
                 })?;
-            if policy.max_held == Some(0) {
+            if policy.max_held == Some(0) || policy.max_held_per_task == Some(0) {
                 return Err(ConfigError::NoLocksAllowed { app: app.clone() });
             }
             if policy.max_handles == Some(0) {
@@ -387,6 +390,9 @@ impl AppConfig {
             max_lease: self.max_lease.unwrap_or(defaults.max_lease),
             max_wait: self.max_wait.unwrap_or(defaults.max_wait),
             max_held: self.max_held.unwrap_or(defaults.max_held),
+            max_held_per_task: self
+                .max_held_per_task
+                .unwrap_or(defaults.max_held_per_task),
             max_keep_alive: self.max_keep_alive.unwrap_or(defaults.max_keep_alive),
             ..defaults
         }

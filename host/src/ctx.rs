@@ -1,8 +1,8 @@
 //! The host state of one guest instance: [`LockCtx`], its builder, and the borrowed view
 //! that the WIT functions are implemented on.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
@@ -90,14 +90,15 @@ impl LockCtxBuilder {
             unknown_store: self.unknown_store.clone(),
             limits: self.limits,
             resources: self.resources.clone(),
-            held: HashMap::new(),
-            next_serial: 0,
+            held: Arc::default(),
         }
     }
 }
 
 /// The lock state of one guest instance: its app, the stores it may open, and the locks it
-/// holds. Call [`LockCtx::release_all`] when the instance ends, however it ends.
+/// holds. Call [`LockCtx::release_all`] when the instance ends, however it ends; and, where
+/// one instance serves many tasks (`latchkey:lock@0.3.0`), [`LockCtx::end_task`] when each
+/// task ends.
 pub struct LockCtx {
     pub(crate) app_id: Arc<str>,
     pub(crate) stores: Arc<BTreeMap<String, Offered>>,
@@ -105,9 +106,27 @@ pub struct LockCtx {
     pub(crate) limits: Limits,
     pub(crate) resources: ResourcePolicy,
     /// Every grant the instance holds, until its release is confirmed: none outlives the
-    /// instance.
-    pub(crate) held: HashMap<u64, HeldLock>,
+    /// instance, or its task.
+    pub(crate) held: Arc<Holdings>,
+}
+
+/// The guest task a grant belongs to (`latchkey:lock@0.3.0`): the root of the
+/// component-model call stack that took it — for a `wasi:http` handler, the request.
+pub type TaskId = wasmtime::component::GuestTaskId;
+
+/// The grants of one instance. Shared, so that they can be released from outside a host
+/// call: by the release of a dropped handle, or when a task ends.
+#[derive(Default)]
+pub(crate) struct Holdings {
+    state: Mutex<HoldingsState>,
+}
+
+#[derive(Default)]
+struct HoldingsState {
+    held: HashMap<u64, HeldLock>,
     next_serial: u64,
+    /// Tasks that have ended: they take no new lock.
+    ended: HashSet<TaskId>,
 }
 
 /// A grant the instance holds, as the host keeps it: what `unlock` and `release_all` need.
@@ -117,15 +136,23 @@ pub(crate) struct HeldLock {
     pub(crate) instruments: Arc<Instruments>,
     pub(crate) store: LockStore,
     pub(crate) grant: Arc<Grant>,
+    /// The task that took it, if the guest has tasks (0.3.0).
+    pub(crate) task: Option<TaskId>,
     granted: Instant,
 }
 
 impl HeldLock {
-    pub(crate) fn new(instruments: Arc<Instruments>, store: LockStore, grant: Grant) -> Self {
+    pub(crate) fn new(
+        instruments: Arc<Instruments>,
+        store: LockStore,
+        grant: Grant,
+        task: Option<TaskId>,
+    ) -> Self {
         HeldLock {
             instruments,
             store,
             grant: Arc::new(grant),
+            task,
             granted: Instant::now(),
         }
     }
@@ -135,8 +162,8 @@ impl HeldLock {
         self.store.unlock(&self.grant).await
     }
 
-    /// Releases the lock where nobody can be told the outcome (an ended instance): a
-    /// failure is logged, and the lease ends the lock.
+    /// Releases the lock where nobody can be told the outcome (an ended instance or task):
+    /// a failure is logged, and the lease ends the lock.
     async fn release_on_exit(self) {
         let call = Call::start(Op::ReleaseOnExit, self.instruments.clone());
         match self.release().await {
@@ -149,46 +176,125 @@ impl HeldLock {
     }
 }
 
-impl LockCtx {
-    /// How many locks the instance holds now.
-    pub fn held_count(&self) -> usize {
-        self.held.len()
+impl Holdings {
+    fn state(&self) -> std::sync::MutexGuard<'_, HoldingsState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Releases every lock the instance still holds, all at once, and waits for the stores
-    /// to answer. A store that cannot be reached leaves its locks to their leases.
-    pub async fn release_all(&mut self) {
-        if self.held.is_empty() {
+    /// How many grants are held, by the instance and by `task`.
+    pub(crate) fn counts(&self, task: Option<TaskId>) -> (usize, usize) {
+        let state = self.state();
+        let by_task = match task {
+            Some(task) => state.held.values().filter(|h| h.task == Some(task)).count(),
+            None => 0,
+        };
+        (state.held.len(), by_task)
+    }
+
+    /// Whether `task` has ended.
+    pub(crate) fn has_ended(&self, task: TaskId) -> bool {
+        self.state().ended.contains(&task)
+    }
+
+    /// Records `held`; its serial, or `None` — and the grant back — if its task ended
+    /// while it was being granted.
+    pub(crate) fn remember(&self, held: HeldLock) -> Result<u64, HeldLock> {
+        let mut state = self.state();
+        if held.task.is_some_and(|task| state.ended.contains(&task)) {
+            return Err(held);
+        }
+        held.instruments.lock_taken();
+        state.next_serial += 1;
+        let serial = state.next_serial;
+        state.held.insert(serial, held);
+        Ok(serial)
+    }
+
+    /// The grant `serial`, if the instance still holds it.
+    pub(crate) fn get(&self, serial: u64) -> Option<HeldLock> {
+        self.state().held.get(&serial).cloned()
+    }
+
+    /// The lock `serial` is released, and the store confirmed it: the instance forgets it.
+    pub(crate) fn forget(&self, serial: u64) {
+        if let Some(held) = self.state().held.remove(&serial) {
+            held.instruments.lock_let_go(held.granted.elapsed());
+        }
+    }
+
+    /// Every grant for which `which` says so, taken off the list for a final release.
+    fn let_go_of(&self, which: impl Fn(&HeldLock) -> bool) -> Vec<HeldLock> {
+        let mut state = self.state();
+        let serials: Vec<u64> = state
+            .held
+            .iter()
+            .filter(|(_, held)| which(held))
+            .map(|(&serial, _)| serial)
+            .collect();
+        let all: Vec<HeldLock> = serials
+            .into_iter()
+            .filter_map(|serial| state.held.remove(&serial))
+            .collect();
+        for held in &all {
+            held.instruments.lock_let_go(held.granted.elapsed());
+        }
+        all
+    }
+
+    /// Releases each of `grants` at once, and waits for the stores to answer.
+    async fn release(grants: Vec<HeldLock>) {
+        if grants.is_empty() {
             return;
         }
         let mut releases = tokio::task::JoinSet::new();
-        for held in self.let_go_of_all() {
+        for held in grants {
             releases.spawn(held.release_on_exit());
         }
         releases.join_all().await;
     }
 
-    pub(crate) fn remember(&mut self, held: HeldLock) -> u64 {
-        held.instruments.lock_taken();
-        self.next_serial += 1;
-        self.held.insert(self.next_serial, held);
-        self.next_serial
-    }
-
-    /// The lock `serial` is released, and the store confirmed it: the instance forgets it.
-    pub(crate) fn forget(&mut self, serial: u64) {
-        if let Some(held) = self.held.remove(&serial) {
-            held.instruments.lock_let_go(held.granted.elapsed());
+    /// Releases `serial` as a dropped handle's: forgotten once the store confirms; left
+    /// for the instance's final release if it does not.
+    pub(crate) async fn release_dropped(self: Arc<Self>, serial: u64) {
+        let Some(held) = self.get(serial) else {
+            return;
+        };
+        let call = Call::start(Op::Unlock, held.instruments.clone());
+        match held.release().await {
+            Ok(status) => {
+                tracing::debug!(?status, "dropped");
+                self.forget(serial);
+                call.finish(status.into());
+            }
+            Err(err) => {
+                tracing::warn!(%err, "could not release a dropped lock; trying again when the instance ends");
+                call.finish(Outcome::of_error(&LockError::Unavailable(err)));
+            }
         }
     }
+}
 
-    /// Every lock the instance holds, taken off its list for a final release.
-    fn let_go_of_all(&mut self) -> Vec<HeldLock> {
-        let all: Vec<HeldLock> = self.held.drain().map(|(_, held)| held).collect();
-        for held in &all {
-            held.instruments.lock_let_go(held.granted.elapsed());
-        }
-        all
+impl LockCtx {
+    /// How many locks the instance holds now.
+    pub fn held_count(&self) -> usize {
+        self.held.counts(None).0
+    }
+
+    /// Releases every lock the instance still holds, all at once, and waits for the stores
+    /// to answer. A store that cannot be reached leaves its locks to their leases.
+    pub async fn release_all(&mut self) {
+        Holdings::release(self.held.let_go_of(|_| true)).await;
+    }
+
+    /// Ends guest task `task` (`latchkey:lock@0.3.0`): it takes no new lock, and every lock
+    /// it still holds is released — also those whose handles the guest kept, which are
+    /// inert from then on. The future borrows nothing: run it wherever the task's end is
+    /// learnt (a response finished, a client gone, a deadline passed).
+    pub fn end_task(&self, task: TaskId) -> impl Future<Output = ()> + Send + 'static {
+        let held = self.held.clone();
+        held.state().ended.insert(task);
+        let grants = held.let_go_of(|h| h.task == Some(task));
+        Holdings::release(grants)
     }
 }
 
@@ -197,13 +303,12 @@ impl Drop for LockCtx {
     /// are sent from a background task if a tokio runtime is at hand.
     fn drop(&mut self) {
         telemetry::instances(&self.app_id, -1.0);
-        if self.held.is_empty() {
+        let all = self.held.let_go_of(|_| true);
+        if all.is_empty() {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            for held in self.let_go_of_all() {
-                runtime.spawn(held.release_on_exit());
-            }
+            runtime.spawn(Holdings::release(all));
         }
     }
 }

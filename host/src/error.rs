@@ -184,3 +184,4 @@ macro_rules! wit_mapping {
 
 wit_mapping!(crate::bindings::latchkey::lock::locks);
 wit_mapping!(crate::bindings::v0_1::latchkey::lock::locks);
+wit_mapping!(crate::bindings::v0_3::latchkey::lock::locks);

@@ -1,17 +1,23 @@
-//! The `latchkey:lock/locks` functions, implemented on [`LockCtxView`]. Each call that
-//! reaches a store is timed and counted by outcome, in a span of its own ([`telemetry`]).
+//! The `latchkey:lock/locks` functions of 0.2.0, implemented on [`LockCtxView`], and the
+//! halves every version shares: each call that reaches a store is cut in three — checked
+//! and started against the instance's state, run against the store (holding no borrow of
+//! the instance, so that a 0.3.0 guest's other tasks go on meanwhile), and finished
+//! against the instance's state again. Each is timed and counted by outcome, in a span of
+//! its own ([`telemetry`](crate::telemetry)).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::Instrument as _;
 use wasmtime::component::{Resource, ResourceTable, ResourceTableError};
 use wasmtime_wasi::p2::{DynPollable, Pollable};
 
-use crate::backend::UnlockStatus;
+use crate::backend::{BackendError, BackendErrorKind, UnlockStatus};
 use crate::bindings::latchkey::lock::locks::{self as wit, HostLock, HostStore};
-use crate::ctx::{HeldLock, LockCtxView};
-use crate::error::{FromLockError, LockError};
-use crate::store::{LockStore, LostSignal};
+use crate::ctx::{HeldLock, Holdings, LockCtxView, TaskId};
+use crate::error::{FromLockError, LockError, StoreError};
+use crate::key::LockKey;
+use crate::store::{Grant, LockStore, LostSignal};
 use crate::telemetry::{Call, Instruments, Op, Outcome};
 
 /// A guest's handle on a lock store (the WIT `store`).
@@ -28,14 +34,53 @@ pub struct LockHandle {
     held: HeldLock,
 }
 
-/// Runs `work` as `call`: in its span, then counted by the outcome `outcome` gives a
-/// success, or by the error's kind.
-async fn observe<T>(
+/// A `try-lock` or `lock` checked and ready for the store.
+pub(crate) struct Take {
     call: Call,
-    work: impl Future<Output = Result<T, LockError>>,
+    store: LockStore,
+    instruments: Arc<Instruments>,
+    key: LockKey,
+    resource_id: String,
+    lease: Duration,
+    wait: Option<Duration>,
+    task: Option<TaskId>,
+    started: std::time::Instant,
+}
+
+impl Take {
+    /// Asks the store, waiting if the take is a `lock`.
+    pub(crate) async fn run(&self) -> Result<Option<Grant>, StoreError> {
+        let work = async {
+            match self.wait {
+                None => self.store.try_lock(self.key.clone(), self.lease).await,
+                Some(wait) => self.store.lock(self.key.clone(), self.lease, wait).await,
+            }
+        };
+        work.instrument(self.call.span()).await
+    }
+}
+
+/// A call on a lock handle, ready for the store: the grant it is about, and its call.
+pub(crate) struct OnLock {
+    call: Call,
+    serial: u64,
+    pub(crate) held: HeldLock,
+}
+
+impl OnLock {
+    /// Runs `work` on the grant, in the call's span.
+    pub(crate) async fn run<T>(&self, work: impl Future<Output = T>) -> T {
+        work.instrument(self.call.span()).await
+    }
+}
+
+/// Counts `result` as `call`'s outcome: the one `outcome` gives a success, or the error's
+/// kind.
+fn finish<T>(
+    call: Call,
+    result: Result<T, LockError>,
     outcome: impl FnOnce(&T) -> Outcome,
 ) -> Result<T, LockError> {
-    let result = work.instrument(call.span()).await;
     call.finish(match &result {
         Ok(value) => outcome(value),
         Err(err) => Outcome::of_error(err),
@@ -43,8 +88,15 @@ async fn observe<T>(
     result
 }
 
-impl wit::Host for LockCtxView<'_> {
-    async fn open(&mut self, name: String) -> Result<Resource<StoreHandle>, LockError> {
+/// Counts `call` as refused with `err`, and gives `err` back.
+fn refuse(call: Call, err: LockError) -> LockError {
+    call.finish(Outcome::of_error(&err));
+    err
+}
+
+impl LockCtxView<'_> {
+    /// `open`: a handle on the store `name`, if the app was offered one.
+    pub(crate) fn open_store(&mut self, name: String) -> Result<Resource<StoreHandle>, LockError> {
         let offered = self.ctx.stores.get(&name);
         // A name nobody configured is the guest's, not a label.
         let instruments = offered.map_or(&self.ctx.unknown_store, |o| &o.instruments);
@@ -63,22 +115,242 @@ impl wit::Host for LockCtxView<'_> {
                 &*self.ctx.app_id
             ))),
         };
-        observe(call, std::future::ready(opened), |_| Outcome::Opened).await
+        let _entered = call.span().entered();
+        finish(call, opened, |_| Outcome::Opened)
     }
 
-    fn convert_error(&mut self, err: LockError) -> wasmtime::Result<wit::Error> {
-        wit::Error::from_lock_error(err)
+    /// Starts a `try-lock`, or a `lock` if `wait_ms` is given, by `task` (if the guest has
+    /// tasks): checks the arguments, the app's policy and the budgets — all before the store
+    /// is touched. A refusal is counted here.
+    pub(crate) fn begin_take(
+        &mut self,
+        handle: &Resource<StoreHandle>,
+        resource_id: String,
+        lease_ms: u32,
+        wait_ms: Option<u32>,
+        task: Option<TaskId>,
+    ) -> Result<Take, LockError> {
+        let handle = self.table.get(handle)?;
+        let (store, instruments) = (handle.store.clone(), handle.instruments.clone());
+        let op = if wait_ms.is_some() {
+            Op::Lock
+        } else {
+            Op::TryLock
+        };
+        let call = Call::start(op, instruments.clone());
+        let checked = self.check_take(&store, &resource_id, lease_ms, wait_ms, task);
+        let (lease, wait) = match checked {
+            Ok(checked) => checked,
+            Err(err) => return Err(refuse(call, err)),
+        };
+        Ok(Take {
+            call,
+            key: store.key(&self.ctx.app_id, &resource_id),
+            store,
+            instruments,
+            resource_id,
+            lease,
+            wait,
+            task,
+            started: std::time::Instant::now(),
+        })
     }
-}
 
-impl LockCtxView<'_> {
-    /// A call `op` on the lock behind `lock`.
-    fn call_on(&self, op: Op, lock: &Resource<LockHandle>) -> Result<Call, LockError> {
-        let held = &self.table.get(lock)?.held;
-        Ok(Call::start(op, held.instruments.clone()))
+    fn check_take(
+        &self,
+        store: &LockStore,
+        resource_id: &str,
+        lease_ms: u32,
+        wait_ms: Option<u32>,
+        task: Option<TaskId>,
+    ) -> Result<(Duration, Option<Duration>), LockError> {
+        let limits = self.ctx.limits;
+        limits.check_id(resource_id)?;
+        let lease = limits.check_lease(lease_ms)?;
+        let wait = wait_ms.map(|ms| limits.check_wait(ms)).transpose()?;
+        if !self.ctx.resources.allows(resource_id) {
+            return Err(LockError::AccessDenied(format!(
+                "app {:?} may not lock resource id {:?}",
+                &*self.ctx.app_id,
+                abbreviated(resource_id)
+            )));
+        }
+        if let Some(task) = task
+            && self.ctx.held.has_ended(task)
+        {
+            return Err(task_ended(store));
+        }
+        let (by_instance, by_task) = self.ctx.held.counts(task);
+        if by_instance >= limits.max_held {
+            return Err(LockError::LimitExceeded(format!(
+                "this instance already holds {} locks, the most it may hold",
+                limits.max_held
+            )));
+        }
+        if task.is_some() && by_task >= limits.max_held_per_task {
+            return Err(LockError::LimitExceeded(format!(
+                "this task already holds {} locks, the most it may hold",
+                limits.max_held_per_task
+            )));
+        }
+        Ok((lease, wait))
     }
 
-    /// `try-lock`, or `lock` if `wait_ms` is given: timed and counted.
+    /// Finishes a take with what the store answered: a grant becomes the instance's (and
+    /// its task's) and a handle of the guest's. A grant that cannot be handed out — its task
+    /// ended meanwhile, or the instance has no room for another handle — is released.
+    pub(crate) fn finish_take(
+        &mut self,
+        take: Take,
+        granted: Result<Option<Grant>, StoreError>,
+    ) -> Result<Option<Resource<LockHandle>>, LockError> {
+        let Take {
+            call,
+            store,
+            instruments,
+            resource_id,
+            wait,
+            task,
+            started,
+            ..
+        } = take;
+        let _entered = call.span().entered();
+        if wait.is_some() && granted.is_ok() {
+            instruments.waited(started.elapsed());
+        }
+        let handle = match granted {
+            Err(err) => Err(err.into()),
+            Ok(None) => {
+                tracing::debug!(resource_id = abbreviated(&resource_id), "held by another");
+                Ok(None)
+            }
+            Ok(Some(grant)) => {
+                tracing::debug!(
+                    resource_id = abbreviated(&resource_id),
+                    fence = grant.fence,
+                    "granted"
+                );
+                let held = HeldLock::new(instruments, store.clone(), grant, task);
+                self.hand_out(held, resource_id, &store).map(Some)
+            }
+        };
+        finish(call, handle, |lock| match (lock, wait) {
+            (Some(_), _) => Outcome::Granted,
+            (None, None) => Outcome::Busy,
+            (None, Some(_)) => Outcome::WaitTimedOut,
+        })
+    }
+
+    /// Makes `held` the instance's, and a handle of the guest's.
+    fn hand_out(
+        &mut self,
+        held: HeldLock,
+        resource_id: String,
+        store: &LockStore,
+    ) -> Result<Resource<LockHandle>, LockError> {
+        let serial = match self.ctx.held.remember(held.clone()) {
+            Ok(serial) => serial,
+            Err(held) => {
+                tokio::spawn(async move {
+                    let _ = held.release().await;
+                });
+                return Err(task_ended(store));
+            }
+        };
+        let handle = LockHandle {
+            serial,
+            resource_id,
+            held,
+        };
+        push(self.table, handle).inspect_err(|_| {
+            // No handle, so nobody could release it: let it go now.
+            tokio::spawn(self.ctx.held.clone().release_dropped(serial));
+        })
+    }
+
+    /// Starts a call `op` on the lock behind `lock`.
+    pub(crate) fn begin_on_lock(
+        &self,
+        op: Op,
+        lock: &Resource<LockHandle>,
+    ) -> Result<OnLock, LockError> {
+        let handle = self.table.get(lock)?;
+        Ok(OnLock {
+            call: Call::start(op, handle.held.instruments.clone()),
+            serial: handle.serial,
+            held: handle.held.clone(),
+        })
+    }
+
+    /// Starts an `extend`; a bad lease is refused, and counted, here.
+    pub(crate) fn begin_extend(
+        &self,
+        lock: &Resource<LockHandle>,
+        lease_ms: u32,
+    ) -> Result<(OnLock, Duration), LockError> {
+        let on = self.begin_on_lock(Op::Extend, lock)?;
+        match self.ctx.limits.check_lease(lease_ms) {
+            Ok(lease) => Ok((on, lease)),
+            Err(err) => Err(refuse(on.call, err)),
+        }
+    }
+
+    /// Finishes an `unlock`: the instance forgets the lock once the store answered; if it
+    /// could not be reached, the lock stays on the list for the instance's final release.
+    pub(crate) fn finish_unlock(
+        &mut self,
+        on: OnLock,
+        status: Result<UnlockStatus, StoreError>,
+    ) -> Result<UnlockStatus, LockError> {
+        let _entered = on.call.span().entered();
+        if let Ok(status) = &status {
+            tracing::debug!(?status, "unlocked");
+            self.ctx.held.forget(on.serial);
+        }
+        finish(on.call, status.map_err(LockError::from), |&status| {
+            status.into()
+        })
+    }
+
+    /// Forgets the handle `lock`; its grant, if the instance still holds it, is released —
+    /// `serial` and what holds it are returned for that.
+    pub(crate) fn drop_lock_handle(
+        &mut self,
+        lock: Resource<LockHandle>,
+    ) -> wasmtime::Result<Option<(Arc<Holdings>, u64)>> {
+        let handle = self.table.delete(lock)?;
+        let held = self.ctx.held.clone();
+        Ok(held
+            .get(handle.serial)
+            .is_some()
+            .then_some((held, handle.serial)))
+    }
+
+    /// The `lost` signal of the grant behind `lock`.
+    pub(crate) fn lost_signal(&self, lock: &Resource<LockHandle>) -> wasmtime::Result<LostSignal> {
+        Ok(self.table.get(lock)?.held.grant.lost())
+    }
+
+    /// `keep-alive`.
+    pub(crate) fn keep_lock_alive(&mut self, lock: &Resource<LockHandle>) -> Result<(), LockError> {
+        let on = self.begin_on_lock(Op::KeepAlive, lock)?;
+        on.held
+            .store
+            .keep_alive(&on.held.grant, self.ctx.limits.max_keep_alive);
+        finish(on.call, Ok(()), |()| Outcome::KeepingAlive)
+    }
+
+    /// `resource-id`.
+    pub(crate) fn lock_resource_id(&self, lock: &Resource<LockHandle>) -> wasmtime::Result<String> {
+        Ok(self.table.get(lock)?.resource_id.clone())
+    }
+
+    /// `fence`.
+    pub(crate) fn lock_fence(&self, lock: &Resource<LockHandle>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(lock)?.held.grant.fence)
+    }
+
+    /// `try-lock`, or `lock` if `wait_ms` is given, of a guest without tasks (0.1.0, 0.2.0).
     pub(crate) async fn take(
         &mut self,
         handle: Resource<StoreHandle>,
@@ -86,142 +358,79 @@ impl LockCtxView<'_> {
         lease_ms: u32,
         wait_ms: Option<u32>,
     ) -> Result<Option<Resource<LockHandle>>, LockError> {
-        let instruments = self.table.get(&handle)?.instruments.clone();
-        let op = if wait_ms.is_some() {
-            Op::Lock
-        } else {
-            Op::TryLock
-        };
-        let call = Call::start(op, instruments.clone());
-        let started = std::time::Instant::now();
-        let granted = observe(
-            call,
-            self.grant(handle, resource_id, lease_ms, wait_ms),
-            |lock| match (lock, wait_ms) {
-                (Some(_), _) => Outcome::Granted,
-                (None, None) => Outcome::Busy,
-                (None, Some(_)) => Outcome::WaitTimedOut,
-            },
-        )
-        .await;
-        if wait_ms.is_some() && granted.is_ok() {
-            instruments.waited(started.elapsed());
-        }
-        granted
+        let take = self.begin_take(&handle, resource_id, lease_ms, wait_ms, None)?;
+        let granted = take.run().await;
+        self.finish_take(take, granted)
     }
 
-    /// Checks the arguments, the app's policy and the instance's budget — all before the
-    /// store is touched — then takes the lock (waiting if `wait_ms` is given) and turns the
-    /// grant into a guest handle.
-    async fn grant(
-        &mut self,
-        handle: Resource<StoreHandle>,
-        resource_id: String,
-        lease_ms: u32,
-        wait_ms: Option<u32>,
-    ) -> Result<Option<Resource<LockHandle>>, LockError> {
-        let limits = self.ctx.limits;
-        limits.check_id(&resource_id)?;
-        let lease = limits.check_lease(lease_ms)?;
-        let wait = wait_ms.map(|ms| limits.check_wait(ms)).transpose()?;
-        if !self.ctx.resources.allows(&resource_id) {
-            return Err(LockError::AccessDenied(format!(
-                "app {:?} may not lock resource id {:?}",
-                &*self.ctx.app_id,
-                abbreviated(&resource_id)
-            )));
-        }
-        if self.ctx.held.len() >= limits.max_held {
-            return Err(LockError::LimitExceeded(format!(
-                "this instance already holds {} locks, the most it may hold",
-                limits.max_held
-            )));
-        }
-        let handle = self.table.get(&handle)?;
-        let (instruments, lock_store) = (handle.instruments.clone(), handle.store.clone());
-        let key = lock_store.key(&self.ctx.app_id, &resource_id);
-        let grant = match wait {
-            None => lock_store.try_lock(key, lease).await?,
-            Some(wait) => lock_store.lock(key, lease, wait).await?,
-        };
-        let Some(grant) = grant else {
-            tracing::debug!(resource_id = abbreviated(&resource_id), "held by another");
-            return Ok(None);
-        };
-        tracing::debug!(
-            resource_id = abbreviated(&resource_id),
-            fence = grant.fence,
-            "granted"
-        );
-        let held = HeldLock::new(instruments, lock_store, grant);
-        let serial = self.ctx.remember(held.clone());
-        let handle = LockHandle {
-            serial,
-            resource_id,
-            held,
-        };
-        match push(self.table, handle) {
-            Ok(handle) => Ok(Some(handle)),
-            Err(err) => {
-                // No handle, so nobody could release it: let it go now.
-                if let Ok(status) = self.ctx.held[&serial].release().await {
-                    tracing::debug!(?status, "released a grant that got no handle");
-                    self.ctx.forget(serial);
-                }
-                Err(err)
-            }
-        }
-    }
-
-    /// `unlock`: frees the lock and says what the store found. The instance forgets the
-    /// lock only once the store answered: if it could not be reached, the lock stays on the
-    /// list for the instance's final release.
+    /// `unlock`, awaited in place.
     pub(crate) async fn release(
         &mut self,
         lock: Resource<LockHandle>,
     ) -> Result<UnlockStatus, LockError> {
-        let call = self.call_on(Op::Unlock, &lock)?;
-        let this = &mut *self;
-        let work = async move {
-            let handle = this.table.get(&lock)?;
-            let status = handle.held.release().await?;
-            tracing::debug!(
-                resource_id = abbreviated(&handle.resource_id),
-                ?status,
-                "unlocked"
-            );
-            this.ctx.forget(handle.serial);
-            Ok(status)
-        };
-        observe(call, work, |&status| status.into()).await
+        let on = self.begin_on_lock(Op::Unlock, &lock)?;
+        let status = on.run(on.held.release()).await;
+        self.finish_unlock(on, status)
+    }
+
+    /// `extend`, awaited in place.
+    pub(crate) async fn extend_lock(
+        &mut self,
+        lock: Resource<LockHandle>,
+        lease_ms: u32,
+    ) -> Result<bool, LockError> {
+        let (on, lease) = self.begin_extend(&lock, lease_ms)?;
+        let extended = on.run(on.held.store.extend(&on.held.grant, lease)).await;
+        finish_extend(on, extended)
+    }
+
+    /// `held`, awaited in place.
+    pub(crate) async fn ask_held(&mut self, lock: Resource<LockHandle>) -> Result<bool, LockError> {
+        let on = self.begin_on_lock(Op::Held, &lock)?;
+        let held = on.run(on.held.store.held(&on.held.grant)).await;
+        finish_held(on, held)
     }
 
     /// A dropped lock handle: the lock is released, and forgotten only once the store has
     /// answered — if the release fails, or is cut short by the instance's deadline,
     /// `release_all` still knows the lock.
     pub(crate) async fn drop_lock(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
-        let call = self.call_on(Op::Unlock, &lock)?;
-        let handle = self.table.delete(lock)?;
-        let Some(held) = self.ctx.held.get(&handle.serial) else {
-            return Ok(());
-        };
-        match held.release().instrument(call.span()).await {
-            Ok(status) => {
-                tracing::debug!(
-                    resource_id = abbreviated(&handle.resource_id),
-                    ?status,
-                    "dropped"
-                );
-                self.ctx.forget(handle.serial);
-                call.finish(status.into());
-            }
-            Err(err) => {
-                tracing::warn!(%err, "could not release a dropped lock; trying again when the instance ends");
-                call.finish(Outcome::of_error(&LockError::Unavailable(err)));
-            }
+        if let Some((held, serial)) = self.drop_lock_handle(lock)? {
+            held.release_dropped(serial).await;
         }
         Ok(())
     }
+}
+
+/// Finishes an `extend` with what the store answered.
+pub(crate) fn finish_extend(on: OnLock, extended: Result<bool, StoreError>) -> Result<bool, LockError> {
+    finish(on.call, extended.map_err(LockError::from), |&extended| {
+        if extended {
+            Outcome::Extended
+        } else {
+            Outcome::LeaseLost
+        }
+    })
+}
+
+/// Finishes a `held` with what the store answered.
+pub(crate) fn finish_held(on: OnLock, held: Result<bool, StoreError>) -> Result<bool, LockError> {
+    finish(on.call, held.map_err(LockError::from), |&held| {
+        if held {
+            Outcome::Held
+        } else {
+            Outcome::LeaseLost
+        }
+    })
+}
+
+/// The refusal of a lock to a task that has ended.
+fn task_ended(store: &LockStore) -> LockError {
+    let error = BackendError::new(
+        BackendErrorKind::Failed,
+        "takes no lock for a task that has ended",
+    );
+    LockError::Unavailable(StoreError::new(store.name(), error))
 }
 
 /// Puts `value` in the instance's table: past the instance's cap on handles, that is
@@ -242,6 +451,16 @@ fn abbreviated(id: &str) -> String {
     match id.char_indices().nth(64) {
         Some((end, _)) => format!("{}...", &id[..end]),
         None => id.to_owned(),
+    }
+}
+
+impl wit::Host for LockCtxView<'_> {
+    async fn open(&mut self, name: String) -> Result<Resource<StoreHandle>, LockError> {
+        self.open_store(name)
+    }
+
+    fn convert_error(&mut self, err: LockError) -> wasmtime::Result<wit::Error> {
+        wit::Error::from_lock_error(err)
     }
 }
 
@@ -273,11 +492,11 @@ impl HostStore for LockCtxView<'_> {
 
 impl HostLock for LockCtxView<'_> {
     async fn resource_id(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&lock)?.resource_id.clone())
+        self.lock_resource_id(&lock)
     }
 
     async fn fence(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<u64> {
-        Ok(self.table.get(&lock)?.held.grant.fence)
+        self.lock_fence(&lock)
     }
 
     async fn extend(
@@ -285,21 +504,7 @@ impl HostLock for LockCtxView<'_> {
         lock: Resource<LockHandle>,
         lease_ms: u32,
     ) -> Result<bool, LockError> {
-        let call = self.call_on(Op::Extend, &lock)?;
-        let this = &mut *self;
-        let work = async move {
-            let lease = this.ctx.limits.check_lease(lease_ms)?;
-            let held = &this.table.get(&lock)?.held;
-            Ok(held.store.extend(&held.grant, lease).await?)
-        };
-        observe(call, work, |&extended| {
-            if extended {
-                Outcome::Extended
-            } else {
-                Outcome::LeaseLost
-            }
-        })
-        .await
+        self.extend_lock(lock, lease_ms).await
     }
 
     async fn unlock(&mut self, lock: Resource<LockHandle>) -> Result<wit::UnlockStatus, LockError> {
@@ -307,36 +512,18 @@ impl HostLock for LockCtxView<'_> {
     }
 
     async fn keep_alive(&mut self, lock: Resource<LockHandle>) -> Result<(), LockError> {
-        let call = self.call_on(Op::KeepAlive, &lock)?;
-        let held = &self.table.get(&lock)?.held;
-        held.store
-            .keep_alive(&held.grant, self.ctx.limits.max_keep_alive);
-        call.finish(Outcome::KeepingAlive);
-        Ok(())
+        self.keep_lock_alive(&lock)
     }
 
     async fn held(&mut self, lock: Resource<LockHandle>) -> Result<bool, LockError> {
-        let call = self.call_on(Op::Held, &lock)?;
-        let this = &mut *self;
-        let work = async move {
-            let held = &this.table.get(&lock)?.held;
-            Ok(held.store.held(&held.grant).await?)
-        };
-        observe(call, work, |&held| {
-            if held {
-                Outcome::Held
-            } else {
-                Outcome::LeaseLost
-            }
-        })
-        .await
+        self.ask_held(lock).await
     }
 
     async fn subscribe_lost(
         &mut self,
         lock: Resource<LockHandle>,
     ) -> wasmtime::Result<Resource<DynPollable>> {
-        let lost = self.table.get(&lock)?.held.grant.lost();
+        let lost = self.lost_signal(&lock)?;
         // No error to return here: a handle past the cap ends the instance.
         let signal = push(self.table, LostPollable(lost)).map_err(|err| match err {
             LockError::Trap(trap) => trap,

@@ -129,6 +129,7 @@ pub mod ctx;
 pub mod error;
 mod grant;
 mod host;
+mod host_p3;
 mod keepalive;
 pub mod key;
 pub mod limits;
@@ -160,6 +161,33 @@ pub mod bindings {
             "latchkey:lock/locks.error" => crate::LockError,
         },
     });
+
+    /// The host bindings of `latchkey:lock@0.3.0`, for WASI 0.3 guests: the same store and
+    /// lock handles, every call that may wait an `async func` run on an `Accessor`, so that
+    /// it holds no borrow of the instance while it waits.
+    pub mod v0_3 {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.3.0",
+            world: "latchkey:lock/imports@0.3.0",
+            imports: {
+                "latchkey:lock/locks.[method]store.try-lock": store | trappable,
+                "latchkey:lock/locks.[method]store.lock": store | trappable,
+                "latchkey:lock/locks.[method]lock.extend": store | trappable,
+                "latchkey:lock/locks.[method]lock.unlock": store | trappable,
+                "latchkey:lock/locks.[method]lock.held": store | trappable,
+                "latchkey:lock/locks.[method]lock.lost": store | trappable,
+                "latchkey:lock/locks.[drop]lock": store | trappable,
+                default: trappable,
+            },
+            with: {
+                "latchkey:lock/locks.store": crate::host::StoreHandle,
+                "latchkey:lock/locks.lock": crate::host::LockHandle,
+            },
+            trappable_error_type: {
+                "latchkey:lock/locks.error" => crate::LockError,
+            },
+        });
+    }
 
     /// The host bindings of `latchkey:lock@0.1.0`, which the host keeps serving: the same
     /// store and lock handles, without keep-alive.
@@ -201,7 +229,8 @@ use wasmtime::component::{HasData, Linker};
 /// `wasmtime_wasi`'s `add_to_linker` functions does).
 pub fn add_to_linker<T: LockView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     bindings::latchkey::lock::locks::add_to_linker::<T, HasLocks>(linker, T::locks)?;
-    bindings::v0_1::latchkey::lock::locks::add_to_linker::<T, HasLocks>(linker, T::locks)
+    bindings::v0_1::latchkey::lock::locks::add_to_linker::<T, HasLocks>(linker, T::locks)?;
+    bindings::v0_3::latchkey::lock::locks::add_to_linker::<T, HasLocks>(linker, T::locks)
 }
 
 /// The [`HasData`] marker of `latchkey:lock`: its host functions run on a [`LockCtxView`].

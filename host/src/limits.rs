@@ -22,19 +22,23 @@ pub struct Limits {
     pub max_wait: Duration,
     /// The most locks one instance may hold at once.
     pub max_held: usize,
+    /// The most locks one guest task may hold at once (`latchkey:lock@0.3.0`, where one
+    /// instance serves many tasks: for a `wasi:http` handler, each request).
+    pub max_held_per_task: usize,
     /// How long one grant may be kept alive (`keep-alive`); then its lease ends as usual.
     pub max_keep_alive: Duration,
 }
 
 impl Default for Limits {
-    /// 1 KiB ids, leases up to one hour, waits up to five minutes, 1024 locks per instance,
-    /// keep-alive for an hour.
+    /// 1 KiB ids, leases up to one hour, waits up to five minutes, 1024 locks per instance
+    /// and per task, keep-alive for an hour.
     fn default() -> Self {
         Limits {
             max_id_bytes: 1024,
             max_lease: Duration::from_secs(60 * 60),
             max_wait: Duration::from_secs(5 * 60),
             max_held: 1024,
+            max_held_per_task: 1024,
             max_keep_alive: Duration::from_secs(60 * 60),
         }
     }
