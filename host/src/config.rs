@@ -390,9 +390,7 @@ impl AppConfig {
             max_lease: self.max_lease.unwrap_or(defaults.max_lease),
             max_wait: self.max_wait.unwrap_or(defaults.max_wait),
             max_held: self.max_held.unwrap_or(defaults.max_held),
-            max_held_per_task: self
-                .max_held_per_task
-                .unwrap_or(defaults.max_held_per_task),
+            max_held_per_task: self.max_held_per_task.unwrap_or(defaults.max_held_per_task),
             max_keep_alive: self.max_keep_alive.unwrap_or(defaults.max_keep_alive),
             ..defaults
         }

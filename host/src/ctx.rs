@@ -97,8 +97,8 @@ impl LockCtxBuilder {
 
 /// The lock state of one guest instance: its app, the stores it may open, and the locks it
 /// holds. Call [`LockCtx::release_all`] when the instance ends, however it ends; and, where
-/// one instance serves many tasks (`latchkey:lock@0.3.0`), [`LockCtx::end_task`] when each
-/// task ends.
+/// one instance serves many tasks (`latchkey:lock@0.3.0`), [`LockCtx::begin_task`] as each
+/// starts and [`TaskLocks::end`] when it ends.
 pub struct LockCtx {
     pub(crate) app_id: Arc<str>,
     pub(crate) stores: Arc<BTreeMap<String, Offered>>,
@@ -286,15 +286,45 @@ impl LockCtx {
         Holdings::release(self.held.let_go_of(|_| true)).await;
     }
 
-    /// Ends guest task `task` (`latchkey:lock@0.3.0`): it takes no new lock, and every lock
-    /// it still holds is released — also those whose handles the guest kept, which are
-    /// inert from then on. The future borrows nothing: run it wherever the task's end is
-    /// learnt (a response finished, a client gone, a deadline passed).
-    pub fn end_task(&self, task: TaskId) -> impl Future<Output = ()> + Send + 'static {
-        let held = self.held.clone();
-        held.state().ended.insert(task);
-        let grants = held.let_go_of(|h| h.task == Some(task));
+    /// Starts guest task `task` (`latchkey:lock@0.3.0`): the handle that ends it. A host
+    /// that runs many tasks in one instance — a `wasi:http` handler serving many requests —
+    /// calls this as each starts (wasmtime reuses the ids of finished tasks).
+    pub fn begin_task(&self, task: TaskId) -> TaskLocks {
+        self.held.state().ended.remove(&task);
+        TaskLocks {
+            held: self.held.clone(),
+            task,
+        }
+    }
+}
+
+/// The locks of one guest task, apart from the instance's state, so that the task can be
+/// ended wherever its end is learnt: its response finished, its client gone, its deadline
+/// passed.
+#[derive(Clone)]
+pub struct TaskLocks {
+    held: Arc<Holdings>,
+    task: TaskId,
+}
+
+impl TaskLocks {
+    /// The task.
+    pub fn task(&self) -> TaskId {
+        self.task
+    }
+
+    /// Ends the task: it takes no new lock, and every lock it still holds is released —
+    /// also those whose handles the guest kept, which are inert from then on. The future
+    /// borrows nothing, and the task has ended before it is first polled.
+    pub fn end(&self) -> impl Future<Output = ()> + Send + use<> {
+        self.held.state().ended.insert(self.task);
+        let grants = self.held.let_go_of(|h| h.task == Some(self.task));
         Holdings::release(grants)
+    }
+
+    /// How many locks the task holds now.
+    pub fn held_count(&self) -> usize {
+        self.held.counts(Some(self.task)).1
     }
 }
 

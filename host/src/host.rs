@@ -403,7 +403,10 @@ impl LockCtxView<'_> {
 }
 
 /// Finishes an `extend` with what the store answered.
-pub(crate) fn finish_extend(on: OnLock, extended: Result<bool, StoreError>) -> Result<bool, LockError> {
+pub(crate) fn finish_extend(
+    on: OnLock,
+    extended: Result<bool, StoreError>,
+) -> Result<bool, LockError> {
     finish(on.call, extended.map_err(LockError::from), |&extended| {
         if extended {
             Outcome::Extended

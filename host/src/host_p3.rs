@@ -117,13 +117,19 @@ impl<T> HostLockWithStore<T> for HasLocks {
         Ok(status.into())
     }
 
-    async fn held(accessor: &Accessor<T, Self>, lock: Resource<LockHandle>) -> Result<bool, LockError> {
+    async fn held(
+        accessor: &Accessor<T, Self>,
+        lock: Resource<LockHandle>,
+    ) -> Result<bool, LockError> {
         let on = accessor.with(|mut access| access.get().begin_on_lock(Op::Held, &lock))?;
         let held = on.run(on.held.store.held(&on.held.grant)).await;
         finish_held(on, held)
     }
 
-    async fn lost(accessor: &Accessor<T, Self>, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
+    async fn lost(
+        accessor: &Accessor<T, Self>,
+        lock: Resource<LockHandle>,
+    ) -> wasmtime::Result<()> {
         let mut lost = accessor.with(|mut access| access.get().lost_signal(&lock))?;
         lost.wait().await;
         Ok(())

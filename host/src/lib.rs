@@ -208,7 +208,7 @@ pub mod bindings {
 }
 
 pub use backend::{Backend, BackendError, BackendErrorKind, UnlockStatus};
-pub use ctx::{LockCtx, LockCtxBuilder, LockCtxView, LockView};
+pub use ctx::{LockCtx, LockCtxBuilder, LockCtxView, LockView, TaskId, TaskLocks};
 pub use error::{ErrorKind, LockError, StoreConfigError, StoreError};
 pub use host::{LockHandle, StoreHandle};
 pub use limits::Limits;

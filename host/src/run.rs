@@ -49,21 +49,34 @@ impl Runner {
         limits: GuestLimits,
         stop: impl Future<Output = ()>,
     ) -> Exit {
-        let Entry::Command(pre) = program.entry() else {
-            return Exit::Trap(wasmtime::format_err!(
-                "it is {}, not a command",
-                program.world()
-            ));
-        };
         let mut store = match self.sandbox.new_store(GuestState::new(wasi, locks), limits) {
             Ok(store) => store,
             Err(err) => return Exit::Trap(err),
         };
-        let ended = run_to_end(&mut store, limits, stop, async |store| {
-            let command = pre.instantiate_async(&mut *store).await?;
-            command.wasi_cli_run().call_run(&mut *store).await
-        })
-        .await;
+        let ended = match program.entry() {
+            Entry::Command(pre) => {
+                run_to_end(&mut store, limits, stop, async |store| {
+                    let command = pre.instantiate_async(&mut *store).await?;
+                    command.wasi_cli_run().call_run(&mut *store).await
+                })
+                .await
+            }
+            Entry::CommandP3(pre) => {
+                run_to_end(&mut store, limits, stop, async |store| {
+                    let command = pre.instantiate_async(&mut *store).await?;
+                    store
+                        .run_concurrent(async |tasks| command.wasi_cli_run().call_run(tasks).await)
+                        .await?
+                })
+                .await
+            }
+            Entry::Proxy(_) | Entry::ServiceP3(_) => {
+                return Exit::Trap(wasmtime::format_err!(
+                    "it is {}, not a command",
+                    program.world()
+                ));
+            }
+        };
         match ended {
             Ended::Returned(Ok(())) => Exit::Status(0),
             Ended::Returned(Err(())) => Exit::Status(1),

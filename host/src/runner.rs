@@ -11,7 +11,9 @@ use std::path::Path;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::p3::bindings::CommandPre as CommandPreP3;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use crate::sandbox::{EngineOptions, GuestState, Sandbox};
 
@@ -32,6 +34,8 @@ pub struct Program {
 pub(crate) enum Entry {
     Command(CommandPre<GuestState>),
     Proxy(ProxyPre<GuestState>),
+    CommandP3(CommandPreP3<GuestState>),
+    ServiceP3(ServicePre<GuestState>),
 }
 
 /// The world a program exports: how the host calls it.
@@ -44,6 +48,12 @@ pub enum World {
     /// A `wasi:http` handler (it exports `wasi:http/incoming-handler`): one instance per
     /// request, by [`Runner::handler`].
     Proxy,
+    /// A WASI 0.3 `wasi:cli` command (it exports `wasi:cli/run@0.3.0`): run once per
+    /// instance, by [`Runner::run`], its tasks concurrently.
+    CommandP3,
+    /// A WASI 0.3 `wasi:http` handler (it exports `wasi:http/handler@0.3.0`): one instance
+    /// serves many requests, one after another and at once, by [`Runner::handler`].
+    ServiceP3,
 }
 
 impl std::fmt::Display for World {
@@ -51,6 +61,8 @@ impl std::fmt::Display for World {
         f.write_str(match self {
             World::Command => "a wasi:cli command",
             World::Proxy => "a wasi:http handler",
+            World::CommandP3 => "a WASI 0.3 wasi:cli command",
+            World::ServiceP3 => "a WASI 0.3 wasi:http handler",
         })
     }
 }
@@ -73,14 +85,17 @@ impl Runner {
     /// A runner on an engine set up by `options`. Size its pool
     /// ([`EngineOptions::pooled_instances`]) to the most instances run at once.
     ///
-    /// Guests get all of WASI p2 and `wasi:http`, as `wasmtime serve -Scli` gives them, so
-    /// that files, variables, sockets and outgoing requests can be granted; they have none
-    /// unless their `WasiCtx` (and [`GuestState::allow_outgoing_http`]) does.
+    /// Guests get all of WASI and `wasi:http`, 0.2 and 0.3, as `wasmtime serve -Scli` gives
+    /// them, so that files, variables, sockets and outgoing requests can be granted; they
+    /// have none unless their `WasiCtx` (and [`GuestState::allow_outgoing_http`]) does. Both
+    /// versions, because a WASI 0.3 guest built with Rust's std imports 0.2 as well.
     pub fn with_options(options: EngineOptions) -> wasmtime::Result<Self> {
         let sandbox = Sandbox::new(options)?;
         let mut linker = Linker::new(&sandbox.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
         crate::add_to_linker(&mut linker)?;
         Ok(Runner { sandbox, linker })
     }
@@ -96,19 +111,23 @@ impl Runner {
     }
 
     /// Checks that `component` imports nothing this host does not provide and exports a
-    /// world it runs — `wasi:cli/run` or `wasi:http/incoming-handler` — and
-    /// pre-instantiates it.
+    /// world it runs — `wasi:cli/run` or `wasi:http/incoming-handler` of WASI 0.2, or
+    /// `wasi:cli/run` or `wasi:http/handler` of WASI 0.3 — and pre-instantiates it.
     pub fn prepare(&self, component: &Component) -> wasmtime::Result<Program> {
         let pre = self.linker.instantiate_pre(component)?;
-        let entry = match CommandPre::new(pre.clone()) {
-            Ok(command) => Entry::Command(command),
-            Err(_) => match ProxyPre::new(pre) {
-                Ok(proxy) => Entry::Proxy(proxy),
-                Err(_) => wasmtime::bail!(
-                    "it exports neither wasi:cli/run (a command) nor \
-                     wasi:http/incoming-handler (an HTTP handler)"
-                ),
-            },
+        let entry = if let Ok(command) = CommandPre::new(pre.clone()) {
+            Entry::Command(command)
+        } else if let Ok(proxy) = ProxyPre::new(pre.clone()) {
+            Entry::Proxy(proxy)
+        } else if let Ok(command) = CommandPreP3::new(pre.clone()) {
+            Entry::CommandP3(command)
+        } else if let Ok(service) = ServicePre::new(pre) {
+            Entry::ServiceP3(service)
+        } else {
+            wasmtime::bail!(
+                "it exports none of wasi:cli/run (a command), wasi:http/incoming-handler \
+                 (an HTTP handler) or their WASI 0.3 forms"
+            )
         };
         Ok(Program { entry })
     }
@@ -120,6 +139,8 @@ impl Program {
         match self.entry {
             Entry::Command(_) => World::Command,
             Entry::Proxy(_) => World::Proxy,
+            Entry::CommandP3(_) => World::CommandP3,
+            Entry::ServiceP3(_) => World::ServiceP3,
         }
     }
 

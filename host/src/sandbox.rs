@@ -66,13 +66,15 @@ impl Default for EngineOptions {
 }
 
 impl EngineOptions {
-    /// An engine for untrusted guests: async host calls, the component model, an epoch
+    /// An engine for untrusted guests: async host calls, the component model and its async
+    /// ABI (WASI 0.3), an epoch
     /// that ticks every millisecond for as long as the engine lives (so running guests
     /// yield and deadlines apply), and the pool and cache asked for.
     pub fn engine(&self) -> wasmtime::Result<Engine> {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
+            .wasm_component_model_async(true)
             .epoch_interruption(true)
             .consume_fuel(self.meter_fuel);
         if let Some(instances) = self.pooled_instances {

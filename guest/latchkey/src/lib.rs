@@ -22,6 +22,9 @@
 //! Durations are sent in whole milliseconds: a lease under 10 ms, or over the host's
 //! maximum, is refused as [`Error::InvalidArgument`].
 
+#[cfg(feature = "p3")]
+pub mod p3;
+
 use std::cell::OnceCell;
 use std::fmt;
 use std::time::Duration;

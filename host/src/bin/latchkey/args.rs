@@ -79,7 +79,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
     pub header_timeout: Duration,
 
-    /// The component to serve (a wasi:http/proxy component)
+    /// Serve at most N requests, in all, with one instance of a WASI 0.3 handler; then
+    /// retire it (a WASI 0.2 handler gets a fresh instance per request)
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_instance_reuse: u32,
+
+    /// Serve at most N requests at once with one instance of a WASI 0.3 handler
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_instance_concurrency: u32,
+
+    /// The component to serve (a wasi:http handler, WASI 0.2 or 0.3)
     pub component: PathBuf,
 }
 

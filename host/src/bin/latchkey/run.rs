@@ -18,7 +18,7 @@ pub async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
     let program = prepare(
         &runner,
         &args.component,
-        World::Command,
+        &[World::Command, World::CommandP3],
         "serve it with latchkey serve",
     )?;
     settings.open_stores(&args.guest).await?;

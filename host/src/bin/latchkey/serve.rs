@@ -1,11 +1,11 @@
-//! `latchkey serve`: a wasi:http proxy component behind an HTTP/1.1 server, one fresh
-//! instance per request, until SIGINT or SIGTERM.
+//! `latchkey serve`: a wasi:http handler component behind an HTTP/1.1 server until SIGINT or
+//! SIGTERM: one fresh instance per request for WASI 0.2, reused instances for WASI 0.3.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use latchkey_host::serve::{ServeOptions, serve};
+use latchkey_host::serve::{InstanceReuse, ServeOptions, serve};
 use latchkey_host::{GuestLimits, Runner, World};
 use tokio::net::TcpListener;
 
@@ -21,7 +21,7 @@ pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let program = prepare(
         &runner,
         &args.component,
-        World::Proxy,
+        &[World::Proxy, World::ServiceP3],
         "run it with latchkey run",
     )?;
     let argv = vec![
@@ -45,13 +45,23 @@ pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let shutdown = stop_signal()?;
 
     let guest = args.guest;
+    // Output is labelled by what has an instance of its own: a request, or a reused instance.
+    let label = match program.world() {
+        World::ServiceP3 => "instance ",
+        _ => "#",
+    };
+    let reuse = InstanceReuse::new(
+        args.max_instance_reuse as usize,
+        args.max_instance_concurrency as usize,
+    );
     let handler = runner
         .handler(&program, settings.app)?
         .limits(request_limits(settings.limits))
         .allow_outgoing_http(guest.allow_network)
         .max_concurrent_requests(args.max_concurrent_requests)
-        .wasi(move |request| {
-            let prefix = format!("[#{request}] ");
+        .instance_reuse(reuse)
+        .wasi(move |number| {
+            let prefix = format!("[{label}{number}] ");
             let stdout = Prefixed::new(Target::Stdout, prefix.clone(), Overflow::Drop);
             let stderr = Prefixed::new(Target::Stderr, prefix, Overflow::Drop);
             wasi_ctx(&guest, &argv, stdout, stderr).map_err(wasmtime::Error::from_anyhow)

@@ -160,24 +160,26 @@ pub fn read_component(runner: &Runner, path: &Path) -> anyhow::Result<Component>
         .with_context(|| format!("{} is not a WebAssembly component", path.display()))
 }
 
-/// Reads the component at `path` and prepares it on `runner` as a program of `world`,
-/// saying plainly what it is if it is not one (`otherwise` says what to do with it then).
+/// Reads the component at `path` and prepares it on `runner` as a program of one of
+/// `worlds`, saying plainly what it is if it is not one (`otherwise` says what to do with it
+/// then).
 pub fn prepare(
     runner: &Runner,
     path: &Path,
-    world: World,
+    worlds: &[World],
     otherwise: &str,
 ) -> anyhow::Result<Program> {
     let component = read_component(runner, path)?;
-    let verb = match world {
-        World::Proxy => "be served",
-        _ => "run here",
+    let verb = if worlds.contains(&World::Proxy) {
+        "be served"
+    } else {
+        "run here"
     };
     let program = runner
         .prepare(&component)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("{} cannot {verb}", path.display()))?;
-    if program.world() != world {
+    if !worlds.contains(&program.world()) {
         bail!(
             "{} cannot {verb}: it is {}; {otherwise}",
             path.display(),

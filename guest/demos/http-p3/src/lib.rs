@@ -1,0 +1,210 @@
+//! The HTTP demo (`guest/demos/http`) as a WASI 0.3 handler: one instance serves many
+//! requests, one after another and at once, and each request owns the locks it takes.
+//!
+//! - `POST /jobs/{id}[?ms=N]` runs job `id` at most once at a time: it try-locks `id` (30 s
+//!   lease) and, when granted, works for N ms (default 100) — an async wait, so the
+//!   instance serves other requests meanwhile — answers `200` with `ran ID fence F` and
+//!   unlocks. While another request holds the job: `409 Conflict` with `Retry-After: 1`.
+//! - `POST /counter[?nolock]` adds one to the number in `/data/counter` under the lock
+//!   `counter`, and answers with the new value; `?nolock` is the control that loses
+//!   updates.
+//!
+//! Every answer says which instance served it and how many requests that instance has
+//! served (`x-instance`, `x-instance-requests`), to show reuse. To see what the host does
+//! with a handler that misbehaves while it holds a lock, a job takes `&then=leak` (it
+//! forgets the lock's handle, never unlocking it), `&then=panic` (the handler traps),
+//! `&then=spin` (it loops until its deadline) or `&then=sleep` (it waits a minute: time to
+//! hang up on it).
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use latchkey::Error;
+use latchkey::p3::Store;
+use wasip3::clocks::monotonic_clock::wait_for;
+use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response};
+use wasip3::{wit_future, wit_stream};
+
+/// A job's lease: longer than any job here runs.
+const JOB_LEASE: Duration = Duration::from_secs(30);
+
+thread_local! {
+    /// This instance's name, made on its first request.
+    static INSTANCE: Cell<u64> = const { Cell::new(0) };
+    /// Requests this instance has been given.
+    static SERVED: Cell<u64> = const { Cell::new(0) };
+}
+
+struct Demo;
+
+wasip3::http::service::export!(Demo);
+
+impl wasip3::exports::http::handler::Guest for Demo {
+    async fn handle(request: Request) -> Result<Response, ErrorCode> {
+        SERVED.set(SERVED.get() + 1);
+        if INSTANCE.get() == 0 {
+            INSTANCE.set(wasip3::random::random::get_random_u64() >> 12);
+        }
+        let target = request.get_path_with_query().unwrap_or_default();
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        let answer = match (request.get_method(), path.strip_prefix("/jobs/"), path) {
+            (Method::Post, Some(id), _) if !id.is_empty() => job(id, query).await,
+            (Method::Post, None, "/counter") => counter(param(query, "nolock").is_none()).await,
+            (Method::Post, _, _) => {
+                Answer::text(404, "no such route: POST /jobs/{id} or /counter\n")
+            }
+            _ => Answer::text(405, "use POST\n"),
+        };
+        answer.into_response()
+    }
+}
+
+/// `POST /jobs/{id}`: run the job if nobody is running it.
+async fn job(id: &str, query: &str) -> Answer {
+    let work = param(query, "ms")
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(100);
+    let store = match Store::open("lockstore") {
+        Ok(store) => store,
+        Err(err) => return failed(&err),
+    };
+    let lock = match store.try_lock(id, JOB_LEASE).await {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            return Answer::text(409, &format!("job {id} is running elsewhere\n"))
+                .header("retry-after", "1");
+        }
+        Err(err) => return failed(&err),
+    };
+    let fence = lock.fence();
+    match param(query, "then") {
+        Some("panic") => panic!("job {id} failed while holding its lock"),
+        Some("spin") => loop {
+            std::hint::black_box(());
+        },
+        Some("sleep") => sleep(Duration::from_secs(60)).await,
+        Some("leak") => {
+            // The handle is never dropped: only the end of this request frees the lock.
+            std::mem::forget(lock);
+            return Answer::text(200, &format!("leaked {id} fence {fence}\n"));
+        }
+        _ => sleep(Duration::from_millis(work)).await,
+    }
+    match lock.unlock().await {
+        Ok(_) => Answer::text(200, &format!("ran {id} fence {fence}\n")),
+        Err(err) => failed(&err),
+    }
+}
+
+/// `POST /counter`: one locked read-modify-write of `/data/counter`.
+async fn counter(locked: bool) -> Answer {
+    let lock = if locked {
+        let store = match Store::open("lockstore") {
+            Ok(store) => store,
+            Err(err) => return failed(&err),
+        };
+        match store
+            .lock("counter", Duration::from_secs(10), Duration::from_secs(30))
+            .await
+        {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => return Answer::text(503, "the counter stayed locked for 30 s\n"),
+            Err(err) => return failed(&err),
+        }
+    } else {
+        None
+    };
+    let value = std::fs::read_to_string("/data/counter")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    // As real work would, give a concurrent request the time to read the same value.
+    sleep(Duration::from_millis(1)).await;
+    if let Err(err) = std::fs::write("/data/counter", format!("{value}\n")) {
+        return Answer::text(500, &format!("cannot write /data/counter: {err}\n"));
+    }
+    if let Some(lock) = lock
+        && let Err(err) = lock.unlock().await
+    {
+        return failed(&err);
+    }
+    Answer::text(200, &format!("{value}\n"))
+}
+
+/// A lock call that failed: the store is down (`503`), or the host's policy refused it
+/// (`403` for access, `400` for a bad argument, `500` otherwise).
+fn failed(err: &Error) -> Answer {
+    let status = match err {
+        Error::Unavailable(_) => 503,
+        Error::AccessDenied(_) => 403,
+        Error::InvalidArgument(_) => 400,
+        _ => 500,
+    };
+    Answer::text(status, &format!("{err}\n"))
+}
+
+async fn sleep(how_long: Duration) {
+    wait_for(how_long.as_nanos().try_into().unwrap_or(u64::MAX)).await;
+}
+
+/// The value of `name` in a query string, if it is there.
+fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
+}
+
+/// A response: status, headers and a short text body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    body: String,
+}
+
+impl Answer {
+    fn text(status: u16, body: &str) -> Self {
+        Answer {
+            status,
+            headers: vec![("content-type".into(), b"text/plain; charset=utf-8".to_vec())],
+            body: body.to_owned(),
+        }
+    }
+
+    fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.as_bytes().to_vec()));
+        self
+    }
+
+    /// The response, its body written by a task of its own as the host reads it.
+    fn into_response(self) -> Result<Response, ErrorCode> {
+        let Answer {
+            status,
+            mut headers,
+            body,
+        } = self;
+        headers.push((
+            "x-instance".into(),
+            format!("{:x}", INSTANCE.get()).into_bytes(),
+        ));
+        headers.push((
+            "x-instance-requests".into(),
+            SERVED.get().to_string().into_bytes(),
+        ));
+        let fields = Fields::from_list(&headers)
+            .map_err(|err| ErrorCode::InternalError(Some(format!("{err:?}"))))?;
+        let (mut writer, contents) = wit_stream::new();
+        let (trailers_writer, trailers) = wit_future::new(|| Ok(None));
+        drop(trailers_writer);
+        let (response, _sent) = Response::new(fields, Some(contents), trailers);
+        response
+            .set_status_code(status)
+            .map_err(|()| ErrorCode::InternalError(Some("a bad status".into())))?;
+        wasip3::spawn_local(async move {
+            // A client that hung up gets nothing: there is nobody to tell.
+            let _ = writer.write_all(body.into_bytes()).await;
+        });
+        Ok(response)
+    }
+}

@@ -1,0 +1,156 @@
+//! latchkey for WASI 0.3 guests (`latchkey:lock@0.3.0`, feature `p3`): the same stores and
+//! locks, with every call that waits on the store an `async fn`, so that one task waiting
+//! for a lock holds up none of the instance's other tasks.
+//!
+//! ```no_run
+//! # async fn job() -> Result<(), latchkey::Error> {
+//! use std::time::Duration;
+//! use latchkey::p3::Store;
+//!
+//! let store = Store::open("lockstore")?;
+//! if let Some(lock) = store.lock("report", Duration::from_secs(10), Duration::from_secs(5)).await? {
+//!     // ... this task's work; the instance's other tasks go on meanwhile ...
+//!     lock.unlock().await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A lock belongs to the task that took it — for an HTTP handler, the request. When that
+//! task ends, the host releases every lock it still holds, even one whose [`Lock`] the guest
+//! kept somewhere: such a lock is inert from then on. Dropping a [`Lock`] unlocks it (the
+//! host finishes the release in the background); dropping a pending [`Store::lock`] cancels
+//! it, and a grant that raced the cancel is released by the host.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::{Error, UnlockStatus, millis};
+
+/// The raw bindings of `latchkey:lock/locks@0.3.0`, for what the wrappers do not cover.
+pub mod wit {
+    wit_bindgen::generate!({
+        path: "../../wit/v0.3.0",
+        world: "latchkey:lock/imports@0.3.0",
+    });
+    pub use self::latchkey::lock::locks::*;
+}
+
+/// A lock store the host configured for this app.
+pub struct Store {
+    inner: wit::Store,
+}
+
+/// A lock this task holds. Dropping it unlocks it.
+#[must_use = "a lock dropped at once is unlocked at once: bind it (`let lock = ...`) for as long as you need it"]
+pub struct Lock {
+    inner: wit::Lock,
+}
+
+impl Store {
+    /// Opens the store called `name`.
+    pub fn open(name: &str) -> Result<Store, Error> {
+        Ok(Store {
+            inner: wit::open(name)?,
+        })
+    }
+
+    /// Takes the lock on `resource_id` for `lease` if nobody holds it.
+    pub async fn try_lock(
+        &self,
+        resource_id: &str,
+        lease: Duration,
+    ) -> Result<Option<Lock>, Error> {
+        let lock = self
+            .inner
+            .try_lock(resource_id.to_owned(), millis(lease))
+            .await?;
+        Ok(lock.map(|inner| Lock { inner }))
+    }
+
+    /// Takes the lock on `resource_id` for `lease`, waiting up to `wait` for its holder to
+    /// release it or for the holder's lease to end. Only this task waits.
+    pub async fn lock(
+        &self,
+        resource_id: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Lock>, Error> {
+        let lock = self
+            .inner
+            .lock(resource_id.to_owned(), millis(lease), millis(wait))
+            .await?;
+        Ok(lock.map(|inner| Lock { inner }))
+    }
+}
+
+impl Lock {
+    /// The resource id this lock is on.
+    pub fn resource_id(&self) -> String {
+        self.inner.resource_id()
+    }
+
+    /// The fencing token: greater than that of every earlier grant of this resource.
+    pub fn fence(&self) -> u64 {
+        self.inner.fence()
+    }
+
+    /// Sets the lease to end `lease` from now. `false` if it had already ended: stop using
+    /// the resource, someone else may hold it.
+    pub async fn extend(&self, lease: Duration) -> Result<bool, Error> {
+        Ok(self.inner.extend(millis(lease)).await?)
+    }
+
+    /// From now until this lock is unlocked or dropped, or its task ends, the host renews
+    /// its lease before it runs out, as [`crate::Lock::keep_alive`] does.
+    pub fn keep_alive(&self) -> Result<(), Error> {
+        Ok(self.inner.keep_alive()?)
+    }
+
+    /// Asks the store whether this grant still holds the lock (one round trip).
+    pub async fn held(&self) -> Result<bool, Error> {
+        Ok(self.inner.held().await?)
+    }
+
+    /// Completes once the host knows this grant no longer holds the lock: its lease ran out
+    /// unrenewed, a renewal found it gone or taken, the store could not be reached before
+    /// the lease ended, it was unlocked, or its task ended. Race it against your work
+    /// (`futures::select!`) to stop before harm is done; dropping it costs nothing.
+    pub async fn lost(&self) {
+        self.inner.lost().await
+    }
+
+    /// The raw binding of this lock, for what the wrappers do not cover.
+    pub fn as_raw(&self) -> &wit::Lock {
+        &self.inner
+    }
+
+    /// Releases the lock now and says what it found.
+    pub async fn unlock(self) -> Result<UnlockStatus, Error> {
+        Ok(match self.inner.unlock().await? {
+            wit::UnlockStatus::Success => UnlockStatus::Success,
+            wit::UnlockStatus::LockDoesNotExist => UnlockStatus::LockDoesNotExist,
+            wit::UnlockStatus::LockBelongsToOthers => UnlockStatus::LockBelongsToOthers,
+        })
+    }
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lock")
+            .field("resource_id", &self.resource_id())
+            .field("fence", &self.fence())
+            .finish()
+    }
+}
+
+impl From<wit::Error> for Error {
+    fn from(err: wit::Error) -> Self {
+        match err {
+            wit::Error::NoSuchStore(m) => Error::NoSuchStore(m),
+            wit::Error::InvalidArgument(m) => Error::InvalidArgument(m),
+            wit::Error::AccessDenied(m) => Error::AccessDenied(m),
+            wit::Error::LimitExceeded(m) => Error::LimitExceeded(m),
+            wit::Error::Unavailable(m) => Error::Unavailable(m),
+        }
+    }
+}
