@@ -151,50 +151,42 @@ pub fn redis_store(url: &str, timeout: Duration) -> LockStore {
 /// replicas behind three sentinels) and `redlock::name` (three independent masters).
 #[macro_export]
 macro_rules! on_every_backend {
-    ($($(#[$doc:meta])* async fn $name:ident($fx:ident: &Fixture) $body:block)*) => {
+    ($($tests:tt)*) => {
+        $crate::on_backends! {
+            [memory => in_memory, redis => on_redis, cluster => on_cluster,
+             sentinel => on_sentinel, redlock => on_redlock]
+            $($tests)*
+        }
+    };
+}
+
+/// Defines each test once and runs it in memory and on one Redis server: `memory::name`,
+/// `redis::name`. For behaviour of the host's own, which no backend changes.
+#[macro_export]
+macro_rules! on_memory_and_redis {
+    ($($tests:tt)*) => {
+        $crate::on_backends! { [memory => in_memory, redis => on_redis] $($tests)* }
+    };
+}
+
+/// Defines each test once and runs it on each backend listed, as `MODULE => FIXTURE`: a
+/// module of tests per backend, each test made by that [`Fixture`] constructor.
+#[macro_export]
+macro_rules! on_backends {
+    ([$($module:ident => $make:ident),*]
+     $($(#[$doc:meta])* async fn $name:ident($fx:ident: &Fixture) $body:block)*) => {
         $( $(#[$doc])* async fn $name($fx: &$crate::Fixture) $body )*
-
-        mod memory {
+        $crate::on_backends!(@modules [$($module => $make),*] [$($name)*]);
+    };
+    (@modules [$($module:ident => $make:ident),*] $names:tt) => {
+        $( $crate::on_backends!(@module $module $make $names); )*
+    };
+    (@module $module:ident $make:ident [$($name:ident)*]) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $name() {
-                    super::$name(&$crate::Fixture::in_memory()).await
-                }
-            )*
-        }
-
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(&$crate::Fixture::on_redis()).await
-                }
-            )*
-        }
-
-        mod cluster {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(&$crate::Fixture::on_cluster()).await
-                }
-            )*
-        }
-
-        mod sentinel {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(&$crate::Fixture::on_sentinel()).await
-                }
-            )*
-        }
-
-        mod redlock {
-            $(
-                #[tokio::test(flavor = "multi_thread")]
-                async fn $name() {
-                    super::$name(&$crate::Fixture::on_redlock()).await
+                    super::$name(&$crate::Fixture::$make()).await
                 }
             )*
         }

@@ -84,14 +84,17 @@ impl Run {
 
 type Host = (Runner, HashMap<&'static str, Program>);
 
-/// The command guests of `guest/demos`.
-const GUESTS: [&str; 6] = [
+/// The command guests of `guest/demos`: WASI 0.2 (of `latchkey:lock` 0.1.0 and 0.2.0), and
+/// WASI 0.3 (`p3ctl`, `tasks_demo`).
+const GUESTS: [&str; 8] = [
     "lockctl",
     "counter",
     "try-lock",
     "bench",
     "long-job",
     "lock-v0-1",
+    "p3ctl",
+    "tasks_demo",
 ];
 
 /// The host shared by the tests of one binary: one engine with every guest compiled up

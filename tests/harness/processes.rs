@@ -190,6 +190,18 @@ pub struct Answer {
     pub retry_after: Option<String>,
     /// The body, as text.
     pub body: String,
+    /// Every header, names in lower case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Answer {
+    /// The value of header `name` (lower case), if the answer has it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// `POST url` with an empty body, giving up after `timeout`; an error if the server did
@@ -205,9 +217,18 @@ pub fn post(url: &str, timeout: Duration) -> Result<Answer, ureq::Error> {
         .headers()
         .get("retry-after")
         .map(|value| value.to_str().unwrap().to_owned());
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
     Ok(Answer {
         status: response.status().as_u16(),
         retry_after,
+        headers,
         body: response.body_mut().read_to_string()?,
     })
 }

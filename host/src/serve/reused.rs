@@ -226,14 +226,14 @@ impl WorkerState for Worker {
                 tracing::info!(instance, "stopped: the server is shutting down");
             }
             Err(_) if self.retire.is_cancelled() => {
-                tracing::warn!(instance, "dropped: one of its requests trapped");
+                tracing::warn!(instance, "dropped: one of its requests failed");
             }
             Err(_) if self.overran.load(Ordering::Relaxed) => {
                 tracing::warn!(instance, "dropped: it ran past a request's deadline");
             }
             Err(err) => tracing::warn!(
                 instance,
-                "the instance failed, and the requests it was serving with it: {}",
+                "dropped: it failed, and the requests it was serving with it: {}",
                 err.root_cause()
             ),
         }

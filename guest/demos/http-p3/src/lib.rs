@@ -12,15 +12,17 @@
 //! Every answer says which instance served it and how many requests that instance has
 //! served (`x-instance`, `x-instance-requests`), to show reuse. To see what the host does
 //! with a handler that misbehaves while it holds a lock, a job takes `&then=leak` (it
-//! forgets the lock's handle, never unlocking it), `&then=panic` (the handler traps),
-//! `&then=spin` (it loops until its deadline) or `&then=sleep` (it waits a minute: time to
-//! hang up on it).
+//! forgets the lock's handle, never unlocking it), `&then=stash` (it keeps the handle for a
+//! later request: `POST /stashed` then tries it and says what it found), `&then=panic` (the
+//! handler traps), `&then=spin` (it loops until its deadline) or `&then=sleep` (it waits a
+//! minute: time to hang up on it).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use latchkey::Error;
-use latchkey::p3::Store;
+use latchkey::p3::{Lock, Store};
 use wasip3::clocks::monotonic_clock::wait_for;
 use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response};
 use wasip3::{wit_future, wit_stream};
@@ -33,6 +35,8 @@ thread_local! {
     static INSTANCE: Cell<u64> = const { Cell::new(0) };
     /// Requests this instance has been given.
     static SERVED: Cell<u64> = const { Cell::new(0) };
+    /// A lock a request kept past its end (`&then=stash`).
+    static STASHED: RefCell<Option<Lock>> = const { RefCell::new(None) };
 }
 
 struct Demo;
@@ -50,6 +54,7 @@ impl wasip3::exports::http::handler::Guest for Demo {
         let answer = match (request.get_method(), path.strip_prefix("/jobs/"), path) {
             (Method::Post, Some(id), _) if !id.is_empty() => job(id, query).await,
             (Method::Post, None, "/counter") => counter(param(query, "nolock").is_none()).await,
+            (Method::Post, None, "/stashed") => stashed().await,
             (Method::Post, _, _) => {
                 Answer::text(404, "no such route: POST /jobs/{id} or /counter\n")
             }
@@ -83,6 +88,10 @@ async fn job(id: &str, query: &str) -> Answer {
             std::hint::black_box(());
         },
         Some("sleep") => sleep(Duration::from_secs(60)).await,
+        Some("stash") => {
+            STASHED.set(Some(lock));
+            return Answer::text(200, &format!("stashed {id} fence {fence}\n"));
+        }
         Some("leak") => {
             // The handle is never dropped: only the end of this request frees the lock.
             std::mem::forget(lock);
@@ -130,6 +139,27 @@ async fn counter(locked: bool) -> Answer {
         return failed(&err);
     }
     Answer::text(200, &format!("{value}\n"))
+}
+
+/// `POST /stashed`: what the lock a past request kept can still do — nothing, if its
+/// request's end released it: `lost true held false extend false unlock lock-does-not-exist`.
+async fn stashed() -> Answer {
+    let Some(lock) = STASHED.take() else {
+        return Answer::text(404, "nothing stashed\n");
+    };
+    let lost = lock.lost().now_or_never().is_some();
+    let report = async {
+        let held = lock.held().await?;
+        let extended = lock.extend(Duration::from_secs(30)).await?;
+        let status = lock.unlock().await?;
+        Ok::<_, Error>(format!(
+            "lost {lost} held {held} extend {extended} unlock {status}\n"
+        ))
+    };
+    match report.await {
+        Ok(text) => Answer::text(200, &text),
+        Err(err) => failed(&err),
+    }
 }
 
 /// A lock call that failed: the store is down (`503`), or the host's policy refused it

@@ -1,0 +1,217 @@
+//! `lockctl` (`guest/demos/src/bin/lockctl.rs`) for WASI 0.3: the same steps print the same
+//! lines, so that a test can hold the two versions of the interface to one answer.
+//!
+//! ```text
+//! p3ctl open lockstore  try job 5000  extend 10000  unlock
+//! ```
+//!
+//! Steps shared with lockctl: `open NAME`, `try ID LEASE_MS`, `try-long BYTES LEASE_MS`,
+//! `lock ID LEASE_MS WAIT_MS`, `extend LEASE_MS`, `fence`, `unlock`, `keepalive`, `held`,
+//! `lost` (without waiting), `drop`, `sleep MS`, `trap`. And the steps of WASI 0.3:
+//!
+//! | step                            | prints                                             |
+//! |---------------------------------|----------------------------------------------------|
+//! | `cancel ID LEASE_MS WAIT_MS MS` | `lock ID` waiting at most `WAIT_MS`, dropped after `MS` if still pending: `cancelled ID` or `granted ID fence=F` |
+//! | `race ID N MS`                  | N rounds: a task holds ID and unlocks it after `MS` while another's `lock` of ID is cancelled at the same moment; then ID must be free: `race ID free=K of N` |
+//! | `await-lost`                    | waits for the top lock to be lost: `lost` |
+//! | `pairs N ID`                    | N try-lock + unlock pairs; each pair's ns, one per line |
+//!
+//! A failed step prints `error KIND: MESSAGE` and the script goes on.
+
+use std::time::{Duration, Instant};
+
+use futures::FutureExt as _;
+use latchkey::p3::{Lock, Store};
+use wasip3::clocks::monotonic_clock::wait_for;
+
+struct P3ctl;
+
+wasip3::cli::command::export!(P3ctl);
+
+impl wasip3::exports::cli::run::Guest for P3ctl {
+    async fn run() -> Result<(), ()> {
+        let args: Vec<String> = wasip3::cli::environment::get_arguments()
+            .into_iter()
+            .skip(1)
+            .collect();
+        let mut args = args.iter().map(String::as_str);
+        let mut store: Option<Store> = None;
+        let mut locks: Vec<Lock> = Vec::new();
+        let ms = |s: Option<&str>| -> u64 { s.and_then(|s| s.parse().ok()).expect("a number") };
+        while let Some(step) = args.next() {
+            let result = match step {
+                "open" => {
+                    let name = args.next().expect("a store name");
+                    Store::open(name).map(|s| {
+                        store = Some(s);
+                        format!("opened {name}")
+                    })
+                }
+                "try" | "try-long" | "lock" => {
+                    let id = match step {
+                        "try-long" => "x".repeat(ms(args.next()) as usize),
+                        _ => args.next().expect("a resource id").to_owned(),
+                    };
+                    let lease = Duration::from_millis(ms(args.next()));
+                    let store = store.as_ref().expect("open before locking");
+                    let started = Instant::now();
+                    let outcome = if step == "lock" {
+                        let wait = Duration::from_millis(ms(args.next()));
+                        store.lock(&id, lease, wait).await
+                    } else {
+                        store.try_lock(&id, lease).await
+                    };
+                    let after = match step {
+                        "lock" => format!(" after={}", started.elapsed().as_millis()),
+                        _ => String::new(),
+                    };
+                    let shown = if id.len() > 64 {
+                        format!("<{} bytes>", id.len())
+                    } else {
+                        id
+                    };
+                    outcome.map(|lock| match lock {
+                        Some(lock) => {
+                            let line = format!("granted {shown} fence={}{after}", lock.fence());
+                            locks.push(lock);
+                            line
+                        }
+                        None => format!("held {shown}{after}"),
+                    })
+                }
+                "extend" => {
+                    let lease = Duration::from_millis(ms(args.next()));
+                    top(&locks)
+                        .extend(lease)
+                        .await
+                        .map(|ok| format!("extended {ok}"))
+                }
+                "fence" => Ok(format!("fence {}", top(&locks).fence())),
+                "keepalive" => top(&locks)
+                    .keep_alive()
+                    .map(|()| "keeping alive".to_owned()),
+                "held" => top(&locks).held().await.map(|held| format!("held {held}")),
+                "lost" => Ok(format!(
+                    "lost {}",
+                    top(&locks).lost().now_or_never().is_some()
+                )),
+                "await-lost" => {
+                    top(&locks).lost().await;
+                    Ok("lost".to_owned())
+                }
+                "unlock" => {
+                    let lock = locks.pop().expect("a lock to unlock");
+                    lock.unlock()
+                        .await
+                        .map(|status| format!("unlocked {status}"))
+                }
+                "drop" => {
+                    drop(locks.pop().expect("a lock to drop"));
+                    Ok("dropped".into())
+                }
+                "sleep" => {
+                    sleep(ms(args.next())).await;
+                    continue;
+                }
+                "trap" => std::process::abort(),
+                "cancel" => {
+                    let id = args.next().expect("a resource id");
+                    let lease = Duration::from_millis(ms(args.next()));
+                    let wait = Duration::from_millis(ms(args.next()));
+                    let after = ms(args.next());
+                    let store = store.as_ref().expect("open before locking");
+                    futures::select_biased! {
+                        outcome = store.lock(id, lease, wait).fuse() => outcome.map(|lock| match lock {
+                            Some(lock) => {
+                                let line = format!("granted {id} fence={}", lock.fence());
+                                locks.push(lock);
+                                line
+                            }
+                            None => format!("held {id}"),
+                        }),
+                        () = sleep(after).fuse() => Ok(format!("cancelled {id}")),
+                    }
+                }
+                "race" => {
+                    let id = args.next().expect("a resource id");
+                    let rounds = ms(args.next());
+                    let after = ms(args.next());
+                    let store = store.as_ref().expect("open before locking");
+                    race(store, id, rounds, after).await
+                }
+                "pairs" => {
+                    let count = ms(args.next()) as usize;
+                    let id = args.next().expect("a resource id");
+                    let store = store.as_ref().expect("open before locking");
+                    pairs(store, count, id).await
+                }
+                other => panic!("unknown step {other}"),
+            };
+            match result {
+                Ok(line) => println!("{line}"),
+                Err(err) => println!("error {err}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `race`: each round, one task holds `id` and unlocks it after `after` ms, while a `lock` of
+/// `id` by another is dropped at that same moment — so that its grant, when the store makes
+/// one, races the cancel. Whatever won, `id` must then be free.
+async fn race(store: &Store, id: &str, rounds: u64, after: u64) -> Result<String, latchkey::Error> {
+    let lease = Duration::from_secs(30);
+    let mut free = 0;
+    for _ in 0..rounds {
+        let holder = store
+            .try_lock(id, lease)
+            .await?
+            .expect("free at each round's start");
+        let release = async {
+            sleep(after).await;
+            holder.unlock().await
+        };
+        let waiter = async {
+            futures::select_biased! {
+                lock = store.lock(id, lease, Duration::from_secs(10)).fuse() => lock.map(|lock| lock.is_some()),
+                () = sleep(after).fuse() => Ok(false),
+            }
+        };
+        let (released, won) = futures::join!(release, waiter);
+        released?;
+        let _ = won?;
+        // A grant the waiter won was dropped with it: gone once the host has released it,
+        // which it may still be doing.
+        for _ in 0..100 {
+            if let Some(lock) = store.try_lock(id, lease).await? {
+                lock.unlock().await?;
+                free += 1;
+                break;
+            }
+            sleep(1).await;
+        }
+    }
+    Ok(format!("race {id} free={free} of {rounds}"))
+}
+
+/// `pairs`: `count` uncontended try-lock + unlock pairs on `id`, each timed from inside.
+async fn pairs(store: &Store, count: usize, id: &str) -> Result<String, latchkey::Error> {
+    let lease = Duration::from_secs(10);
+    let mut latencies = Vec::with_capacity(count);
+    for _ in 0..count {
+        let pair = Instant::now();
+        let lock = store.try_lock(id, lease).await?.expect("uncontended");
+        lock.unlock().await?;
+        latencies.push(pair.elapsed().as_nanos().to_string());
+    }
+    // Printed after the loop, so that printing is not measured.
+    Ok(latencies.join("\n"))
+}
+
+fn top(locks: &[Lock]) -> &Lock {
+    locks.last().expect("a lock")
+}
+
+async fn sleep(ms: u64) {
+    wait_for(ms.saturating_mul(1_000_000)).await;
+}
