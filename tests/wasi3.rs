@@ -76,12 +76,15 @@ on_memory_and_redis! {
         assert!(lines[2].starts_with("granted c"), "{lines:?}");
     }
 
-    /// A grant that races the cancel of its `lock` is released, never leaked: 100 times a
-    /// holder unlocks just as a waiter's `lock` is dropped, and each time the lock is free
-    /// again once the host has let go of whatever the waiter won.
+    /// A grant that races the cancel of its `lock` is released, never leaked: 200 times a
+    /// holder unlocks while a waiter's `lock` is dropped from 0 to 400 µs after the unlock
+    /// returned — before, during and after the grant the waiter is woken to make — and
+    /// each time the lock is free again once the host has let go of whatever the waiter
+    /// won. (A host that let the wait run on after the cancel left the lock taken within
+    /// a few hundred rounds.)
     async fn a_grant_racing_its_cancel_is_released(fx: &Fixture) {
-        let run = run(&fx.app("app"), "p3ctl", &script("open lockstore race r 100 5")).await;
-        assert_eq!(run.assert_success().lines()[1], "race r free=100 of 100", "{run:?}");
+        let run = run(&fx.app("app"), "p3ctl", &script("open lockstore race r 200 400")).await;
+        assert_eq!(run.assert_success().lines()[1], "race r free=200 of 200", "{run:?}");
     }
 }
 
@@ -257,7 +260,9 @@ fn a_trap_frees_the_locks_of_every_request_in_its_instance() {
 }
 
 /// A request past its deadline (`504`, even while its handler spins) and one whose client
-/// hung up each free their lock at once; the next request for each job runs it.
+/// hung up each free their lock at once; the next request for each job runs it. The hung-up
+/// handler would sleep ten minutes under a twenty-minute deadline, holding a ten-minute
+/// lease: only the end of its request can free the lock in time.
 #[test]
 fn a_deadline_or_a_hang_up_frees_the_lock() {
     let redis = RedisServer::start();
@@ -270,9 +275,9 @@ fn a_deadline_or_a_hang_up_frees_the_lock() {
         assert!(next.body.starts_with("ran"), "{next:?}");
     }
 
-    let server = serve_p3_demo(&redis, &[]);
-    // The client gives up after 300 ms; the handler would sleep a minute.
-    let url = server.url("/jobs/c?then=sleep");
+    let server = serve_p3_demo(&redis, &["--deadline", "20m"]);
+    // The client gives up after 300 ms.
+    let url = server.url("/jobs/c?then=sleep&lease=600000");
     let hung_up = std::thread::spawn(move || post(&url, Duration::from_millis(300)));
     redis.wait_for_key("latchkey:{jobs:c}:lock");
     assert!(hung_up.join().unwrap().is_err(), "the handler answered");

@@ -1,8 +1,8 @@
 //! The HTTP demo (`guest/demos/http`) as a WASI 0.3 handler: one instance serves many
 //! requests, one after another and at once, and each request owns the locks it takes.
 //!
-//! - `POST /jobs/{id}[?ms=N]` runs job `id` at most once at a time: it try-locks `id` (30 s
-//!   lease) and, when granted, works for N ms (default 100) — an async wait, so the
+//! - `POST /jobs/{id}[?ms=N][&lease=MS]` runs job `id` at most once at a time: it try-locks
+//!   `id` (a 30 s lease unless `lease` says) and, when granted, works for N ms (default 100) — an async wait, so the
 //!   instance serves other requests meanwhile — answers `200` with `ran ID fence F` and
 //!   unlocks. While another request holds the job: `409 Conflict` with `Retry-After: 1`.
 //! - `POST /counter[?nolock]` adds one to the number in `/data/counter` under the lock
@@ -14,8 +14,8 @@
 //! with a handler that misbehaves while it holds a lock, a job takes `&then=leak` (it
 //! forgets the lock's handle, never unlocking it), `&then=stash` (it keeps the handle for a
 //! later request: `POST /stashed` then tries it and says what it found), `&then=panic` (the
-//! handler traps), `&then=spin` (it loops until its deadline) or `&then=sleep` (it waits a
-//! minute: time to hang up on it).
+//! handler traps), `&then=spin` (it loops until its deadline) or `&then=sleep` (it waits ten
+//! minutes: time to hang up on it).
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
@@ -69,11 +69,14 @@ async fn job(id: &str, query: &str) -> Answer {
     let work = param(query, "ms")
         .and_then(|ms| ms.parse().ok())
         .unwrap_or(100);
+    let lease = param(query, "lease")
+        .and_then(|ms| ms.parse().ok())
+        .map_or(JOB_LEASE, Duration::from_millis);
     let store = match Store::open("lockstore") {
         Ok(store) => store,
         Err(err) => return failed(&err),
     };
-    let lock = match store.try_lock(id, JOB_LEASE).await {
+    let lock = match store.try_lock(id, lease).await {
         Ok(Some(lock)) => lock,
         Ok(None) => {
             return Answer::text(409, &format!("job {id} is running elsewhere\n"))
@@ -87,7 +90,7 @@ async fn job(id: &str, query: &str) -> Answer {
         Some("spin") => loop {
             std::hint::black_box(());
         },
-        Some("sleep") => sleep(Duration::from_secs(60)).await,
+        Some("sleep") => sleep(Duration::from_secs(600)).await,
         Some("stash") => {
             STASHED.set(Some(lock));
             return Answer::text(200, &format!("stashed {id} fence {fence}\n"));

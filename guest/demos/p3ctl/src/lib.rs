@@ -12,7 +12,7 @@
 //! | step                            | prints                                             |
 //! |---------------------------------|----------------------------------------------------|
 //! | `cancel ID LEASE_MS WAIT_MS MS` | `lock ID` waiting at most `WAIT_MS`, dropped after `MS` if still pending: `cancelled ID` or `granted ID fence=F` |
-//! | `race ID N MS`                  | N rounds: a task holds ID and unlocks it after `MS` while another's `lock` of ID is cancelled at the same moment; then ID must be free: `race ID free=K of N` |
+//! | `race ID N SPREAD`              | N rounds: a task unlocks ID while another's `lock` of ID is cancelled up to SPREAD µs after; then ID must be free: `race ID free=K of N` |
 //! | `await-lost`                    | waits for the top lock to be lost: `lost` |
 //! | `pairs N ID`                    | N try-lock + unlock pairs; each pair's ns, one per line |
 //!
@@ -156,25 +156,37 @@ impl wasip3::exports::cli::run::Guest for P3ctl {
     }
 }
 
-/// `race`: each round, one task holds `id` and unlocks it after `after` ms, while a `lock` of
-/// `id` by another is dropped at that same moment — so that its grant, when the store makes
-/// one, races the cancel. Whatever won, `id` must then be free.
-async fn race(store: &Store, id: &str, rounds: u64, after: u64) -> Result<String, latchkey::Error> {
+/// `race`: each round, one task holds `id` and unlocks it while another waits for `id` with
+/// `lock`, dropped a little after the unlock returns — from 0 to `spread` µs, in steps over
+/// the rounds — so that the cancel lands before, during and after the grant the wait is
+/// woken to make. Whatever won, `id` must then be free.
+async fn race(
+    store: &Store,
+    id: &str,
+    rounds: u64,
+    spread: u64,
+) -> Result<String, latchkey::Error> {
     let lease = Duration::from_secs(30);
     let mut free = 0;
-    for _ in 0..rounds {
-        let holder = store
-            .try_lock(id, lease)
-            .await?
-            .expect("free at each round's start");
+    for round in 0..rounds {
+        let Some(holder) = store.try_lock(id, lease).await? else {
+            return Ok(format!(
+                "race {id} taken at round {round}: free={free} of {rounds}"
+            ));
+        };
+        let (unlocked, cancel) = futures::channel::oneshot::channel::<()>();
         let release = async {
-            sleep(after).await;
-            holder.unlock().await
+            // Time for the waiter to start waiting.
+            sleep(2).await;
+            let status = holder.unlock().await;
+            wait_for(round % 20 * spread * 50).await;
+            let _ = unlocked.send(());
+            status
         };
         let waiter = async {
             futures::select_biased! {
                 lock = store.lock(id, lease, Duration::from_secs(10)).fuse() => lock.map(|lock| lock.is_some()),
-                () = sleep(after).fuse() => Ok(false),
+                _ = cancel.fuse() => Ok(false),
             }
         };
         let (released, won) = futures::join!(release, waiter);
