@@ -18,9 +18,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # demo built for the world latchkey:guest/command of guest/wit.
 PY_VENV := target/py-venv
 PY_GUESTS := target/guests/python
+PY_P3_GUESTS := target/guests/python-p3
 JS_GUESTS := target/guests/js
-GUEST_WIT := $(wildcard guest/wit/*.wit wit/*.wit wit/deps/*/*.wit)
+GUEST_WIT := $(wildcard guest/wit/*.wit guest/wit/deps/*.wit wit/*.wit wit/deps/*/*.wit \
+	wit/v0.3.0/*.wit)
+PY_SDK := $(wildcard guest/python/latchkey/*.py guest/python/demos/*.py)
 PY_DEMOS := try_lock counter lockctl bench
+PY_P3_DEMOS := try_lock counter lockctl tasks http_jobs
 JS_DEMOS := try-lock counter lockctl bench
 
 # Debian's packages, each installed only when missing: `apt-get install` is slow even when
@@ -36,11 +40,21 @@ $(PY_VENV)/bin/componentize-py: guest/python/requirements.txt | python-venv
 guest/js/node_modules/.package-lock.json: guest/js/package-lock.json | npm
 	npm ci --prefix guest/js --no-audit --no-fund --loglevel=error
 
-$(PY_GUESTS)/%.wasm: guest/python/demos/%.py guest/python/latchkey/__init__.py $(GUEST_WIT) \
+$(PY_GUESTS)/%.wasm: guest/python/demos/%.py $(PY_SDK) $(GUEST_WIT) \
 		$(PY_VENV)/bin/componentize-py
 	@mkdir -p $(PY_GUESTS)
 	$(PY_VENV)/bin/componentize-py -q -d guest/wit -w latchkey:guest/command componentize \
 	  -p guest/python -p guest/python/demos $* -o $@
+
+# The WASI 0.3 demos (guest/python/demos/p3): commands of the world
+# latchkey:guest/command-p3, and the HTTP handler of latchkey:guest/service-p3.
+PY_P3_WORLD = command-p3
+$(PY_P3_GUESTS)/http_jobs.wasm: PY_P3_WORLD = service-p3
+$(PY_P3_GUESTS)/%.wasm: guest/python/demos/p3/%.py $(PY_SDK) $(GUEST_WIT) \
+		$(PY_VENV)/bin/componentize-py
+	@mkdir -p $(PY_P3_GUESTS)
+	$(PY_VENV)/bin/componentize-py -q -d guest/wit -w latchkey:guest/$(PY_P3_WORLD) componentize \
+	  -p guest/python -p guest/python/demos/p3 -p guest/python/demos $* -o $@
 
 $(JS_GUESTS)/%.wasm: guest/js/demos/%.js guest/js/demos/wasi.js guest/js/latchkey.js \
 		$(GUEST_WIT) guest/js/node_modules/.package-lock.json
@@ -48,7 +62,8 @@ $(JS_GUESTS)/%.wasm: guest/js/demos/%.js guest/js/demos/wasi.js guest/js/latchke
 	cd guest/js && npx componentize-js --wit ../wit --world-name latchkey:guest/command \
 	  -d http -d fetch-event -o ../../$@ demos/$*.js > /dev/null
 
-polyglot-guests: $(PY_DEMOS:%=$(PY_GUESTS)/%.wasm) $(JS_DEMOS:%=$(JS_GUESTS)/%.wasm)
+polyglot-guests: $(PY_DEMOS:%=$(PY_GUESTS)/%.wasm) $(PY_P3_DEMOS:%=$(PY_P3_GUESTS)/%.wasm) \
+	$(JS_DEMOS:%=$(JS_GUESTS)/%.wasm)
 
 wasm-target:
 	rustup target add wasm32-wasip2
@@ -94,6 +109,23 @@ demo: wasm-target polyglot-guests
 	  set -x; \
 	  curl -s -X POST 'http://$(DEMO_ADDR)/jobs/nightly?ms=1000' & first=$$!; sleep 0.3; \
 	  curl -s -i -X POST http://$(DEMO_ADDR)/jobs/nightly; wait $$first; \
+	  for i in 1 2 3; do curl -s -X POST http://$(DEMO_ADDR)/counter; done; \
+	  kill -TERM $$server; wait $$server
+	@echo
+	@echo "== WASI 0.3: three tasks of one instance; a task waiting for a lock suspends only itself (Rust, then Python) =="
+	./target/release/latchkey run $(GUESTS)/tasks_demo.wasm
+	./target/release/latchkey run $(PY_P3_GUESTS)/tasks.wasm
+	@echo
+	@echo "== latchkey serve, WASI 0.3: one instance serves many requests, each owning its locks =="
+	@rm -f target/demo/counter
+	@./target/release/latchkey serve --addr $(DEMO_ADDR) --dir target/demo::/data \
+	  $(GUESTS)/http_p3_demo.wasm & server=$$!; \
+	  until curl -s -o /dev/null http://$(DEMO_ADDR)/; do sleep 0.1; done; \
+	  set -x; \
+	  curl -s -X POST 'http://$(DEMO_ADDR)/jobs/nightly?ms=1000' & first=$$!; sleep 0.3; \
+	  curl -s -i -X POST http://$(DEMO_ADDR)/jobs/nightly; wait $$first; \
+	  curl -s -X POST 'http://$(DEMO_ADDR)/jobs/forgetful?then=leak'; \
+	  curl -s -D - -X POST 'http://$(DEMO_ADDR)/jobs/forgetful?ms=0' | grep -i '^x-instance\|^ran'; \
 	  for i in 1 2 3; do curl -s -X POST http://$(DEMO_ADDR)/counter; done; \
 	  kill -TERM $$server; wait $$server
 

@@ -20,6 +20,11 @@
 //!   ([`languages_bench`]; needs `make polyglot-guests`).
 //! - `keep-alive` (B8): 10,000 locks kept alive with 3 s leases on one host, against the
 //!   floor of one compare-and-expire per lock per lease-third.
+//! - `p3-latency` (P10): B1's pairs from an async WASI 0.3 guest, beside raw redis-rs and
+//!   beside the 0.2 guest.
+//! - `p3-serve` (P11): a WASI 0.3 handler under `latchkey serve` with instance reuse, against
+//!   `wasmtime serve`; with a lock; and against a fresh instance per request
+//!   ([`serve_bench`]).
 //! - `latency-anatomy` (`b1-anatomy`), only when named: B1's pairs cut into the stretches
 //!   of each store call ([`anatomy`]).
 
@@ -96,6 +101,19 @@ async fn guest_pairs(store: &LockStore, count: usize, id: &str) -> Vec<Duration>
     run.stdout
         .lines()
         .map(|ns| Duration::from_nanos(ns.parse().unwrap()))
+        .collect()
+}
+
+/// Runs `p3ctl`'s `pairs` — the same pairs from an async WASI 0.3 guest — and reads back the
+/// latency of each pair.
+async fn p3_guest_pairs(store: &LockStore, count: usize, id: &str) -> Vec<Duration> {
+    let args = ["open", "lockstore", "pairs", &count.to_string(), id];
+    let run = run(&app(store), "p3ctl", &args).await;
+    // The first line says the store opened; each of the rest is one pair's ns.
+    run.stdout
+        .lines()
+        .filter_map(|ns| ns.parse().ok())
+        .map(Duration::from_nanos)
         .collect()
 }
 
@@ -290,6 +308,70 @@ fn b1(redis: &RedisServer) {
             &Stats::of(guest_hop),
             "LockStore from Rust",
             &Stats::of(direct_hop),
+        );
+    });
+}
+
+/// P10: B1's pairs from an async WASI 0.3 guest (`latchkey:lock@0.3.0`), beside raw
+/// redis-rs and beside the same pairs from the 0.2 guest. Single-threaded, ABBA, as B1.
+fn p10(redis: &RedisServer) {
+    const ROUNDS: usize = 10;
+    const PAIRS: usize = 1000;
+    println!(
+        "\n## P10 latency from a WASI 0.3 guest: try-lock + unlock, one task, uncontended \
+         ({ROUNDS} interleaved rounds of {PAIRS} pairs each)\n"
+    );
+    println!(
+        "| store | guest p50 | guest p99 | baseline | base p50 | base p99 | ratio p50 | ratio p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let conn = connection(redis).await;
+        let redis_store = redis_store(&redis.url(), Duration::from_secs(2));
+        let memory = LockStore::memory("lockstore");
+        p3_guest_pairs(&redis_store, 500, "warm").await;
+        guest_pairs(&redis_store, 500, "warm").await;
+        raw_pairs(&conn, 500, "warm").await;
+        p3_guest_pairs(&memory, 500, "warm").await;
+        guest_pairs(&memory, 500, "warm").await;
+        let (mut p3, mut p2, mut raw) = (vec![], vec![], vec![]);
+        let (mut p3_memory, mut p2_memory, mut direct) = (vec![], vec![], vec![]);
+        for round in 0..ROUNDS {
+            if round % 2 == 0 {
+                p3.extend(p3_guest_pairs(&redis_store, PAIRS, "p10").await);
+                raw.extend(raw_pairs(&conn, PAIRS, "p10").await);
+                p2.extend(guest_pairs(&redis_store, PAIRS, "p10").await);
+                p3_memory.extend(p3_guest_pairs(&memory, PAIRS, "p10").await);
+                p2_memory.extend(guest_pairs(&memory, PAIRS, "p10").await);
+                direct.extend(direct_pairs(&memory, PAIRS, "p10").await);
+            } else {
+                p2.extend(guest_pairs(&redis_store, PAIRS, "p10").await);
+                raw.extend(raw_pairs(&conn, PAIRS, "p10").await);
+                p3.extend(p3_guest_pairs(&redis_store, PAIRS, "p10").await);
+                direct.extend(direct_pairs(&memory, PAIRS, "p10").await);
+                p2_memory.extend(guest_pairs(&memory, PAIRS, "p10").await);
+                p3_memory.extend(p3_guest_pairs(&memory, PAIRS, "p10").await);
+            }
+        }
+        let raw = Stats::of(raw);
+        let (p3_memory, p2_memory) = (Stats::of(p3_memory), Stats::of(p2_memory));
+        let direct = Stats::of(direct);
+        row("redis, 0.3 guest", &Stats::of(p3), "redis-rs scripts", &raw);
+        row("redis, 0.2 guest", &Stats::of(p2), "redis-rs scripts", &raw);
+        row("memory, 0.3 guest", &p3_memory, "memory, 0.2 guest", &p2_memory);
+        row("memory, 0.3 guest", &p3_memory, "LockStore from Rust", &direct);
+        row("memory, 0.2 guest", &p2_memory, "LockStore from Rust", &direct);
+        // What one call across the boundary costs, beyond the store's own work: half of
+        // a pair's p50 over the same pair from Rust.
+        let per_call = |guest: &Stats| us(guest.p50.saturating_sub(direct.p50) / 2);
+        println!(
+            "\nPer call over Rust, memory store (p50): 0.3 {}, 0.2 {}",
+            per_call(&p3_memory),
+            per_call(&p2_memory)
         );
     });
 }
@@ -921,7 +1003,7 @@ fn metrics_overhead(redis: &RedisServer) {
 }
 
 /// Each benchmark's B-number, the name BENCHMARKS.md's tables and older commands use.
-const ALIASES: [(&str, &str); 9] = [
+const ALIASES: [(&str, &str); 11] = [
     ("latency", "b1"),
     ("latency-anatomy", "b1-anatomy"),
     ("throughput", "b2"),
@@ -931,6 +1013,8 @@ const ALIASES: [(&str, &str); 9] = [
     ("serve", "b6"),
     ("languages", "b7"),
     ("keep-alive", "b8"),
+    ("p3-latency", "p10"),
+    ("p3-serve", "p11"),
 ];
 
 fn main() {
@@ -992,12 +1076,18 @@ fn main() {
         if wanted("keep-alive") {
             b8(&redis).await;
         }
+        if wanted("p3-latency") {
+            tokio::task::block_in_place(|| p10(&redis));
+        }
         if wanted("serve") {
             let mut pairs = Vec::new();
             for connections in serve_bench::CONCURRENCY {
                 pairs.push((connections, raw_pair_p50_at(&conn, connections).await));
             }
             tokio::task::block_in_place(|| serve_bench::b6(&redis, &pairs));
+        }
+        if wanted("p3-serve") {
+            tokio::task::block_in_place(serve_bench::p11);
         }
     });
 }

@@ -41,9 +41,14 @@ fn main() {
 
     let guests = target_dir.join("wasm32-wasip2").join("release");
     println!("cargo:rustc-env=LATCHKEY_GUESTS={}", guests.display());
+    let wasmtime_wasi = wasmtime_wasi_source(&root);
     println!(
         "cargo:rustc-env=LATCHKEY_HOST_WASI_WIT={}",
-        host_wasi_wit(&root).display()
+        wasmtime_wasi.join("src/p2/wit/deps").display()
+    );
+    println!(
+        "cargo:rustc-env=LATCHKEY_HOST_WASI_P3_WIT={}",
+        wasmtime_wasi.join("src/p3/wit/deps").display()
     );
     // Every file, not the folders: cargo notices a new file only through its folder's
     // own timestamp, which a file added deeper down does not change.
@@ -71,9 +76,9 @@ fn watch(path: &Path) {
     }
 }
 
-/// Where the WASI WIT of the host's own wasmtime-wasi lies (in cargo's registry), so that a
-/// test can check the guests' copy in `wit/deps` against it.
-fn host_wasi_wit(root: &Path) -> PathBuf {
+/// Where the host's own wasmtime-wasi lies (in cargo's registry): its WASI WIT, 0.2 and 0.3,
+/// is what a test checks the guests' copies in `wit/deps` and `guest/wit/deps` against.
+fn wasmtime_wasi_source(root: &Path) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(root)
@@ -89,8 +94,5 @@ fn host_wasi_wit(root: &Path) -> PathBuf {
         .find(|package| package["name"] == "wasmtime-wasi")
         .and_then(|package| package["manifest_path"].as_str())
         .expect("wasmtime-wasi is a dependency");
-    Path::new(manifest)
-        .parent()
-        .unwrap()
-        .join("src/p2/wit/deps")
+    Path::new(manifest).parent().unwrap().to_owned()
 }

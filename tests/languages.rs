@@ -1,13 +1,16 @@
 //! Guests in every language latchkey has an SDK for, driven from one table: the same
 //! programs (Dapr's sample, the counter, the scripted client `lockctl`) written in Rust,
-//! Python (componentize-py) and JavaScript (componentize-js), run by the real `latchkey`
-//! binary, on a real Redis where it matters. Adding a language adds a row and its guests,
+//! Python (componentize-py) and JavaScript (componentize-js) for WASI 0.2, and in Python
+//! for WASI 0.3 (async, on `latchkey:lock@0.3.0`), run by the real `latchkey` binary, on a
+//! real Redis where it matters. Adding a language adds a row and its guests,
 //! not a test.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use harness::{RedisServer, guest, latchkey, lines, polyglot_guest, warm};
+use harness::{
+    PATIENCE, RedisServer, ServeProcess, guest, latchkey, lines, polyglot_guest, post, warm,
+};
 
 /// A language and the names of its three guests.
 struct Language {
@@ -17,7 +20,7 @@ struct Language {
     lockctl: &'static str,
 }
 
-const LANGUAGES: [Language; 3] = [
+const LANGUAGES: [Language; 4] = [
     Language {
         name: "rust",
         try_lock: "try-lock",
@@ -33,6 +36,13 @@ const LANGUAGES: [Language; 3] = [
     Language {
         name: "js",
         try_lock: "try-lock",
+        counter: "counter",
+        lockctl: "lockctl",
+    },
+    // Python on WASI 0.3 (`latchkey.aio`, `latchkey:lock@0.3.0`): async guests.
+    Language {
+        name: "python-p3",
+        try_lock: "try_lock",
         counter: "counter",
         lockctl: "lockctl",
     },
@@ -220,18 +230,27 @@ fn an_unavailable_store_is_an_error_in_every_language() {
     }
 }
 
-/// The WASI WIT the guests are built against (`wit/deps`) is the WASI the host's own
-/// wasmtime-wasi ships, file for file: componentize-py refuses any other version, and a
-/// guest built against a newer one would not link.
+/// The WASI WIT the guests are built against is the WASI the host's own wasmtime-wasi
+/// ships, file for file — 0.2.12 in `wit/deps`, 0.3.0 in `guest/wit/deps`: componentize-py
+/// refuses any other 0.2 version, and a guest built against a newer one would not link.
 #[test]
 fn the_guests_wasi_wit_is_the_hosts() {
     let host = PathBuf::from(env!("LATCHKEY_HOST_WASI_WIT"));
-    let ours = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../wit/deps");
-    for package in ["cli", "clocks", "filesystem", "io", "random", "sockets"] {
-        let theirs = std::fs::read_to_string(host.join(format!("{package}.wit")))
-            .unwrap_or_else(|e| panic!("the host's wasi:{package}: {e}"));
-        let mine = std::fs::read_to_string(ours.join(package).join(format!("{package}.wit")))
-            .unwrap_or_else(|e| panic!("wit/deps/{package}: {e}"));
+    let host_p3 = PathBuf::from(env!("LATCHKEY_HOST_WASI_P3_WIT"));
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let p2 = ["cli", "clocks", "filesystem", "io", "random", "sockets"].map(|package| {
+        let ours = root.join("wit/deps").join(package).join(format!("{package}.wit"));
+        (package, host.join(format!("{package}.wit")), ours)
+    });
+    let p3 = ["cli", "clocks", "filesystem", "random", "sockets"].map(|package| {
+        let ours = root.join(format!("guest/wit/deps/{package}-0.3.0.wit"));
+        (package, host_p3.join(format!("{package}.wit")), ours)
+    });
+    for (package, host, ours) in p2.into_iter().chain(p3) {
+        let theirs = std::fs::read_to_string(&host)
+            .unwrap_or_else(|e| panic!("the host's wasi:{package} ({}): {e}", host.display()));
+        let mine = std::fs::read_to_string(&ours)
+            .unwrap_or_else(|e| panic!("{}: {e}", ours.display()));
         let version = |wit: &str| {
             wit.lines()
                 .find_map(|line| line.strip_prefix("package "))
@@ -240,7 +259,8 @@ fn the_guests_wasi_wit_is_the_hosts() {
         assert_eq!(version(&mine), version(&theirs), "wasi:{package} drifted");
         assert!(
             mine == theirs,
-            "wit/deps/{package} differs from the host's wasi:{package}"
+            "{} differs from the host's wasi:{package}",
+            ours.display()
         );
     }
 }
@@ -276,13 +296,11 @@ fn every_language_fits_the_instance_pool() {
 fn sdks_refuse_what_the_wit_cannot_carry() {
     let redis = RedisServer::start();
     let store = format!("lockstore={}", redis.url());
-    let cases: [(&Language, &str, usize); 2] = [
-        (
-            &LANGUAGES[1],
-            "open lockstore try a nan try a inf try a -5000 lock a 1000 -1 \
-             try-surrogate 1000 try-bytes 1000 open-int closed unlocked",
-            9,
-        ),
+    let python = "open lockstore try a nan try a inf try a -5000 lock a 1000 -1 \
+                  try-surrogate 1000 try-bytes 1000 open-int closed unlocked";
+    let cases: [(&Language, &str, usize); 3] = [
+        (&LANGUAGES[1], python, 9),
+        (&LANGUAGES[3], python, 9),
         (
             &LANGUAGES[2],
             "open lockstore try a 4294972296 try a -4294964296 lock a 1000 4294967297 \
@@ -350,4 +368,54 @@ fn an_async_callback_keeps_its_lock_until_it_settles() {
         ["opened lockstore", "with-async rival=held"],
         "{out:?}"
     );
+}
+
+/// Python's async demo: while the reader task waits for `ledger`, which the writer task of
+/// the same instance holds for 300 ms, the ticker task keeps ticking — the wait suspends
+/// the waiting task alone — and the reader is granted the lock when the writer unlocks.
+#[test]
+fn a_python_task_waiting_for_a_lock_suspends_only_itself() {
+    let python = &LANGUAGES[3];
+    let out = python.run(&[], "tasks", &[]);
+    assert!(out.status.success(), "{out:?}");
+    let said = lines(&out);
+    let at = |what: &str| {
+        said.iter()
+            .position(|line| line.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in {said:#?}"))
+    };
+    let (waiting, unlocked, granted) = (
+        at("reader: waiting for ledger"),
+        at("writer: unlocked success"),
+        at("reader: granted ledger"),
+    );
+    let ticks = said[waiting..granted]
+        .iter()
+        .filter(|line| line.contains("ticker: tick"))
+        .count();
+    assert!(ticks > 0, "the ticker stopped while the reader waited: {said:#?}");
+    assert!(unlocked < granted, "{said:#?}");
+}
+
+/// Python's WASI 0.3 HTTP handler under `latchkey serve`, its instance reused: while one
+/// request runs a job, a request for the same job is refused (`409`); once the first has
+/// answered, its lock is already free (no key left in Redis) and the job runs again.
+#[test]
+fn a_python_handler_holds_its_lock_for_its_request() {
+    let redis = RedisServer::start();
+    let store = format!("lockstore={}", redis.url());
+    let handler = polyglot_guest("python-p3", "http_jobs");
+    warm(&handler);
+    let args = ["--app-id", "jobs", "--store", &store, handler.to_str().unwrap()];
+    let server = ServeProcess::start(&args);
+    let url = server.url("/jobs/nightly?ms=5000");
+    let first = std::thread::spawn(move || post(&url, PATIENCE).unwrap());
+    redis.wait_for_key("latchkey:{jobs:nightly}:lock");
+    let refused = post(&server.url("/jobs/nightly"), PATIENCE).unwrap();
+    assert_eq!(refused.status, 409, "{refused:?}");
+    let first = first.join().unwrap();
+    assert!(first.body.starts_with("ran nightly fence "), "{first:?}");
+    assert_eq!(redis.lock_keys(), Vec::<String>::new(), "the lock outlived its request");
+    let again = post(&server.url("/jobs/nightly"), PATIENCE).unwrap();
+    assert!(again.body.starts_with("ran nightly fence "), "{again:?}");
 }

@@ -1,4 +1,4 @@
-//! B6: `latchkey serve` under HTTP load.
+//! B6 and P11: `latchkey serve` under HTTP load.
 //!
 //! The load generator is `wrk` (Debian's package; keep-alive connections, two threads),
 //! run for each server and each concurrency in turn. Three handlers, each beside a
@@ -12,12 +12,20 @@
 //! - (c) the same on Redis, against (a) plus one lock + unlock pair of raw redis-rs
 //!   scripts at the same concurrency (that many pairs in flight on one connection),
 //!   measured in the same run.
+//!
+//! P11 does the same for WASI 0.3 handlers, which `latchkey serve` runs with instance reuse:
+//! `http_p3_nolock` against `wasmtime serve` 48 running it with its own reuse (the same
+//! defaults: 128 requests per instance, 16 at once); `http_p3_demo`'s locked job on the
+//! memory store against it; the no-lock handler with reuse against a fresh instance per
+//! request (`--max-instance-reuse 1`); and Python's locked jobs handler
+//! (`guest/python/demos/p3/http_jobs.py`) with reuse, against itself fresh and against the
+//! Rust one.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{RedisServer, ServeProcess, free_port, guest};
+use harness::{RedisServer, ServeProcess, free_port, guest, polyglot_guest};
 
 /// Connections at once, as the issue asks.
 pub const CONCURRENCY: [u32; 3] = [1, 16, 128];
@@ -57,10 +65,13 @@ struct WasmtimeServe {
 }
 
 impl WasmtimeServe {
-    fn start(component: &str) -> Self {
+    /// `wasmtime serve` with `flags` besides the address.
+    fn start(component: &str, flags: &[&str]) -> Self {
         let port = free_port();
         let child = Command::new(wasmtime())
-            .args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")])
+            .arg("serve")
+            .args(flags)
+            .args(["--addr", &format!("127.0.0.1:{port}")])
             .arg(guest(component))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -170,7 +181,7 @@ pub fn b6(redis: &RedisServer, pairs: &[(u32, Duration)]) {
     let demo = guest("http_demo");
     let redis_store = format!("lockstore={}", redis.url());
 
-    let wasmtime = WasmtimeServe::start("http_nolock");
+    let wasmtime = WasmtimeServe::start("http_nolock", &["-Scli"]);
     let latchkey_nolock = ServeProcess::start(&[nolock.to_str().unwrap()]);
     let memory = ServeProcess::start(&[demo.to_str().unwrap()]);
     let on_redis = ServeProcess::start(&["--store", &redis_store, demo.to_str().unwrap()]);
@@ -187,16 +198,7 @@ pub fn b6(redis: &RedisServer, pairs: &[(u32, Duration)]) {
         let b = wrk(&memory.url("/"), connections, Some(&unique_jobs));
         let c = wrk(&on_redis.url("/"), connections, Some(&unique_jobs));
         let row = |name: &str, load: &Load, baseline: &str, base: &Load| {
-            println!(
-                "| {name} | {connections} | {:.0} | {} | {} | {baseline} | {:.0} | {} | {:.2} | {:.2} |",
-                load.rps,
-                ms(load.p50),
-                ms(load.p99),
-                base.rps,
-                ms(base.p50),
-                load.rps / base.rps,
-                load.p50.as_secs_f64() / base.p50.as_secs_f64(),
-            );
+            print_row(name, connections, load, baseline, base);
         };
         row("(a) no lock", &a, "wasmtime serve", &base);
         row("(b) lock, memory", &b, "(a)", &a);
@@ -213,4 +215,67 @@ pub fn b6(redis: &RedisServer, pairs: &[(u32, Duration)]) {
             if c.p50 <= budget { "within" } else { "over" },
         );
     }
+}
+
+/// `wasmtime serve`'s flags for a WASI 0.3 handler that also imports WASI 0.2's
+/// `wasi:cli` (as a Rust `cdylib` built with std does).
+const WASMTIME_P3: [&str; 3] = ["-Scli", "-Sp3", "-Wcomponent-model-async"];
+
+/// P11: WASI 0.3 handlers served with instance reuse.
+pub fn p11() {
+    println!(
+        "\n## P11 serve, WASI 0.3: requests/s and latency under wrk, {DURATION} per row, \
+         keep-alive connections, instance reuse (128 requests, 16 at once)\n"
+    );
+    let script_dir = tempfile::tempdir().unwrap();
+    let unique_jobs = script_dir.path().join("unique-jobs.lua");
+    std::fs::write(&unique_jobs, UNIQUE_JOBS).unwrap();
+    let nolock = guest("http_p3_nolock");
+    let demo = guest("http_p3_demo");
+
+    let wasmtime = WasmtimeServe::start("http_p3_nolock", &WASMTIME_P3);
+    let reused = ServeProcess::start(&[nolock.to_str().unwrap()]);
+    let locked = ServeProcess::start(&[demo.to_str().unwrap()]);
+    let fresh = ServeProcess::start(&["--max-instance-reuse", "1", nolock.to_str().unwrap()]);
+    let python = polyglot_guest("python-p3", "http_jobs");
+    let python_reused = ServeProcess::start(&[python.to_str().unwrap()]);
+    let python_fresh =
+        ServeProcess::start(&["--max-instance-reuse", "1", python.to_str().unwrap()]);
+    let wasmtime_url = format!("http://127.0.0.1:{}/", wasmtime.port);
+
+    println!(
+        "| handler | conns | req/s | p50 | p99 | baseline | base req/s | base p50 | \
+         ratio req/s | ratio p50 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for connections in CONCURRENCY {
+        let base = wrk(&wasmtime_url, connections, Some(&unique_jobs));
+        let a = wrk(&reused.url("/"), connections, Some(&unique_jobs));
+        let b = wrk(&locked.url("/"), connections, Some(&unique_jobs));
+        let f = wrk(&fresh.url("/"), connections, Some(&unique_jobs));
+        let p = wrk(&python_reused.url("/"), connections, Some(&unique_jobs));
+        let pf = wrk(&python_fresh.url("/"), connections, Some(&unique_jobs));
+        let row = |name: &str, load: &Load, baseline: &str, base: &Load| {
+            print_row(name, connections, load, baseline, base);
+        };
+        row("(a) no lock, reuse", &a, "wasmtime serve", &base);
+        row("(b) lock, memory, reuse", &b, "(a)", &a);
+        row("(a) with reuse", &a, "(f) no lock, fresh", &f);
+        row("(p) Python, lock, memory, reuse", &p, "(p) fresh", &pf);
+        row("(p) Python, lock, memory, reuse", &p, "(b)", &b);
+    }
+}
+
+/// One row of a serve table: `load` beside `base`.
+fn print_row(name: &str, connections: u32, load: &Load, baseline: &str, base: &Load) {
+    println!(
+        "| {name} | {connections} | {:.0} | {} | {} | {baseline} | {:.0} | {} | {:.2} | {:.2} |",
+        load.rps,
+        ms(load.p50),
+        ms(load.p99),
+        base.rps,
+        ms(base.p50),
+        load.rps / base.rps,
+        load.p50.as_secs_f64() / base.p50.as_secs_f64(),
+    );
 }

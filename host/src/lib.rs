@@ -49,8 +49,18 @@
 //! ```
 //!
 //! [`Runner`] does all of that for whole components, as the `latchkey` CLI does: it runs
-//! `wasi:cli` commands ([`Runner::run`], `latchkey run`) and serves `wasi:http` handlers, one
-//! instance per request ([`Runner::handler`] and [`serve::serve`], `latchkey serve`).
+//! `wasi:cli` commands of WASI 0.2 and 0.3 ([`Runner::run`], `latchkey run`) and serves
+//! `wasi:http` handlers ([`Runner::handler`] and [`serve::serve`], `latchkey serve`): a
+//! WASI 0.2 proxy with one instance per request, a WASI 0.3 handler with instance reuse.
+//!
+//! ## WASI 0.3: locks owned by the task
+//!
+//! `latchkey:lock@0.3.0` makes every call that may wait an `async func`, and gives each
+//! lock to the guest **task** that took it. An embedder that runs several tasks in one
+//! instance — requests of a reused instance, say — brackets each with
+//! [`LockCtx::begin_task`] and [`TaskLocks::end`]: the end releases whatever that task still
+//! holds, and the task's handles go inert. Either way, [`LockCtx::release_all`] at the
+//! instance's end releases every lock of every task, as in 0.2.
 //!
 //! # Glossary
 //!
@@ -91,7 +101,14 @@
 //!   ([`GuestLimits`]): bounds on an instance (deadline, memory, fuel). **policy**
 //!   ([`ResourcePolicy`]): the resource ids an app may lock.
 //! - **program** ([`Program`]): a component compiled and pre-instantiated, with its
-//!   **world** ([`World`]): a command or an HTTP handler. **instance**: one running copy.
+//!   **world** ([`World`]): a command or an HTTP handler, of WASI 0.2 or 0.3 (**p2**, **p3**).
+//!   **instance**: one running copy.
+//! - **task**: one async call into a WASI 0.3 instance and what it spawns — for `serve`, one
+//!   request. In 0.3 a lock is **owned** by the task that took it ([`TaskLocks`]), and the
+//!   task's **end** releases it. **cancel**: the guest drops a pending call.
+//! - **reuse**: one p3 instance serving many requests, one after another and at once
+//!   ([`serve::InstanceReuse`]). **retire**: take no more requests into an instance and
+//!   drop it once its requests are over (a trap, a deadline).
 //!
 //! # Layout
 //!
@@ -108,7 +125,8 @@
 //! - [`policy`]: which resource ids an app may lock.
 //! - [`config`]: the operator's TOML file: stores, per-app policy and limits.
 //! - [`ctx`]: [`LockCtx`] (one instance's locks), its builder, and the borrowed view.
-//! - `host`: the WIT functions, implemented on [`LockCtxView`]; `compat`: 0.1.0's.
+//! - `host`: the WIT functions, implemented on [`LockCtxView`], as halves the versions
+//!   share; `compat`: 0.1.0's; `host_p3`: 0.3.0's async functions, run on an `Accessor`.
 //! - [`error`]: [`LockError`], the errors of configuring a store, and the one mapping onto
 //!   the WIT `error` of every version.
 //! - [`sandbox`]: what every guest shares: the engine and its instance pool, the limits on
@@ -116,7 +134,8 @@
 //! - [`runner`]: [`Runner`], which loads and prepares components of every world on one
 //!   linker.
 //! - [`run`]: commands on a [`Runner`]. [`serve`]: HTTP handlers on a [`Runner`], and the
-//!   accept loop.
+//!   accept loop; `serve::fresh` gives each p2 request an instance, `serve::reused` gives
+//!   p3 requests reused instances and ends each request's task.
 //! - [`bindings`]: the generated host bindings of `latchkey:lock`.
 //! - [`telemetry`]: the metrics and spans of every lock operation.
 
@@ -221,12 +240,13 @@ pub use store::{Grant, LockStore};
 
 use wasmtime::component::{HasData, Linker};
 
-/// Adds `latchkey:lock/locks` to `linker`, served from each instance's [`LockView`]: the
-/// current version, 0.2.0, and 0.1.0 for guests built against it.
+/// Adds `latchkey:lock/locks` to `linker`, served from each instance's [`LockView`]: 0.2.0,
+/// 0.1.0 for guests built against it, and 0.3.0 for WASI 0.3 guests.
 ///
 /// The functions are async: instantiate and call guests with the `_async` methods. Version
 /// 0.2.0's `subscribe-lost` returns a `wasi:io/poll` pollable: link `wasi:io` too (any of
-/// `wasmtime_wasi`'s `add_to_linker` functions does).
+/// `wasmtime_wasi`'s `add_to_linker` functions does). 0.3.0's functions need an engine with
+/// `Config::wasm_component_model_async`, and guests called with `run_concurrent`.
 pub fn add_to_linker<T: LockView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     bindings::latchkey::lock::locks::add_to_linker::<T, HasLocks>(linker, T::locks)?;
     bindings::v0_1::latchkey::lock::locks::add_to_linker::<T, HasLocks>(linker, T::locks)?;

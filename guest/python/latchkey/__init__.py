@@ -15,6 +15,9 @@ only names a store and a resource::
         with lock:                                      # unlocked when the block ends
             write_file(fence=lock.fence)
 
+For WASI 0.3 guests (world ``latchkey:guest/command-p3``), :mod:`latchkey.aio` is the
+same API with every call that may wait a coroutine.
+
 Leases and waits are seconds (``int`` or ``float``) or ``datetime.timedelta``, sent to the
 host in whole milliseconds (at most 4294967295). A call that fails raises a
 :class:`LockError` subclass, one per kind of failure; a lock held by someone else is not an
@@ -29,11 +32,15 @@ import math
 from datetime import timedelta
 from enum import Enum
 from types import TracebackType
-from typing import Callable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar, Union
 
 from componentize_py_types import Err
 from wit_world.imports import locks as _wit
-from wit_world.imports import poll as _poll
+
+if TYPE_CHECKING:
+    # Only the 0.2 world has `wasi:io/poll`; `latchkey.aio`, for WASI 0.3, imports this
+    # module too.
+    from wit_world.imports import poll as _poll
 
 __all__ = [
     "AccessDeniedError",
