@@ -209,6 +209,47 @@ fn a_leaked_lock_is_free_when_its_response_ends() {
     );
 }
 
+/// A request's end belongs to that request alone, even when its task is long over and
+/// wasmtime has given the task's id to the next request: `POST /later`'s task ends as soon
+/// as it has answered, leaving its body open; the next request in the instance (which
+/// wasmtime gives the freed id) takes its lock and then finishes that body. The end of the
+/// first response — its last chunk — must not release the second request's lock. (Ownership kept by
+/// wasmtime's task id alone released it: 503s under load, and this test, caught that.)
+#[test]
+fn a_response_that_ends_late_frees_no_other_requests_lock() {
+    use std::io::{Read as _, Write as _};
+    let redis = RedisServer::start();
+    let server = serve_p3_demo(&redis, &[]);
+    let address = server.url("").trim_start_matches("http://").to_owned();
+    let mut later = std::net::TcpStream::connect(&address).unwrap();
+    later.set_read_timeout(Some(PATIENCE)).unwrap();
+    later
+        .write_all(b"POST /later HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+        .unwrap();
+    // Its head arrives once its task has answered; its body stays open.
+    let mut received = Vec::new();
+    let mut read_until = |end: &str| {
+        let mut chunk = [0; 4096];
+        while !String::from_utf8_lossy(&received).contains(end) {
+            let n = later.read(&mut chunk).expect("the answer to POST /later");
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&received));
+            received.extend_from_slice(&chunk[..n]);
+        }
+    };
+    read_until("\r\n\r\n");
+    let url = server.url("/jobs/holder?then=finish-later&ms=600000");
+    let holder = std::thread::spawn(move || post(&url, PATIENCE));
+    // The body ends with the last chunk, once the server has ended the request.
+    read_until("finished by holder\n\r\n0\r\n\r\n");
+    assert_eq!(
+        redis.lock_keys(),
+        ["latchkey:{jobs:holder}:lock"],
+        "the end of one request released another's lock"
+    );
+    drop(server);
+    let _ = holder.join();
+}
+
 /// A lock handle kept by the instance past its request is inert in the next: the lock was
 /// released at the first request's end, so `lost` has completed, `held` and `extend` say
 /// false, and `unlock` finds nobody holds it — and another request took it meanwhile.

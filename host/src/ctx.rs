@@ -1,7 +1,7 @@
 //! The host state of one guest instance: [`LockCtx`], its builder, and the borrowed view
 //! that the WIT functions are implemented on.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -110,8 +110,10 @@ pub struct LockCtx {
     pub(crate) held: Arc<Holdings>,
 }
 
-/// The guest task a grant belongs to (`latchkey:lock@0.3.0`): the root of the
-/// component-model call stack that took it — for a `wasi:http` handler, the request.
+/// wasmtime's id of the guest task a grant belongs to (`latchkey:lock@0.3.0`): the root of
+/// the component-model call stack that took it — for a `wasi:http` handler, the request.
+/// wasmtime gives a finished task's id to a later task: [`LockCtx::begin_task`] tells them
+/// apart.
 pub type TaskId = wasmtime::component::GuestTaskId;
 
 /// The grants of one instance. Shared, so that they can be released from outside a host
@@ -124,9 +126,37 @@ pub(crate) struct Holdings {
 #[derive(Default)]
 struct HoldingsState {
     held: HashMap<u64, HeldLock>,
+    /// The serial of the last grant, and of the last task begun.
     next_serial: u64,
-    /// Tasks that have ended: they take no new lock.
-    ended: HashSet<TaskId>,
+    /// What became of the last task begun under each task id: wasmtime gives a finished
+    /// task's id to a later task, so a task is told apart by its serial too.
+    tasks: HashMap<TaskId, Run>,
+}
+
+/// A guest task as the host knows it: wasmtime's id for it, and the serial [`LockCtx::begin_task`]
+/// gave it (0 for the tasks of a guest that nobody brackets, such as a command's).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Task {
+    id: TaskId,
+    serial: u64,
+}
+
+/// The last task begun under one task id.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Run {
+    Running(u64),
+    Ended(u64),
+}
+
+impl HoldingsState {
+    /// Whether `task` is over: ended, or followed by another task under its id.
+    fn is_over(&self, task: Task) -> bool {
+        match self.tasks.get(&task.id) {
+            Some(Run::Running(serial)) => *serial != task.serial,
+            Some(Run::Ended(_)) => true,
+            None => task.serial != 0,
+        }
+    }
 }
 
 /// A grant the instance holds, as the host keeps it: what `unlock` and `release_all` need.
@@ -137,7 +167,7 @@ pub(crate) struct HeldLock {
     pub(crate) store: LockStore,
     pub(crate) grant: Arc<Grant>,
     /// The task that took it, if the guest has tasks (0.3.0).
-    pub(crate) task: Option<TaskId>,
+    pub(crate) task: Option<Task>,
     granted: Instant,
 }
 
@@ -146,7 +176,7 @@ impl HeldLock {
         instruments: Arc<Instruments>,
         store: LockStore,
         grant: Grant,
-        task: Option<TaskId>,
+        task: Option<Task>,
     ) -> Self {
         HeldLock {
             instruments,
@@ -181,8 +211,18 @@ impl Holdings {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The task running under `id` now (0.3.0): the one begun last under it, or an
+    /// unbracketed one.
+    pub(crate) fn task(&self, id: TaskId) -> Task {
+        let serial = match self.state().tasks.get(&id) {
+            Some(Run::Running(serial) | Run::Ended(serial)) => *serial,
+            None => 0,
+        };
+        Task { id, serial }
+    }
+
     /// How many grants are held, by the instance and by `task`.
-    pub(crate) fn counts(&self, task: Option<TaskId>) -> (usize, usize) {
+    pub(crate) fn counts(&self, task: Option<Task>) -> (usize, usize) {
         let state = self.state();
         let by_task = match task {
             Some(task) => state.held.values().filter(|h| h.task == Some(task)).count(),
@@ -191,16 +231,16 @@ impl Holdings {
         (state.held.len(), by_task)
     }
 
-    /// Whether `task` has ended.
-    pub(crate) fn has_ended(&self, task: TaskId) -> bool {
-        self.state().ended.contains(&task)
+    /// Whether `task` has ended (or is followed by another under its id).
+    pub(crate) fn has_ended(&self, task: Task) -> bool {
+        self.state().is_over(task)
     }
 
     /// Records `held`; its serial, or `None` — and the grant back — if its task ended
     /// while it was being granted.
     pub(crate) fn remember(&self, held: HeldLock) -> Result<u64, HeldLock> {
         let mut state = self.state();
-        if held.task.is_some_and(|task| state.ended.contains(&task)) {
+        if held.task.is_some_and(|task| state.is_over(task)) {
             return Err(held);
         }
         held.instruments.lock_taken();
@@ -289,11 +329,15 @@ impl LockCtx {
     /// Starts guest task `task` (`latchkey:lock@0.3.0`): the handle that ends it. A host
     /// that runs many tasks in one instance — a `wasi:http` handler serving many requests —
     /// calls this as each starts (wasmtime reuses the ids of finished tasks).
-    pub fn begin_task(&self, task: TaskId) -> TaskLocks {
-        self.held.state().ended.remove(&task);
+    pub fn begin_task(&self, id: TaskId) -> TaskLocks {
+        let mut state = self.held.state();
+        state.next_serial += 1;
+        let serial = state.next_serial;
+        // Whatever ran under this id before is over: wasmtime frees an id with its task.
+        state.tasks.insert(id, Run::Running(serial));
         TaskLocks {
             held: self.held.clone(),
-            task,
+            task: Task { id, serial },
         }
     }
 }
@@ -304,20 +348,27 @@ impl LockCtx {
 #[derive(Clone)]
 pub struct TaskLocks {
     held: Arc<Holdings>,
-    task: TaskId,
+    task: Task,
 }
 
 impl TaskLocks {
-    /// The task.
+    /// The task's id.
     pub fn task(&self) -> TaskId {
-        self.task
+        self.task.id
     }
 
     /// Ends the task: it takes no new lock, and every lock it still holds is released —
     /// also those whose handles the guest kept, which are inert from then on. The future
-    /// borrows nothing, and the task has ended before it is first polled.
+    /// borrows nothing, and the task has ended before it is first polled. A later task
+    /// that wasmtime gave the same id keeps its locks.
     pub fn end(&self) -> impl Future<Output = ()> + Send + use<> {
-        self.held.state().ended.insert(self.task);
+        let Task { id, serial } = self.task;
+        {
+            let mut state = self.held.state();
+            if state.tasks.get(&id) == Some(&Run::Running(serial)) {
+                state.tasks.insert(id, Run::Ended(serial));
+            }
+        }
         let grants = self.held.let_go_of(|h| h.task == Some(self.task));
         Holdings::release(grants)
     }

@@ -14,7 +14,7 @@ use wasmtime_wasi::p2::{DynPollable, Pollable};
 
 use crate::backend::{BackendError, BackendErrorKind, UnlockStatus};
 use crate::bindings::latchkey::lock::locks::{self as wit, HostLock, HostStore};
-use crate::ctx::{HeldLock, Holdings, LockCtxView, TaskId};
+use crate::ctx::{HeldLock, Holdings, LockCtxView, Task, TaskId};
 use crate::error::{FromLockError, LockError, StoreError};
 use crate::key::LockKey;
 use crate::store::{Grant, LockStore, LostSignal};
@@ -43,7 +43,7 @@ pub(crate) struct Take {
     resource_id: String,
     lease: Duration,
     wait: Option<Duration>,
-    task: Option<TaskId>,
+    task: Option<Task>,
     started: std::time::Instant,
 }
 
@@ -138,6 +138,7 @@ impl LockCtxView<'_> {
             Op::TryLock
         };
         let call = Call::start(op, instruments.clone());
+        let task = task.map(|id| self.ctx.held.task(id));
         let checked = self.check_take(&store, &resource_id, lease_ms, wait_ms, task);
         let (lease, wait) = match checked {
             Ok(checked) => checked,
@@ -162,7 +163,7 @@ impl LockCtxView<'_> {
         resource_id: &str,
         lease_ms: u32,
         wait_ms: Option<u32>,
-        task: Option<TaskId>,
+        task: Option<Task>,
     ) -> Result<(Duration, Option<Duration>), LockError> {
         let limits = self.ctx.limits;
         limits.check_id(resource_id)?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use wasip3::clocks::monotonic_clock::wait_for;
 use wasip3::http::types::{ErrorCode, Fields, Response};
+use wasip3::wit_bindgen::StreamWriter;
 use wasip3::{wit_future, wit_stream};
 
 thread_local! {
@@ -64,6 +65,17 @@ impl Answer {
 
     /// The response, its body written by a task of its own as the host reads it.
     pub fn into_response(self) -> Result<Response, ErrorCode> {
+        let (response, mut writer, body) = self.into_parts()?;
+        wasip3::spawn_local(async move {
+            // A client that hung up gets nothing: there is nobody to tell.
+            let _ = writer.write_all(body).await;
+        });
+        Ok(response)
+    }
+
+    /// The response, its body's writer, and what the body should say: for a handler that
+    /// writes it later, or leaves it to another request.
+    pub fn into_parts(self) -> Result<(Response, StreamWriter<u8>, Vec<u8>), ErrorCode> {
         let Answer {
             status,
             mut headers,
@@ -79,17 +91,13 @@ impl Answer {
         ));
         let fields = Fields::from_list(&headers)
             .map_err(|err| ErrorCode::InternalError(Some(format!("{err:?}"))))?;
-        let (mut writer, contents) = wit_stream::new();
+        let (writer, contents) = wit_stream::new();
         let (trailers_writer, trailers) = wit_future::new(|| Ok(None));
         drop(trailers_writer);
         let (response, _sent) = Response::new(fields, Some(contents), trailers);
         response
             .set_status_code(status)
             .map_err(|()| ErrorCode::InternalError(Some("a bad status".into())))?;
-        wasip3::spawn_local(async move {
-            // A client that hung up gets nothing: there is nobody to tell.
-            let _ = writer.write_all(body.into_bytes()).await;
-        });
-        Ok(response)
+        Ok((response, writer, body.into_bytes()))
     }
 }

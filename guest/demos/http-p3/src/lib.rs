@@ -15,7 +15,9 @@
 //! forgets the lock's handle, never unlocking it), `&then=stash` (it keeps the handle for a
 //! later request: `POST /stashed` then tries it and says what it found), `&then=panic` (the
 //! handler traps), `&then=spin` (it loops until its deadline) or `&then=sleep` (it waits ten
-//! minutes: time to hang up on it).
+//! minutes: time to hang up on it). `POST /later` answers with a body it leaves open, and
+//! `&then=finish-later` has a job finish that body while it holds its lock: a request whose
+//! task is over long before its response is.
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -24,6 +26,7 @@ use futures::FutureExt as _;
 use latchkey::Error;
 use latchkey::p3::{Lock, Store};
 use wasip3::http::types::{ErrorCode, Method, Request, Response};
+use wasip3::wit_bindgen::StreamWriter;
 
 use answer::{Answer, count_request, param, sleep, split_target};
 
@@ -35,6 +38,8 @@ const JOB_LEASE: Duration = Duration::from_secs(30);
 thread_local! {
     /// A lock a request kept past its end (`&then=stash`).
     static STASHED: RefCell<Option<Lock>> = const { RefCell::new(None) };
+    /// The body of a `POST /later` response, left for a job to finish.
+    static LATER: RefCell<Option<StreamWriter<u8>>> = const { RefCell::new(None) };
 }
 
 struct Demo;
@@ -50,6 +55,7 @@ impl wasip3::exports::http::handler::Guest for Demo {
             (Method::Post, Some(id), _) if !id.is_empty() => job(id, query).await,
             (Method::Post, None, "/counter") => counter(param(query, "nolock").is_none()).await,
             (Method::Post, None, "/stashed") => stashed().await,
+            (Method::Post, None, "/later") => return later(),
             (Method::Post, _, _) => {
                 Answer::text(404, "no such route: POST /jobs/{id} or /counter\n")
             }
@@ -90,6 +96,13 @@ async fn job(id: &str, query: &str) -> Answer {
             STASHED.set(Some(lock));
             return Answer::text(200, &format!("stashed {id} fence {fence}\n"));
         }
+        Some("finish-later") => {
+            // Another request's response ends here, while this one holds its lock.
+            if let Some(mut body) = LATER.take() {
+                let _ = body.write_all(format!("finished by {id}\n").into_bytes()).await;
+            }
+            sleep(Duration::from_millis(work)).await;
+        }
         Some("leak") => {
             // The handle is never dropped: only the end of this request frees the lock.
             std::mem::forget(lock);
@@ -100,9 +113,17 @@ async fn job(id: &str, query: &str) -> Answer {
         _ => sleep(Duration::from_millis(work)).await,
     }
     match lock.unlock().await {
-        Ok(_) => Answer::text(200, &format!("ran {id} fence {fence}\n")),
+        Ok(status) => Answer::text(200, &format!("ran {id} fence {fence} unlock {status}\n")),
         Err(err) => failed(&err),
     }
+}
+
+/// `POST /later`: a response whose body this request leaves open for a later job to finish
+/// (`&then=finish-later`): its task is over long before its response is.
+fn later() -> Result<Response, ErrorCode> {
+    let (response, writer, _) = Answer::text(200, "").into_parts()?;
+    LATER.set(Some(writer));
+    Ok(response)
 }
 
 /// `POST /counter`: one locked read-modify-write of `/data/counter`.
