@@ -362,9 +362,24 @@ fn p10(redis: &RedisServer) {
         let direct = Stats::of(direct);
         row("redis, 0.3 guest", &Stats::of(p3), "redis-rs scripts", &raw);
         row("redis, 0.2 guest", &Stats::of(p2), "redis-rs scripts", &raw);
-        row("memory, 0.3 guest", &p3_memory, "memory, 0.2 guest", &p2_memory);
-        row("memory, 0.3 guest", &p3_memory, "LockStore from Rust", &direct);
-        row("memory, 0.2 guest", &p2_memory, "LockStore from Rust", &direct);
+        row(
+            "memory, 0.3 guest",
+            &p3_memory,
+            "memory, 0.2 guest",
+            &p2_memory,
+        );
+        row(
+            "memory, 0.3 guest",
+            &p3_memory,
+            "LockStore from Rust",
+            &direct,
+        );
+        row(
+            "memory, 0.2 guest",
+            &p2_memory,
+            "LockStore from Rust",
+            &direct,
+        );
         // What one call across the boundary costs, beyond the store's own work: half of
         // a pair's p50 over the same pair from Rust.
         let per_call = |guest: &Stats| us(guest.p50.saturating_sub(direct.p50) / 2);

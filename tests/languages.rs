@@ -239,7 +239,10 @@ fn the_guests_wasi_wit_is_the_hosts() {
     let host_p3 = PathBuf::from(env!("LATCHKEY_HOST_WASI_P3_WIT"));
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let p2 = ["cli", "clocks", "filesystem", "io", "random", "sockets"].map(|package| {
-        let ours = root.join("wit/deps").join(package).join(format!("{package}.wit"));
+        let ours = root
+            .join("wit/deps")
+            .join(package)
+            .join(format!("{package}.wit"));
         (package, host.join(format!("{package}.wit")), ours)
     });
     let p3 = ["cli", "clocks", "filesystem", "random", "sockets"].map(|package| {
@@ -249,8 +252,8 @@ fn the_guests_wasi_wit_is_the_hosts() {
     for (package, host, ours) in p2.into_iter().chain(p3) {
         let theirs = std::fs::read_to_string(&host)
             .unwrap_or_else(|e| panic!("the host's wasi:{package} ({}): {e}", host.display()));
-        let mine = std::fs::read_to_string(&ours)
-            .unwrap_or_else(|e| panic!("{}: {e}", ours.display()));
+        let mine =
+            std::fs::read_to_string(&ours).unwrap_or_else(|e| panic!("{}: {e}", ours.display()));
         let version = |wit: &str| {
             wit.lines()
                 .find_map(|line| line.strip_prefix("package "))
@@ -393,7 +396,10 @@ fn a_python_task_waiting_for_a_lock_suspends_only_itself() {
         .iter()
         .filter(|line| line.contains("ticker: tick"))
         .count();
-    assert!(ticks > 0, "the ticker stopped while the reader waited: {said:#?}");
+    assert!(
+        ticks > 0,
+        "the ticker stopped while the reader waited: {said:#?}"
+    );
     assert!(unlocked < granted, "{said:#?}");
 }
 
@@ -406,7 +412,13 @@ fn a_python_handler_holds_its_lock_for_its_request() {
     let store = format!("lockstore={}", redis.url());
     let handler = polyglot_guest("python-p3", "http_jobs");
     warm(&handler);
-    let args = ["--app-id", "jobs", "--store", &store, handler.to_str().unwrap()];
+    let args = [
+        "--app-id",
+        "jobs",
+        "--store",
+        &store,
+        handler.to_str().unwrap(),
+    ];
     let server = ServeProcess::start(&args);
     let url = server.url("/jobs/nightly?ms=5000");
     let first = std::thread::spawn(move || post(&url, PATIENCE).unwrap());
@@ -415,7 +427,11 @@ fn a_python_handler_holds_its_lock_for_its_request() {
     assert_eq!(refused.status, 409, "{refused:?}");
     let first = first.join().unwrap();
     assert!(first.body.starts_with("ran nightly fence "), "{first:?}");
-    assert_eq!(redis.lock_keys(), Vec::<String>::new(), "the lock outlived its request");
+    assert_eq!(
+        redis.lock_keys(),
+        Vec::<String>::new(),
+        "the lock outlived its request"
+    );
     let again = post(&server.url("/jobs/nightly"), PATIENCE).unwrap();
     assert!(again.body.starts_with("ran nightly fence "), "{again:?}");
 }

@@ -236,18 +236,17 @@ impl Holdings {
         self.state().is_over(task)
     }
 
-    /// Records `held`; its serial, or `None` — and the grant back — if its task ended
-    /// while it was being granted.
-    pub(crate) fn remember(&self, held: HeldLock) -> Result<u64, HeldLock> {
+    /// Records `held`; its serial, or `None` if its task ended while it was being granted.
+    pub(crate) fn remember(&self, held: &HeldLock) -> Option<u64> {
         let mut state = self.state();
         if held.task.is_some_and(|task| state.is_over(task)) {
-            return Err(held);
+            return None;
         }
         held.instruments.lock_taken();
         state.next_serial += 1;
         let serial = state.next_serial;
-        state.held.insert(serial, held);
-        Ok(serial)
+        state.held.insert(serial, held.clone());
+        Some(serial)
     }
 
     /// The grant `serial`, if the instance still holds it.

@@ -249,14 +249,11 @@ impl LockCtxView<'_> {
         resource_id: String,
         store: &LockStore,
     ) -> Result<Resource<LockHandle>, LockError> {
-        let serial = match self.ctx.held.remember(held.clone()) {
-            Ok(serial) => serial,
-            Err(held) => {
-                tokio::spawn(async move {
-                    let _ = held.release().await;
-                });
-                return Err(task_ended(store));
-            }
+        let Some(serial) = self.ctx.held.remember(&held) else {
+            tokio::spawn(async move {
+                let _ = held.release().await;
+            });
+            return Err(task_ended(store));
         };
         let handle = LockHandle {
             serial,

@@ -370,16 +370,19 @@ impl Drop for TaskEnd {
 struct TaskBody {
     body: WasiBody,
     stage: Stage,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: Option<tokio::time::Instant>,
+    /// The timer of the deadline, set once the body is first pending: a body ready at once
+    /// — the usual one — costs no timer.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The request's place among those served at once.
     _slot: OwnedSemaphorePermit,
 }
 
 enum Stage {
     Streaming(TaskEnd),
-    /// Releasing the task's locks; then the end, or this error.
+    /// Releasing the task's locks, if it holds any; then the end, or this error.
     Releasing(
-        Pin<Box<dyn Future<Output = ()> + Send>>,
+        Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
         Option<wasmtime_wasi_http::Error>,
     ),
     Done,
@@ -395,7 +398,8 @@ impl TaskBody {
         TaskBody {
             body,
             stage: Stage::Streaming(end),
-            deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+            deadline,
+            timer: None,
             _slot: slot,
         }
     }
@@ -405,11 +409,23 @@ impl TaskBody {
         let Stage::Streaming(end) = &mut self.stage else {
             return;
         };
-        let release = end.now();
-        self.stage = match release {
-            Some(release) => Stage::Releasing(Box::pin(release), error),
-            None => Stage::Releasing(Box::pin(async {}), error),
+        let release = end.now().map(|release| Box::pin(release) as Pin<Box<_>>);
+        self.stage = Stage::Releasing(release, error);
+    }
+
+    /// Whether the deadline has passed: read off the clock while the body keeps being
+    /// ready, and by a timer, which wakes the body, once it waits.
+    fn past_deadline(&mut self, cx: &mut Context<'_>, waiting: bool) -> bool {
+        let Some(at) = self.deadline else {
+            return false;
         };
+        if !waiting {
+            return tokio::time::Instant::now() >= at;
+        }
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -425,21 +441,22 @@ impl Body for TaskBody {
         loop {
             match &mut this.stage {
                 Stage::Streaming(_) => {
-                    if let Some(deadline) = &mut this.deadline
-                        && deadline.as_mut().poll(cx).is_ready()
-                    {
+                    let polled = Pin::new(&mut this.body).poll_frame(cx);
+                    if this.past_deadline(cx, polled.is_pending()) {
                         tracing::warn!("a response body ran past its request's deadline");
                         this.finish(Some(wasmtime_wasi_http::Error::HttpResponseTimeout));
                         continue;
                     }
-                    match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+                    match ready!(polled) {
                         Some(Ok(frame)) => return Poll::Ready(Some(Ok(frame))),
                         Some(Err(err)) => this.finish(Some(err)),
                         None => this.finish(None),
                     }
                 }
                 Stage::Releasing(release, error) => {
-                    ready!(release.as_mut().poll(cx));
+                    if let Some(release) = release {
+                        ready!(release.as_mut().poll(cx));
+                    }
                     let error = error.take();
                     this.stage = Stage::Done;
                     return Poll::Ready(error.map(Err));

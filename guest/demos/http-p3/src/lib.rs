@@ -99,7 +99,9 @@ async fn job(id: &str, query: &str) -> Answer {
         Some("finish-later") => {
             // Another request's response ends here, while this one holds its lock.
             if let Some(mut body) = LATER.take() {
-                let _ = body.write_all(format!("finished by {id}\n").into_bytes()).await;
+                let _ = body
+                    .write_all(format!("finished by {id}\n").into_bytes())
+                    .await;
             }
             sleep(Duration::from_millis(work)).await;
         }
@@ -194,4 +196,3 @@ fn failed(err: &Error) -> Answer {
     };
     Answer::text(status, &format!("{err}\n"))
 }
-
