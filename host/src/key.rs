@@ -86,6 +86,49 @@ impl LockKey {
     }
 }
 
+impl LockKey {
+    /// The app and resource id of the lock whose owner-token key ([`LockKey::lock`]) is
+    /// `lock` in `namespace`; `None` for a key of another layout or namespace. What an
+    /// operator's listing reads back from a store's keys.
+    pub fn decode(namespace: Option<&str>, lock: &str) -> Option<(String, String)> {
+        let rest = lock.strip_prefix("latchkey:")?;
+        let rest = match namespace {
+            Some(namespace) => rest.strip_prefix(namespace)?.strip_prefix(':')?,
+            None => rest,
+        };
+        let tag = rest.strip_prefix('{')?.strip_suffix("}:lock")?;
+        let (app, id) = tag.split_once(':')?;
+        Some((unescape(app)?, unescape(id)?))
+    }
+
+    /// A Redis `SCAN MATCH` pattern for the owner-token keys of the locks in `namespace`:
+    /// of every app, or of `app` alone.
+    pub fn pattern(namespace: Option<&str>, app: Option<&str>) -> String {
+        let mut pattern = String::from("latchkey:");
+        if let Some(namespace) = namespace {
+            pattern.push_str(namespace);
+            pattern.push(':');
+        }
+        pattern.push('{');
+        match app {
+            Some(app) => {
+                let mut escaped = String::new();
+                escape_into(&mut escaped, app);
+                for c in escaped.chars() {
+                    // What a glob would read as a wildcard is matched as itself.
+                    if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                        pattern.push('\\');
+                    }
+                    pattern.push(c);
+                }
+                pattern.push_str(":*}:lock");
+            }
+            None => pattern.push_str("*}:lock"),
+        }
+        pattern
+    }
+}
+
 impl std::fmt::Debug for LockKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LockKey")
@@ -94,6 +137,23 @@ impl std::fmt::Debug for LockKey {
             .field("released", &self.released())
             .finish()
     }
+}
+
+/// Reverses `escape_into` for one part; `None` if it is not a validly escaped part.
+fn unescape(part: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = part.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '%' => {
+                let hex: String = chars.by_ref().take(2).collect();
+                out.push(char::from(u8::from_str_radix(&hex, 16).ok()?));
+            }
+            ':' | '{' | '}' => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
 }
 
 fn escape_into(out: &mut String, part: &str) {
@@ -168,23 +228,6 @@ mod properties {
         prop::option::of("[a-c.3_-]{1,4}")
     }
 
-    /// Reverses `escape_into` for one part; `None` if it is not a valid escaped part.
-    fn unescape(part: &str) -> Option<String> {
-        let mut out = String::new();
-        let mut chars = part.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '%' => {
-                    let hex: String = chars.by_ref().take(2).collect();
-                    out.push(char::from(u8::from_str_radix(&hex, 16).ok()?));
-                }
-                ':' | '{' | '}' => return None,
-                c => out.push(c),
-            }
-        }
-        Some(out)
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(CASES))]
 
@@ -204,6 +247,10 @@ mod properties {
             prop_assert_eq!(parts.len(), 2);
             prop_assert_eq!(unescape(parts[0]), Some(app));
             prop_assert_eq!(unescape(parts[1]), Some(id));
+            prop_assert_eq!(
+                LockKey::decode(ns.as_deref(), &lock),
+                Some((app.clone(), id.clone()))
+            );
             prop_assert_eq!(key.fence().replace(":fence", ":lock"), lock.clone());
             prop_assert_eq!(key.released().replace(":released", ":lock"), lock);
         }

@@ -8,7 +8,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::{
-    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Token, UnlockStatus,
+    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder, Token, UnlockStatus,
     within_lease,
 };
 use crate::error::{StoreConfigError, StoreError};
@@ -84,6 +84,27 @@ impl LockStore {
     /// Checks that the store answers within its timeout.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(self.backend.ping()).await
+    }
+
+    /// Every lock held now in this store (and its namespace) — of `app` alone, if given:
+    /// the operator's view (`latchkey locks list`), never a guest's. Each step of the
+    /// listing is bounded by the store's timeout; the whole takes as many as the store has
+    /// keys to look through.
+    pub async fn holders(&self, app: Option<&str>) -> Result<Vec<Holder>, StoreError> {
+        let namespace = self.namespace.as_deref();
+        let mut holders =
+            (self.backend.holders(namespace, app).await).map_err(|err| self.failed(err))?;
+        holders.sort_by(|a, b| (&a.app, &a.resource_id).cmp(&(&b.app, &b.resource_id)));
+        Ok(holders)
+    }
+
+    /// Frees the lock of `app` on `resource_id` whoever holds it (`latchkey locks
+    /// release`): the operator's forced release, an **eviction**. Whether someone held it.
+    /// The next grant's fence is higher; the evicted holder's `unlock` finds the lock gone,
+    /// and its `held` or its next renewal says it is lost.
+    pub async fn evict(&self, app: &str, resource_id: &str) -> Result<bool, StoreError> {
+        self.bounded(self.backend.evict(&self.key(app, resource_id)))
+            .await
     }
 
     /// Takes the lock now if nobody holds it.

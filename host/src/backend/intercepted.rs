@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Attempt, Backend, BackendResult, ReleaseWatch, Renewal, Token, UnlockStatus};
+use super::{Attempt, Backend, BackendResult, Holder, ReleaseWatch, Renewal, Token, UnlockStatus};
 use crate::key::LockKey;
 
 /// A step of a [`Backend`], as an [`Interceptor`] sees it.
@@ -28,6 +28,10 @@ pub enum Step {
     Watch,
     /// [`Backend::ping`].
     Ping,
+    /// [`Backend::holders`].
+    Holders,
+    /// [`Backend::evict`].
+    Evict,
 }
 
 /// A step on its way to the backend: await it to run it.
@@ -102,5 +106,19 @@ impl<I: Interceptor> Backend for Intercepted<I> {
     async fn ping(&self) -> BackendResult<()> {
         let call = self.inner.ping();
         self.interceptor.around(Step::Ping, call).await
+    }
+
+    async fn holders(
+        &self,
+        namespace: Option<&str>,
+        app: Option<&str>,
+    ) -> BackendResult<Vec<Holder>> {
+        let call = self.inner.holders(namespace, app);
+        self.interceptor.around(Step::Holders, call).await
+    }
+
+    async fn evict(&self, key: &LockKey) -> BackendResult<bool> {
+        let call = self.inner.evict(key);
+        self.interceptor.around(Step::Evict, call).await
     }
 }

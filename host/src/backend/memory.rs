@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{Attempt, Backend, BackendResult, ReleaseWatch, Token, UnlockStatus};
+use super::{Attempt, Backend, BackendResult, Holder, ReleaseWatch, Token, UnlockStatus};
 use crate::key::LockKey;
 
 /// Locks held in this process.
@@ -32,14 +32,16 @@ struct State {
 }
 
 struct Slot {
-    holder: Option<Holder>,
+    holder: Option<Owner>,
     /// Made when somebody first watches the slot: most locks are never waited for.
     released: Option<watch::Sender<()>>,
 }
 
-struct Holder {
+struct Owner {
     token: Token,
     expires: Instant,
+    fence: u64,
+    granted: Instant,
 }
 
 impl Slot {
@@ -51,7 +53,7 @@ impl Slot {
     }
 
     /// The live holder, if any: an expired lease counts as no holder.
-    fn live_holder(&self, now: Instant) -> Option<&Holder> {
+    fn live_holder(&self, now: Instant) -> Option<&Owner> {
         self.holder.as_ref().filter(|h| h.expires > now)
     }
 
@@ -111,13 +113,15 @@ impl Backend for MemoryBackend {
                     expires_in: Some(holder.expires - now),
                 };
             }
-            slot.holder = Some(Holder {
+            let fence = state.next_fence();
+            let slot = state.slots.get_mut(key).expect("made above");
+            slot.holder = Some(Owner {
                 token: token.clone(),
                 expires: now + lease,
+                fence,
+                granted: now,
             });
-            Attempt::Granted {
-                fence: state.next_fence(),
-            }
+            Attempt::Granted { fence }
         }))
     }
 
@@ -166,6 +170,46 @@ impl Backend for MemoryBackend {
                 .get(key)
                 .and_then(|slot| slot.live_holder(now))
                 .is_some_and(|holder| holder.token == *token)
+        }))
+    }
+
+    async fn holders(
+        &self,
+        namespace: Option<&str>,
+        app: Option<&str>,
+    ) -> BackendResult<Vec<Holder>> {
+        Ok(self.with_state(|state, now| {
+            state
+                .slots
+                .iter()
+                .filter_map(|(key, slot)| {
+                    let owner = slot.live_holder(now)?;
+                    let (of, resource_id) = LockKey::decode(namespace, key.lock())?;
+                    if app.is_some_and(|app| app != of) {
+                        return None;
+                    }
+                    let age = Some(now - owner.granted);
+                    let left = owner.expires - now;
+                    Some(Holder::new(of, resource_id, owner.fence, left, age))
+                })
+                .collect()
+        }))
+    }
+
+    async fn evict(&self, key: &LockKey) -> BackendResult<bool> {
+        Ok(self.with_state(|state, now| {
+            let Some(slot) = state.slots.get_mut(key) else {
+                return false;
+            };
+            let held = slot.live_holder(now).is_some();
+            slot.holder = None;
+            if let Some(released) = &slot.released {
+                released.send_replace(());
+            }
+            if slot.is_idle(now) {
+                state.slots.remove(key);
+            }
+            held
         }))
     }
 

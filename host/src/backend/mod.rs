@@ -121,6 +121,69 @@ pub trait Backend: Send + Sync + 'static {
     async fn ping(&self) -> BackendResult<()> {
         Ok(())
     }
+
+    /// Every lock held now in `namespace` — of `app` alone, if given: an operator's view of
+    /// the store, never a guest's. By default a backend cannot list its locks.
+    async fn holders(
+        &self,
+        namespace: Option<&str>,
+        app: Option<&str>,
+    ) -> BackendResult<Vec<Holder>> {
+        let _ = (namespace, app);
+        Err(BackendError::new(
+            BackendErrorKind::Failed,
+            "cannot list its locks",
+        ))
+    }
+
+    /// Frees `key` whoever holds it, and announces it to watchers: an operator's forced
+    /// release (an **eviction**). Whether someone held it. The fence stays, so the next
+    /// grant's is higher; the evicted grant's `unlock`, `extend`, `held` and renewals find
+    /// the lock gone. By default a backend cannot evict.
+    async fn evict(&self, key: &LockKey) -> BackendResult<bool> {
+        let _ = key;
+        Err(BackendError::new(
+            BackendErrorKind::Failed,
+            "cannot release a lock by force",
+        ))
+    }
+}
+
+/// A lock a store holds now, as an operator's listing shows it.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The app the lock belongs to.
+    pub app: String,
+    /// The resource id the lock is on.
+    pub resource_id: String,
+    /// The fencing token of the grant that holds it.
+    pub fence: u64,
+    /// How long its lease has left, by the store's clock.
+    pub lease_left: Duration,
+    /// How long ago it was granted, if the store can say: in Redis, the store's clock less
+    /// the fence's clock part (exact unless grants of the lock came faster than one per µs,
+    /// or the server's clock stepped).
+    pub age: Option<Duration>,
+}
+
+impl Holder {
+    /// A lock of `app` on `resource_id`, granted with `fence`, `lease_left` to go.
+    pub fn new(
+        app: String,
+        resource_id: String,
+        fence: u64,
+        lease_left: Duration,
+        age: Option<Duration>,
+    ) -> Self {
+        Holder {
+            app,
+            resource_id,
+            fence,
+            lease_left,
+            age,
+        }
+    }
 }
 
 /// [`Backend::renew`] as one [`Backend::extend`] per renewal, all at once; one that fails

@@ -14,8 +14,8 @@ use redis::{ErrorKind, FromRedisValue, Script, ScriptInvocation, ServerErrorKind
 use tokio::sync::OnceCell;
 
 use super::{
-    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, ReleaseWatch, Renewal, Token,
-    UnlockStatus, extend_each,
+    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder, ReleaseWatch, Renewal,
+    Token, UnlockStatus, extend_each,
 };
 use crate::error::StoreConfigError;
 use crate::key::LockKey;
@@ -25,6 +25,7 @@ use connection::{Connection, Target};
 
 mod channels;
 mod connection;
+mod operator;
 pub(crate) mod redlock;
 mod sentinel;
 mod settings;
@@ -478,5 +479,18 @@ impl Backend for RedisBackend {
             .query_async::<()>(&mut conn)
             .await
             .map_err(describe)
+    }
+
+    async fn holders(
+        &self,
+        namespace: Option<&str>,
+        app: Option<&str>,
+    ) -> BackendResult<Vec<Holder>> {
+        let sightings = self.sightings(namespace, app).await?;
+        Ok(sightings.into_iter().map(|seen| seen.holder).collect())
+    }
+
+    async fn evict(&self, key: &LockKey) -> BackendResult<bool> {
+        self.evict_key(key).await
     }
 }

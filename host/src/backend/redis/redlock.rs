@@ -13,6 +13,7 @@
 //! free), so it reads at least this fence and grants a larger one. The README has the
 //! argument and its assumptions.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -21,10 +22,11 @@ use tokio::time::{Instant, timeout};
 
 use super::RedisBackend;
 use super::connection::Target;
+use super::operator::Sighting;
 use super::settings::HostList;
 use crate::backend::{
-    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, ReleaseWatch, Renewal, Token,
-    UnlockStatus, within_lease,
+    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder, ReleaseWatch, Renewal,
+    Token, UnlockStatus, within_lease,
 };
 use crate::error::StoreConfigError;
 use crate::key::LockKey;
@@ -384,5 +386,70 @@ impl Backend for RedlockBackend {
             return Err(self.too_few(answered));
         }
         Ok(())
+    }
+
+    /// A lock is listed where a majority of the masters hold it with one token — what a
+    /// minority holds is no lock. Its fence is the largest they report; its lease is what
+    /// is left until fewer than a majority hold it. Every master must answer: a listing
+    /// that silently missed one could miss a lock.
+    async fn holders(
+        &self,
+        namespace: Option<&str>,
+        app: Option<&str>,
+    ) -> BackendResult<Vec<Holder>> {
+        // Not bounded by the master timeout, which is for one step: a listing takes many,
+        // each bounded by its connection's own timeout.
+        let listings = self.masters.iter().map(|m| m.sightings(namespace, app));
+        let answers: Vec<Option<Vec<Sighting>>> = futures_util::future::join_all(listings)
+            .await
+            .into_iter()
+            .map(Result::ok)
+            .collect();
+        let answered = answers.iter().flatten().count();
+        if answered < self.masters.len() {
+            return Err(BackendError::new(
+                BackendErrorKind::TooFewConfirmations,
+                format!(
+                    "had {answered} of {} Redlock masters answer in time; a listing needs all",
+                    self.masters.len()
+                ),
+            ));
+        }
+        let mut seen: BTreeMap<(String, String, String), Vec<Holder>> = BTreeMap::new();
+        for sighting in answers.into_iter().flatten().flatten() {
+            let Sighting { holder, token } = sighting;
+            let lock = (holder.app.clone(), holder.resource_id.clone(), token);
+            seen.entry(lock).or_default().push(holder);
+        }
+        let quorum = self.quorum();
+        Ok(seen
+            .into_values()
+            .filter(|on| on.len() >= quorum)
+            .map(|mut on| {
+                // Longest lease first: the quorum-th is how long a majority still holds it.
+                on.sort_by(|a, b| b.lease_left.cmp(&a.lease_left));
+                let fence = on.iter().map(|h| h.fence).max().unwrap_or_default();
+                let mut holder = on.swap_remove(quorum - 1);
+                holder.age = holder.age.and_then(|age| {
+                    let raised = Duration::from_micros(fence.saturating_sub(holder.fence));
+                    age.checked_sub(raised)
+                });
+                holder.fence = fence;
+                holder
+            })
+            .collect())
+    }
+
+    /// Evicted from every master that answers; it is gone once a majority no longer holds
+    /// it.
+    async fn evict(&self, key: &LockKey) -> BackendResult<bool> {
+        let answers = self
+            .on_each(|master| master.evict_key(key), |_| false)
+            .await;
+        let answered = answers.iter().flatten().count();
+        if answered < self.quorum() {
+            return Err(self.too_few(answered));
+        }
+        Ok(answers.into_iter().flatten().any(|held| held))
     }
 }

@@ -18,10 +18,79 @@ pub struct Cli {
 pub enum Command {
     /// Run a wasi:cli command component, like `wasmtime run`.
     Run(RunArgs),
-    /// Serve a wasi:http proxy component, one instance per request, like `wasmtime serve`.
+    /// Serve a wasi:http handler component, like `wasmtime serve`: a WASI 0.2 one with an
+    /// instance per request, a WASI 0.3 one with reused instances.
     Serve(ServeArgs),
     /// Compile a component into the cache and say whether this host can run or serve it
     Check(CheckArgs),
+    /// See and free the locks a store holds, with the operator's credentials
+    #[command(subcommand)]
+    Locks(LocksCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LocksCommand {
+    /// List every lock held now: app, id, kind, fence, lease left, age
+    List(ListArgs),
+    /// Free one lock by force: its holder finds it lost, and the next grant's fence is higher
+    Release(ReleaseArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub store: OperatorStore,
+
+    /// Only the locks of this app
+    #[arg(long, value_name = "ID")]
+    pub app: Option<String>,
+
+    /// One JSON array instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    pub store: OperatorStore,
+
+    /// The app the lock belongs to
+    #[arg(long, value_name = "ID")]
+    pub app: String,
+
+    /// The resource id of the lock
+    pub resource_id: String,
+}
+
+/// A store as an operator reaches it: by URL, with the operator's credentials.
+#[derive(Args, Debug)]
+pub struct OperatorStore {
+    /// The store's URL: redis://, rediss://, redis+unix://, redis+cluster://,
+    /// redis+sentinel:// or redis+redlock:// (a memory store lives inside one latchkey
+    /// process, out of reach)
+    #[arg(long, value_name = "URL")]
+    pub store: String,
+
+    /// A file holding the store's password
+    #[arg(long, value_name = "PATH", conflicts_with = "password_env")]
+    pub password_file: Option<PathBuf>,
+
+    /// A host environment variable holding the store's password
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+
+    /// The store's namespace, if its hosts give it one
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// Wait for N replicas to confirm a release, as grants do (Sentinel needs it)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub wait_replicas: u32,
+
+    /// A store slower than this, for one step, is unavailable
+    #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub store_timeout_ms: u64,
 }
 
 #[derive(Args, Debug)]

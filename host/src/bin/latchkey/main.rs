@@ -7,6 +7,7 @@
 //! - `run`: `latchkey run`, command components on a [`latchkey_host::Runner`];
 //! - `serve`: `latchkey serve`, HTTP handlers on a [`latchkey_host::Runner`];
 //! - `check`: `latchkey check`, a component compiled into the cache and its world named;
+//! - `locks`: `latchkey locks list|release`, the operator's view of a store's locks;
 //! - `output`: guest output, line by line, with a prefix per instance;
 //! - `metrics`: `--metrics-addr`, the Prometheus endpoint;
 //! - `signals`: SIGINT and SIGTERM, which stop the guests after releasing their locks.
@@ -15,6 +16,7 @@
 mod output;
 mod args;
 mod check;
+mod locks;
 mod metrics;
 mod run;
 mod serve;
@@ -64,6 +66,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => run::command(args).await,
         Command::Serve(args) => serve::command(args).await,
         Command::Check(args) => check::command(args),
+        Command::Locks(command) => locks::command(command).await,
     };
     let code = match result {
         Ok(code) => code,

@@ -1,0 +1,181 @@
+//! What an operator asks of a Redis store, never a guest: the locks held now, and their
+//! eviction. Keys are found with `SCAN` (never `KEYS`, which blocks the server) on the
+//! server, or on every primary of a cluster; each lock is then read in one script run.
+
+use std::time::Duration;
+
+use futures_util::future::try_join_all;
+use redis::Script;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+
+use super::{Confirmed, Connection, RedisBackend, Request, describe};
+use crate::backend::{BackendError, BackendErrorKind, BackendResult, Holder};
+use crate::key::LockKey;
+
+/// Reads one lock in one step: see `scripts/inspect.lua`.
+pub(super) const INSPECT: &str = include_str!("scripts/inspect.lua");
+
+/// Frees one lock whoever holds it: see `scripts/evict.lua`.
+pub(super) const EVICT: &str = include_str!("scripts/evict.lua");
+
+/// How many keys one `SCAN` step asks a server to look at.
+const SCAN_COUNT: usize = 1000;
+
+/// How many locks are read at once.
+const INSPECT_BATCH: usize = 256;
+
+/// A lock held now, with its owner token: what Redlock compares across masters.
+pub(crate) struct Sighting {
+    pub(crate) holder: Holder,
+    pub(crate) token: String,
+}
+
+impl RedisBackend {
+    /// Every lock held now in `namespace` (of `app`, if given), with its owner token.
+    pub(crate) async fn sightings(
+        &self,
+        namespace: Option<&str>,
+        app: Option<&str>,
+    ) -> BackendResult<Vec<Sighting>> {
+        let mut conn = self.connection().await?;
+        let pattern = LockKey::pattern(namespace, app);
+        let keys = match conn.clone() {
+            Connection::Cluster(cluster) => {
+                let mut keys = Vec::new();
+                for (host, port) in primaries(&mut conn).await? {
+                    let node =
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+                    let on_node = |cmd| {
+                        let (mut cluster, node) = (cluster.clone(), node.clone());
+                        async move { cluster.route_command(cmd, node).await }
+                    };
+                    keys.extend(scan(&pattern, on_node).await?);
+                }
+                keys
+            }
+            one => {
+                let on_server = |cmd: redis::Cmd| {
+                    let mut one = one.clone();
+                    async move { cmd.query_async::<redis::Value>(&mut one).await }
+                };
+                scan(&pattern, on_server).await?
+            }
+        };
+        let mut sightings = Vec::new();
+        let inspect = Script::new(INSPECT);
+        for batch in keys.chunks(INSPECT_BATCH) {
+            let read = batch.iter().filter_map(|raw| {
+                let (app, id) = LockKey::decode(namespace, raw)?;
+                let key = LockKey::new(namespace, &app, &id);
+                let (inspect, mut conn) = (&inspect, conn.clone());
+                Some(async move {
+                    let (token, left, fence, now): (Option<String>, i64, String, String) = inspect
+                        .key(key.lock())
+                        .key(key.fence())
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(describe)?;
+                    Ok::<_, BackendError>(token.zip(u64::try_from(left).ok()).map(
+                        |(token, left)| {
+                            let fence = fence.parse().unwrap_or(0);
+                            let age = now
+                                .parse::<u64>()
+                                .ok()
+                                .and_then(|now| now.checked_sub(fence));
+                            Sighting {
+                                holder: Holder::new(
+                                    app,
+                                    id,
+                                    fence,
+                                    Duration::from_millis(left),
+                                    age.map(Duration::from_micros),
+                                ),
+                                token,
+                            }
+                        },
+                    ))
+                })
+            });
+            sightings.extend(try_join_all(read).await?.into_iter().flatten());
+        }
+        Ok(sightings)
+    }
+
+    /// Frees `key` whoever holds it; on a store that waits for replicas, only once they
+    /// confirm it (an eviction a failover undoes would hand the lock back).
+    pub(crate) async fn evict_key(&self, key: &LockKey) -> BackendResult<bool> {
+        let mut conn = self.connection().await?;
+        let evict = Script::new(EVICT);
+        let mut invocation = evict.key(key.lock());
+        invocation.arg(key.released());
+        let (evicted, confirmed): (i64, _) =
+            self.send(&mut conn, &Request::Script(invocation)).await?;
+        match confirmed {
+            Confirmed::No { acked } => Err(self.unconfirmed("the eviction", acked)),
+            _ => Ok(evicted == 1),
+        }
+    }
+}
+
+/// Every key matching `pattern` on one server, by `SCAN` steps sent through `send`.
+async fn scan<F, Fut>(pattern: &str, mut send: F) -> BackendResult<Vec<String>>
+where
+    F: FnMut(redis::Cmd) -> Fut,
+    Fut: Future<Output = redis::RedisResult<redis::Value>>,
+{
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+        let reply = send(cmd).await.map_err(describe)?;
+        let (next, found): (u64, Vec<String>) = redis::from_redis_value(reply).map_err(|_| {
+            BackendError::new(
+                BackendErrorKind::Failed,
+                "answered SCAN in a form it cannot read",
+            )
+        })?;
+        keys.extend(found);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
+    }
+}
+
+/// The addresses of a cluster's primaries that are up, from `CLUSTER NODES`.
+async fn primaries(conn: &mut Connection) -> BackendResult<Vec<(String, u16)>> {
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(conn)
+        .await
+        .map_err(describe)?;
+    let mut primaries = Vec::new();
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(address), Some(flags)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+            continue;
+        }
+        let address = address.split('@').next().unwrap_or_default();
+        let parsed = address
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host.to_owned(), port.parse().ok()?)));
+        match parsed {
+            Some(primary) => primaries.push(primary),
+            None => {
+                return Err(BackendError::new(
+                    BackendErrorKind::Failed,
+                    "answered CLUSTER NODES with a line it cannot read",
+                ));
+            }
+        }
+    }
+    Ok(primaries)
+}

@@ -1,0 +1,224 @@
+//! The operator's view (`latchkey locks list|release`): the real `latchkey` binary, run as
+//! an operator runs it, against every Redis deployment — locks taken by real stores and
+//! by real guests, read back, and freed by force.
+
+use std::process::Output;
+use std::time::Duration;
+
+use harness::{
+    Deployment, Fixture, PATIENCE, RedisServer, guest, latchkey, lines, redis_store, redlock_url,
+};
+use serde_json::Value;
+
+/// `latchkey locks ARGS...`, to its end.
+fn locks(args: &[&str]) -> Output {
+    latchkey().arg("locks").args(args).output().unwrap()
+}
+
+/// The flags that name the fixture's store as an operator would.
+fn store_flags(fx: &Fixture) -> Vec<String> {
+    let (url, wait_replicas) = match &fx.deployment {
+        Deployment::Redis(server) => (server.url(), 0),
+        Deployment::Cluster(cluster) => (cluster.url(), 0),
+        Deployment::Sentinel(set) => (set.url(), 1),
+        Deployment::Redlock(masters) => (redlock_url(masters), 0),
+        Deployment::Memory => unreachable!("an operator cannot reach a memory store"),
+    };
+    let wait_replicas = wait_replicas.to_string();
+    ["--store", &url, "--wait-replicas", &wait_replicas]
+        .map(String::from)
+        .to_vec()
+}
+
+/// `locks list --json` of the fixture's store, and what else: the listing, parsed.
+fn listing(fx: &Fixture, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["list".to_owned(), "--json".to_owned()];
+    args.extend(store_flags(fx));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = locks(&args);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str::<Value>(&text)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// On every Redis deployment, the listing shows each held lock once — its app, id, kind,
+/// fence, the lease it has left and its age — and `--app` keeps one app's, matching the
+/// app by its exact name even where it holds a glob's wildcards.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listing_shows_every_held_lock() {
+    for fx in [
+        Fixture::on_redis(),
+        Fixture::on_cluster(),
+        Fixture::on_sentinel(),
+        Fixture::on_redlock(),
+    ] {
+        let lease = Duration::from_secs(60);
+        let mut fences = Vec::new();
+        for (app, id) in [("a*", "nightly"), ("ab", "nightly"), ("ab", "we:ird{id}")] {
+            let grant = fx.store.try_lock(fx.store.key(app, id), lease).await;
+            fences.push(grant.unwrap().expect("free").fence);
+        }
+        let all = tokio::task::block_in_place(|| listing(&fx, &[]));
+        let seen: Vec<(&str, &str, u64)> = all
+            .iter()
+            .map(|e| {
+                assert_eq!(e["kind"], "lock");
+                let left = Duration::from_millis(e["lease_left_ms"].as_u64().unwrap());
+                assert!(left <= lease && left > lease - PATIENCE, "{e}");
+                let age = Duration::from_millis(e["age_ms"].as_u64().unwrap());
+                assert!(age < PATIENCE, "{e}");
+                let fence = e["fence"].as_u64().unwrap();
+                (e["app"].as_str().unwrap(), e["id"].as_str().unwrap(), fence)
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a*", "nightly", fences[0]),
+                ("ab", "nightly", fences[1]),
+                ("ab", "we:ird{id}", fences[2]),
+            ],
+            "{}",
+            store_flags(&fx)[1]
+        );
+        let one_app = tokio::task::block_in_place(|| listing(&fx, &["--app", "a*"]));
+        assert_eq!(one_app.len(), 1, "{one_app:?}");
+        assert_eq!(one_app[0]["app"], "a*");
+    }
+}
+
+/// The listing of a password-protected Redis, as a table: what is held, and neither the
+/// password nor the server's address.
+#[test]
+fn the_listing_shows_no_secret() {
+    let password = "pw-of-the-operator";
+    let redis = RedisServer::start_with(&["--requirepass", password]);
+    let url = format!("redis://:{password}@{}", redis.address());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = redis_store(&url, Duration::from_secs(2));
+    let grant = runtime
+        .block_on(store.try_lock(store.key("billing", "nightly"), Duration::from_secs(60)))
+        .unwrap()
+        .unwrap();
+    let out = latchkey()
+        .args([
+            "locks",
+            "list",
+            "--store",
+            &redis.url(),
+            "--password-env",
+            "OPS_PW",
+        ])
+        .env("OPS_PW", password)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let said = lines(&out);
+    assert_eq!(
+        said[0].split_whitespace().collect::<Vec<_>>(),
+        ["APP", "ID", "KIND", "FENCE", "LEASE", "LEFT", "AGE"]
+    );
+    let row: Vec<&str> = said[1].split_whitespace().collect();
+    assert_eq!(
+        row[..4],
+        ["billing", "nightly", "lock", &grant.fence.to_string()]
+    );
+    let all = format!("{out:?}");
+    for secret in [password, &redis.port().to_string(), "127.0.0.1"] {
+        assert!(!all.contains(secret), "{secret} in {all}");
+    }
+}
+
+/// A lock released by force: its holder — a guest keeping its lease alive — learns it
+/// lost the lock at its next renewal and finds it gone when it unlocks; the next grant's
+/// fence is higher. Control: while nobody forces it, the holder keeps it (no `lost`).
+#[test]
+fn a_forced_release_is_seen_by_its_holder_as_lost() {
+    let redis = RedisServer::start();
+    let p3ctl = guest("p3ctl");
+    harness::warm(&p3ctl);
+    let store = format!("lockstore={}", redis.url());
+    // Bounded, so that a holder never told of its loss ends the test instead of hanging it.
+    let bounded = ["run", "--app-id", "billing", "--store", &store, "--deadline", "60s"];
+    let holder = latchkey()
+        .args(bounded)
+        .arg(&p3ctl)
+        .args([
+            "open",
+            "lockstore",
+            "try",
+            "nightly",
+            "1500",
+            "keepalive",
+            "await-lost",
+            "unlock",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    redis.wait_for_key("latchkey:{billing:nightly}:lock");
+    // Kept alive past its first lease: the holder is not losing it by itself.
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(redis.lock_keys(), ["latchkey:{billing:nightly}:lock"]);
+    let release = [
+        "release",
+        "--store",
+        &redis.url(),
+        "--app",
+        "billing",
+        "nightly",
+    ];
+    let out = locks(&release);
+    assert!(out.status.success(), "{out:?}");
+    assert!(lines(&out)[0].contains("released"), "{out:?}");
+    let holder = holder.wait_with_output().unwrap();
+    let said = lines(&holder);
+    assert_eq!(
+        said[2..],
+        ["keeping alive", "lost", "unlocked lock-does-not-exist"],
+        "{said:?}"
+    );
+    let fence = |line: &str| -> u64 { line.split("fence=").nth(1).unwrap().parse().unwrap() };
+    let first = fence(&said[1]);
+    let next = latchkey()
+        .args(["run", "--app-id", "billing", "--store", &store])
+        .arg(&p3ctl)
+        .args(["open", "lockstore", "try", "nightly", "1000"])
+        .output()
+        .unwrap();
+    assert!(fence(&lines(&next)[1]) > first, "{next:?}");
+    // Releasing what nobody holds says so, and succeeds.
+    let again = locks(&release);
+    assert!(again.status.success(), "{again:?}");
+    assert!(lines(&again)[0].contains("was not held"), "{again:?}");
+}
+
+/// Mistakes are one line on stderr and a non-zero exit: a missing flag, a memory store
+/// (out of an operator's reach), a password refused, a store that is not there.
+#[test]
+fn mistakes_are_one_line() {
+    let redis = RedisServer::start_with(&["--requirepass", "pw"]);
+    let closed = format!("redis://127.0.0.1:{}", harness::free_port());
+    let cases: [(&[&str], &str); 5] = [
+        (&["list"], "--store"),
+        (
+            &["release", "--store", &redis.url(), "--app", "a"],
+            "RESOURCE_ID",
+        ),
+        (&["list", "--store", "memory"], "memory store"),
+        (&["list", "--store", &redis.url()], "refused"),
+        (&["list", "--store", &closed], "could not be reached"),
+    ];
+    for (args, says) in cases {
+        let out = locks(args);
+        assert!(!out.status.success(), "{args:?}: {out:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
