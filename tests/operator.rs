@@ -144,7 +144,15 @@ fn a_forced_release_is_seen_by_its_holder_as_lost() {
     harness::warm(&p3ctl);
     let store = format!("lockstore={}", redis.url());
     // Bounded, so that a holder never told of its loss ends the test instead of hanging it.
-    let bounded = ["run", "--app-id", "billing", "--store", &store, "--deadline", "60s"];
+    let bounded = [
+        "run",
+        "--app-id",
+        "billing",
+        "--store",
+        &store,
+        "--deadline",
+        "60s",
+    ];
     let holder = latchkey()
         .args(bounded)
         .arg(&p3ctl)

@@ -245,8 +245,8 @@ mod properties {
             prop_assert!(!tag.contains(['{', '}']), "brace inside the tag {tag:?}");
             let parts: Vec<&str> = tag.split(':').collect();
             prop_assert_eq!(parts.len(), 2);
-            prop_assert_eq!(unescape(parts[0]), Some(app));
-            prop_assert_eq!(unescape(parts[1]), Some(id));
+            prop_assert_eq!(unescape(parts[0]), Some(app.clone()));
+            prop_assert_eq!(unescape(parts[1]), Some(id.clone()));
             prop_assert_eq!(
                 LockKey::decode(ns.as_deref(), &lock),
                 Some((app.clone(), id.clone()))

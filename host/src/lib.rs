@@ -93,6 +93,9 @@
 //! - **release**: tell the store to free a lock — by `unlock`, a dropped lock handle, or the
 //!   instance's end. **forget**: an instance stops tracking a grant once its release is
 //!   confirmed.
+//! - **evict**: free a lock whoever holds it — the operator's forced release (`latchkey
+//!   locks release`, [`LockStore::evict`]); the evicted grant finds the lock gone. The locks
+//!   a store holds now, as an operator lists them, are its **holders** ([`Holder`]).
 //! - **wait**: how long `lock` waits for a busy lock. **watch** (`ReleaseWatch`): a
 //!   subscription to a lock's releases that wakes a waiter.
 //! - **timeout**: how long one store call may take before it is `unavailable`.

@@ -237,6 +237,46 @@ mod tests {
         }
     }
 
+    /// The operator's view: live locks only, of the namespace and app asked for; an
+    /// eviction frees a lock whoever holds it, wakes its watchers, and says whether it was
+    /// held.
+    #[tokio::test]
+    async fn holders_are_listed_and_evicted() {
+        let store = MemoryBackend::new();
+        let (a, b) = (Token::random(), Token::random());
+        let minute = Duration::from_secs(60);
+        let first = fence(store.try_acquire(&key("job"), &a, minute).await.unwrap());
+        let other = LockKey::new(None, "other", "job");
+        store.try_acquire(&other, &b, minute).await.unwrap();
+        let spaced = LockKey::new(Some("blue"), "app", "job");
+        store.try_acquire(&spaced, &b, minute).await.unwrap();
+        store
+            .try_acquire(&key("brief"), &b, Duration::from_millis(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let held = store.holders(None, Some("app")).await.unwrap();
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert_eq!(
+            (held[0].resource_id.as_str(), held[0].fence),
+            ("job", first)
+        );
+        assert!(held[0].lease_left <= minute && held[0].age.is_some());
+        assert_eq!(store.holders(None, None).await.unwrap().len(), 2);
+        assert_eq!(store.holders(Some("blue"), None).await.unwrap().len(), 1);
+
+        let mut watch = store.watch(&key("job")).await.unwrap();
+        assert!(store.evict(&key("job")).await.unwrap());
+        watch.released().await;
+        assert_eq!(
+            store.release(&key("job"), &a).await.unwrap(),
+            UnlockStatus::LockDoesNotExist
+        );
+        assert!(!store.evict(&key("job")).await.unwrap());
+        let next = fence(store.try_acquire(&key("job"), &b, minute).await.unwrap());
+        assert!(next > first);
+    }
+
     /// A lease that has run out is the same as no lock, for every call.
     #[tokio::test]
     async fn expired_lease_is_no_lock() {

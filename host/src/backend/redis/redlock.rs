@@ -427,7 +427,7 @@ impl Backend for RedlockBackend {
             .filter(|on| on.len() >= quorum)
             .map(|mut on| {
                 // Longest lease first: the quorum-th is how long a majority still holds it.
-                on.sort_by(|a, b| b.lease_left.cmp(&a.lease_left));
+                on.sort_by_key(|h| std::cmp::Reverse(h.lease_left));
                 let fence = on.iter().map(|h| h.fence).max().unwrap_or_default();
                 let mut holder = on.swap_remove(quorum - 1);
                 holder.age = holder.age.and_then(|age| {
