@@ -192,8 +192,9 @@ fn an_unavailable_store_is_an_error_in_every_language() {
         let flags = [
             "--store",
             &store,
+            // Time enough for the first call, which connects, on a loaded machine.
             "--store-timeout-ms",
-            "300",
+            "2000",
             "--app-id",
             "probe",
         ];
@@ -205,7 +206,7 @@ fn an_unavailable_store_is_an_error_in_every_language() {
             "1000",
             "unlock",
             "sleep",
-            "1500",
+            "3000",
         ];
         let late = ["try", "late", "1000"];
         let args: Vec<&str> = steps.iter().chain(&late).copied().collect();
@@ -213,12 +214,12 @@ fn an_unavailable_store_is_an_error_in_every_language() {
             .command(&flags, language.lockctl, &args)
             .spawn()
             .unwrap();
-        // Once the guest has been granted `warm`, it sleeps: Redis stops answering then.
+        // Once the guest has been granted `warm`, it sleeps: Redis stops answering then,
+        // until the guest has tried `late` and ended.
         redis.wait_for_key("latchkey:{probe:warm}:fence");
         redis.pause();
-        std::thread::sleep(std::time::Duration::from_millis(2500));
-        redis.resume();
         let out = run.wait_with_output().unwrap();
+        redis.resume();
         let said = lines(&out);
         assert!(
             said.last()

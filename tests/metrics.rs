@@ -71,8 +71,9 @@ fn metrics_count_what_the_guests_did() {
             &store,
             "--password-env",
             "lockstore=LATCHKEY_TEST_PW",
+            // Time enough for every call on a loaded machine; a stopped Redis still fails.
             "--store-timeout-ms",
-            "500",
+            "2000",
             "--metrics-addr",
             &metrics,
             "--dir",
