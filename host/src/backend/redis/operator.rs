@@ -147,7 +147,7 @@ where
     }
 }
 
-/// The addresses of a cluster's primaries that are up, from `CLUSTER NODES`.
+/// The addresses of a cluster's primaries, from `CLUSTER NODES`; an error if one is failing.
 async fn primaries(conn: &mut Connection) -> BackendResult<Vec<(String, u16)>> {
     let nodes: String = redis::cmd("CLUSTER")
         .arg("NODES")
@@ -160,8 +160,15 @@ async fn primaries(conn: &mut Connection) -> BackendResult<Vec<(String, u16)>> {
         let (Some(address), Some(flags)) = (fields.get(1), fields.get(2)) else {
             continue;
         };
-        if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+        if !flags.split(',').any(|f| f == "master") {
             continue;
+        }
+        if flags.contains("fail") {
+            // Its locks cannot be read: a listing without them would look complete.
+            return Err(BackendError::new(
+                BackendErrorKind::Unreachable,
+                "has a failing primary, whose locks cannot be listed",
+            ));
         }
         let address = address.split('@').next().unwrap_or_default();
         let parsed = address
