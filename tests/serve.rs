@@ -10,8 +10,14 @@ use harness::{PATIENCE, RedisServer, ServeProcess, free_port, guest, latchkey, p
 
 /// `latchkey serve` of the demo handlers as app `jobs`, on `redis`, with `extra` flags.
 fn serve_demo(redis: &RedisServer, extra: &[&str]) -> ServeProcess {
+    serve_handler("http_demo", redis, extra)
+}
+
+/// [`serve_demo`] for the handler `name`: `http_demo` (WASI 0.2) or `http_p3_demo` (WASI
+/// 0.3, with instance reuse), which answer the same routes.
+fn serve_handler(name: &str, redis: &RedisServer, extra: &[&str]) -> ServeProcess {
     let store = format!("lockstore={}", redis.url());
-    let demo = guest("http_demo");
+    let demo = guest(name);
     let mut args = vec!["--app-id", "jobs", "--store", &store];
     args.extend_from_slice(extra);
     args.push(demo.to_str().unwrap());
@@ -216,30 +222,31 @@ fn mistakes_are_one_line_errors_before_serving() {
 }
 
 /// With `--max-concurrent-requests 2`, a third request while two run is refused at once
-/// with `503` and `Retry-After`, and served again once a slot is free.
+/// with `503` and `Retry-After`, and served again once a slot is free — by a WASI 0.2
+/// handler and by a WASI 0.3 one whose instance serves both running requests.
 #[test]
 fn requests_beyond_the_limit_are_refused_not_queued() {
-    let redis = RedisServer::start();
-    let server = serve_demo(&redis, &["--max-concurrent-requests", "2"]);
-    let busy: Vec<_> = ["p", "q"]
-        .into_iter()
-        .map(|id| {
-            let url = server.url(&format!("/jobs/{id}?ms=1500"));
-            std::thread::spawn(move || post(&url, PATIENCE).unwrap())
-        })
-        .collect();
-    redis.wait_for_key("latchkey:{jobs:p}:lock");
-    redis.wait_for_key("latchkey:{jobs:q}:lock");
-    let refused = post(&server.url("/jobs/r?ms=0"), PATIENCE).unwrap();
-    assert_eq!(refused.status, 503, "{refused:?}");
-    assert_eq!(refused.retry_after.as_deref(), Some("1"));
-    for request in busy {
-        assert_eq!(request.join().unwrap().status, 200);
+    for handler in ["http_demo", "http_p3_demo"] {
+        let redis = RedisServer::start();
+        let server = serve_handler(handler, &redis, &["--max-concurrent-requests", "2"]);
+        let busy: Vec<_> = ["p", "q"]
+            .into_iter()
+            .map(|id| {
+                let url = server.url(&format!("/jobs/{id}?ms=1500"));
+                std::thread::spawn(move || post(&url, PATIENCE).unwrap())
+            })
+            .collect();
+        redis.wait_for_key("latchkey:{jobs:p}:lock");
+        redis.wait_for_key("latchkey:{jobs:q}:lock");
+        let refused = post(&server.url("/jobs/r?ms=0"), PATIENCE).unwrap();
+        assert_eq!(refused.status, 503, "{handler}: {refused:?}");
+        assert_eq!(refused.retry_after.as_deref(), Some("1"), "{handler}");
+        for request in busy {
+            assert_eq!(request.join().unwrap().status, 200, "{handler}");
+        }
+        let again = post(&server.url("/jobs/r?ms=0"), PATIENCE).unwrap();
+        assert_eq!(again.status, 200, "{handler}: {again:?}");
     }
-    assert_eq!(
-        post(&server.url("/jobs/r?ms=0"), PATIENCE).unwrap().status,
-        200
-    );
 }
 
 /// Reads from `stream` until the server closes it; false if it is still open after
