@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use harness::{
-    Answer, Fixture, PATIENCE, RedisServer, ServeProcess, guest, lockctl, on_memory_and_redis,
-    post, run, script, spawn_lockctl,
+    Answer, Fixture, PATIENCE, RedisServer, ServeProcess, guest, latchkey, lines, lockctl,
+    on_memory_and_redis, post, run, script, spawn_lockctl, warm,
 };
 
 on_memory_and_redis! {
@@ -387,4 +387,42 @@ fn sigterm_releases_the_locks_of_reused_instances() {
     assert_eq!(redis.lock_keys(), Vec::<String>::new());
     let answer = request.join().unwrap().unwrap();
     assert_eq!(answer.status, 503, "{answer:?}");
+}
+
+/// `latchkey run`'s grants reach a WASI 0.3 command through WASI 0.3's own interfaces:
+/// `--env` through `wasi:cli/environment@0.3.0`, `--dir` through
+/// `wasi:filesystem@0.3.0` — and nothing of the host's without them (the control).
+#[test]
+fn a_p3_command_gets_what_the_flags_grant_and_nothing_else() {
+    let p3ctl = guest("p3ctl");
+    warm(&p3ctl);
+    let data = tempfile::tempdir().unwrap();
+    let dir = format!("{}::/data", data.path().display());
+    let steps = ["env", "GREETING", "env", "HOME", "dirs"];
+    let granted = latchkey()
+        .args(["run", "--env", "GREETING=hello", "--dir", &dir])
+        .arg(&p3ctl)
+        .args(steps)
+        .output()
+        .unwrap();
+    assert_eq!(
+        lines(&granted),
+        [
+            "env GREETING=hello",
+            "env HOME unset",
+            "dirs /data:DescriptorType::Directory"
+        ],
+        "{granted:?}"
+    );
+    let bare = latchkey()
+        .arg("run")
+        .arg(&p3ctl)
+        .args(steps)
+        .output()
+        .unwrap();
+    assert_eq!(
+        lines(&bare),
+        ["env GREETING unset", "env HOME unset", "dirs"],
+        "{bare:?}"
+    );
 }

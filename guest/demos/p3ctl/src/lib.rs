@@ -15,6 +15,8 @@
 //! | `race ID N SPREAD`              | N rounds: a task unlocks ID while another's `lock` of ID is cancelled up to SPREAD µs after; then ID must be free: `race ID free=K of N` |
 //! | `await-lost`                    | waits for the top lock to be lost: `lost` |
 //! | `pairs N ID`                    | N try-lock + unlock pairs; each pair's ns, one per line |
+//! | `env NAME`                      | the variable through WASI 0.3: `env NAME=VALUE` or `env NAME unset` |
+//! | `dirs`                          | the preopened directories through WASI 0.3's filesystem: `dirs NAME:TYPE ...` |
 //!
 //! A failed step prints `error KIND: MESSAGE` and the script goes on.
 
@@ -138,6 +140,22 @@ impl wasip3::exports::cli::run::Guest for P3ctl {
                     let after = ms(args.next());
                     let store = store.as_ref().expect("open before locking");
                     race(store, id, rounds, after).await
+                }
+                "env" => {
+                    let name = args.next().expect("a variable's name");
+                    let environment = wasip3::cli::environment::get_environment();
+                    Ok(match environment.iter().find(|(key, _)| key == name) {
+                        Some((_, value)) => format!("env {name}={value}"),
+                        None => format!("env {name} unset"),
+                    })
+                }
+                "dirs" => {
+                    let mut said = String::from("dirs");
+                    for (dir, name) in wasip3::filesystem::preopens::get_directories() {
+                        let kind = dir.get_type().await.map(|kind| format!("{kind:?}"));
+                        said.push_str(&format!(" {name}:{}", kind.unwrap_or_else(|e| format!("{e:?}"))));
+                    }
+                    Ok(said)
                 }
                 "pairs" => {
                     let count = ms(args.next()) as usize;
