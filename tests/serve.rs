@@ -166,19 +166,22 @@ fn cheap_requests_are_served_while_handlers_spin() {
 }
 
 /// SIGTERM while a request holds a lock: the server stops accepting, gives the request its
-/// grace period, stops it, releases its lock and exits 0; Redis holds no lock.
+/// grace period, stops it, releases its lock and exits 0; Redis holds no lock — for a WASI
+/// 0.2 handler, and for a request of a reused WASI 0.3 instance.
 #[test]
 fn sigterm_releases_every_lock_and_exits_cleanly() {
-    let redis = RedisServer::start();
-    let mut server = serve_demo(&redis, &["--shutdown-grace", "500ms"]);
-    let url = server.url("/jobs/long?then=sleep");
-    let in_flight = std::thread::spawn(move || post(&url, PATIENCE));
-    redis.wait_for_key("latchkey:{jobs:long}:lock");
-    let status = server.terminate();
-    assert!(status.success(), "{status}: {}", server.stderr());
-    assert_eq!(redis.lock_keys(), Vec::<String>::new());
-    let answer = in_flight.join().unwrap().unwrap();
-    assert_eq!(answer.status, 503, "{answer:?}");
+    for handler in ["http_demo", "http_p3_demo"] {
+        let redis = RedisServer::start();
+        let mut server = serve_handler(handler, &redis, &["--shutdown-grace", "500ms"]);
+        let url = server.url("/jobs/long?then=sleep");
+        let in_flight = std::thread::spawn(move || post(&url, PATIENCE));
+        redis.wait_for_key("latchkey:{jobs:long}:lock");
+        let status = server.terminate();
+        assert!(status.success(), "{handler}: {status}: {}", server.stderr());
+        assert_eq!(redis.lock_keys(), Vec::<String>::new(), "{handler}");
+        let answer = in_flight.join().unwrap().unwrap();
+        assert_eq!(answer.status, 503, "{handler}: {answer:?}");
+    }
 }
 
 /// Each mistake is one line on stderr and a non-zero exit, before anything is served.
@@ -300,7 +303,7 @@ fn stalled_and_idle_connections_are_closed() {
     use std::io::Write as _;
     let redis = RedisServer::start();
     let server = serve_demo(&redis, &[]);
-    let address = server.url("").trim_start_matches("http://").to_owned();
+    let address = server.address();
     let silent = std::net::TcpStream::connect(&address).unwrap();
     let mut halfway = std::net::TcpStream::connect(&address).unwrap();
     halfway
@@ -325,7 +328,7 @@ fn connections_beyond_the_limit_wait_for_a_free_one() {
     let redis = RedisServer::start();
     let flags = ["--max-connections", "4", "--header-timeout", "60s"];
     let server = serve_demo(&redis, &flags);
-    let address = server.url("").trim_start_matches("http://").to_owned();
+    let address = server.address();
     let mut held: Vec<_> = (0..4)
         .map(|_| {
             let mut stream = std::net::TcpStream::connect(&address).unwrap();
@@ -396,7 +399,7 @@ fn output_nobody_reads_does_not_freeze_the_server() {
 /// own, and returns the connection for the body.
 fn start_upload(server: &ServeProcess, length: u64) -> std::net::TcpStream {
     use std::io::Write as _;
-    let address = server.url("").trim_start_matches("http://").to_owned();
+    let address = server.address();
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     let head = format!("POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: {length}\r\n\r\n");
     stream.write_all(head.as_bytes()).unwrap();
@@ -483,7 +486,7 @@ fn oversized_headers_are_refused() {
     use std::io::{Read as _, Write as _};
     let redis = RedisServer::start();
     let server = serve_demo(&redis, &[]);
-    let address = server.url("").trim_start_matches("http://").to_owned();
+    let address = server.address();
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     let head = format!(
         "POST /jobs/a HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n",

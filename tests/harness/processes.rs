@@ -137,7 +137,12 @@ impl ServeProcess {
 
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}{path}", self.address())
+    }
+
+    /// `127.0.0.1:PORT`, for a test that speaks HTTP over a socket of its own.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     /// A field of the server's `/proc/PID/status`, in kB: `VmRSS`, `VmHWM`.
