@@ -1,5 +1,5 @@
 //! What the p3 handlers here share: the answer, which says which instance served it, and
-//! the small helpers of a request's query and time. `http-p3-nolock` includes this file.
+//! sleeping. `http-p3-nolock` includes this file.
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -24,22 +24,9 @@ pub fn count_request() {
     }
 }
 
-/// The request target's path and query.
-pub fn split_target(target: &str) -> (&str, &str) {
-    target.split_once('?').unwrap_or((target, ""))
-}
-
 /// Waits `how_long`: suspends this request alone.
 pub async fn sleep(how_long: Duration) {
     wait_for(how_long.as_nanos().try_into().unwrap_or(u64::MAX)).await;
-}
-
-/// The value of `name` in a query string, if it is there.
-pub fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then_some(value)
-    })
 }
 
 /// A response: status, headers and a short text body.

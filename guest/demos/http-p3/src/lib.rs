@@ -28,9 +28,12 @@ use latchkey::p3::{Lock, Store};
 use wasip3::http::types::{ErrorCode, Method, Request, Response};
 use wasip3::wit_bindgen::StreamWriter;
 
-use answer::{Answer, count_request, param, sleep, split_target};
+use answer::{Answer, count_request, sleep};
+use target::{has, param, split_target};
 
 mod answer;
+#[path = "../../http/src/target.rs"]
+mod target;
 
 /// A job's lease: longer than any job here runs.
 const JOB_LEASE: Duration = Duration::from_secs(30);
@@ -53,7 +56,7 @@ impl wasip3::exports::http::handler::Guest for Demo {
         let (path, query) = split_target(&target);
         let answer = match (request.get_method(), path.strip_prefix("/jobs/"), path) {
             (Method::Post, Some(id), _) if !id.is_empty() => job(id, query).await,
-            (Method::Post, None, "/counter") => counter(param(query, "nolock").is_none()).await,
+            (Method::Post, None, "/counter") => counter(!has(query, "nolock")).await,
             (Method::Post, None, "/stashed") => stashed().await,
             (Method::Post, None, "/later") => return later(),
             (Method::Post, _, _) => {

@@ -1,27 +1,9 @@
-//! What the demo handlers share: reading a query string, and sending a short text answer.
-//! `guest/demos/nolock` includes this file too, so that it differs from the demo by the
-//! lock alone.
+//! What the WASI 0.2 demo handlers share: sending a short text answer. `guest/demos/nolock`
+//! includes this file too, so that it differs from the demo by the lock alone.
 
 use std::io::Write as _;
 
 use wasip2::http::types::{Fields, OutgoingBody, OutgoingResponse, ResponseOutparam};
-
-/// Splits a request's `path?query`.
-pub fn split_target(target: &str) -> (&str, &str) {
-    target.split_once('?').unwrap_or((target, ""))
-}
-
-/// The value of `name` in a query string, if it is there.
-pub fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then_some(value)
-    })
-}
-
-pub fn has(query: &str, name: &str) -> bool {
-    param(query, name).is_some()
-}
 
 /// A response: status, headers and a short text body.
 pub struct Answer {

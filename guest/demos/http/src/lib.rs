@@ -22,9 +22,11 @@ use wasip2::exports::http::incoming_handler::Guest;
 use wasip2::http::types::{IncomingRequest, Method, ResponseOutparam};
 use wasip2::io::streams::StreamError;
 
-use answer::{Answer, has, param, split_target};
+use answer::Answer;
+use target::{has, param, split_target};
 
 mod answer;
+mod target;
 
 /// A job's lease: longer than any job here runs.
 const JOB_LEASE: Duration = Duration::from_secs(30);

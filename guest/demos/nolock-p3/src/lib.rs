@@ -5,7 +5,12 @@
 
 use wasip3::http::types::{ErrorCode, Method, Request, Response};
 
-use answer::{Answer, count_request, split_target};
+use answer::{Answer, count_request};
+use target::split_target;
+
+#[path = "../../http/src/target.rs"]
+#[allow(dead_code)] // The demo uses more of it.
+mod target;
 
 #[path = "../../http-p3/src/answer.rs"]
 #[allow(dead_code)] // The demo uses more of it.

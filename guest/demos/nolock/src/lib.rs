@@ -6,7 +6,12 @@
 use wasip2::exports::http::incoming_handler::Guest;
 use wasip2::http::types::{IncomingRequest, Method, ResponseOutparam};
 
-use answer::{Answer, split_target};
+use answer::Answer;
+use target::split_target;
+
+#[path = "../../http/src/target.rs"]
+#[allow(dead_code)] // The demo uses more of it.
+mod target;
 
 #[path = "../../http/src/answer.rs"]
 #[allow(dead_code)] // The demo uses more of it.

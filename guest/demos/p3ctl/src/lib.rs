@@ -153,7 +153,10 @@ impl wasip3::exports::cli::run::Guest for P3ctl {
                     let mut said = String::from("dirs");
                     for (dir, name) in wasip3::filesystem::preopens::get_directories() {
                         let kind = dir.get_type().await.map(|kind| format!("{kind:?}"));
-                        said.push_str(&format!(" {name}:{}", kind.unwrap_or_else(|e| format!("{e:?}"))));
+                        said.push_str(&format!(
+                            " {name}:{}",
+                            kind.unwrap_or_else(|e| format!("{e:?}"))
+                        ));
                     }
                     Ok(said)
                 }
