@@ -173,11 +173,7 @@ impl Lock {
 
     /// Releases the lock now and says what it found.
     pub fn unlock(self) -> Result<UnlockStatus, Error> {
-        Ok(match self.inner.unlock()? {
-            wit::UnlockStatus::Success => UnlockStatus::Success,
-            wit::UnlockStatus::LockDoesNotExist => UnlockStatus::LockDoesNotExist,
-            wit::UnlockStatus::LockBelongsToOthers => UnlockStatus::LockBelongsToOthers,
-        })
+        Ok(self.inner.unlock()?.into())
     }
 }
 
@@ -195,17 +191,42 @@ fn millis(d: Duration) -> u32 {
     d.as_millis().try_into().unwrap_or(u32::MAX)
 }
 
-impl From<wit::Error> for Error {
-    fn from(err: wit::Error) -> Self {
-        match err {
-            wit::Error::NoSuchStore(m) => Error::NoSuchStore(m),
-            wit::Error::InvalidArgument(m) => Error::InvalidArgument(m),
-            wit::Error::AccessDenied(m) => Error::AccessDenied(m),
-            wit::Error::LimitExceeded(m) => Error::LimitExceeded(m),
-            wit::Error::Unavailable(m) => Error::Unavailable(m),
+/// The SDK's `Error` and `UnlockStatus` from those of the bindings at `$wit`: each version
+/// of the interface generates its own types for the same WIT.
+macro_rules! from_wit {
+    ($wit:path) => {
+        use $wit as bindings;
+
+        impl From<bindings::Error> for $crate::Error {
+            fn from(err: bindings::Error) -> Self {
+                match err {
+                    bindings::Error::NoSuchStore(m) => $crate::Error::NoSuchStore(m),
+                    bindings::Error::InvalidArgument(m) => $crate::Error::InvalidArgument(m),
+                    bindings::Error::AccessDenied(m) => $crate::Error::AccessDenied(m),
+                    bindings::Error::LimitExceeded(m) => $crate::Error::LimitExceeded(m),
+                    bindings::Error::Unavailable(m) => $crate::Error::Unavailable(m),
+                }
+            }
         }
-    }
+
+        impl From<bindings::UnlockStatus> for $crate::UnlockStatus {
+            fn from(status: bindings::UnlockStatus) -> Self {
+                match status {
+                    bindings::UnlockStatus::Success => $crate::UnlockStatus::Success,
+                    bindings::UnlockStatus::LockDoesNotExist => {
+                        $crate::UnlockStatus::LockDoesNotExist
+                    }
+                    bindings::UnlockStatus::LockBelongsToOthers => {
+                        $crate::UnlockStatus::LockBelongsToOthers
+                    }
+                }
+            }
+        }
+    };
 }
+pub(crate) use from_wit;
+
+from_wit!(wit);
 
 impl Error {
     /// The WIT name of the error, such as `invalid-argument`.

@@ -126,11 +126,7 @@ impl Lock {
 
     /// Releases the lock now and says what it found.
     pub async fn unlock(self) -> Result<UnlockStatus, Error> {
-        Ok(match self.inner.unlock().await? {
-            wit::UnlockStatus::Success => UnlockStatus::Success,
-            wit::UnlockStatus::LockDoesNotExist => UnlockStatus::LockDoesNotExist,
-            wit::UnlockStatus::LockBelongsToOthers => UnlockStatus::LockBelongsToOthers,
-        })
+        Ok(self.inner.unlock().await?.into())
     }
 }
 
@@ -143,14 +139,4 @@ impl fmt::Debug for Lock {
     }
 }
 
-impl From<wit::Error> for Error {
-    fn from(err: wit::Error) -> Self {
-        match err {
-            wit::Error::NoSuchStore(m) => Error::NoSuchStore(m),
-            wit::Error::InvalidArgument(m) => Error::InvalidArgument(m),
-            wit::Error::AccessDenied(m) => Error::AccessDenied(m),
-            wit::Error::LimitExceeded(m) => Error::LimitExceeded(m),
-            wit::Error::Unavailable(m) => Error::Unavailable(m),
-        }
-    }
-}
+crate::from_wit!(wit);
