@@ -32,7 +32,7 @@ import math
 from datetime import timedelta
 from enum import Enum
 from types import TracebackType
-from typing import TYPE_CHECKING, Callable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Callable, Optional, Self, TypeVar, Union
 
 from componentize_py_types import Err
 from wit_world.imports import locks as _wit
@@ -176,12 +176,11 @@ _STATUSES = {
 }
 
 
-class Lock:
-    """A lock this instance holds. Leaving a ``with`` block, or being collected, unlocks it."""
+class _LockHandle:
+    """What a lock is in both worlds: the handle, and what reading it needs no wait for."""
 
     def __init__(self, inner: _wit.Lock) -> None:
         self._inner: Optional[_wit.Lock] = inner
-        self._lost: Optional[_poll.Pollable] = None
 
     def _lock(self) -> _wit.Lock:
         if self._inner is None:
@@ -201,15 +200,33 @@ class Lock:
         """
         return self._lock().fence()
 
+    def keep_alive(self) -> None:
+        """Has the host renew the lease before it runs out, to the length last asked for,
+        until the lock is unlocked or its holder ends (or the operator's cap)."""
+        _call(self._lock().keep_alive)
+
+    def _release(self) -> None:
+        if self._inner is not None:
+            self._inner.__exit__(None, None, None)
+            self._inner = None
+
+    def __repr__(self) -> str:
+        if self._inner is None:
+            return "Lock(unlocked)"
+        return f"Lock(resource_id={self.resource_id!r}, fence={self.fence})"
+
+
+class Lock(_LockHandle):
+    """A lock this instance holds. Leaving a ``with`` block, or being collected, unlocks it."""
+
+    def __init__(self, inner: _wit.Lock) -> None:
+        super().__init__(inner)
+        self._lost: Optional[_poll.Pollable] = None
+
     def extend(self, lease: Lease) -> bool:
         """Sets the lease to end ``lease`` from now; ``False`` if it had already ended (stop
         using the resource: someone else may hold it)."""
         return _call(self._lock().extend, _ms("lease", lease))
-
-    def keep_alive(self) -> None:
-        """Has the host renew the lease before it runs out, to the length last asked for,
-        until the lock is unlocked or the instance ends (or the operator's cap)."""
-        _call(self._lock().keep_alive)
 
     def held(self) -> bool:
         """Asks the store whether this grant still holds the lock (one round trip)."""
@@ -238,9 +255,7 @@ class Lock:
         if self._lost is not None:
             self._lost.__exit__(None, None, None)
             self._lost = None
-        if self._inner is not None:
-            self._inner.__exit__(None, None, None)
-            self._inner = None
+        super()._release()
 
     def __enter__(self) -> Lock:
         return self
@@ -254,20 +269,15 @@ class Lock:
         # Dropping the handle unlocks the lock.
         self._release()
 
-    def __repr__(self) -> str:
-        if self._inner is None:
-            return "Lock(unlocked)"
-        return f"Lock(resource_id={self.resource_id!r}, fence={self.fence})"
 
-
-class Store:
-    """A lock store the host configured for this app. Leaving a ``with`` block closes it."""
+class _StoreHandle:
+    """What a store is in both worlds: opening it, and closing it with its ``with`` block."""
 
     def __init__(self, inner: _wit.Store) -> None:
         self._inner: Optional[_wit.Store] = inner
 
     @classmethod
-    def open(cls, name: str) -> Store:
+    def open(cls, name: str) -> Self:
         """Opens the store called ``name``."""
         return cls(_call(_wit.open, _text("name", name)))
 
@@ -275,6 +285,23 @@ class Store:
         if self._inner is None:
             raise InvalidArgumentError("this store was closed (its with block ended)")
         return self._inner
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc_value: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        if self._inner is not None:
+            self._inner.__exit__(exc_type, exc_value, traceback)
+            self._inner = None
+
+
+class Store(_StoreHandle):
+    """A lock store the host configured for this app. Leaving a ``with`` block closes it."""
 
     def try_lock(self, resource_id: str, lease: Lease) -> Optional[Lock]:
         """Takes the lock on ``resource_id`` for ``lease`` if nobody holds it; ``None`` if
@@ -290,16 +317,3 @@ class Store:
         args = (_text("resource-id", resource_id), _ms("lease", lease), _ms("wait", wait))
         inner = _call(self._store().lock, *args)
         return None if inner is None else Lock(inner)
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc_value: Optional[BaseException],
-        traceback: Optional[TracebackType],
-    ) -> None:
-        if self._inner is not None:
-            self._inner.__exit__(exc_type, exc_value, traceback)
-            self._inner = None

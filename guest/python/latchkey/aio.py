@@ -35,17 +35,16 @@ from types import TracebackType
 from typing import Awaitable, Callable, Optional, TypeVar
 
 from componentize_py_types import Err
-from wit_world.imports import locks as _wit
 
 from latchkey import (
     _ERRORS,
     _STATUSES,
-    InvalidArgumentError,
     Lease,
     LockError,
     UnlockStatus,
-    _call,
+    _LockHandle,
     _ms,
+    _StoreHandle,
     _text,
 )
 
@@ -62,39 +61,13 @@ async def _await(function: Callable[..., Awaitable[_T]], *args: object) -> _T:
         raise _ERRORS[type(err.value)](err.value.value) from None
 
 
-class Lock:
+class Lock(_LockHandle):
     """A lock this task holds. Leaving an ``async with`` block unlocks it."""
-
-    def __init__(self, inner: _wit.Lock) -> None:
-        self._inner: Optional[_wit.Lock] = inner
-
-    def _lock(self) -> _wit.Lock:
-        if self._inner is None:
-            raise InvalidArgumentError("this lock was unlocked")
-        return self._inner
-
-    @property
-    def resource_id(self) -> str:
-        """The resource id this lock is on."""
-        return self._lock().resource_id()
-
-    @property
-    def fence(self) -> int:
-        """The fencing token: greater than that of every earlier grant of this resource.
-
-        Hand it to the resource you protect, so that it can refuse a holder whose lease ended.
-        """
-        return self._lock().fence()
 
     async def extend(self, lease: Lease) -> bool:
         """Sets the lease to end ``lease`` from now; ``False`` if it had already ended (stop
         using the resource: someone else may hold it)."""
         return await _await(self._lock().extend, _ms("lease", lease))
-
-    def keep_alive(self) -> None:
-        """Has the host renew the lease before it runs out, to the length last asked for,
-        until the lock is unlocked or its task ends (or the operator's cap)."""
-        _call(self._lock().keep_alive)
 
     async def held(self) -> bool:
         """Asks the store whether this grant still holds the lock (one round trip)."""
@@ -112,11 +85,6 @@ class Lock:
         status = await _await(inner.unlock)
         self._release()
         return _STATUSES[status]
-
-    def _release(self) -> None:
-        if self._inner is not None:
-            self._inner.__exit__(None, None, None)
-            self._inner = None
 
     async def __aenter__(self) -> Lock:
         return self
@@ -138,27 +106,9 @@ class Lock:
             if exc_type is None:
                 raise
 
-    def __repr__(self) -> str:
-        if self._inner is None:
-            return "Lock(unlocked)"
-        return f"Lock(resource_id={self.resource_id!r}, fence={self.fence})"
 
-
-class Store:
+class Store(_StoreHandle):
     """A lock store the host configured for this app. Leaving a ``with`` block closes it."""
-
-    def __init__(self, inner: _wit.Store) -> None:
-        self._inner: Optional[_wit.Store] = inner
-
-    @classmethod
-    def open(cls, name: str) -> Store:
-        """Opens the store called ``name``."""
-        return cls(_call(_wit.open, _text("name", name)))
-
-    def _store(self) -> _wit.Store:
-        if self._inner is None:
-            raise InvalidArgumentError("this store was closed (its with block ended)")
-        return self._inner
 
     async def try_lock(self, resource_id: str, lease: Lease) -> Optional[Lock]:
         """Takes the lock on ``resource_id`` for ``lease`` if nobody holds it; ``None`` if
@@ -174,16 +124,3 @@ class Store:
         args = (_text("resource-id", resource_id), _ms("lease", lease), _ms("wait", wait))
         inner = await _await(self._store().lock, *args)
         return None if inner is None else Lock(inner)
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc_value: Optional[BaseException],
-        traceback: Optional[TracebackType],
-    ) -> None:
-        if self._inner is not None:
-            self._inner.__exit__(exc_type, exc_value, traceback)
-            self._inner = None
