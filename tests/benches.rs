@@ -242,14 +242,8 @@ fn b1(redis: &RedisServer) {
         "\n## B1 latency: try-lock + unlock, one instance, uncontended \
          ({ROUNDS} interleaved rounds of {PAIRS} pairs each)\n"
     );
-    println!(
-        "| store | guest p50 | guest p99 | baseline | base p50 | base p99 | ratio p50 | ratio p99 |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    pairs_table();
+    let runtime = single_threaded();
     runtime.block_on(async {
         let conn = connection(redis).await;
         let redis_store = redis_store(&redis.url(), Duration::from_secs(2));
@@ -321,14 +315,8 @@ fn p10(redis: &RedisServer) {
         "\n## P10 latency from a WASI 0.3 guest: try-lock + unlock, one task, uncontended \
          ({ROUNDS} interleaved rounds of {PAIRS} pairs each)\n"
     );
-    println!(
-        "| store | guest p50 | guest p99 | baseline | base p50 | base p99 | ratio p50 | ratio p99 |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    pairs_table();
+    let runtime = single_threaded();
     runtime.block_on(async {
         let conn = connection(redis).await;
         let redis_store = redis_store(&redis.url(), Duration::from_secs(2));
@@ -389,6 +377,23 @@ fn p10(redis: &RedisServer) {
             per_call(&p2_memory)
         );
     });
+}
+
+/// A runtime on this thread alone, for the benchmarks that time a call against its
+/// baseline (see [`b1`]).
+fn single_threaded() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The header of a table of [`row`]s.
+fn pairs_table() {
+    println!(
+        "| store | guest p50 | guest p99 | baseline | base p50 | base p99 | ratio p50 | ratio p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
 }
 
 fn row(store: &str, guest: &Stats, baseline: &str, base: &Stats) {
@@ -939,10 +944,7 @@ fn metrics_overhead(redis: &RedisServer) {
         "\n## Metrics overhead: B1 and B2 with a Prometheus recorder installed against none \
          ({ROUNDS} interleaved rounds)\n"
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = single_threaded();
     let (off, on) = runtime.block_on(async {
         let store = redis_store(&redis.url(), Duration::from_secs(2));
         guest_pairs(&store, 500, "warm").await;

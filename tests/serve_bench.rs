@@ -112,6 +112,14 @@ function request()
 end
 "#;
 
+/// [`UNIQUE_JOBS`] in a file for `wrk -s`, in a folder removed when dropped.
+fn unique_jobs_script() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("unique-jobs.lua");
+    std::fs::write(&script, UNIQUE_JOBS).unwrap();
+    (dir, script)
+}
+
 /// Loads `url` with `wrk` at `connections`; with `script`, its requests are the script's.
 fn wrk(url: &str, connections: u32, script: Option<&std::path::Path>) -> Load {
     let threads = connections.min(2);
@@ -174,9 +182,7 @@ pub fn b6(redis: &RedisServer, pairs: &[(u32, Duration)]) {
         "\n## B6 serve: requests/s and latency under wrk, {DURATION} per row, \
          keep-alive connections\n"
     );
-    let script_dir = tempfile::tempdir().unwrap();
-    let unique_jobs = script_dir.path().join("unique-jobs.lua");
-    std::fs::write(&unique_jobs, UNIQUE_JOBS).unwrap();
+    let (_script_dir, unique_jobs) = unique_jobs_script();
     let nolock = guest("http_nolock");
     let demo = guest("http_demo");
     let redis_store = format!("lockstore={}", redis.url());
@@ -227,9 +233,7 @@ pub fn p11() {
         "\n## P11 serve, WASI 0.3: requests/s and latency under wrk, {DURATION} per row, \
          keep-alive connections, instance reuse (128 requests, 16 at once)\n"
     );
-    let script_dir = tempfile::tempdir().unwrap();
-    let unique_jobs = script_dir.path().join("unique-jobs.lua");
-    std::fs::write(&unique_jobs, UNIQUE_JOBS).unwrap();
+    let (_script_dir, unique_jobs) = unique_jobs_script();
     let nolock = guest("http_p3_nolock");
     let demo = guest("http_p3_demo");
 
