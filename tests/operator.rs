@@ -121,7 +121,9 @@ fn the_listing_shows_no_secret() {
     let said = lines(&out);
     assert_eq!(
         said[0].split_whitespace().collect::<Vec<_>>(),
-        ["APP", "ID", "KIND", "FENCE", "LEASE", "LEFT", "AGE"]
+        [
+            "APP", "ID", "KIND", "FENCE", "LEASE", "LEFT", "AGE", "VALUE"
+        ]
     );
     let row: Vec<&str> = said[1].split_whitespace().collect();
     assert_eq!(

@@ -22,9 +22,9 @@ use crate::telemetry::{Call, Instruments, Op, Outcome};
 
 /// A guest's handle on a lock store (the WIT `store`).
 pub struct StoreHandle {
-    store: LockStore,
+    pub(crate) store: LockStore,
     /// The app's series on the store.
-    instruments: Arc<Instruments>,
+    pub(crate) instruments: Arc<Instruments>,
 }
 
 /// A guest's handle on a grant (the WIT `lock`).
@@ -34,12 +34,76 @@ pub struct LockHandle {
     held: HeldLock,
 }
 
-/// A `try-lock` or `lock` checked and ready for the store.
+/// A guest's handle on a permit of a semaphore (the WIT `permit`): a grant, as a lock's.
+pub struct PermitHandle(LockHandle);
+
+/// A guest's handle on the leadership of an election (the WIT `leadership`): a grant, as
+/// a lock's.
+pub struct LeadershipHandle(LockHandle);
+
+/// A guest's handle on a grant of any kind: what the calls every kind shares (`fence`,
+/// `extend`, `held`, `keep-alive`, the lost signal, the release) work on.
+pub(crate) trait GrantHandle: Send + Sized + 'static {
+    /// The grant's handle.
+    fn grant(&self) -> &LockHandle;
+    /// Wraps a new grant's handle.
+    fn wrap(handle: LockHandle) -> Self;
+}
+
+impl GrantHandle for LockHandle {
+    fn grant(&self) -> &LockHandle {
+        self
+    }
+    fn wrap(handle: LockHandle) -> Self {
+        handle
+    }
+}
+
+impl GrantHandle for PermitHandle {
+    fn grant(&self) -> &LockHandle {
+        &self.0
+    }
+    fn wrap(handle: LockHandle) -> Self {
+        PermitHandle(handle)
+    }
+}
+
+impl GrantHandle for LeadershipHandle {
+    fn grant(&self) -> &LockHandle {
+        &self.0
+    }
+    fn wrap(handle: LockHandle) -> Self {
+        LeadershipHandle(handle)
+    }
+}
+
+/// What a take asks for: a lock, a permit of a semaphore of `limit`, or a leadership
+/// published as `value`.
+pub(crate) enum Asked {
+    Lock,
+    Permit { limit: u32 },
+    Leadership { value: String },
+}
+
+impl Asked {
+    /// The WIT name of the id it takes.
+    fn argument(&self) -> &'static str {
+        match self {
+            Asked::Lock => "resource-id",
+            Asked::Permit { .. } => "semaphore-id",
+            Asked::Leadership { .. } => "election-id",
+        }
+    }
+}
+
+/// A `try-lock`, `lock`, `acquire-permit` or `campaign` checked and ready for the store.
 pub(crate) struct Take {
     call: Call,
     store: LockStore,
     instruments: Arc<Instruments>,
-    key: LockKey,
+    keys: Vec<LockKey>,
+    /// A leader's value.
+    value: Option<String>,
     resource_id: String,
     lease: Duration,
     wait: Option<Duration>,
@@ -48,12 +112,14 @@ pub(crate) struct Take {
 }
 
 impl Take {
-    /// Asks the store, waiting if the take is a `lock`.
+    /// Asks the store, waiting if the take may wait.
     pub(crate) async fn run(&self) -> Result<Option<Grant>, StoreError> {
+        let (store, lease, wait) = (&self.store, self.lease, self.wait.unwrap_or_default());
         let work = async {
-            match self.wait {
-                None => self.store.try_lock(self.key.clone(), self.lease).await,
-                Some(wait) => self.store.lock(self.key.clone(), self.lease, wait).await,
+            match (&self.value, &self.keys[..]) {
+                (Some(value), [key]) => store.campaign(key.clone(), value, lease, wait).await,
+                (None, [key]) => store.lock(key.clone(), lease, wait).await,
+                (_, permits) => store.acquire_permit(permits.to_vec(), lease, wait).await,
             }
         };
         work.instrument(self.call.span()).await
@@ -76,7 +142,7 @@ impl OnLock {
 
 /// Counts `result` as `call`'s outcome: the one `outcome` gives a success, or the error's
 /// kind.
-fn finish<T>(
+pub(crate) fn finish<T>(
     call: Call,
     result: Result<T, LockError>,
     outcome: impl FnOnce(&T) -> Outcome,
@@ -89,7 +155,7 @@ fn finish<T>(
 }
 
 /// Counts `call` as refused with `err`, and gives `err` back.
-fn refuse(call: Call, err: LockError) -> LockError {
+pub(crate) fn refuse(call: Call, err: LockError) -> LockError {
     call.finish(Outcome::of_error(&err));
     err
 }
@@ -120,8 +186,7 @@ impl LockCtxView<'_> {
     }
 
     /// Starts a `try-lock`, or a `lock` if `wait_ms` is given, by `task` (if the guest has
-    /// tasks): checks the arguments, the app's policy and the budgets — all before the store
-    /// is touched. A refusal is counted here.
+    /// tasks): see [`LockCtxView::begin`].
     pub(crate) fn begin_take(
         &mut self,
         handle: &Resource<StoreHandle>,
@@ -130,26 +195,48 @@ impl LockCtxView<'_> {
         wait_ms: Option<u32>,
         task: Option<TaskId>,
     ) -> Result<Take, LockError> {
+        self.begin(handle, Asked::Lock, resource_id, lease_ms, wait_ms, task)
+    }
+
+    /// Starts a take of what is `asked` on `id`: checks the arguments, the app's policy and
+    /// the budgets — all before the store is touched. A refusal is counted here.
+    pub(crate) fn begin(
+        &mut self,
+        handle: &Resource<StoreHandle>,
+        asked: Asked,
+        id: String,
+        lease_ms: u32,
+        wait_ms: Option<u32>,
+        task: Option<TaskId>,
+    ) -> Result<Take, LockError> {
         let handle = self.table.get(handle)?;
         let (store, instruments) = (handle.store.clone(), handle.instruments.clone());
-        let op = if wait_ms.is_some() {
-            Op::Lock
-        } else {
-            Op::TryLock
+        let op = match (&asked, wait_ms) {
+            (Asked::Lock, Some(_)) => Op::Lock,
+            (Asked::Lock, None) => Op::TryLock,
+            (Asked::Permit { .. }, _) => Op::AcquirePermit,
+            (Asked::Leadership { .. }, _) => Op::Campaign,
         };
         let call = Call::start(op, instruments.clone());
         let task = task.map(|id| self.ctx.held.task(id));
-        let checked = self.check_take(&store, &resource_id, lease_ms, wait_ms, task);
+        let checked = self.check_take(&store, &asked, &id, lease_ms, wait_ms, task);
         let (lease, wait) = match checked {
             Ok(checked) => checked,
             Err(err) => return Err(refuse(call, err)),
         };
+        let app = &self.ctx.app_id;
+        let (keys, value) = match asked {
+            Asked::Lock => (vec![store.key(app, &id)], None),
+            Asked::Permit { limit } => (store.permits(app, &id, limit), None),
+            Asked::Leadership { value } => (vec![store.leadership(app, &id)], Some(value)),
+        };
         Ok(Take {
             call,
-            key: store.key(&self.ctx.app_id, &resource_id),
+            keys,
+            value,
             store,
             instruments,
-            resource_id,
+            resource_id: id,
             lease,
             wait,
             task,
@@ -157,25 +244,51 @@ impl LockCtxView<'_> {
         })
     }
 
+    /// Checks an id — resource, semaphore or election — against the limits and the app's
+    /// policy.
+    pub(crate) fn check_id(&self, argument: &str, id: &str) -> Result<(), LockError> {
+        self.ctx.limits.check_named_id(argument, id)?;
+        self.check_allowed(argument, id)
+    }
+
+    /// Checks the app's policy on an id.
+    fn check_allowed(&self, argument: &str, id: &str) -> Result<(), LockError> {
+        if self.ctx.resources.allows(id) {
+            return Ok(());
+        }
+        let verb = match argument {
+            "semaphore-id" => "use semaphore",
+            "election-id" => "use election",
+            _ => "lock resource id",
+        };
+        Err(LockError::AccessDenied(format!(
+            "app {:?} may not {verb} {:?}",
+            &*self.ctx.app_id,
+            abbreviated(id)
+        )))
+    }
+
     fn check_take(
         &self,
         store: &LockStore,
-        resource_id: &str,
+        asked: &Asked,
+        id: &str,
         lease_ms: u32,
         wait_ms: Option<u32>,
         task: Option<Task>,
     ) -> Result<(Duration, Option<Duration>), LockError> {
         let limits = self.ctx.limits;
-        limits.check_id(resource_id)?;
+        limits.check_named_id(asked.argument(), id)?;
+        match asked {
+            Asked::Lock => {}
+            Asked::Permit { limit } => {
+                limits.check_permits(*limit)?;
+            }
+            Asked::Leadership { value } => limits.check_value(value)?,
+        }
         let lease = limits.check_lease(lease_ms)?;
         let wait = wait_ms.map(|ms| limits.check_wait(ms)).transpose()?;
-        if !self.ctx.resources.allows(resource_id) {
-            return Err(LockError::AccessDenied(format!(
-                "app {:?} may not lock resource id {:?}",
-                &*self.ctx.app_id,
-                abbreviated(resource_id)
-            )));
-        }
+        self.check_allowed(asked.argument(), id)?;
         if let Some(task) = task
             && self.ctx.held.has_ended(task)
         {
@@ -200,11 +313,11 @@ impl LockCtxView<'_> {
     /// Finishes a take with what the store answered: a grant becomes the instance's (and
     /// its task's) and a handle of the guest's. A grant that cannot be handed out — its task
     /// ended meanwhile, or the instance has no room for another handle — is released.
-    pub(crate) fn finish_take(
+    pub(crate) fn finish_take<H: GrantHandle>(
         &mut self,
         take: Take,
         granted: Result<Option<Grant>, StoreError>,
-    ) -> Result<Option<Resource<LockHandle>>, LockError> {
+    ) -> Result<Option<Resource<H>>, LockError> {
         let Take {
             call,
             store,
@@ -243,23 +356,23 @@ impl LockCtxView<'_> {
     }
 
     /// Makes `held` the instance's, and a handle of the guest's.
-    fn hand_out(
+    fn hand_out<H: GrantHandle>(
         &mut self,
         held: HeldLock,
         resource_id: String,
         store: &LockStore,
-    ) -> Result<Resource<LockHandle>, LockError> {
+    ) -> Result<Resource<H>, LockError> {
         let Some(serial) = self.ctx.held.remember(&held) else {
             tokio::spawn(async move {
                 let _ = held.release().await;
             });
             return Err(task_ended(store));
         };
-        let handle = LockHandle {
+        let handle = H::wrap(LockHandle {
             serial,
             resource_id,
             held,
-        };
+        });
         push(self.table, handle).inspect_err(|_| {
             // No handle, so nobody could release it: let it go now.
             tokio::spawn(self.ctx.held.clone().release_dropped(serial));
@@ -267,12 +380,12 @@ impl LockCtxView<'_> {
     }
 
     /// Starts a call `op` on the lock behind `lock`.
-    pub(crate) fn begin_on_lock(
+    pub(crate) fn begin_on_lock<H: GrantHandle>(
         &self,
         op: Op,
-        lock: &Resource<LockHandle>,
+        lock: &Resource<H>,
     ) -> Result<OnLock, LockError> {
-        let handle = self.table.get(lock)?;
+        let handle = self.table.get(lock)?.grant();
         Ok(OnLock {
             call: Call::start(op, handle.held.instruments.clone()),
             serial: handle.serial,
@@ -281,9 +394,9 @@ impl LockCtxView<'_> {
     }
 
     /// Starts an `extend`; a bad lease is refused, and counted, here.
-    pub(crate) fn begin_extend(
+    pub(crate) fn begin_extend<H: GrantHandle>(
         &self,
-        lock: &Resource<LockHandle>,
+        lock: &Resource<H>,
         lease_ms: u32,
     ) -> Result<(OnLock, Duration), LockError> {
         let on = self.begin_on_lock(Op::Extend, lock)?;
@@ -312,25 +425,31 @@ impl LockCtxView<'_> {
 
     /// Forgets the handle `lock`; its grant, if the instance still holds it, is released —
     /// `serial` and what holds it are returned for that.
-    pub(crate) fn drop_lock_handle(
+    pub(crate) fn drop_lock_handle<H: GrantHandle>(
         &mut self,
-        lock: Resource<LockHandle>,
+        lock: Resource<H>,
     ) -> wasmtime::Result<Option<(Arc<Holdings>, u64)>> {
         let handle = self.table.delete(lock)?;
         let held = self.ctx.held.clone();
         Ok(held
-            .get(handle.serial)
+            .get(handle.grant().serial)
             .is_some()
-            .then_some((held, handle.serial)))
+            .then_some((held, handle.grant().serial)))
     }
 
     /// The `lost` signal of the grant behind `lock`.
-    pub(crate) fn lost_signal(&self, lock: &Resource<LockHandle>) -> wasmtime::Result<LostSignal> {
-        Ok(self.table.get(lock)?.held.grant.lost())
+    pub(crate) fn lost_signal<H: GrantHandle>(
+        &self,
+        lock: &Resource<H>,
+    ) -> wasmtime::Result<LostSignal> {
+        Ok(self.table.get(lock)?.grant().held.grant.lost())
     }
 
     /// `keep-alive`.
-    pub(crate) fn keep_lock_alive(&mut self, lock: &Resource<LockHandle>) -> Result<(), LockError> {
+    pub(crate) fn keep_lock_alive<H: GrantHandle>(
+        &mut self,
+        lock: &Resource<H>,
+    ) -> Result<(), LockError> {
         let on = self.begin_on_lock(Op::KeepAlive, lock)?;
         on.held
             .store
@@ -339,16 +458,19 @@ impl LockCtxView<'_> {
     }
 
     /// `resource-id`.
-    pub(crate) fn lock_resource_id(&self, lock: &Resource<LockHandle>) -> wasmtime::Result<String> {
-        Ok(self.table.get(lock)?.resource_id.clone())
+    pub(crate) fn lock_resource_id<H: GrantHandle>(
+        &self,
+        lock: &Resource<H>,
+    ) -> wasmtime::Result<String> {
+        Ok(self.table.get(lock)?.grant().resource_id.clone())
     }
 
     /// `fence`.
-    pub(crate) fn lock_fence(&self, lock: &Resource<LockHandle>) -> wasmtime::Result<u64> {
-        Ok(self.table.get(lock)?.held.grant.fence)
+    pub(crate) fn lock_fence<H: GrantHandle>(&self, lock: &Resource<H>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(lock)?.grant().held.grant.fence)
     }
 
-    /// `try-lock`, or `lock` if `wait_ms` is given, of a guest without tasks (0.1.0, 0.2.0).
+    /// `try-lock`, or `lock` if `wait_ms` is given, of a guest without tasks (0.1.0, 0.2.x).
     pub(crate) async fn take(
         &mut self,
         handle: Resource<StoreHandle>,
@@ -356,9 +478,33 @@ impl LockCtxView<'_> {
         lease_ms: u32,
         wait_ms: Option<u32>,
     ) -> Result<Option<Resource<LockHandle>>, LockError> {
-        let take = self.begin_take(&handle, resource_id, lease_ms, wait_ms, None)?;
+        self.take_asked(handle, Asked::Lock, resource_id, lease_ms, wait_ms)
+            .await
+    }
+
+    /// A take of what is `asked`, of a guest without tasks.
+    pub(crate) async fn take_asked<H: GrantHandle>(
+        &mut self,
+        handle: Resource<StoreHandle>,
+        asked: Asked,
+        id: String,
+        lease_ms: u32,
+        wait_ms: Option<u32>,
+    ) -> Result<Option<Resource<H>>, LockError> {
+        let take = self.begin(&handle, asked, id, lease_ms, wait_ms, None)?;
         let granted = take.run().await;
         self.finish_take(take, granted)
+    }
+
+    /// `unlock` (or a permit's `release`, a leadership's `resign`: `op`), awaited in place.
+    pub(crate) async fn release_as<H: GrantHandle>(
+        &mut self,
+        op: Op,
+        lock: Resource<H>,
+    ) -> Result<UnlockStatus, LockError> {
+        let on = self.begin_on_lock(op, &lock)?;
+        let status = on.run(on.held.release()).await;
+        self.finish_unlock(on, status)
     }
 
     /// `unlock`, awaited in place.
@@ -366,15 +512,13 @@ impl LockCtxView<'_> {
         &mut self,
         lock: Resource<LockHandle>,
     ) -> Result<UnlockStatus, LockError> {
-        let on = self.begin_on_lock(Op::Unlock, &lock)?;
-        let status = on.run(on.held.release()).await;
-        self.finish_unlock(on, status)
+        self.release_as(Op::Unlock, lock).await
     }
 
     /// `extend`, awaited in place.
-    pub(crate) async fn extend_lock(
+    pub(crate) async fn extend_lock<H: GrantHandle>(
         &mut self,
-        lock: Resource<LockHandle>,
+        lock: Resource<H>,
         lease_ms: u32,
     ) -> Result<bool, LockError> {
         let (on, lease) = self.begin_extend(&lock, lease_ms)?;
@@ -383,7 +527,10 @@ impl LockCtxView<'_> {
     }
 
     /// `held`, awaited in place.
-    pub(crate) async fn ask_held(&mut self, lock: Resource<LockHandle>) -> Result<bool, LockError> {
+    pub(crate) async fn ask_held<H: GrantHandle>(
+        &mut self,
+        lock: Resource<H>,
+    ) -> Result<bool, LockError> {
         let on = self.begin_on_lock(Op::Held, &lock)?;
         let held = on.run(on.held.store.held(&on.held.grant)).await;
         finish_held(on, held)
@@ -392,7 +539,10 @@ impl LockCtxView<'_> {
     /// A dropped lock handle: the lock is released, and forgotten only once the store has
     /// answered — if the release fails, or is cut short by the instance's deadline,
     /// `release_all` still knows the lock.
-    pub(crate) async fn drop_lock(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
+    pub(crate) async fn drop_lock<H: GrantHandle>(
+        &mut self,
+        lock: Resource<H>,
+    ) -> wasmtime::Result<()> {
         if let Some((held, serial)) = self.drop_lock_handle(lock)? {
             held.release_dropped(serial).await;
         }
@@ -425,6 +575,22 @@ pub(crate) fn finish_held(on: OnLock, held: Result<bool, StoreError>) -> Result<
     })
 }
 
+impl LockCtxView<'_> {
+    /// `subscribe-lost` of a grant of any kind.
+    pub(crate) fn subscribe_lost_of<H: GrantHandle>(
+        &mut self,
+        lock: Resource<H>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        let lost = self.lost_signal(&lock)?;
+        // No error to return here: a handle past the cap ends the instance.
+        let signal = push(self.table, LostPollable(lost)).map_err(|err| match err {
+            LockError::Trap(trap) => trap,
+            other => wasmtime::format_err!("{other}"),
+        })?;
+        wasmtime_wasi::p2::subscribe(self.table, signal)
+    }
+}
+
 /// The refusal of a lock to a task that has ended.
 fn task_ended(store: &LockStore) -> LockError {
     let error = BackendError::new(
@@ -436,7 +602,10 @@ fn task_ended(store: &LockStore) -> LockError {
 
 /// Puts `value` in the instance's table: past the instance's cap on handles, that is
 /// `limit-exceeded`, saying so.
-fn push<T: Send + 'static>(table: &mut ResourceTable, value: T) -> Result<Resource<T>, LockError> {
+pub(crate) fn push<T: Send + 'static>(
+    table: &mut ResourceTable,
+    value: T,
+) -> Result<Resource<T>, LockError> {
     table.push(value).map_err(|err| match err {
         ResourceTableError::Full => LockError::LimitExceeded(format!(
             "this instance holds {} handles (stores, locks, pollables and WASI's own), \
@@ -448,7 +617,7 @@ fn push<T: Send + 'static>(table: &mut ResourceTable, value: T) -> Result<Resour
 }
 
 /// An id short enough to quote in a message.
-fn abbreviated(id: &str) -> String {
+pub(crate) fn abbreviated(id: &str) -> String {
     match id.char_indices().nth(64) {
         Some((end, _)) => format!("{}...", &id[..end]),
         None => id.to_owned(),
@@ -483,6 +652,44 @@ impl HostStore for LockCtxView<'_> {
         wait_ms: u32,
     ) -> Result<Option<Resource<LockHandle>>, LockError> {
         self.take(store, resource_id, lease_ms, Some(wait_ms)).await
+    }
+
+    async fn acquire_permit(
+        &mut self,
+        store: Resource<StoreHandle>,
+        semaphore_id: String,
+        limit: u32,
+        lease_ms: u32,
+        wait_ms: u32,
+    ) -> Result<Option<Resource<PermitHandle>>, LockError> {
+        LockCtxView::acquire_permit(self, store, semaphore_id, limit, lease_ms, wait_ms).await
+    }
+
+    async fn campaign(
+        &mut self,
+        store: Resource<StoreHandle>,
+        election_id: String,
+        value: String,
+        lease_ms: u32,
+        wait_ms: u32,
+    ) -> Result<Option<Resource<LeadershipHandle>>, LockError> {
+        LockCtxView::campaign(self, store, election_id, value, lease_ms, wait_ms).await
+    }
+
+    async fn leader(
+        &mut self,
+        store: Resource<StoreHandle>,
+        election_id: String,
+    ) -> Result<Option<wit::Leader>, LockError> {
+        LockCtxView::leader(self, store, election_id).await
+    }
+
+    async fn subscribe_leader_change(
+        &mut self,
+        store: Resource<StoreHandle>,
+        election_id: String,
+    ) -> Result<Resource<DynPollable>, LockError> {
+        LockCtxView::subscribe_leader_change(self, store, election_id).await
     }
 
     async fn drop(&mut self, store: Resource<StoreHandle>) -> wasmtime::Result<()> {
@@ -524,13 +731,7 @@ impl HostLock for LockCtxView<'_> {
         &mut self,
         lock: Resource<LockHandle>,
     ) -> wasmtime::Result<Resource<DynPollable>> {
-        let lost = self.lost_signal(&lock)?;
-        // No error to return here: a handle past the cap ends the instance.
-        let signal = push(self.table, LostPollable(lost)).map_err(|err| match err {
-            LockError::Trap(trap) => trap,
-            other => wasmtime::format_err!("{other}"),
-        })?;
-        wasmtime_wasi::p2::subscribe(self.table, signal)
+        self.subscribe_lost_of(lock)
     }
 
     async fn drop(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {

@@ -10,6 +10,15 @@
 //! latchkey:{<app>:<id>}:released   the pub/sub channel that announces unlocks
 //! ```
 //!
+//! A semaphore and an election are made of locks of their own [`Kind`], named by the same
+//! rule with a word between the hash tag and the suffix. Permit `n` of semaphore `id` is
+//! the lock `latchkey:{<app>:<id>}:permit:<n>:lock` (with its own `…:permit:<n>:fence`);
+//! the permits of one semaphore share one channel, `…:permit:released`, so that a waiter
+//! hears the release of any of them. The leadership of election `id` is the lock
+//! `latchkey:{<app>:<id>}:leader:lock`, whose channel `…:leader:released` also announces
+//! each new leader. The word keeps a semaphore, an election and a lock of the same id apart;
+//! the hash tag keeps all of one semaphore's keys in one Redis Cluster slot.
+//!
 //! A store configured with a namespace `ns` (for two lock spaces in one Redis) puts it
 //! before the braces: `latchkey:<ns>:{<app>:<id>}:lock`. A namespace is made of letters,
 //! digits, `.`, `_` and `-` ([`crate::LockStore::with_namespace`] checks), so it never holds
@@ -17,11 +26,38 @@
 //!
 //! The app and the id are escaped so that they hold no `%`, `:`, `{` or `}` (they become
 //! `%25`, `%3A`, `%7B`, `%7D`). Escaping is reversible and the separators never occur inside
-//! a part, so two different (namespace, app, id) triples always give different names, and
+//! a part, so two different (namespace, app, id, kind) always give different names, and
 //! the braces always enclose the whole pair: Redis Cluster hashes only what is inside
 //! `{...}`, so the keys of one lock share a hash slot whatever bytes the id holds.
 
 use std::fmt::Write as _;
+
+/// What a lock is for: a plain lock, one permit of a semaphore, or an election's leadership.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// A lock on a resource id (`try-lock`, `lock`).
+    Lock,
+    /// Permit number `slot` (from 0) of a semaphore: a semaphore of limit `n` is the
+    /// locks of permits `0..n`, and a permit is the first of them that is free.
+    Permit {
+        /// Which of the semaphore's permits.
+        slot: u32,
+    },
+    /// The leadership of an election: the lock its leader holds.
+    Leadership,
+}
+
+impl Kind {
+    /// What an operator's listing calls it: `lock`, `permit` or `leadership`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Lock => "lock",
+            Kind::Permit { .. } => "permit",
+            Kind::Leadership => "leadership",
+        }
+    }
+}
 
 /// The store names of one lock, computed once when the lock is first named.
 ///
@@ -39,9 +75,14 @@ impl LockKey {
     /// The names of the lock of `app` on `id`, in `namespace` if the store has one. The
     /// namespace must hold only letters, digits, `.`, `_` and `-`.
     pub fn new(namespace: Option<&str>, app: &str, id: &str) -> Self {
+        Self::of_kind(namespace, app, id, Kind::Lock)
+    }
+
+    /// The names of the lock of `kind` of `app` on `id`: see the [module](self) docs.
+    pub fn of_kind(namespace: Option<&str>, app: &str, id: &str, kind: Kind) -> Self {
         const SUFFIXES: usize = "lock".len() + "fence".len() + "released".len();
         let namespace_len = namespace.map_or(0, |ns| ns.len() + 1);
-        // Exact unless a part needs escaping.
+        // Exact for a lock unless a part needs escaping.
         let prefix_len = "latchkey:{".len() + namespace_len + app.len() + id.len() + 3;
         let mut names = String::with_capacity(3 * prefix_len + SUFFIXES);
         names.push_str("latchkey:");
@@ -55,13 +96,23 @@ impl LockKey {
         names.push(':');
         escape_into(&mut names, id);
         names.push_str("}:");
+        match kind {
+            Kind::Lock => {}
+            Kind::Permit { .. } => names.push_str("permit:"),
+            Kind::Leadership => names.push_str("leader:"),
+        }
+        // The channel is the kind's; the lock and its fence are the permit's own.
+        let channel = ..names.len();
+        if let Kind::Permit { slot } = kind {
+            let _ = write!(names, "{slot}:");
+        }
         let prefix = ..names.len();
         names.push_str("lock");
         let fence_at = names.len();
         names.extend_from_within(prefix);
         names.push_str("fence");
         let released_at = names.len();
-        names.extend_from_within(prefix);
+        names.extend_from_within(channel);
         names.push_str("released");
         LockKey {
             names,
@@ -86,23 +137,66 @@ impl LockKey {
     }
 }
 
+/// A lock as an operator's listing reads it back from a store's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// The app it belongs to.
+    pub app: String,
+    /// The resource id, semaphore id or election id.
+    pub id: String,
+    /// What it is.
+    pub kind: Kind,
+}
+
 impl LockKey {
-    /// The app and resource id of the lock whose owner-token key ([`LockKey::lock`]) is
-    /// `lock` in `namespace`; `None` for a key of another layout or namespace. What an
-    /// operator's listing reads back from a store's keys.
-    pub fn decode(namespace: Option<&str>, lock: &str) -> Option<(String, String)> {
+    /// The lock whose owner-token key ([`LockKey::lock`]) is `lock` in `namespace`; `None`
+    /// for a key of another layout or namespace. What an operator's listing reads back
+    /// from a store's keys.
+    pub fn decode(namespace: Option<&str>, lock: &str) -> Option<Decoded> {
         let rest = lock.strip_prefix("latchkey:")?;
         let rest = match namespace {
             Some(namespace) => rest.strip_prefix(namespace)?.strip_prefix(':')?,
             None => rest,
         };
-        let tag = rest.strip_prefix('{')?.strip_suffix("}:lock")?;
+        let (tag, rest) = rest.strip_prefix('{')?.split_once('}')?;
+        let kind = match rest.strip_prefix(':')?.strip_suffix("lock")? {
+            "" => Kind::Lock,
+            "leader:" => Kind::Leadership,
+            permit => {
+                let slot = permit.strip_prefix("permit:")?.strip_suffix(':')?;
+                // Only the form `of_kind` writes: no sign, no leading zero.
+                if slot.is_empty() || (slot.len() > 1 && slot.starts_with('0')) {
+                    return None;
+                }
+                if !slot.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                Kind::Permit {
+                    slot: slot.parse().ok()?,
+                }
+            }
+        };
         let (app, id) = tag.split_once(':')?;
-        Some((unescape(app)?, unescape(id)?))
+        Some(Decoded {
+            app: unescape(app)?,
+            id: unescape(id)?,
+            kind,
+        })
     }
 
-    /// A Redis `SCAN MATCH` pattern for the owner-token keys of the locks in `namespace`:
-    /// of every app, or of `app` alone.
+    /// What this key names: its app, id and kind.
+    pub fn decoded(&self) -> Decoded {
+        let lock = self.lock();
+        let namespace = lock
+            .strip_prefix("latchkey:")
+            .and_then(|rest| rest.split_once('{'))
+            .and_then(|(before, _)| before.strip_suffix(':'));
+        Self::decode(namespace, lock).expect("a key made by `of_kind` reads back")
+    }
+
+    /// A Redis `SCAN MATCH` pattern for the owner-token keys of the locks of every kind in
+    /// `namespace`: of every app, or of `app` alone. It matches a few other keys too:
+    /// [`LockKey::decode`] tells which are locks.
     pub fn pattern(namespace: Option<&str>, app: Option<&str>) -> String {
         let mut pattern = String::from("latchkey:");
         if let Some(namespace) = namespace {
@@ -121,9 +215,9 @@ impl LockKey {
                     }
                     pattern.push(c);
                 }
-                pattern.push_str(":*}:lock");
+                pattern.push_str(":*}:*lock");
             }
-            None => pattern.push_str("*}:lock"),
+            None => pattern.push_str("*}:*lock"),
         }
         pattern
     }
@@ -178,6 +272,31 @@ mod tests {
         assert_eq!(key.lock(), "latchkey:{app:a%3A%7Bb%7D%25c}:lock");
         assert_eq!(key.fence(), "latchkey:{app:a%3A%7Bb%7D%25c}:fence");
         assert_eq!(key.released(), "latchkey:{app:a%3A%7Bb%7D%25c}:released");
+    }
+
+    /// A permit and a leadership keep the hash tag of their id, with a word after it.
+    #[test]
+    fn permits_and_leaderships_are_named_after_their_kind() {
+        let permit = LockKey::of_kind(None, "app", "pool", Kind::Permit { slot: 2 });
+        assert_eq!(permit.lock(), "latchkey:{app:pool}:permit:2:lock");
+        assert_eq!(permit.fence(), "latchkey:{app:pool}:permit:2:fence");
+        assert_eq!(permit.released(), "latchkey:{app:pool}:permit:released");
+        let leader = LockKey::of_kind(Some("ns"), "app", "db", Kind::Leadership);
+        assert_eq!(leader.lock(), "latchkey:ns:{app:db}:leader:lock");
+        assert_eq!(leader.released(), "latchkey:ns:{app:db}:leader:released");
+        for odd in [
+            "permit::lock",
+            "permit:02:lock",
+            "permit:-1:lock",
+            "permit:x:lock",
+            "other:lock",
+        ] {
+            assert_eq!(
+                LockKey::decode(None, &format!("latchkey:{{app:pool}}:{odd}")),
+                None,
+                "{odd}"
+            );
+        }
     }
 
     /// A namespace comes before the hash tag.
@@ -249,10 +368,32 @@ mod properties {
             prop_assert_eq!(unescape(parts[1]), Some(id.clone()));
             prop_assert_eq!(
                 LockKey::decode(ns.as_deref(), &lock),
-                Some((app.clone(), id.clone()))
+                Some(Decoded { app: app.clone(), id: id.clone(), kind: Kind::Lock })
             );
             prop_assert_eq!(key.fence().replace(":fence", ":lock"), lock.clone());
             prop_assert_eq!(key.released().replace(":released", ":lock"), lock);
+        }
+
+        /// Every kind of lock reads back as itself, and no two kinds share a name.
+        #[test]
+        fn kinds_decode_and_stay_apart(ns in namespace(), app in part(), id in part(), slot in 0u32..300) {
+            let kinds = [Kind::Lock, Kind::Leadership, Kind::Permit { slot }, Kind::Permit { slot: slot + 1 }];
+            let keys: Vec<LockKey> = kinds.iter().map(|&kind| LockKey::of_kind(ns.as_deref(), &app, &id, kind)).collect();
+            for (kind, key) in kinds.iter().zip(&keys) {
+                let decoded = LockKey::decode(ns.as_deref(), key.lock());
+                prop_assert_eq!(decoded.clone().map(|d| d.kind), Some(*kind));
+                prop_assert_eq!(Some(key.decoded()), decoded);
+                prop_assert_eq!(LockKey::decode(ns.as_deref(), key.fence()), None);
+                prop_assert_eq!(LockKey::decode(ns.as_deref(), key.released()), None);
+            }
+            for (i, a) in keys.iter().enumerate() {
+                for b in &keys[i + 1..] {
+                    prop_assert!(a.lock() != b.lock() && a.fence() != b.fence());
+                }
+            }
+            // One channel for every permit of a semaphore: a waiter hears any release.
+            prop_assert_eq!(keys[2].released(), keys[3].released());
+            prop_assert!(keys[0].released() != keys[1].released() && keys[1].released() != keys[2].released());
         }
 
         /// Equal keys only for equal triples, checked directly on near-identical triples.

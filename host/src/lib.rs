@@ -147,6 +147,7 @@
 pub mod backend;
 mod compat;
 pub mod config;
+mod coordination;
 pub mod ctx;
 pub mod error;
 mod grant;
@@ -178,6 +179,8 @@ pub mod bindings {
             "wasi:io": wasmtime_wasi::p2::bindings::io,
             "latchkey:lock/locks.store": crate::host::StoreHandle,
             "latchkey:lock/locks.lock": crate::host::LockHandle,
+            "latchkey:lock/locks.permit": crate::host::PermitHandle,
+            "latchkey:lock/locks.leadership": crate::host::LeadershipHandle,
         },
         trappable_error_type: {
             "latchkey:lock/locks.error" => crate::LockError,
@@ -232,14 +235,14 @@ pub mod bindings {
 pub use backend::{Backend, BackendError, BackendErrorKind, Holder, UnlockStatus};
 pub use ctx::{LockCtx, LockCtxBuilder, LockCtxView, LockView, TaskId, TaskLocks};
 pub use error::{ErrorKind, LockError, StoreConfigError, StoreError};
-pub use host::{LockHandle, StoreHandle};
+pub use host::{LeadershipHandle, LockHandle, PermitHandle, StoreHandle};
 pub use limits::Limits;
 pub use open::{StoreSettings, open};
 pub use policy::{PatternError, ResourcePolicy};
 pub use run::Exit;
 pub use runner::{Program, Runner, World};
 pub use sandbox::{DEFAULT_MAX_HANDLES, EngineOptions, GuestLimits, GuestState};
-pub use store::{Grant, LockStore};
+pub use store::{Grant, LeaderWatch, LockStore};
 
 use wasmtime::component::{HasData, Linker};
 

@@ -27,11 +27,17 @@ pub struct Limits {
     pub max_held_per_task: usize,
     /// How long one grant may be kept alive (`keep-alive`); then its lease ends as usual.
     pub max_keep_alive: Duration,
+    /// The largest `limit` of a semaphore (`acquire-permit`): a semaphore of limit n is n
+    /// locks in the store, tried in one step.
+    pub max_permits: u32,
 }
+
+/// The longest value a leader may publish (`campaign`), in bytes of UTF-8.
+pub const MAX_VALUE_BYTES: usize = 1024;
 
 impl Default for Limits {
     /// 1 KiB ids, leases up to one hour, waits up to five minutes, 1024 locks per instance
-    /// and per task, keep-alive for an hour.
+    /// and per task, keep-alive for an hour, semaphores of up to 256 permits.
     fn default() -> Self {
         Limits {
             max_id_bytes: 1024,
@@ -40,6 +46,7 @@ impl Default for Limits {
             max_held: 1024,
             max_held_per_task: 1024,
             max_keep_alive: Duration::from_secs(60 * 60),
+            max_permits: 256,
         }
     }
 }
@@ -47,16 +54,44 @@ impl Default for Limits {
 impl Limits {
     /// Checks a resource id: not empty and not over `max_id_bytes`.
     pub fn check_id(&self, id: &str) -> Result<(), LockError> {
+        self.check_named_id("resource-id", id)
+    }
+
+    /// Checks the id `argument` (`resource-id`, `semaphore-id`, `election-id`) as a
+    /// resource id is checked.
+    pub fn check_named_id(&self, argument: &str, id: &str) -> Result<(), LockError> {
         if id.is_empty() {
-            return Err(LockError::InvalidArgument(
-                "resource-id is empty; name the resource to lock".into(),
-            ));
+            return Err(LockError::InvalidArgument(format!(
+                "{argument} is empty; name what to coordinate on"
+            )));
         }
         if id.len() > self.max_id_bytes {
             return Err(LockError::InvalidArgument(format!(
-                "resource-id is {} bytes; the limit is {} bytes",
+                "{argument} is {} bytes; the limit is {} bytes",
                 id.len(),
                 self.max_id_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks a semaphore's limit: 1 to `max_permits`.
+    pub fn check_permits(&self, limit: u32) -> Result<u32, LockError> {
+        if limit == 0 || limit > self.max_permits {
+            return Err(LockError::InvalidArgument(format!(
+                "limit is {limit}; a semaphore has 1 to {} permits",
+                self.max_permits
+            )));
+        }
+        Ok(limit)
+    }
+
+    /// Checks a leader's value: up to [`MAX_VALUE_BYTES`] (it may be empty).
+    pub fn check_value(&self, value: &str) -> Result<(), LockError> {
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(LockError::InvalidArgument(format!(
+                "value is {} bytes; the limit is {MAX_VALUE_BYTES} bytes",
+                value.len()
             )));
         }
         Ok(())
@@ -115,6 +150,13 @@ mod tests {
         assert!(message(limits.check_lease(9).unwrap_err()).contains("at least 10 ms"));
         assert!(message(limits.check_lease(3_600_001).unwrap_err()).contains("3600000 ms"));
         assert!(message(limits.check_wait(300_001).unwrap_err()).starts_with("wait-ms"));
+        assert!(
+            message(limits.check_named_id("semaphore-id", "").unwrap_err())
+                .starts_with("semaphore-id is empty")
+        );
+        assert!(message(limits.check_permits(0).unwrap_err()).starts_with("limit is 0"));
+        assert!(message(limits.check_permits(257).unwrap_err()).contains("1 to 256"));
+        assert!(message(limits.check_value(&"v".repeat(1025)).unwrap_err()).contains("1024 bytes"));
     }
 
     /// The bounds themselves are allowed.
@@ -126,6 +168,10 @@ mod tests {
         limits.check_lease(3_600_000).unwrap();
         limits.check_wait(0).unwrap();
         limits.check_wait(300_000).unwrap();
+        limits.check_permits(1).unwrap();
+        limits.check_permits(256).unwrap();
+        limits.check_value("").unwrap();
+        limits.check_value(&"v".repeat(1024)).unwrap();
     }
 }
 

@@ -8,13 +8,13 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::{
-    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder, Token, UnlockStatus,
-    within_lease,
+    AnyAttempt, Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder,
+    ReleaseWatch, Token, UnlockStatus, within_lease,
 };
 use crate::error::{StoreConfigError, StoreError};
 pub use crate::grant::{Grant, Lease, LostSignal};
 use crate::keepalive::KeepAlive;
-use crate::key::LockKey;
+use crate::key::{Kind, LockKey};
 
 /// How long a store call may take before it is `unavailable`, unless configured otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -98,13 +98,18 @@ impl LockStore {
         Ok(holders)
     }
 
-    /// Frees the lock of `app` on `resource_id` whoever holds it (`latchkey locks
+    /// Frees the lock of `kind` of `app` on `resource_id` whoever holds it (`latchkey locks
     /// release`): the operator's forced release, an **eviction**. Whether someone held it.
     /// The next grant's fence is higher; the evicted holder's `unlock` finds the lock gone,
     /// and its `held` or its next renewal says it is lost.
-    pub async fn evict(&self, app: &str, resource_id: &str) -> Result<bool, StoreError> {
-        self.bounded(self.backend.evict(&self.key(app, resource_id)))
-            .await
+    pub async fn evict(
+        &self,
+        app: &str,
+        resource_id: &str,
+        kind: Kind,
+    ) -> Result<bool, StoreError> {
+        let key = LockKey::of_kind(self.namespace.as_deref(), app, resource_id, kind);
+        self.bounded(self.backend.evict(&key)).await
     }
 
     /// Takes the lock now if nobody holds it.
@@ -113,39 +118,165 @@ impl LockStore {
         key: LockKey,
         lease: Duration,
     ) -> Result<Option<Grant>, StoreError> {
-        let token = Token::random();
-        let asked = Instant::now();
-        match self.attempt(&key, &token, lease).await? {
-            Attempt::Granted { fence } => Ok(Some(Grant::new(key, token, fence, asked, lease))),
-            Attempt::Busy { .. } => Ok(None),
+        self.take(vec![key], Token::random(), lease, Duration::ZERO)
+            .await
+    }
+
+    /// Takes the lock, waiting up to `wait` for its holder to release it or for the
+    /// holder's lease to end.
+    pub async fn lock(
+        &self,
+        key: LockKey,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Grant>, StoreError> {
+        self.take(vec![key], Token::random(), lease, wait).await
+    }
+
+    /// The locks of the permits of semaphore `semaphore_id` of `app` with `limit` permits.
+    pub fn permits(&self, app: &str, semaphore_id: &str, limit: u32) -> Vec<LockKey> {
+        let namespace = self.namespace.as_deref();
+        (0..limit)
+            .map(|slot| LockKey::of_kind(namespace, app, semaphore_id, Kind::Permit { slot }))
+            .collect()
+    }
+
+    /// Takes a permit of the semaphore whose permits are `permits` ([`LockStore::permits`]):
+    /// the first of them nobody holds, waiting up to `wait` for a release or a lease's end
+    /// if all are held. At no moment do more grants hold than there are permits: each
+    /// permit is a lock. Callers that name the same semaphore with different limits share
+    /// its first permits, so at most the largest limit in use hold at once.
+    pub async fn acquire_permit(
+        &self,
+        permits: Vec<LockKey>,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Grant>, StoreError> {
+        self.take(permits, Token::random(), lease, wait).await
+    }
+
+    /// The leadership of election `election_id` of `app`.
+    pub fn leadership(&self, app: &str, election_id: &str) -> LockKey {
+        LockKey::of_kind(
+            self.namespace.as_deref(),
+            app,
+            election_id,
+            Kind::Leadership,
+        )
+    }
+
+    /// Campaigns for the leadership `key` ([`LockStore::leadership`]), publishing `value`
+    /// to whoever asks who leads: leads at once, or once the leader resigns or its lease
+    /// ends, within `wait`. A new leader is announced to the election's observers.
+    pub async fn campaign(
+        &self,
+        key: LockKey,
+        value: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Grant>, StoreError> {
+        let grant = self
+            .take(vec![key], Token::with_value(value), lease, wait)
+            .await?;
+        if let Some(grant) = &grant
+            && let Err(err) = self.bounded(self.backend.announce(&grant.key)).await
+        {
+            // The leadership stands; observers learn of it when they next look.
+            tracing::warn!(%err, "could not announce a new leader");
+        }
+        Ok(grant)
+    }
+
+    /// Who holds the leadership `key` now, with the value it published; `None` if nobody.
+    pub async fn leader(&self, key: &LockKey) -> Result<Option<Holder>, StoreError> {
+        self.bounded(self.backend.holder(key)).await
+    }
+
+    /// Starts watching the leadership `key` for a change from its leader now (see
+    /// [`LeaderWatch::changed`]): subscribes, then reads who leads, so that no change after
+    /// this call is missed.
+    pub async fn watch_leader(&self, key: LockKey) -> Result<LeaderWatch, StoreError> {
+        let watch = self.bounded(self.backend.watch(&key)).await?;
+        let read = Instant::now();
+        let seen = self.leader(&key).await?;
+        Ok(LeaderWatch {
+            store: self.clone(),
+            key,
+            watch,
+            seen,
+            read,
+        })
+    }
+
+    /// Takes the first of `keys` that nobody holds for `token`, waiting up to `wait`.
+    ///
+    /// Before each attempt it subscribes to the releases of `keys` (one channel: a lock's,
+    /// or a semaphore's), so a release between a failed attempt and the wait still wakes
+    /// it. Without a release it sleeps until the first holder's lease ends; it never polls
+    /// on a fixed period.
+    async fn take(
+        &self,
+        mut keys: Vec<LockKey>,
+        token: Token,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Grant>, StoreError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            // Nothing to wait for without a wait, so nothing to subscribe to.
+            let mut released = match wait.is_zero() {
+                true => None,
+                false => Some(self.bounded(self.backend.watch(&keys[0])).await?),
+            };
+            let asked = Instant::now();
+            let expires_in = match self.attempt(&keys, &token, lease).await? {
+                AnyAttempt::Granted { index, fence } => {
+                    let key = keys.swap_remove(index);
+                    return Ok(Some(Grant::new(key, token, fence, asked, lease)));
+                }
+                AnyAttempt::Busy { expires_in } => expires_in,
+            };
+            let now = Instant::now();
+            let Some(released) = released.as_mut().filter(|_| now < deadline) else {
+                return Ok(None);
+            };
+            // A store that cannot say when the lease ends gets one more look at the deadline.
+            let wake_at = expires_in.map_or(deadline, |left| deadline.min(now + left));
+            let _ = timeout_at(wake_at, released.released()).await;
         }
     }
 
-    /// One acquire attempt. A grant that came back too late to be used within its lease is
-    /// a failure. If it fails or is cancelled (the instance hit its deadline),
-    /// the store may still carry it out later — a request that timed out can still be in
-    /// flight — so a release with the same token follows it, and the lock is not left
-    /// taken by nobody until its lease ends.
+    /// One acquire attempt on the first free of `keys`. A grant that came back too late to
+    /// be used within its lease is a failure. If it fails or is cancelled (the instance hit
+    /// its deadline), the store may still carry it out later — a request that timed out
+    /// can still be in flight — so a release with the same token follows it, and no lock
+    /// is left taken by nobody until its lease ends.
     async fn attempt(
         &self,
-        key: &LockKey,
+        keys: &[LockKey],
         token: &Token,
         lease: Duration,
-    ) -> Result<Attempt, StoreError> {
+    ) -> Result<AnyAttempt, StoreError> {
         let mut undo = ReleaseUnlessKept {
             store: self,
-            key,
+            keys,
             token,
             keep: false,
         };
         let started = Instant::now();
-        let result = match self
-            .bounded(self.backend.try_acquire(key, token, lease))
-            .await
-        {
+        let call = async {
+            match keys {
+                [key] => Ok(match self.backend.try_acquire(key, token, lease).await? {
+                    Attempt::Granted { fence } => AnyAttempt::Granted { index: 0, fence },
+                    Attempt::Busy { expires_in } => AnyAttempt::Busy { expires_in },
+                }),
+                keys => self.backend.try_acquire_any(keys, token, lease).await,
+            }
+        };
+        let result = match self.bounded(call).await {
             // Slow enough that the lease may have run out before the guest could use it
             // (a WAIT for replicas that took that long, say): released, not handed out.
-            Ok(Attempt::Granted { .. }) if !within_lease(started, lease) => {
+            Ok(AnyAttempt::Granted { .. }) if !within_lease(started, lease) => {
                 let reason = format!(
                     "took {} ms to grant a {} ms lease",
                     started.elapsed().as_millis(),
@@ -158,43 +289,6 @@ impl LockStore {
         // A grant is kept: the caller records it before its next await.
         undo.keep = result.is_ok();
         result
-    }
-
-    /// Takes the lock, waiting up to `wait` for its holder to release it or for the
-    /// holder's lease to end.
-    ///
-    /// Before each attempt it subscribes to the lock's releases, so a release between a
-    /// failed attempt and the wait still wakes it. Without a release it sleeps until the
-    /// holder's lease ends; it never polls on a fixed period.
-    pub async fn lock(
-        &self,
-        key: LockKey,
-        lease: Duration,
-        wait: Duration,
-    ) -> Result<Option<Grant>, StoreError> {
-        if wait.is_zero() {
-            // Nothing to wait for, so nothing to subscribe to.
-            return self.try_lock(key, lease).await;
-        }
-        let deadline = Instant::now() + wait;
-        let token = Token::random();
-        loop {
-            let mut released = self.bounded(self.backend.watch(&key)).await?;
-            let asked = Instant::now();
-            let expires_in = match self.attempt(&key, &token, lease).await? {
-                Attempt::Granted { fence } => {
-                    return Ok(Some(Grant::new(key, token, fence, asked, lease)));
-                }
-                Attempt::Busy { expires_in } => expires_in,
-            };
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            // A store that cannot say when the lease ends gets one more look at the deadline.
-            let wake_at = expires_in.map_or(deadline, |left| deadline.min(now + left));
-            let _ = timeout_at(wake_at, released.released()).await;
-        }
     }
 
     /// Restarts the lease at `lease` from now; false if the grant no longer holds the lock
@@ -263,10 +357,10 @@ impl LockStore {
     }
 }
 
-/// Releases `token`'s hold on `key` when dropped, unless told to keep it.
+/// Releases `token`'s hold on any of `keys` when dropped, unless told to keep it.
 struct ReleaseUnlessKept<'a> {
     store: &'a LockStore,
-    key: &'a LockKey,
+    keys: &'a [LockKey],
     token: &'a Token,
     keep: bool,
 }
@@ -280,9 +374,55 @@ impl Drop for ReleaseUnlessKept<'_> {
             return;
         };
         let (backend, wait) = (self.store.backend.clone(), self.store.timeout);
-        let (key, token) = (self.key.clone(), self.token.clone());
+        let (keys, token) = (self.keys.to_vec(), self.token.clone());
         runtime.spawn(async move {
-            let _ = timeout(wait, backend.release(&key, &token)).await;
+            let releases = keys.iter().map(|key| backend.release(key, &token));
+            let _ = timeout(wait, futures_util::future::join_all(releases)).await;
         });
+    }
+}
+
+/// A watch on who leads an election: see [`LockStore::watch_leader`].
+pub struct LeaderWatch {
+    store: LockStore,
+    key: LockKey,
+    watch: ReleaseWatch,
+    /// The leader when the watch began, as last read.
+    seen: Option<Holder>,
+    /// When it was last read.
+    read: Instant,
+}
+
+impl LeaderWatch {
+    /// Who led when the watch began.
+    pub fn leader(&self) -> Option<&Holder> {
+        self.seen.as_ref()
+    }
+
+    /// Returns once the election has another leader than when the watch began — a new one,
+    /// or none after a resignation or an expiry — or once the store cannot be asked (the
+    /// next look at the leader says why).
+    ///
+    /// It is woken by the store: a resignation or a new leader is announced on the
+    /// election's channel; an expiry is not, so it also wakes when the lease it last read
+    /// ends, and reads again. A leader that renews is the same leader: it waits on.
+    pub async fn changed(&mut self) {
+        let fence = |leader: &Option<Holder>| leader.as_ref().map(|h| h.fence);
+        let first = fence(&self.seen);
+        loop {
+            match &self.seen {
+                Some(leader) => {
+                    // A millisecond past the end, by which the store has surely let it go.
+                    let end = self.read + leader.lease_left + Duration::from_millis(1);
+                    let _ = timeout_at(end, self.watch.released()).await;
+                }
+                None => self.watch.released().await,
+            }
+            self.read = Instant::now();
+            match self.store.leader(&self.key).await {
+                Ok(now) if fence(&now) == first => self.seen = now,
+                _ => return,
+            }
+        }
     }
 }

@@ -61,6 +61,12 @@ pub(crate) enum Op {
     ReleaseOnExit,
     KeepAlive,
     Held,
+    AcquirePermit,
+    Release,
+    Campaign,
+    Resign,
+    Leader,
+    WatchLeader,
 }
 
 /// What an operation ended with: the `outcome` label. The error kinds are those of
@@ -79,6 +85,9 @@ pub(crate) enum Outcome {
     LeaseLost,
     Held,
     KeepingAlive,
+    Leading,
+    Vacant,
+    Watching,
     NoSuchStore,
     InvalidArgument,
     AccessDenied,

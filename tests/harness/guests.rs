@@ -84,11 +84,13 @@ impl Run {
 
 type Host = (Runner, HashMap<&'static str, Program>);
 
-/// The command guests of `guest/demos`: WASI 0.2 (of `latchkey:lock` 0.1.0 and 0.2.0), and
+/// The command guests of `guest/demos`: WASI 0.2 (of `latchkey:lock` 0.1.0 and 0.2.1), and
 /// WASI 0.3 (`p3ctl`, `tasks_demo`).
-const GUESTS: [&str; 8] = [
+const GUESTS: [&str; 10] = [
     "lockctl",
     "counter",
+    "leader",
+    "limited",
     "try-lock",
     "bench",
     "long-job",

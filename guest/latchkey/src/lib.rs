@@ -19,6 +19,30 @@
 //! # Ok::<(), latchkey::Error>(())
 //! ```
 //!
+//! Beyond the mutex (`latchkey:lock@0.2.1`): a leased counting semaphore —
+//! [`Store::acquire_permit`] gives a [`Permit`] while fewer than `limit` are held — and
+//! leader election — [`Store::campaign`] gives a [`Leadership`], [`Store::leader`] says who
+//! leads, [`Store::leader_changes`] wakes an observer when that changes.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! let store = latchkey::Store::open("lockstore")?;
+//! let lease = Duration::from_secs(2);
+//! // At most 3 instances of the app inside at once.
+//! if let Some(permit) = store.acquire_permit("db-pool", 3, lease, Duration::from_secs(30))? {
+//!     permit.keep_alive()?;
+//!     // ... work ...
+//!     permit.release()?;
+//! }
+//! // One leader among the replicas; the others learn who.
+//! match store.campaign("scheduler", "10.0.0.7:8080", lease, Duration::ZERO)? {
+//!     Some(leadership) => leadership.keep_alive()?, // lead while this lives
+//!     None => println!("led by {:?}", store.leader("scheduler")?.map(|l| l.value)),
+//! }
+//! # Ok::<(), latchkey::Error>(())
+//! ```
+//!
 //! Durations are sent in whole milliseconds: a lease under 10 ms, or over the host's
 //! maximum, is refused as [`Error::InvalidArgument`].
 
@@ -109,6 +133,156 @@ impl Store {
     ) -> Result<Option<Lock>, Error> {
         let lock = self.inner.lock(resource_id, millis(lease), millis(wait))?;
         Ok(lock.map(Lock::new))
+    }
+}
+
+impl Store {
+    /// Takes a permit of the semaphore `semaphore_id` for `lease` if fewer than `limit` of
+    /// its permits are held, waiting up to `wait` (zero: not at all) for one to be
+    /// released or to expire. Never more than `limit` permits hold at once, among callers
+    /// that agree on `limit`.
+    #[must_use = "the permit is released as soon as it is dropped"]
+    pub fn acquire_permit(
+        &self,
+        semaphore_id: &str,
+        limit: u32,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Permit>, Error> {
+        let permit = self
+            .inner
+            .acquire_permit(semaphore_id, limit, millis(lease), millis(wait))?;
+        Ok(permit.map(|inner| Permit {
+            inner,
+            lost: OnceCell::new(),
+        }))
+    }
+
+    /// Campaigns to lead the election `election_id`, publishing `value` to whoever asks
+    /// [`Store::leader`]: leads now if nobody does, or once the leader resigns or its lease
+    /// ends within `wait` (zero: not at all).
+    #[must_use = "the leadership is resigned as soon as it is dropped"]
+    pub fn campaign(
+        &self,
+        election_id: &str,
+        value: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Leadership>, Error> {
+        let leadership = self
+            .inner
+            .campaign(election_id, value, millis(lease), millis(wait))?;
+        Ok(leadership.map(|inner| Leadership {
+            inner,
+            lost: OnceCell::new(),
+        }))
+    }
+
+    /// Who leads the election `election_id` now; `None` if nobody does.
+    pub fn leader(&self, election_id: &str) -> Result<Option<Leader>, Error> {
+        Ok(self.inner.leader(election_id)?.map(|leader| Leader {
+            value: leader.value,
+            fence: leader.fence,
+            lease_left: Duration::from_millis(leader.lease_left_ms.into()),
+        }))
+    }
+
+    /// A pollable that becomes ready when the election has another leader than now (a new
+    /// one, or none), or when the store could not be asked. Read [`Store::leader`] after
+    /// it is ready, and take a new one to watch on.
+    pub fn leader_changes(&self, election_id: &str) -> Result<Pollable, Error> {
+        Ok(self.inner.subscribe_leader_change(election_id)?)
+    }
+}
+
+/// Who leads an election.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    /// What the leader published when it campaigned.
+    pub value: String,
+    /// Its leadership's fence: greater than every earlier leader's.
+    pub fence: u64,
+    /// How long its lease has left unless renewed.
+    pub lease_left: Duration,
+}
+
+/// The calls a permit and a leadership share with a lock, on their own raw binding.
+macro_rules! grant_calls {
+    ($what:literal) => {
+        /// The fencing token: greater than that of every earlier grant of the same
+        #[doc = $what]
+        pub fn fence(&self) -> u64 {
+            self.inner.fence()
+        }
+
+        /// Sets the lease to end `lease` from now; `false` if it had already ended.
+        pub fn extend(&self, lease: Duration) -> Result<bool, Error> {
+            Ok(self.inner.extend(millis(lease))?)
+        }
+
+        /// The host renews the lease before it runs out until this is released or
+        /// dropped, or the instance ends (as [`Lock::keep_alive`]).
+        pub fn keep_alive(&self) -> Result<(), Error> {
+            Ok(self.inner.keep_alive()?)
+        }
+
+        /// Asks the store whether this grant still holds (one round trip).
+        pub fn held(&self) -> Result<bool, Error> {
+            Ok(self.inner.held()?)
+        }
+
+        /// A pollable that is ready once the host knows this grant no longer holds (as
+        /// [`Lock::lost`]).
+        pub fn lost(&self) -> &Pollable {
+            self.lost.get_or_init(|| self.inner.subscribe_lost())
+        }
+
+        /// Whether the grant is known to be lost, now, without waiting.
+        pub fn is_lost(&self) -> bool {
+            self.lost().ready()
+        }
+    };
+}
+
+/// A permit of a semaphore this instance holds. Dropping it releases it.
+#[must_use = "a permit dropped at once is released at once"]
+pub struct Permit {
+    inner: wit::Permit,
+    lost: OnceCell<Pollable>,
+}
+
+impl Permit {
+    /// The semaphore this permit is of.
+    pub fn semaphore_id(&self) -> String {
+        self.inner.semaphore_id()
+    }
+
+    grant_calls!("permit.");
+
+    /// Releases the permit now and says what it found.
+    pub fn release(self) -> Result<UnlockStatus, Error> {
+        Ok(self.inner.release()?.into())
+    }
+}
+
+/// The leadership of an election, held by this instance. Dropping it resigns.
+#[must_use = "a leadership dropped at once is resigned at once"]
+pub struct Leadership {
+    inner: wit::Leadership,
+    lost: OnceCell<Pollable>,
+}
+
+impl Leadership {
+    /// The election this leadership is of.
+    pub fn election_id(&self) -> String {
+        self.inner.election_id()
+    }
+
+    grant_calls!("election: hand it to what the leader writes.");
+
+    /// Steps down now, so that another campaign wins at once.
+    pub fn resign(self) -> Result<UnlockStatus, Error> {
+        Ok(self.inner.resign()?.into())
     }
 }
 

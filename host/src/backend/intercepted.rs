@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Attempt, Backend, BackendResult, Holder, ReleaseWatch, Renewal, Token, UnlockStatus};
+use super::{
+    AnyAttempt, Attempt, Backend, BackendResult, Holder, ReleaseWatch, Renewal, Token, UnlockStatus,
+};
 use crate::key::LockKey;
 
 /// A step of a [`Backend`], as an [`Interceptor`] sees it.
@@ -16,6 +18,8 @@ use crate::key::LockKey;
 pub enum Step {
     /// [`Backend::try_acquire`].
     TryAcquire,
+    /// [`Backend::try_acquire_any`].
+    TryAcquireAny,
     /// [`Backend::release`].
     Release,
     /// [`Backend::extend`].
@@ -26,6 +30,10 @@ pub enum Step {
     Renew,
     /// [`Backend::watch`].
     Watch,
+    /// [`Backend::announce`].
+    Announce,
+    /// [`Backend::holder`].
+    Holder,
     /// [`Backend::ping`].
     Ping,
     /// [`Backend::holders`].
@@ -78,6 +86,16 @@ impl<I: Interceptor> Backend for Intercepted<I> {
         self.interceptor.around(Step::TryAcquire, call).await
     }
 
+    async fn try_acquire_any(
+        &self,
+        keys: &[LockKey],
+        token: &Token,
+        lease: Duration,
+    ) -> BackendResult<AnyAttempt> {
+        let call = self.inner.try_acquire_any(keys, token, lease);
+        self.interceptor.around(Step::TryAcquireAny, call).await
+    }
+
     async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus> {
         let call = self.inner.release(key, token);
         self.interceptor.around(Step::Release, call).await
@@ -101,6 +119,16 @@ impl<I: Interceptor> Backend for Intercepted<I> {
     async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
         let call = self.inner.watch(key);
         self.interceptor.around(Step::Watch, call).await
+    }
+
+    async fn announce(&self, key: &LockKey) -> BackendResult<()> {
+        let call = self.inner.announce(key);
+        self.interceptor.around(Step::Announce, call).await
+    }
+
+    async fn holder(&self, key: &LockKey) -> BackendResult<Option<Holder>> {
+        let call = self.inner.holder(key);
+        self.interceptor.around(Step::Holder, call).await
     }
 
     async fn ping(&self) -> BackendResult<()> {

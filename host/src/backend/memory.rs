@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{Attempt, Backend, BackendResult, Holder, ReleaseWatch, Token, UnlockStatus};
-use crate::key::LockKey;
+use crate::key::{Decoded, LockKey};
 
 /// Locks held in this process.
 #[derive(Default)]
@@ -23,6 +23,9 @@ pub struct MemoryBackend {
 #[derive(Default)]
 struct State {
     slots: HashMap<LockKey, Slot>,
+    /// The channels watched now, by name ([`LockKey::released`]): the permits of one
+    /// semaphore share one.
+    channels: HashMap<String, watch::Sender<()>>,
     /// The largest fence granted on any key. Fences come from one counter for the whole store,
     /// so they grow even when a slot is forgotten or the wall clock steps back.
     last_fence: u64,
@@ -33,8 +36,6 @@ struct State {
 
 struct Slot {
     holder: Option<Owner>,
-    /// Made when somebody first watches the slot: most locks are never waited for.
-    released: Option<watch::Sender<()>>,
 }
 
 struct Owner {
@@ -44,12 +45,17 @@ struct Owner {
     granted: Instant,
 }
 
+impl Owner {
+    /// This owner of `lock`, as a listing shows it at `now`.
+    fn seen(&self, lock: Decoded, now: Instant) -> Holder {
+        let (left, age) = (self.expires - now, Some(now - self.granted));
+        Holder::new(lock, self.token.as_str(), self.fence, left, age)
+    }
+}
+
 impl Slot {
     fn new() -> Self {
-        Slot {
-            holder: None,
-            released: None,
-        }
+        Slot { holder: None }
     }
 
     /// The live holder, if any: an expired lease counts as no holder.
@@ -59,10 +65,6 @@ impl Slot {
 
     fn is_idle(&self, now: Instant) -> bool {
         self.live_holder(now).is_none()
-            && self
-                .released
-                .as_ref()
-                .is_none_or(|released| released.receiver_count() == 0)
     }
 }
 
@@ -90,9 +92,22 @@ impl State {
     }
 
     fn sweep_if_grown(&mut self, now: Instant) {
-        if self.slots.len() >= 2 * self.swept_len.max(64) {
+        if self.slots.len() + self.channels.len() >= 2 * self.swept_len.max(64) {
             self.slots.retain(|_, slot| !slot.is_idle(now));
-            self.swept_len = self.slots.len();
+            self.channels
+                .retain(|_, channel| channel.receiver_count() > 0);
+            self.swept_len = self.slots.len() + self.channels.len();
+        }
+    }
+
+    /// Wakes whoever watches `key`'s channel; a channel nobody watches any more goes.
+    fn announce(&mut self, key: &LockKey) {
+        if let Some(channel) = self.channels.get(key.released()) {
+            if channel.receiver_count() == 0 {
+                self.channels.remove(key.released());
+            } else {
+                channel.send_replace(());
+            }
         }
     }
 }
@@ -135,14 +150,14 @@ impl Backend for MemoryBackend {
                 Some(holder) if holder.token != *token => UnlockStatus::LockBelongsToOthers,
                 Some(_) => {
                     slot.holder = None;
-                    if let Some(released) = &slot.released {
-                        released.send_replace(());
-                    }
                     UnlockStatus::Success
                 }
             };
             if slot.is_idle(now) {
                 state.slots.remove(key);
+            }
+            if status == UnlockStatus::Success {
+                state.announce(key);
             }
             status
         }))
@@ -183,14 +198,11 @@ impl Backend for MemoryBackend {
                 .slots
                 .iter()
                 .filter_map(|(key, slot)| {
-                    let owner = slot.live_holder(now)?;
-                    let (of, resource_id) = LockKey::decode(namespace, key.lock())?;
-                    if app.is_some_and(|app| app != of) {
+                    let lock = LockKey::decode(namespace, key.lock())?;
+                    if app.is_some_and(|app| app != lock.app) {
                         return None;
                     }
-                    let age = Some(now - owner.granted);
-                    let left = owner.expires - now;
-                    Some(Holder::new(of, resource_id, owner.fence, left, age))
+                    slot.live_holder(now).map(|owner| owner.seen(lock, now))
                 })
                 .collect()
         }))
@@ -202,22 +214,32 @@ impl Backend for MemoryBackend {
                 return false;
             };
             let held = slot.live_holder(now).is_some();
-            slot.holder = None;
-            if let Some(released) = &slot.released {
-                released.send_replace(());
-            }
-            if slot.is_idle(now) {
-                state.slots.remove(key);
-            }
+            state.slots.remove(key);
+            state.announce(key);
             held
         }))
     }
 
     async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
-        Ok(self.with_state(|state, _| {
-            let slot = state.slots.entry(key.clone()).or_insert_with(Slot::new);
-            let released = slot.released.get_or_insert_with(|| watch::Sender::new(()));
-            ReleaseWatch::new(released.subscribe(), None)
+        Ok(self.with_state(|state, now| {
+            state.sweep_if_grown(now);
+            let channel = state
+                .channels
+                .entry(key.released().to_owned())
+                .or_insert_with(|| watch::Sender::new(()));
+            ReleaseWatch::new(channel.subscribe(), None)
+        }))
+    }
+
+    async fn announce(&self, key: &LockKey) -> BackendResult<()> {
+        self.with_state(|state, _| state.announce(key));
+        Ok(())
+    }
+
+    async fn holder(&self, key: &LockKey) -> BackendResult<Option<Holder>> {
+        Ok(self.with_state(|state, now| {
+            let owner = state.slots.get(key)?.live_holder(now)?;
+            Some(owner.seen(key.decoded(), now))
         }))
     }
 }

@@ -9,12 +9,13 @@
 //! its steps, to time, count, delay or fail them.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::key::LockKey;
+use crate::key::{Decoded, Kind, LockKey};
 
 mod intercepted;
 pub(crate) mod memory;
@@ -90,6 +91,35 @@ pub trait Backend: Send + Sync + 'static {
         lease: Duration,
     ) -> BackendResult<Attempt>;
 
+    /// Takes the first of `keys` that nobody holds, as [`Backend::try_acquire`] would take
+    /// it: the permits of a semaphore. On a grant, which of `keys` it is; when all are
+    /// busy, `expires_in` is the soonest any of their leases ends.
+    ///
+    /// By default one [`Backend::try_acquire`] after another; a backend that can try them
+    /// all in one step should.
+    async fn try_acquire_any(
+        &self,
+        keys: &[LockKey],
+        token: &Token,
+        lease: Duration,
+    ) -> BackendResult<AnyAttempt> {
+        let mut soonest: Option<Duration> = None;
+        for (index, key) in keys.iter().enumerate() {
+            match self.try_acquire(key, token, lease).await? {
+                Attempt::Granted { fence } => return Ok(AnyAttempt::Granted { index, fence }),
+                Attempt::Busy { expires_in } => {
+                    soonest = match (soonest, expires_in) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+            }
+        }
+        Ok(AnyAttempt::Busy {
+            expires_in: soonest,
+        })
+    }
+
     /// Frees `key` if `token` holds it, and announces it to watchers.
     async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus>;
 
@@ -116,6 +146,24 @@ pub trait Backend: Send + Sync + 'static {
     /// Starts listening for releases of `key`. Any release that happens after this returns
     /// wakes the watch, so a caller may watch, try, then wait without missing a release.
     async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch>;
+
+    /// Wakes the watchers of `key` without a release: how an election's observers learn of
+    /// a new leader. By default a backend announces nothing, and observers learn of the
+    /// change when the lease they know of ends.
+    async fn announce(&self, key: &LockKey) -> BackendResult<()> {
+        let _ = key;
+        Ok(())
+    }
+
+    /// The grant that holds `key` now, if any — with the value its owner token carries
+    /// ([`Token::with_value`]): who leads an election. By default a backend cannot say.
+    async fn holder(&self, key: &LockKey) -> BackendResult<Option<Holder>> {
+        let _ = key;
+        Err(BackendError::new(
+            BackendErrorKind::Failed,
+            "cannot say who holds a lock",
+        ))
+    }
 
     /// Checks that the store answers; an embedded store always does.
     async fn ping(&self) -> BackendResult<()> {
@@ -149,14 +197,20 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
-/// A lock a store holds now, as an operator's listing shows it.
+/// A lock a store holds now, as an operator's listing shows it, and as an election's
+/// leader is read.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
     /// The app the lock belongs to.
     pub app: String,
-    /// The resource id the lock is on.
+    /// The resource id the lock is on — a semaphore's or an election's id for a permit or
+    /// a leadership.
     pub resource_id: String,
+    /// A lock, a permit or a leadership.
+    pub kind: Kind,
+    /// What the holder published with its grant: a leader's value.
+    pub value: Option<String>,
     /// The fencing token of the grant that holds it.
     pub fence: u64,
     /// How long its lease has left, by the store's clock.
@@ -168,17 +222,20 @@ pub struct Holder {
 }
 
 impl Holder {
-    /// A lock of `app` on `resource_id`, granted with `fence`, `lease_left` to go.
+    /// The lock `lock`, held by the owner token `owner` (as the store keeps it) granted
+    /// with `fence`, `lease_left` to go.
     pub fn new(
-        app: String,
-        resource_id: String,
+        lock: Decoded,
+        owner: &str,
         fence: u64,
         lease_left: Duration,
         age: Option<Duration>,
     ) -> Self {
         Holder {
-            app,
-            resource_id,
+            app: lock.app,
+            resource_id: lock.id,
+            kind: lock.kind,
+            value: Token::value_of(owner).map(str::to_owned),
             fence,
             lease_left,
             age,
@@ -237,6 +294,24 @@ pub enum Attempt {
     },
 }
 
+/// The outcome of one attempt at any of several locks: see [`Backend::try_acquire_any`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnyAttempt {
+    /// The lock `index` (of those asked for) is ours, with this fencing token.
+    Granted {
+        /// Which lock.
+        index: usize,
+        /// The fencing token of this grant.
+        fence: u64,
+    },
+    /// Every one is held; the soonest lease ends in `expires_in` if the store said.
+    Busy {
+        /// How long the first lease to end has left.
+        expires_in: Option<Duration>,
+    },
+}
+
 /// What an unlock found (the statuses of Dapr's Unlock). Displayed as the WIT names it
 /// (`lock-does-not-exist`).
 #[non_exhaustive]
@@ -252,23 +327,51 @@ pub enum UnlockStatus {
 }
 
 /// A random owner token, made by the host for each grant: 128 bits from the OS-seeded CSPRNG,
-/// as 32 hex digits. Kept inline: a grant allocates nothing for its token.
+/// as 32 hex digits — followed, for a leader, by a space and the value it publishes. Kept
+/// inline when it has no value: a lock's grant allocates nothing for its token.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Token([u8; 32]);
+pub struct Token(Stored);
+
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Stored {
+    Digits([u8; 32]),
+    WithValue(Arc<str>),
+}
 
 impl Token {
     /// A fresh, unguessable token.
     pub fn random() -> Self {
-        let mut digits = [0; 32];
-        hex::encode_to_slice(rand::random::<[u8; 16]>(), &mut digits)
-            .expect("16 bytes are 32 hex digits");
-        Token(digits)
+        Token(Stored::Digits(random_digits()))
+    }
+
+    /// A fresh, unguessable token that carries `value` where anyone who can read the lock
+    /// can read it ([`Backend::holder`]): a leader's published value. The digits before it
+    /// stay secret: only the value is read back.
+    pub fn with_value(value: &str) -> Self {
+        let digits = random_digits();
+        let digits = std::str::from_utf8(&digits).expect("hex digits are ASCII");
+        Token(Stored::WithValue(format!("{digits} {value}").into()))
     }
 
     /// The token as stored.
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+        match &self.0 {
+            Stored::Digits(digits) => std::str::from_utf8(digits).expect("hex digits are ASCII"),
+            Stored::WithValue(stored) => stored,
+        }
     }
+
+    /// The value a stored token carries, if it carries one.
+    pub fn value_of(stored: &str) -> Option<&str> {
+        stored.get(32..)?.strip_prefix(' ')
+    }
+}
+
+fn random_digits() -> [u8; 32] {
+    let mut digits = [0; 32];
+    hex::encode_to_slice(rand::random::<[u8; 16]>(), &mut digits)
+        .expect("16 bytes are 32 hex digits");
+    digits
 }
 
 impl std::fmt::Debug for Token {
@@ -354,5 +457,19 @@ mod tests {
             );
         }
         assert_ne!(a, b);
+        assert_eq!(Token::value_of(a.as_str()), None);
+    }
+
+    /// A leader's token carries its value after the secret digits, and gives back only
+    /// the value.
+    #[test]
+    fn a_token_with_a_value_reads_back_as_the_value() {
+        let token = Token::with_value("10.0.0.7:8080 and spaces");
+        assert_eq!(
+            Token::value_of(token.as_str()),
+            Some("10.0.0.7:8080 and spaces")
+        );
+        assert_eq!(Token::value_of(Token::with_value("").as_str()), Some(""));
+        assert_ne!(token, Token::with_value("10.0.0.7:8080 and spaces"));
     }
 }

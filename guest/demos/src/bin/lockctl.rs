@@ -25,6 +25,19 @@
 //! | `print BYTES`             | BYTES of output, in lines of 100 bytes: 99 `x`s and a newline |
 //! | `trap`                    | nothing: the instance traps                     |
 //!
+//! Semaphores and elections (`latchkey:lock@0.2.1`); a permit or a leadership joins the
+//! stack, and `extend`, `fence`, `keepalive`, `held`, `lost`, `drop` act on it as on a lock
+//! (`unlock` releases a permit, resigns a leadership):
+//!
+//! | step                              | prints                                  |
+//! |-----------------------------------|-----------------------------------------|
+//! | `permit ID LIMIT LEASE_MS WAIT_MS`| `granted ID fence=F after=MS` or `held ID after=MS` |
+//! | `campaign ID VALUE LEASE_MS WAIT_MS` | `leading ID fence=F after=MS` or `led ID after=MS` |
+//! | `leader ID`                       | `leader VALUE fence=F` or `leader none`  |
+//! | `watch ID`                        | `watching ID`: a leader-change pollable joins a list |
+//! | `changed`                         | `changed true` or `changed false`: the last watch, without waiting |
+//! | `await-change`                    | `changed after=MS`: waits on the last watch |
+//!
 //! And steps a hostile guest would take, for the sandbox tests:
 //!
 //! | step                      | does                                            |
@@ -43,13 +56,57 @@
 
 use std::time::{Duration, Instant};
 
-use latchkey::{Lock, Store};
+use latchkey::{Leadership, Lock, Permit, Pollable, Store, UnlockStatus};
+
+/// A grant of any kind on the stack.
+enum Held {
+    Lock(Lock),
+    Permit(Permit),
+    Leadership(Leadership),
+}
+
+/// `$call` on whichever grant `$held` is.
+macro_rules! on_any {
+    ($held:expr, $grant:ident => $call:expr) => {
+        match $held {
+            Held::Lock($grant) => $call,
+            Held::Permit($grant) => $call,
+            Held::Leadership($grant) => $call,
+        }
+    };
+}
+
+impl Held {
+    fn fence(&self) -> u64 {
+        on_any!(self, g => g.fence())
+    }
+    fn extend(&self, lease: Duration) -> Result<bool, latchkey::Error> {
+        on_any!(self, g => g.extend(lease))
+    }
+    fn keep_alive(&self) -> Result<(), latchkey::Error> {
+        on_any!(self, g => g.keep_alive())
+    }
+    fn held(&self) -> Result<bool, latchkey::Error> {
+        on_any!(self, g => g.held())
+    }
+    fn is_lost(&self) -> bool {
+        on_any!(self, g => g.is_lost())
+    }
+    fn let_go(self) -> Result<UnlockStatus, latchkey::Error> {
+        match self {
+            Held::Lock(lock) => lock.unlock(),
+            Held::Permit(permit) => permit.release(),
+            Held::Leadership(leadership) => leadership.resign(),
+        }
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut args = args.iter().map(String::as_str);
     let mut store: Option<Store> = None;
-    let mut locks: Vec<Lock> = Vec::new();
+    let mut locks: Vec<Held> = Vec::new();
+    let mut watches: Vec<Pollable> = Vec::new();
     // What the flood steps took, kept until the end.
     let mut hoard: Vec<Box<dyn std::any::Any>> = Vec::new();
     let ms = |s: Option<&str>| -> u64 { s.and_then(|s| s.parse().ok()).expect("a number of ms") };
@@ -88,11 +145,68 @@ fn main() {
                 outcome.map(|lock| match lock {
                     Some(lock) => {
                         let line = format!("granted {shown} fence={}{after}", lock.fence());
-                        locks.push(lock);
+                        locks.push(Held::Lock(lock));
                         line
                     }
                     None => format!("held {shown}{after}"),
                 })
+            }
+            "permit" | "campaign" => {
+                let id = args.next().expect("an id");
+                let (limit, value) = match step {
+                    "permit" => (ms(args.next()) as u32, ""),
+                    _ => (0, args.next().expect("a value")),
+                };
+                let lease = Duration::from_millis(ms(args.next()));
+                let wait = Duration::from_millis(ms(args.next()));
+                let store = store.as_ref().expect("open before taking");
+                let started = Instant::now();
+                let taken = match step {
+                    "permit" => store
+                        .acquire_permit(id, limit, lease, wait)
+                        .map(|p| p.map(Held::Permit)),
+                    _ => store
+                        .campaign(id, value, lease, wait)
+                        .map(|l| l.map(Held::Leadership)),
+                };
+                let after = started.elapsed().as_millis();
+                let (yes, no) = match step {
+                    "permit" => ("granted", "held"),
+                    _ => ("leading", "led"),
+                };
+                taken.map(|held| match held {
+                    Some(held) => {
+                        let line = format!("{yes} {id} fence={} after={after}", held.fence());
+                        locks.push(held);
+                        line
+                    }
+                    None => format!("{no} {id} after={after}"),
+                })
+            }
+            "leader" => {
+                let id = args.next().expect("an election id");
+                let store = store.as_ref().expect("open before asking");
+                store.leader(id).map(|leader| match leader {
+                    Some(l) => format!("leader {} fence={}", l.value, l.fence),
+                    None => "leader none".to_owned(),
+                })
+            }
+            "watch" => {
+                let id = args.next().expect("an election id");
+                let store = store.as_ref().expect("open before watching");
+                store.leader_changes(id).map(|watch| {
+                    watches.push(watch);
+                    format!("watching {id}")
+                })
+            }
+            "changed" => Ok(format!(
+                "changed {}",
+                watches.last().expect("a watch").ready()
+            )),
+            "await-change" => {
+                let started = Instant::now();
+                watches.last().expect("a watch").block();
+                Ok(format!("changed after={}", started.elapsed().as_millis()))
             }
             "extend" => {
                 let lease = Duration::from_millis(ms(args.next()));
@@ -106,7 +220,7 @@ fn main() {
             "lost" => Ok(format!("lost {}", top(&locks).is_lost())),
             "unlock" => {
                 let lock = locks.pop().expect("a lock to unlock");
-                lock.unlock().map(|status| format!("unlocked {status}"))
+                lock.let_go().map(|status| format!("unlocked {status}"))
             }
             "drop" => {
                 drop(locks.pop().expect("a lock to drop"));
@@ -160,7 +274,7 @@ fn main() {
                 let mut first_error = None;
                 for i in 0..count {
                     match store.try_lock(&format!("id-{i}"), lease) {
-                        Ok(Some(lock)) => locks.push(lock),
+                        Ok(Some(lock)) => locks.push(Held::Lock(lock)),
                         Ok(None) => {}
                         Err(err) => {
                             first_error.get_or_insert(err);
@@ -189,7 +303,9 @@ fn main() {
             }
             "flood-lost" => {
                 let count = ms(args.next());
-                let lock = top(&locks);
+                let Held::Lock(lock) = top(&locks) else {
+                    panic!("flood-lost takes the lost pollables of a lock")
+                };
                 let taken: Vec<_> = (0..count).map(|_| lock.as_raw().subscribe_lost()).collect();
                 let line = format!("flood-lost taken={}", taken.len());
                 hoard.push(Box::new(taken));
@@ -236,6 +352,6 @@ fn main() {
     }
 }
 
-fn top(locks: &[Lock]) -> &Lock {
+fn top(locks: &[Held]) -> &Held {
     locks.last().expect("a lock")
 }

@@ -14,8 +14,8 @@ use redis::{ErrorKind, FromRedisValue, Script, ScriptInvocation, ServerErrorKind
 use tokio::sync::OnceCell;
 
 use super::{
-    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder, ReleaseWatch, Renewal,
-    Token, UnlockStatus, extend_each,
+    AnyAttempt, Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder,
+    ReleaseWatch, Renewal, Token, UnlockStatus, extend_each,
 };
 use crate::error::StoreConfigError;
 use crate::key::LockKey;
@@ -38,6 +38,11 @@ mod settings;
 /// without persistence, or the key's own expiry a day after the last grant). It is written
 /// with `%.0f` because Lua's default number format would round it.
 const ACQUIRE: &str = include_str!("scripts/acquire.lua");
+
+/// [`ACQUIRE`] over the permits of a semaphore, in order, in one step: the first free one
+/// is granted. Its keys share a hash slot (the semaphore's tag), so it runs on a Cluster.
+/// Returns `{index from 1, fence}`, or `{0, soonest PTTL}` when every permit is held.
+const ACQUIRE_ANY: &str = include_str!("scripts/acquire_any.lua");
 
 /// Compare-and-delete: only the token's owner frees the lock, and the check and the delete
 /// cannot be split by another client's grant. Returns 0 success, 1 no lock, 2 someone
@@ -78,6 +83,9 @@ pub(crate) struct RedisBackend {
     extend: Script,
     raise_fence: Script,
     renew_many: Script,
+    acquire_any: Script,
+    inspect: Script,
+    evict: Script,
 }
 
 /// The backend of a store of `kind` (one server, a Cluster or Sentinel) as `settings` say.
@@ -112,6 +120,9 @@ impl RedisBackend {
             extend: Script::new(EXTEND),
             raise_fence: Script::new(RAISE_FENCE),
             renew_many: Script::new(RENEW_MANY),
+            acquire_any: Script::new(ACQUIRE_ANY),
+            inspect: Script::new(operator::INSPECT),
+            evict: Script::new(operator::EVICT),
         }
     }
 
@@ -206,6 +217,8 @@ impl RedisBackend {
             &self.extend,
             &self.raise_fence,
             &self.renew_many,
+            &self.acquire_any,
+            &self.inspect,
         ];
         for script in scripts {
             script
@@ -393,6 +406,37 @@ impl Backend for RedisBackend {
         })
     }
 
+    async fn try_acquire_any(
+        &self,
+        keys: &[LockKey],
+        token: &Token,
+        lease: Duration,
+    ) -> BackendResult<AnyAttempt> {
+        let mut conn = self.connection().await?;
+        let mut invocation = self.acquire_any.prepare_invoke();
+        for key in keys {
+            invocation.key(key.lock()).key(key.fence());
+        }
+        invocation
+            .arg(token.as_str())
+            .arg(millis(lease))
+            .arg(millis(FENCE_MEMORY));
+        let ((index, value), confirmed): ((i64, i64), _) =
+            self.send(&mut conn, &Request::Script(invocation)).await?;
+        if index == 0 {
+            return Ok(AnyAttempt::Busy {
+                expires_in: u64::try_from(value).ok().map(Duration::from_millis),
+            });
+        }
+        if let Confirmed::No { acked } = confirmed {
+            return Err(self.unconfirmed("the grant", acked));
+        }
+        Ok(AnyAttempt::Granted {
+            index: (index - 1) as usize,
+            fence: value as u64,
+        })
+    }
+
     async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus> {
         let mut conn = self.connection().await?;
         let status: i64 = self
@@ -471,6 +515,22 @@ impl Backend for RedisBackend {
     async fn watch(&self, key: &LockKey) -> BackendResult<ReleaseWatch> {
         let conn = self.connection().await?;
         self.channels.watch(conn, key.released().to_owned()).await
+    }
+
+    async fn announce(&self, key: &LockKey) -> BackendResult<()> {
+        let mut conn = self.connection().await?;
+        redis::cmd("PUBLISH")
+            .arg(key.released())
+            .arg("")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(describe)
+    }
+
+    /// A holder the replicas may not have confirmed is still the holder: who leads is
+    /// what the primary says now, as every grant is decided there.
+    async fn holder(&self, key: &LockKey) -> BackendResult<Option<Holder>> {
+        Ok(self.holder_sighting(key).await?.map(|seen| seen.holder))
     }
 
     async fn ping(&self) -> BackendResult<()> {

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
-use redis::Script;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use super::{Confirmed, Connection, RedisBackend, Request, describe};
@@ -62,51 +61,61 @@ impl RedisBackend {
             }
         };
         let mut sightings = Vec::new();
-        let inspect = Script::new(INSPECT);
         for batch in keys.chunks(INSPECT_BATCH) {
             let read = batch.iter().filter_map(|raw| {
-                let (app, id) = LockKey::decode(namespace, raw)?;
-                let key = LockKey::new(namespace, &app, &id);
-                let (inspect, mut conn) = (&inspect, conn.clone());
-                Some(async move {
-                    let (token, left, fence, now): (Option<String>, i64, String, String) = inspect
-                        .key(key.lock())
-                        .key(key.fence())
-                        .invoke_async(&mut conn)
-                        .await
-                        .map_err(describe)?;
-                    Ok::<_, BackendError>(token.zip(u64::try_from(left).ok()).map(
-                        |(token, left)| {
-                            let fence = fence.parse().unwrap_or(0);
-                            let age = now
-                                .parse::<u64>()
-                                .ok()
-                                .and_then(|now| now.checked_sub(fence));
-                            Sighting {
-                                holder: Holder::new(
-                                    app,
-                                    id,
-                                    fence,
-                                    Duration::from_millis(left),
-                                    age.map(Duration::from_micros),
-                                ),
-                                token,
-                            }
-                        },
-                    ))
-                })
+                let lock = LockKey::decode(namespace, raw)?;
+                let key = LockKey::of_kind(namespace, &lock.app, &lock.id, lock.kind);
+                let mut conn = conn.clone();
+                Some(async move { self.inspect(&mut conn, &key).await })
             });
             sightings.extend(try_join_all(read).await?.into_iter().flatten());
         }
         Ok(sightings)
     }
 
+    /// Who holds `key` now, read in one step; `None` if nobody does.
+    pub(super) async fn inspect(
+        &self,
+        conn: &mut Connection,
+        key: &LockKey,
+    ) -> BackendResult<Option<Sighting>> {
+        let (token, left, fence, now): (Option<String>, i64, String, String) = self
+            .inspect
+            .key(key.lock())
+            .key(key.fence())
+            .invoke_async(conn)
+            .await
+            .map_err(describe)?;
+        let Some((token, left)) = token.zip(u64::try_from(left).ok()) else {
+            return Ok(None);
+        };
+        let fence = fence.parse().unwrap_or(0);
+        let age = now
+            .parse::<u64>()
+            .ok()
+            .and_then(|now| now.checked_sub(fence))
+            .map(Duration::from_micros);
+        let holder = Holder::new(
+            key.decoded(),
+            &token,
+            fence,
+            Duration::from_millis(left),
+            age,
+        );
+        Ok(Some(Sighting { holder, token }))
+    }
+
+    /// [`RedisBackend::inspect`] on a connection of its own: one Redlock master's answer.
+    pub(crate) async fn holder_sighting(&self, key: &LockKey) -> BackendResult<Option<Sighting>> {
+        let mut conn = self.connection().await?;
+        self.inspect(&mut conn, key).await
+    }
+
     /// Frees `key` whoever holds it; on a store that waits for replicas, only once they
     /// confirm it (an eviction a failover undoes would hand the lock back).
     pub(crate) async fn evict_key(&self, key: &LockKey) -> BackendResult<bool> {
         let mut conn = self.connection().await?;
-        let evict = Script::new(EVICT);
-        let mut invocation = evict.key(key.lock());
+        let mut invocation = self.evict.key(key.lock());
         invocation.arg(key.released());
         let (evicted, confirmed): (i64, _) =
             self.send(&mut conn, &Request::Script(invocation)).await?;

@@ -152,6 +152,23 @@ impl RedlockBackend {
             .count()
     }
 
+    /// One grant as a majority of the masters report it (`on`, at least a quorum of
+    /// sightings with one token): its fence is the largest they report; its lease is what
+    /// is left until fewer than a majority hold it.
+    fn as_one(&self, mut on: Vec<Holder>) -> Holder {
+        let quorum = self.quorum();
+        // Longest lease first: the quorum-th is how long a majority still holds it.
+        on.sort_by_key(|h| std::cmp::Reverse(h.lease_left));
+        let fence = on.iter().map(|h| h.fence).max().unwrap_or_default();
+        let mut holder = on.swap_remove(quorum - 1);
+        holder.age = holder.age.and_then(|age| {
+            let raised = Duration::from_micros(fence.saturating_sub(holder.fence));
+            age.checked_sub(raised)
+        });
+        holder.fence = fence;
+        holder
+    }
+
     fn too_few(&self, answered: usize) -> BackendError {
         BackendError::new(
             BackendErrorKind::TooFewConfirmations,
@@ -425,19 +442,44 @@ impl Backend for RedlockBackend {
         Ok(seen
             .into_values()
             .filter(|on| on.len() >= quorum)
-            .map(|mut on| {
-                // Longest lease first: the quorum-th is how long a majority still holds it.
-                on.sort_by_key(|h| std::cmp::Reverse(h.lease_left));
-                let fence = on.iter().map(|h| h.fence).max().unwrap_or_default();
-                let mut holder = on.swap_remove(quorum - 1);
-                holder.age = holder.age.and_then(|age| {
-                    let raised = Duration::from_micros(fence.saturating_sub(holder.fence));
-                    age.checked_sub(raised)
-                });
-                holder.fence = fence;
-                holder
-            })
+            .map(|on| self.as_one(on))
             .collect())
+    }
+
+    /// Every new leader is announced on every master that answers; a majority must, so
+    /// that it reaches at least one master of every observer's (each watches a majority).
+    async fn announce(&self, key: &LockKey) -> BackendResult<()> {
+        let answered = self
+            .on_each(|master| master.announce(key), |_| false)
+            .await
+            .into_iter()
+            .flatten()
+            .count();
+        if answered < self.quorum() {
+            return Err(self.too_few(answered));
+        }
+        Ok(())
+    }
+
+    /// The holder is the owner token a majority of the masters hold: what a minority holds
+    /// is no grant. A majority must answer.
+    async fn holder(&self, key: &LockKey) -> BackendResult<Option<Holder>> {
+        let quorum = self.quorum();
+        let answers = self
+            .on_each(|master| master.holder_sighting(key), |_| false)
+            .await;
+        let answered = answers.iter().flatten().count();
+        if answered < quorum {
+            return Err(self.too_few(answered));
+        }
+        let mut seen: BTreeMap<String, Vec<Holder>> = BTreeMap::new();
+        for Sighting { holder, token } in answers.into_iter().flatten().flatten() {
+            seen.entry(token).or_default().push(holder);
+        }
+        Ok(seen
+            .into_values()
+            .find(|on| on.len() >= quorum)
+            .map(|on| self.as_one(on)))
     }
 
     /// Evicted from every master that answers; it is gone once a majority no longer holds

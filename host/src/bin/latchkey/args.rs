@@ -30,9 +30,11 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum LocksCommand {
-    /// List every lock held now: app, id, kind, fence, lease left, age
+    /// List every lock, permit and leadership held now: app, id, kind, fence, lease left,
+    /// age, and a leader's value
     List(ListArgs),
-    /// Free one lock by force: its holder finds it lost, and the next grant's fence is higher
+    /// Free one lock, permit or leadership by force: its holder finds it lost, and the next
+    /// grant's fence is higher
     Release(ReleaseArgs),
 }
 
@@ -59,7 +61,15 @@ pub struct ReleaseArgs {
     #[arg(long, value_name = "ID")]
     pub app: String,
 
-    /// The resource id of the lock
+    /// Free permit N of the semaphore ID (as `locks list` shows it: `permit:N`)
+    #[arg(long, value_name = "N", conflicts_with = "leadership")]
+    pub permit: Option<u32>,
+
+    /// Free the leadership of the election ID: its leader is deposed
+    #[arg(long)]
+    pub leadership: bool,
+
+    /// The resource id of the lock, or the id of the semaphore or election
     pub resource_id: String,
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use latchkey_host::config::StoreConfig;
+use latchkey_host::key::Kind;
 use latchkey_host::open::redacted;
 use latchkey_host::{Holder, LockStore};
 
@@ -37,7 +38,12 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 /// `locks release`: frees one lock whoever holds it.
 async fn release(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
     let store = open(&args.store)?;
-    let held = store.evict(&args.app, &args.resource_id).await?;
+    let kind = match (args.permit, args.leadership) {
+        (Some(slot), _) => Kind::Permit { slot },
+        (None, true) => Kind::Leadership,
+        (None, false) => Kind::Lock,
+    };
+    let held = store.evict(&args.app, &args.resource_id, kind).await?;
     let said = if held {
         "released: its holder will find it lost, and the next grant's fence is higher"
     } else {
@@ -45,7 +51,8 @@ async fn release(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
     };
     let _ = writeln!(
         std::io::stdout(),
-        "{:?} of app {:?} {said}",
+        "{} {:?} of app {:?} {said}",
+        kind_label(kind),
         args.resource_id,
         args.app
     );
@@ -77,18 +84,20 @@ fn open(flags: &OperatorStore) -> anyhow::Result<LockStore> {
 
 /// Columns under a header, the kind of each lock beside it.
 fn table(holders: &[Holder]) -> String {
-    let mut rows = vec![["APP", "ID", "KIND", "FENCE", "LEASE LEFT", "AGE"].map(String::from)];
+    let header = ["APP", "ID", "KIND", "FENCE", "LEASE LEFT", "AGE", "VALUE"];
+    let mut rows = vec![header.map(String::from)];
     rows.extend(holders.iter().map(|h| {
         [
             h.app.clone(),
             h.resource_id.clone(),
-            "lock".to_owned(),
+            kind_label(h.kind),
             h.fence.to_string(),
             brief(h.lease_left),
             h.age.map_or_else(|| "-".to_owned(), brief),
+            h.value.clone().unwrap_or_else(|| "-".to_owned()),
         ]
     }));
-    let widths: Vec<usize> = (0..6)
+    let widths: Vec<usize> = (0..header.len())
         .map(|column| {
             rows.iter()
                 .map(|row| row[column].chars().count())
@@ -109,8 +118,9 @@ fn table(holders: &[Holder]) -> String {
     text
 }
 
-/// One JSON array: `app`, `id`, `kind`, `fence`, `lease_left_ms`, `age_ms` (null if the
-/// store cannot say).
+/// One JSON array: `app`, `id`, `kind` (`lock`, `permit`, `leadership`), `permit` (its
+/// number, for a permit), `fence`, `lease_left_ms`, `age_ms` (null if the store cannot
+/// say), `value` (a leader's).
 fn json(holders: &[Holder]) -> String {
     let entries: Vec<serde_json::Value> = holders
         .iter()
@@ -118,16 +128,29 @@ fn json(holders: &[Holder]) -> String {
             serde_json::json!({
                 "app": h.app,
                 "id": h.resource_id,
-                "kind": "lock",
+                "kind": h.kind.name(),
+                "permit": match h.kind {
+                    Kind::Permit { slot } => Some(slot),
+                    _ => None,
+                },
                 "fence": h.fence,
                 "lease_left_ms": h.lease_left.as_millis() as u64,
                 "age_ms": h.age.map(|age| age.as_millis() as u64),
+                "value": h.value,
             })
         })
         .collect();
     let mut text = serde_json::Value::Array(entries).to_string();
     text.push('\n');
     text
+}
+
+/// A kind as `list` shows it and `release` takes it: `lock`, `permit:N`, `leadership`.
+fn kind_label(kind: Kind) -> String {
+    match kind {
+        Kind::Permit { slot } => format!("permit:{slot}"),
+        other => other.name().to_owned(),
+    }
 }
 
 /// A duration as an operator reads it: `850ms`, `28.3s`, `12m05s`, `3h12m`.

@@ -1,0 +1,214 @@
+//! The coordination beyond the mutex of `latchkey:lock@0.2.1`: leased semaphores
+//! (`acquire-permit`, the WIT `permit`) and leader election (`campaign`, `leader`,
+//! `subscribe-leader-change`, the WIT `leadership`).
+//!
+//! Both are made of locks ([`crate::key::Kind`]): a permit is the first free of a
+//! semaphore's `limit` locks, a leadership is one lock whose owner token carries the
+//! leader's value. So each grant is a lock's grant — the same fence, lease, keep-alive,
+//! lost signal, budgets, and release when its instance or task ends — and only the calls
+//! that name them, and who leads, are new here.
+
+use wasmtime::component::Resource;
+use wasmtime_wasi::p2::{DynPollable, Pollable};
+
+use crate::bindings::latchkey::lock::locks::{self as wit, HostLeadership, HostPermit};
+use crate::ctx::LockCtxView;
+use crate::error::LockError;
+use crate::host::{Asked, LeadershipHandle, PermitHandle, StoreHandle, finish, push, refuse};
+use crate::store::LeaderWatch;
+use crate::telemetry::{Call, Op, Outcome};
+use crate::{Holder, LockStore};
+
+impl LockCtxView<'_> {
+    /// `acquire-permit`, of a guest without tasks.
+    pub(crate) async fn acquire_permit(
+        &mut self,
+        store: Resource<StoreHandle>,
+        semaphore_id: String,
+        limit: u32,
+        lease_ms: u32,
+        wait_ms: u32,
+    ) -> Result<Option<Resource<PermitHandle>>, LockError> {
+        let asked = Asked::Permit { limit };
+        self.take_asked(store, asked, semaphore_id, lease_ms, Some(wait_ms))
+            .await
+    }
+
+    /// `campaign`, of a guest without tasks.
+    pub(crate) async fn campaign(
+        &mut self,
+        store: Resource<StoreHandle>,
+        election_id: String,
+        value: String,
+        lease_ms: u32,
+        wait_ms: u32,
+    ) -> Result<Option<Resource<LeadershipHandle>>, LockError> {
+        let asked = Asked::Leadership { value };
+        self.take_asked(store, asked, election_id, lease_ms, Some(wait_ms))
+            .await
+    }
+
+    /// Starts a call `op` on election `election_id` of the store behind `handle`: the
+    /// store and its leadership, once the id passes the limits and the policy.
+    fn begin_on_election(
+        &self,
+        op: Op,
+        handle: &Resource<StoreHandle>,
+        election_id: &str,
+    ) -> Result<(Call, LockStore, crate::key::LockKey), LockError> {
+        let handle = self.table.get(handle)?;
+        let call = Call::start(op, handle.instruments.clone());
+        match self.check_id("election-id", election_id) {
+            Ok(()) => {
+                let key = handle.store.leadership(&self.ctx.app_id, election_id);
+                Ok((call, handle.store.clone(), key))
+            }
+            Err(err) => Err(refuse(call, err)),
+        }
+    }
+
+    /// `leader`: who leads the election now.
+    pub(crate) async fn leader(
+        &mut self,
+        handle: Resource<StoreHandle>,
+        election_id: String,
+    ) -> Result<Option<wit::Leader>, LockError> {
+        let (call, store, key) = self.begin_on_election(Op::Leader, &handle, &election_id)?;
+        let leader = store.leader(&key).await.map_err(LockError::from);
+        let leader = leader.map(|holder| holder.map(as_leader));
+        finish(call, leader, |leader| match leader {
+            Some(_) => Outcome::Leading,
+            None => Outcome::Vacant,
+        })
+    }
+
+    /// `subscribe-leader-change`: subscribes to the election and reads who leads, before
+    /// it returns, so that every change after the call readies the pollable.
+    pub(crate) async fn subscribe_leader_change(
+        &mut self,
+        handle: Resource<StoreHandle>,
+        election_id: String,
+    ) -> Result<Resource<DynPollable>, LockError> {
+        let (call, store, key) = self.begin_on_election(Op::WatchLeader, &handle, &election_id)?;
+        let pollable = match store.watch_leader(key).await {
+            Ok(watch) => push(self.table, LeaderChange(watch)).and_then(|change| {
+                wasmtime_wasi::p2::subscribe(self.table, change).map_err(LockError::Trap)
+            }),
+            Err(err) => Err(err.into()),
+        };
+        finish(call, pollable, |_| Outcome::Watching)
+    }
+}
+
+/// What `leader` answers of the store's holder.
+fn as_leader(holder: Holder) -> wit::Leader {
+    wit::Leader {
+        value: holder.value.unwrap_or_default(),
+        fence: holder.fence,
+        lease_left_ms: holder.lease_left.as_millis().try_into().unwrap_or(u32::MAX),
+    }
+}
+
+/// The `pollable` of `subscribe-leader-change`.
+struct LeaderChange(LeaderWatch);
+
+#[async_trait::async_trait]
+impl Pollable for LeaderChange {
+    async fn ready(&mut self) {
+        self.0.changed().await;
+    }
+}
+
+impl HostPermit for LockCtxView<'_> {
+    async fn semaphore_id(&mut self, permit: Resource<PermitHandle>) -> wasmtime::Result<String> {
+        self.lock_resource_id(&permit)
+    }
+
+    async fn fence(&mut self, permit: Resource<PermitHandle>) -> wasmtime::Result<u64> {
+        self.lock_fence(&permit)
+    }
+
+    async fn extend(
+        &mut self,
+        permit: Resource<PermitHandle>,
+        lease_ms: u32,
+    ) -> Result<bool, LockError> {
+        self.extend_lock(permit, lease_ms).await
+    }
+
+    async fn release(
+        &mut self,
+        permit: Resource<PermitHandle>,
+    ) -> Result<wit::UnlockStatus, LockError> {
+        Ok(self.release_as(Op::Release, permit).await?.into())
+    }
+
+    async fn keep_alive(&mut self, permit: Resource<PermitHandle>) -> Result<(), LockError> {
+        self.keep_lock_alive(&permit)
+    }
+
+    async fn held(&mut self, permit: Resource<PermitHandle>) -> Result<bool, LockError> {
+        self.ask_held(permit).await
+    }
+
+    async fn subscribe_lost(
+        &mut self,
+        permit: Resource<PermitHandle>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        self.subscribe_lost_of(permit)
+    }
+
+    async fn drop(&mut self, permit: Resource<PermitHandle>) -> wasmtime::Result<()> {
+        self.drop_lock(permit).await
+    }
+}
+
+impl HostLeadership for LockCtxView<'_> {
+    async fn election_id(
+        &mut self,
+        leadership: Resource<LeadershipHandle>,
+    ) -> wasmtime::Result<String> {
+        self.lock_resource_id(&leadership)
+    }
+
+    async fn fence(&mut self, leadership: Resource<LeadershipHandle>) -> wasmtime::Result<u64> {
+        self.lock_fence(&leadership)
+    }
+
+    async fn extend(
+        &mut self,
+        leadership: Resource<LeadershipHandle>,
+        lease_ms: u32,
+    ) -> Result<bool, LockError> {
+        self.extend_lock(leadership, lease_ms).await
+    }
+
+    async fn resign(
+        &mut self,
+        leadership: Resource<LeadershipHandle>,
+    ) -> Result<wit::UnlockStatus, LockError> {
+        Ok(self.release_as(Op::Resign, leadership).await?.into())
+    }
+
+    async fn keep_alive(
+        &mut self,
+        leadership: Resource<LeadershipHandle>,
+    ) -> Result<(), LockError> {
+        self.keep_lock_alive(&leadership)
+    }
+
+    async fn held(&mut self, leadership: Resource<LeadershipHandle>) -> Result<bool, LockError> {
+        self.ask_held(leadership).await
+    }
+
+    async fn subscribe_lost(
+        &mut self,
+        leadership: Resource<LeadershipHandle>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        self.subscribe_lost_of(leadership)
+    }
+
+    async fn drop(&mut self, leadership: Resource<LeadershipHandle>) -> wasmtime::Result<()> {
+        self.drop_lock(leadership).await
+    }
+}
