@@ -15,6 +15,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
+use harness::leaders::{History, field, followed};
 use harness::{
     Fixture, PATIENCE, RedisServer, Run, guest, latchkey, lockctl, on_every_backend,
     on_memory_and_redis, run_with, script, signal, spawn_lockctl,
@@ -47,11 +48,7 @@ on_every_backend! {
         history.assert_one_leader_at_a_time();
         assert_eq!(history.leaders.len(), 8, "{runs:?}");
         for run in &runs {
-            let seen: Vec<u64> = run
-                .lines()
-                .iter()
-                .filter_map(|line| line.strip_prefix("follow ")?.split(' ').next()?.parse().ok())
-                .collect();
+            let seen = followed(run.lines());
             assert!(seen.is_sorted(), "a follower saw leaders out of order: {seen:?}");
         }
     }
@@ -342,59 +339,6 @@ async fn run_many(
         runs.push(instance.await.unwrap());
     }
     runs
-}
-
-/// What the leaders of an election did, from the lines of every instance.
-struct History {
-    /// Each `lead` and `tick`: (wall clock µs, fence).
-    work: Vec<(u64, u64)>,
-    /// The fence of each leadership.
-    leaders: Vec<u64>,
-}
-
-impl History {
-    fn of(runs: &[Run]) -> Self {
-        let mut work = Vec::new();
-        let mut leaders = Vec::new();
-        for line in runs.iter().flat_map(Run::lines) {
-            let word = line.split(' ').next().unwrap();
-            if word == "lead" {
-                leaders.push(field(line, 1));
-            }
-            if word == "lead" || word == "tick" {
-                work.push((field(line, 2), field(line, 1)));
-            }
-        }
-        work.sort();
-        History { work, leaders }
-    }
-
-    /// Merged by time, the fences of the work never go back: no leader worked once a
-    /// later one had begun. (A resignation is printed after the next leader may have
-    /// begun, so it is not work.)
-    fn assert_one_leader_at_a_time(&self) {
-        for pair in self.work.windows(2) {
-            assert!(
-                pair[0].1 <= pair[1].1,
-                "leader {} worked at {} µs after leader {} began at or before {} µs",
-                pair[1].1,
-                pair[1].0,
-                pair[0].1,
-                pair[0].0
-            );
-        }
-        let mut distinct = self.leaders.clone();
-        distinct.dedup();
-        assert_eq!(distinct.len(), self.leaders.len(), "a fence led twice");
-    }
-}
-
-/// The `n`th space-separated field of `line`, as a number.
-fn field(line: &str, n: usize) -> u64 {
-    line.split(' ')
-        .nth(n)
-        .and_then(|f| f.parse().ok())
-        .unwrap_or_else(|| panic!("no number at {n} in {line:?}"))
 }
 
 fn now_us() -> u128 {

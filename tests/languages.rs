@@ -8,16 +8,19 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+use harness::leaders::{History, followed};
 use harness::{
     PATIENCE, RedisServer, ServeProcess, guest, latchkey, lines, polyglot_guest, post, warm,
 };
 
-/// A language and the names of its three guests.
+/// A language and the names of its guests; `coordination` names its `leader` and
+/// `limited` demos, where its SDK has semaphores and elections (`latchkey:lock@0.2.1`).
 struct Language {
     name: &'static str,
     try_lock: &'static str,
     counter: &'static str,
     lockctl: &'static str,
+    coordination: Option<(&'static str, &'static str)>,
 }
 
 const LANGUAGES: [Language; 4] = [
@@ -26,25 +29,30 @@ const LANGUAGES: [Language; 4] = [
         try_lock: "try-lock",
         counter: "counter",
         lockctl: "lockctl",
+        coordination: Some(("leader", "limited")),
     },
     Language {
         name: "python",
         try_lock: "try_lock",
         counter: "counter",
         lockctl: "lockctl",
+        coordination: Some(("leader", "limited")),
     },
     Language {
         name: "js",
         try_lock: "try-lock",
         counter: "counter",
         lockctl: "lockctl",
+        coordination: Some(("leader", "limited")),
     },
     // Python on WASI 0.3 (`latchkey.aio`, `latchkey:lock@0.3.0`): async guests.
+    // Semaphores and elections are not in `latchkey:lock@0.3.0` yet.
     Language {
         name: "python-p3",
         try_lock: "try_lock",
         counter: "counter",
         lockctl: "lockctl",
+        coordination: None,
     },
 ];
 
@@ -95,6 +103,86 @@ fn the_dapr_sample_grants_exactly_one_of_two() {
             "{}",
             language.name
         );
+    }
+}
+
+/// 8 instances of a semaphore of limit 3 count themselves in one file on Redis: never more
+/// than 3 inside in any language (and 3 at some point), while without permits (the
+/// control) more are.
+#[test]
+fn a_semaphore_holds_its_limit_in_every_language() {
+    let redis = RedisServer::start();
+    let store = format!("lockstore={}", redis.url());
+    for language in &LANGUAGES {
+        let Some((_, limited)) = language.coordination else {
+            continue;
+        };
+        for (extra, permits) in [(None, true), (Some("--no-permit"), false)] {
+            let data = tempfile::tempdir().unwrap();
+            let dir = format!("{}::/data", data.path().display());
+            let mut args = vec!["--limit", "3", "--rounds", "2", "--work-ms", "100"];
+            args.extend(extra);
+            let flags = ["--instances", "8", "--store", &store, "--dir", &dir];
+            let out = language.run(&flags, limited, &args);
+            assert!(out.status.success(), "{}: {out:?}", language.name);
+            let inside: Vec<u64> = lines(&out)
+                .iter()
+                .filter_map(|line| {
+                    let said = line.split_once("] ")?.1;
+                    said.strip_prefix("inside ")?
+                        .split(' ')
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .collect();
+            assert_eq!(inside.len(), 16, "{}: {out:?}", language.name);
+            let most = inside.iter().max().copied().unwrap_or(0);
+            if permits {
+                assert_eq!(most, 3, "{}: {inside:?}", language.name);
+            } else {
+                assert!(
+                    most > 3,
+                    "{}: the control stayed within the limit",
+                    language.name
+                );
+            }
+        }
+    }
+}
+
+/// 4 instances of the `leader` demo on Redis, each leading for 150 ms and resigning: in
+/// every language one leader at a time, each instance leads once, and followers see the
+/// leaders in order.
+#[test]
+fn an_election_has_one_leader_at_a_time_in_every_language() {
+    let redis = RedisServer::start();
+    let store = format!("lockstore={}", redis.url());
+    for language in &LANGUAGES {
+        let Some((leader, _)) = language.coordination else {
+            continue;
+        };
+        let flags = ["--instances", "4", "--store", &store];
+        let out = language.run(&flags, leader, &["--lead-ms", "150"]);
+        assert!(out.status.success(), "{}: {out:?}", language.name);
+        let said = lines(&out);
+        let by_instance = |i: usize| -> Vec<&str> {
+            let prefix = format!("[{i}] ");
+            said.iter()
+                .filter_map(|line| line.strip_prefix(&prefix))
+                .collect()
+        };
+        let all: Vec<&str> = (1..=4).flat_map(by_instance).collect();
+        let history = History::of_lines(all);
+        history.assert_one_leader_at_a_time();
+        assert_eq!(history.leaders.len(), 4, "{}: {said:?}", language.name);
+        for i in 1..=4 {
+            assert!(
+                followed(by_instance(i)).is_sorted(),
+                "{}: {said:?}",
+                language.name
+            );
+        }
     }
 }
 

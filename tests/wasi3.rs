@@ -88,16 +88,20 @@ on_memory_and_redis! {
     }
 }
 
-/// One host runs guests of every version of `latchkey:lock` at once — 0.1.0 and 0.2.0
-/// (WASI 0.2) and 0.3.0 (WASI 0.3) — and they share the app's locks: while a 0.2.0 guest
-/// holds one, the 0.3.0 and 0.1.0 guests are refused it; once it is free, each gets it in
-/// turn.
+/// One host runs guests of every version of `latchkey:lock` at once — 0.1.0, 0.2.0 and
+/// 0.2.1 (WASI 0.2) and 0.3.0 (WASI 0.3) — and they share the app's locks: while a 0.2.0
+/// guest (linked to the host's 0.2.1) holds one, the 0.3.0, 0.2.1 and 0.1.0 guests are
+/// refused it; once it is free, each gets it in turn.
 #[tokio::test(flavor = "multi_thread")]
 async fn guests_of_every_version_share_one_host() {
     let fx = Fixture::on_redis();
     let app = fx.app("app");
-    let holder = spawn_lockctl(&app, "open lockstore try shared 60000 sleep 1000 unlock");
+    let holder = {
+        let app = app.clone();
+        tokio::spawn(async move { run(&app, "lock-v0-2-0", &["shared", "1000"]).await })
+    };
     fx.redis().wait_for_key("latchkey:{app:shared}:lock");
+    let v21_refused = lockctl(&app, "open lockstore try shared 60000").await;
     let v1_refused = run(&app, "lock-v0-1", &["shared"]).await;
     let v3 = {
         let app = app.clone();
@@ -108,10 +112,11 @@ async fn guests_of_every_version_share_one_host() {
     let v1_granted = run(&app, "lock-v0-1", &["shared"]).await;
 
     assert_eq!(
-        holder.assert_success().lines()[2],
-        "unlocked success",
+        holder.assert_success().lines()[1..],
+        ["keeping alive", "held true", "unlocked Success"],
         "{holder:?}"
     );
+    assert_eq!(v21_refused.assert_success().lines()[1], "held shared");
     assert_eq!(v1_refused.assert_success().lines(), ["held shared"]);
     let v3 = v3.assert_success().lines();
     assert!(v3[1].starts_with("held shared"), "{v3:?}");

@@ -1,4 +1,4 @@
-// Types of latchkey.js, the JavaScript guest SDK of latchkey:lock@0.2.0.
+// Types of latchkey.js, the JavaScript guest SDK of latchkey:lock@0.2.1.
 
 import type { Pollable } from 'wasi:io/poll@0.2.12';
 
@@ -25,22 +25,45 @@ export const UnlockStatus: Readonly<{
   LOCK_BELONGS_TO_OTHERS: 'lock-belongs-to-others';
 }>;
 
-export class Lock implements Disposable {
-  readonly resourceId: string;
+declare class Grant implements Disposable {
   readonly fence: bigint;
   readonly lost: Pollable;
   extend(leaseMs: number): boolean;
   keepAlive(): void;
   held(): boolean;
   isLost(): boolean;
-  unlock(): UnlockStatusValue;
   [Symbol.dispose](): void;
+}
+
+export class Lock extends Grant {
+  readonly resourceId: string;
+  unlock(): UnlockStatusValue;
+}
+
+export class Permit extends Grant {
+  readonly semaphoreId: string;
+  release(): UnlockStatusValue;
+}
+
+export class Leadership extends Grant {
+  readonly electionId: string;
+  resign(): UnlockStatusValue;
+}
+
+export interface Leader {
+  value: string;
+  fence: bigint;
+  leaseLeftMs: number;
 }
 
 export class Store implements Disposable {
   static open(name: string): Store;
   tryLock(resourceId: string, leaseMs: number): Lock | null;
   lock(resourceId: string, leaseMs: number, waitMs: number): Lock | null;
+  acquirePermit(semaphoreId: string, limit: number, leaseMs: number, waitMs?: number): Permit | null;
+  campaign(electionId: string, value: string, leaseMs: number, waitMs?: number): Leadership | null;
+  leader(electionId: string): Leader | null;
+  leaderChanges(electionId: string): Pollable;
   [Symbol.dispose](): void;
 }
 

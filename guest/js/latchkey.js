@@ -24,10 +24,16 @@
  * of failure; a lock held by someone else is not an error but `null`. Types: see
  * `latchkey.d.ts`.
  *
+ * Beyond the mutex (`latchkey:lock@0.2.1`): a leased counting semaphore —
+ * `store.acquirePermit(id, limit, leaseMs, waitMs)` gives a {@link Permit} while fewer than
+ * `limit` are held — and leader election — `store.campaign(id, value, leaseMs, waitMs)`
+ * gives a {@link Leadership}, `store.leader(id)` says who leads, and
+ * `store.leaderChanges(id)` is a pollable that is ready when that changes.
+ *
  * @module latchkey
  */
 
-import { open as witOpen } from 'latchkey:lock/locks@0.2.0';
+import { open as witOpen } from 'latchkey:lock/locks@0.2.1';
 
 /** Why a lock call failed; `kind` is the WIT error's name, such as `invalid-argument`. */
 export class LockError extends Error {
@@ -132,8 +138,8 @@ export const UnlockStatus = Object.freeze({
   LOCK_BELONGS_TO_OTHERS: 'lock-belongs-to-others',
 });
 
-/** A lock this instance holds. `unlock()`, or disposing of it, releases it. */
-export class Lock {
+/** What a lock, a permit and a leadership share: a grant with a lease and a fence. */
+class Grant {
   #inner;
   #lost = null;
 
@@ -141,62 +147,103 @@ export class Lock {
     this.#inner = inner;
   }
 
-  #lock() {
-    if (this.#inner === null) throw new Error('this lock was unlocked');
+  #grant() {
+    if (this.#inner === null) throw new Error(`this ${this.constructor.name.toLowerCase()} was let go`);
     return this.#inner;
   }
 
-  /** The resource id this lock is on. */
-  get resourceId() {
-    return this.#lock().resourceId();
+  /** The binding's `method`, called on the grant: for the subclasses' own calls. */
+  _call(method) {
+    return this.#grant()[method]();
   }
 
-  /** The fencing token, a BigInt greater than that of every earlier grant of this resource. */
+  /** The fencing token, a BigInt greater than that of every earlier grant of the same lock. */
   get fence() {
-    return this.#lock().fence();
+    return this.#grant().fence();
   }
 
   /** Sets the lease to end `leaseMs` from now; false if it had already ended. */
   extend(leaseMs) {
     ms('lease-ms', leaseMs);
-    return call(() => this.#lock().extend(leaseMs));
+    return call(() => this.#grant().extend(leaseMs));
   }
 
-  /** Has the host renew the lease before it runs out, until the lock is unlocked or the
+  /** Has the host renew the lease before it runs out, until the grant is let go or the
    * instance ends (or the operator's cap). */
   keepAlive() {
-    call(() => this.#lock().keepAlive());
+    call(() => this.#grant().keepAlive());
   }
 
-  /** Asks the store whether this grant still holds the lock (one round trip). */
+  /** Asks the store whether this grant still holds (one round trip). */
   held() {
-    return call(() => this.#lock().held());
+    return call(() => this.#grant().held());
   }
 
-  /** A `wasi:io/poll` pollable, ready once the host knows the lock is lost. */
+  /** A `wasi:io/poll` pollable, ready once the host knows the grant is lost. */
   get lost() {
-    this.#lost ??= this.#lock().subscribeLost();
+    this.#lost ??= this.#grant().subscribeLost();
     return this.#lost;
   }
 
-  /** Whether the lock is known to be lost, now, without waiting. */
+  /** Whether the grant is known to be lost, now, without waiting. */
   isLost() {
     return this.lost.ready();
   }
 
-  /** Releases the lock now; returns what the store found, one of {@link UnlockStatus}. */
-  unlock() {
-    const status = call(() => this.#lock().unlock());
+  /** Lets the grant go by the binding's `method` (`unlock`, `release`, `resign`); returns
+   * what the store found, one of {@link UnlockStatus}. */
+  _letGo(method) {
+    const status = call(() => this.#grant()[method]());
     this[Symbol.dispose]();
     return status;
   }
 
-  /** Lets go of the handle: the host releases the lock if it is still held. */
+  /** Lets go of the handle: the host releases the grant if it still holds. */
   [Symbol.dispose]() {
     this.#lost?.[Symbol.dispose]();
     this.#lost = null;
     this.#inner?.[Symbol.dispose]();
     this.#inner = null;
+  }
+}
+
+/** A lock this instance holds. `unlock()`, or disposing of it, releases it. */
+export class Lock extends Grant {
+  /** The resource id this lock is on. */
+  get resourceId() {
+    return this._call('resourceId');
+  }
+
+  /** Releases the lock now; returns what the store found, one of {@link UnlockStatus}. */
+  unlock() {
+    return this._letGo('unlock');
+  }
+}
+
+/** A permit of a semaphore: up to its limit hold at once. `release()`, or disposing of it,
+ * releases it. */
+export class Permit extends Grant {
+  /** The semaphore this permit is of. */
+  get semaphoreId() {
+    return this._call('semaphoreId');
+  }
+
+  /** Releases the permit now; returns what the store found, one of {@link UnlockStatus}. */
+  release() {
+    return this._letGo('release');
+  }
+}
+
+/** The leadership of an election. `resign()`, or disposing of it, steps down. */
+export class Leadership extends Grant {
+  /** The election this leadership is of. */
+  get electionId() {
+    return this._call('electionId');
+  }
+
+  /** Steps down now, so that a waiting campaign wins at once. */
+  resign() {
+    return this._letGo('resign');
   }
 }
 
@@ -230,6 +277,43 @@ export class Store {
     ms('wait-ms', waitMs);
     const inner = call(() => this.#inner.lock(resourceId, leaseMs, waitMs));
     return inner ? new Lock(inner) : null;
+  }
+
+  /** Takes a permit of the semaphore `semaphoreId` for `leaseMs` if fewer than `limit` of
+   * its permits are held, waiting up to `waitMs` (default 0) for one to be released or to
+   * expire; null if all are still held then. */
+  acquirePermit(semaphoreId, limit, leaseMs, waitMs = 0) {
+    text('semaphore-id', semaphoreId);
+    ms('limit', limit);
+    ms('lease-ms', leaseMs);
+    ms('wait-ms', waitMs);
+    const inner = call(() => this.#inner.acquirePermit(semaphoreId, limit, leaseMs, waitMs));
+    return inner ? new Permit(inner) : null;
+  }
+
+  /** Campaigns to lead the election `electionId`, publishing `value`: leads now if nobody
+   * does, or once the leader resigns or its lease ends within `waitMs` (default 0); null if
+   * another still leads then. */
+  campaign(electionId, value, leaseMs, waitMs = 0) {
+    text('election-id', electionId);
+    text('value', value);
+    ms('lease-ms', leaseMs);
+    ms('wait-ms', waitMs);
+    const inner = call(() => this.#inner.campaign(electionId, value, leaseMs, waitMs));
+    return inner ? new Leadership(inner) : null;
+  }
+
+  /** Who leads the election now — `{ value, fence, leaseLeftMs }` — or null if nobody. */
+  leader(electionId) {
+    text('election-id', electionId);
+    return call(() => this.#inner.leader(electionId)) ?? null;
+  }
+
+  /** A `wasi:io/poll` pollable, ready when the election has another leader than now (or
+   * the store could not be asked): read `leader` then, and take a new one to watch on. */
+  leaderChanges(electionId) {
+    text('election-id', electionId);
+    return call(() => this.#inner.subscribeLeaderChange(electionId));
   }
 
   [Symbol.dispose]() {

@@ -84,9 +84,9 @@ impl Run {
 
 type Host = (Runner, HashMap<&'static str, Program>);
 
-/// The command guests of `guest/demos`: WASI 0.2 (of `latchkey:lock` 0.1.0 and 0.2.1), and
-/// WASI 0.3 (`p3ctl`, `tasks_demo`).
-const GUESTS: [&str; 10] = [
+/// The command guests of `guest/demos`: WASI 0.2 (of `latchkey:lock` 0.1.0, 0.2.0 and 0.2.1),
+/// and WASI 0.3 (`p3ctl`, `tasks_demo`).
+const GUESTS: [&str; 11] = [
     "lockctl",
     "counter",
     "leader",
@@ -95,6 +95,7 @@ const GUESTS: [&str; 10] = [
     "bench",
     "long-job",
     "lock-v0-1",
+    "lock-v0-2-0",
     "p3ctl",
     "tasks_demo",
 ];

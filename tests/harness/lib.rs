@@ -21,6 +21,8 @@
 //! - [`history`]: [`history::Workers`], host processes doing locked read-modify-writes on
 //!   one counter while a test injects a fault, and the checker of the history of their
 //!   grants (double grants, falling fences).
+//! - [`leaders`]: [`leaders::History`], the history of an election as its `leader` demos
+//!   print it, and its check: one leader at a time.
 //! - [`netns`]: hosts of their own on one machine — [`netns::Net`], a bridge, and its
 //!   [`netns::Node`]s, network namespaces — and partitions between them.
 //! - [`processes`]: real `latchkey` processes — [`host_process`] (`latchkey run`),
@@ -42,6 +44,7 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 pub mod fixture;
 pub mod guests;
 pub mod history;
+pub mod leaders;
 pub mod netns;
 pub mod processes;
 pub mod servers;

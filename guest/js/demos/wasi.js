@@ -4,12 +4,24 @@
  */
 
 import { getArguments } from 'wasi:cli/environment@0.2.12';
-import { subscribeDuration } from 'wasi:clocks/monotonic-clock@0.2.12';
+import { now as monotonicNow, subscribeDuration } from 'wasi:clocks/monotonic-clock@0.2.12';
+import { now as wallNow } from 'wasi:clocks/wall-clock@0.2.12';
 import { getDirectories } from 'wasi:filesystem/preopens@0.2.12';
 
 /** The arguments after the program's name. */
 export function args() {
   return getArguments().slice(1);
+}
+
+/** The wall clock in µs, a BigInt: the lines of every instance on one machine share it. */
+export function nowUs() {
+  const { seconds, nanoseconds } = wallNow();
+  return seconds * 1_000_000n + BigInt(nanoseconds) / 1000n;
+}
+
+/** A monotonic clock in milliseconds. */
+export function monotonicMs() {
+  return Number(monotonicNow() / 1_000_000n);
 }
 
 /** Blocks for `ms` milliseconds. */

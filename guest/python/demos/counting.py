@@ -6,9 +6,10 @@ number, pauses (as real work would), and writes it + 1. With the lock no step is
 however many instances run; ``--no-lock`` is the control that loses updates.
 """
 
-import sys
 import time
 from dataclasses import dataclass
+
+import flags
 
 
 @dataclass
@@ -20,21 +21,7 @@ class Options:
 
 
 def options() -> Options:
-    # By hand: argparse reaches for modules (locale) that the component does not carry.
-    opts = Options()
-    args = iter(sys.argv[1:])
-    for flag in args:
-        if flag == "--iterations":
-            opts.iterations = int(next(args))
-        elif flag == "--file":
-            opts.file = next(args)
-        elif flag == "--pause-ms":
-            opts.pause_ms = int(next(args))
-        elif flag == "--no-lock":
-            opts.no_lock = True
-        else:
-            raise ValueError(f"unknown flag {flag}")
-    return opts
+    return flags.parse(Options())
 
 
 def increment(path: str, pause: float) -> int:

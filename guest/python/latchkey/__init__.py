@@ -15,8 +15,22 @@ only names a store and a resource::
         with lock:                                      # unlocked when the block ends
             write_file(fence=lock.fence)
 
+Beyond the mutex (``latchkey:lock@0.2.1``): a leased counting semaphore —
+:meth:`Store.acquire_permit` gives a :class:`Permit` while fewer than ``limit`` are held —
+and leader election — :meth:`Store.campaign` gives a :class:`Leadership`,
+:meth:`Store.leader` says who leads, :meth:`Store.leader_changes` is a pollable that is
+ready when that changes::
+
+    with store.acquire_permit("db-pool", 3, lease=2, wait=30) as permit:   # at most 3 inside
+        permit.keep_alive()
+        query(fence=permit.fence)
+
+    leadership = store.campaign("scheduler", "10.0.0.7:8080", lease=1)
+    if leadership is None:
+        print("led by", store.leader("scheduler"))
+
 For WASI 0.3 guests (world ``latchkey:guest/command-p3``), :mod:`latchkey.aio` is the
-same API with every call that may wait a coroutine.
+same API for locks with every call that may wait a coroutine.
 
 Leases and waits are seconds (``int`` or ``float``) or ``datetime.timedelta``, sent to the
 host in whole milliseconds (at most 4294967295). A call that fails raises a
@@ -29,6 +43,7 @@ after its unlock — raises :class:`InvalidArgumentError` before the host is ask
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 from types import TracebackType
@@ -45,11 +60,14 @@ if TYPE_CHECKING:
 __all__ = [
     "AccessDeniedError",
     "InvalidArgumentError",
+    "Leader",
+    "Leadership",
     "Lease",
     "LimitExceededError",
     "Lock",
     "LockError",
     "NoSuchStoreError",
+    "Permit",
     "Store",
     "UnavailableError",
     "UnlockStatus",
@@ -176,21 +194,33 @@ _STATUSES = {
 }
 
 
+def _count(name: str, value: object) -> int:
+    """``value``, checked to be an ``int`` the host takes (a ``u32``)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidArgumentError(f"{name} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= _MAX_MS:
+        raise InvalidArgumentError(f"{name} is {value}; it must be 0 to {_MAX_MS}")
+    return value
+
+
 class _LockHandle:
-    """What a lock is in both worlds: the handle, and what reading it needs no wait for."""
+    """What a grant is in both worlds: the handle, and what reading it needs no wait for."""
+
+    _ID = "resource_id"
+    """The binding's method that names what the grant is on."""
 
     def __init__(self, inner: _wit.Lock) -> None:
         self._inner: Optional[_wit.Lock] = inner
 
     def _lock(self) -> _wit.Lock:
         if self._inner is None:
-            raise InvalidArgumentError("this lock was unlocked")
+            raise InvalidArgumentError(f"this {type(self).__name__.lower()} was let go")
         return self._inner
 
     @property
     def resource_id(self) -> str:
-        """The resource id this lock is on."""
-        return self._lock().resource_id()
+        """The resource id this lock is on (a permit's semaphore, a leadership's election)."""
+        return getattr(self._lock(), self._ID)()
 
     @property
     def fence(self) -> int:
@@ -211,13 +241,14 @@ class _LockHandle:
             self._inner = None
 
     def __repr__(self) -> str:
+        name = type(self).__name__
         if self._inner is None:
-            return "Lock(unlocked)"
-        return f"Lock(resource_id={self.resource_id!r}, fence={self.fence})"
+            return f"{name}(let go)"
+        return f"{name}(resource_id={self.resource_id!r}, fence={self.fence})"
 
 
-class Lock(_LockHandle):
-    """A lock this instance holds. Leaving a ``with`` block, or being collected, unlocks it."""
+class _Grant(_LockHandle):
+    """What a lock, a permit and a leadership share in the WASI 0.2 world."""
 
     def __init__(self, inner: _wit.Lock) -> None:
         super().__init__(inner)
@@ -244,10 +275,9 @@ class Lock(_LockHandle):
         """Whether the lock is known to be lost, now, without waiting."""
         return self.lost.ready()
 
-    def unlock(self) -> UnlockStatus:
-        """Releases the lock now and says what the store found."""
-        inner = self._lock()
-        status = _call(inner.unlock)
+    def _let_go(self, method: str) -> UnlockStatus:
+        """Calls the binding's ``method`` that lets the grant go, and says what it found."""
+        status = _call(getattr(self._lock(), method))
         self._release()
         return _STATUSES[status]
 
@@ -257,7 +287,7 @@ class Lock(_LockHandle):
             self._lost = None
         super()._release()
 
-    def __enter__(self) -> Lock:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -266,8 +296,60 @@ class Lock(_LockHandle):
         exc_value: Optional[BaseException],
         traceback: Optional[TracebackType],
     ) -> None:
-        # Dropping the handle unlocks the lock.
+        # Dropping the handle lets the grant go.
         self._release()
+
+
+class Lock(_Grant):
+    """A lock this instance holds. Leaving a ``with`` block, or being collected, unlocks it."""
+
+    def unlock(self) -> UnlockStatus:
+        """Releases the lock now and says what the store found."""
+        return self._let_go("unlock")
+
+
+class Permit(_Grant):
+    """A permit of a semaphore this instance holds: a lock of which up to the semaphore's
+    limit hold at once. Leaving a ``with`` block, or being collected, releases it."""
+
+    _ID = "semaphore_id"
+
+    @property
+    def semaphore_id(self) -> str:
+        """The semaphore this permit is of."""
+        return self.resource_id
+
+    def release(self) -> UnlockStatus:
+        """Releases the permit now and says what the store found."""
+        return self._let_go("release")
+
+
+class Leadership(_Grant):
+    """The leadership of an election, held by this instance. Leaving a ``with`` block, or
+    being collected, resigns it."""
+
+    _ID = "election_id"
+
+    @property
+    def election_id(self) -> str:
+        """The election this leadership is of."""
+        return self.resource_id
+
+    def resign(self) -> UnlockStatus:
+        """Steps down now, so that a waiting campaign wins at once."""
+        return self._let_go("resign")
+
+
+@dataclass(frozen=True)
+class Leader:
+    """Who leads an election."""
+
+    value: str
+    """What the leader published when it campaigned."""
+    fence: int
+    """Its leadership's fence: greater than every earlier leader's."""
+    lease_left: timedelta
+    """How long its lease has left unless renewed."""
 
 
 class _StoreHandle:
@@ -317,3 +399,47 @@ class Store(_StoreHandle):
         args = (_text("resource-id", resource_id), _ms("lease", lease), _ms("wait", wait))
         inner = _call(self._store().lock, *args)
         return None if inner is None else Lock(inner)
+
+    def acquire_permit(
+        self, semaphore_id: str, limit: int, lease: Lease, wait: Lease = 0
+    ) -> Optional[Permit]:
+        """Takes a permit of the semaphore ``semaphore_id`` for ``lease`` if fewer than
+        ``limit`` of its permits are held, waiting up to ``wait`` for one to be released or
+        to expire; ``None`` if all are still held when the wait ends. Never more than
+        ``limit`` hold at once, among callers that agree on ``limit``."""
+        args = (
+            _text("semaphore-id", semaphore_id),
+            _count("limit", limit),
+            _ms("lease", lease),
+            _ms("wait", wait),
+        )
+        inner = _call(self._store().acquire_permit, *args)
+        return None if inner is None else Permit(inner)
+
+    def campaign(
+        self, election_id: str, value: str, lease: Lease, wait: Lease = 0
+    ) -> Optional[Leadership]:
+        """Campaigns to lead the election ``election_id``, publishing ``value`` to whoever
+        asks :meth:`leader`: leads now if nobody does, or once the leader resigns or its
+        lease ends within ``wait``; ``None`` if another still leads then."""
+        args = (
+            _text("election-id", election_id),
+            _text("value", value),
+            _ms("lease", lease),
+            _ms("wait", wait),
+        )
+        inner = _call(self._store().campaign, *args)
+        return None if inner is None else Leadership(inner)
+
+    def leader(self, election_id: str) -> Optional[Leader]:
+        """Who leads the election ``election_id`` now; ``None`` if nobody does."""
+        found = _call(self._store().leader, _text("election-id", election_id))
+        if found is None:
+            return None
+        return Leader(found.value, found.fence, timedelta(milliseconds=found.lease_left_ms))
+
+    def leader_changes(self, election_id: str) -> _poll.Pollable:
+        """A ``wasi:io/poll`` pollable, ready when the election has another leader than now
+        (a new one, or none) or the store could not be asked: read :meth:`leader` then,
+        and take a new one to watch on."""
+        return _call(self._store().subscribe_leader_change, _text("election-id", election_id))
