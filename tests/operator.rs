@@ -232,3 +232,82 @@ fn mistakes_are_one_line() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+/// Permits and leaderships are listed beside locks — each permit with its number, each
+/// leadership with its leader's value — and freed by force as locks are: the evicted
+/// holder's grant is gone, and the next grant's fence is higher.
+#[tokio::test(flavor = "multi_thread")]
+async fn permits_and_leaderships_are_listed_and_freed() {
+    for fx in [
+        Fixture::on_redis(),
+        Fixture::on_cluster(),
+        Fixture::on_redlock(),
+    ] {
+        let (store, lease, now) = (&fx.store, Duration::from_secs(60), Duration::ZERO);
+        let permits = || store.permits("ops", "pool", 3);
+        let first = store
+            .acquire_permit(permits(), lease, now)
+            .await
+            .unwrap()
+            .unwrap();
+        let second = store
+            .acquire_permit(permits(), lease, now)
+            .await
+            .unwrap()
+            .unwrap();
+        let election = store.leadership("ops", "scheduler");
+        let leader = store.campaign(election.clone(), "10.0.0.7:8080", lease, now);
+        let leader = leader.await.unwrap().unwrap();
+
+        let all = tokio::task::block_in_place(|| listing(&fx, &[]));
+        let seen: Vec<(&str, &str, Value, u64, Value)> = all
+            .iter()
+            .map(|e| {
+                let fence = e["fence"].as_u64().unwrap();
+                let (id, kind) = (e["id"].as_str().unwrap(), e["kind"].as_str().unwrap());
+                (id, kind, e["permit"].clone(), fence, e["value"].clone())
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("pool", "permit", 0.into(), first.fence, Value::Null),
+                ("pool", "permit", 1.into(), second.fence, Value::Null),
+                (
+                    "scheduler",
+                    "leadership",
+                    Value::Null,
+                    leader.fence,
+                    "10.0.0.7:8080".into()
+                ),
+            ],
+            "{}",
+            store_flags(&fx)[1]
+        );
+
+        let flags = store_flags(&fx);
+        let mut release = |extra: &[&str]| {
+            let mut args = vec!["release", "--app", "ops"];
+            args.extend(flags.iter().map(String::as_str));
+            args.extend_from_slice(extra);
+            let out = tokio::task::block_in_place(|| locks(&args));
+            assert!(out.status.success(), "{out:?}");
+            lines(&out)[0].clone()
+        };
+        assert!(release(&["--permit", "1", "pool"]).starts_with("permit:1 \"pool\""));
+        assert!(release(&["--leadership", "scheduler"]).contains("released"));
+        assert!(
+            store.held(&first).await.unwrap(),
+            "the other permit was freed"
+        );
+        assert!(!store.held(&second).await.unwrap());
+        assert!(!store.held(&leader).await.unwrap());
+        assert_eq!(store.leader(&election).await.unwrap(), None);
+        let next = store
+            .acquire_permit(permits(), lease, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(next.fence > second.fence);
+    }
+}

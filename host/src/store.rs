@@ -94,7 +94,9 @@ impl LockStore {
         let namespace = self.namespace.as_deref();
         let mut holders =
             (self.backend.holders(namespace, app).await).map_err(|err| self.failed(err))?;
-        holders.sort_by(|a, b| (&a.app, &a.resource_id).cmp(&(&b.app, &b.resource_id)));
+        holders.sort_by(|a, b| {
+            (&a.app, &a.resource_id, a.kind).cmp(&(&b.app, &b.resource_id, b.kind))
+        });
         Ok(holders)
     }
 
