@@ -101,6 +101,17 @@ demo: wasm-target polyglot-guests
 	./target/release/latchkey run --instances 4 --dir target/demo::/data $(GUESTS)/counter.wasm --iterations 100
 	@echo "The file says $$(cat target/demo/counter): 4 x 100, no update lost."
 	@echo
+	@echo "== A semaphore of limit 3: 8 instances, never more than 3 inside (Rust, Python, JavaScript) =="
+	@for guest in $(GUESTS)/limited.wasm $(PY_GUESTS)/limited.wasm $(JS_GUESTS)/limited.wasm; do \
+	  rm -f target/demo/inside; \
+	  ./target/release/latchkey run --instances 8 --dir target/demo::/data $$guest --rounds 1 --work-ms 100 \
+	    | awk '$$2 == "inside" {print $$3}' | sort -n | tail -1 | sed "s|^|$$guest: most inside at once: |"; \
+	done
+	@echo
+	@echo "== An election: 4 instances each lead for 100 ms and resign; the others follow =="
+	./target/release/latchkey run --instances 4 $(GUESTS)/leader.wasm --lead-ms 100 --tick-ms 50 \
+	  | grep -v tick
+	@echo
 	@echo "== latchkey serve: one instance per request; a job runs at most once at a time =="
 	@rm -f target/demo/counter
 	@./target/release/latchkey serve --addr $(DEMO_ADDR) --dir target/demo::/data \

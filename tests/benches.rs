@@ -25,10 +25,14 @@
 //! - `p3-serve` (P11): a WASI 0.3 handler under `latchkey serve` with instance reuse, against
 //!   `wasmtime serve`; with a lock; and against a fresh instance per request
 //!   ([`serve_bench`]).
+//! - `coordination` (B9): a permit's acquire + release from a guest against the same
+//!   scripts by raw redis-rs; a permit's hand-off between waiters; a leader's failover
+//!   after its host is killed ([`coordination_bench`]).
 //! - `latency-anatomy` (`b1-anatomy`), only when named: B1's pairs cut into the stretches
 //!   of each store call ([`anatomy`]).
 
 mod anatomy;
+mod coordination_bench;
 mod languages_bench;
 mod serve_bench;
 
@@ -467,6 +471,93 @@ async fn b3(redis: &RedisServer, conn: &ConnectionManager) {
         "\n## B3 hand-off: {WAITERS} instances taking one id in turn for {} s\n",
         RUN_MS / 1000
     );
+    let rtt = round_trip(conn).await;
+    hand_off_table();
+    for (kind, store) in [
+        ("redis", redis_store(&redis.url(), Duration::from_secs(5))),
+        ("memory", LockStore::memory("lockstore")),
+    ] {
+        let args = ["handoff", &RUN_MS.to_string(), "b3"];
+        let handed = hand_offs(&store, WAITERS, &args).await;
+        handed.row(kind, rtt.p50);
+    }
+}
+
+/// The header of a table of [`HandOffs::row`]s.
+fn hand_off_table() {
+    println!(
+        "| store | grants | hand-off p50 | hand-off p99 | p50 - RTT | grants per waiter min / max |"
+    );
+    println!("|---|---|---|---|---|---|");
+}
+
+/// What waiters taking one id in turn saw: see [`hand_offs`].
+struct HandOffs {
+    /// Every grant, as (acquired, unlocking) in Unix-epoch ns.
+    grants: Vec<(u128, u128)>,
+    /// How many grants each waiter had.
+    per_waiter: Vec<usize>,
+}
+
+/// Runs `waiters` bench guests with `args` (a `handoff`) on `store` at once; their grants.
+async fn hand_offs(store: &LockStore, waiters: usize, args: &[&str]) -> HandOffs {
+    let tasks: Vec<_> = (0..waiters)
+        .map(|_| {
+            let store = store.clone();
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            tokio::spawn(async move {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                run(&app(&store), "bench", &args).await
+            })
+        })
+        .collect();
+    let mut grants: Vec<(u128, u128)> = Vec::new();
+    let mut per_waiter = Vec::new();
+    for task in tasks {
+        let out = task.await.unwrap();
+        let mine: Vec<(u128, u128)> = out
+            .stdout
+            .lines()
+            .map(|l| {
+                let f: Vec<u128> = l
+                    .split_whitespace()
+                    .skip(1)
+                    .map(|f| f.parse().unwrap())
+                    .collect();
+                (f[0], f[1])
+            })
+            .collect();
+        per_waiter.push(mine.len());
+        grants.extend(mine);
+    }
+    grants.sort_unstable();
+    HandOffs { grants, per_waiter }
+}
+
+impl HandOffs {
+    /// A row of B3's table: the time from one grant's unlock to the next grant, against
+    /// the round trip `rtt`.
+    fn row(&self, kind: &str, rtt: Duration) {
+        let handoffs: Vec<Duration> = self
+            .grants
+            .windows(2)
+            .map(|w| Duration::from_nanos(w[1].0.saturating_sub(w[0].1) as u64))
+            .collect();
+        let stats = Stats::of(handoffs);
+        let over = stats.p50.as_nanos() as f64 / 1000.0 - rtt.as_nanos() as f64 / 1000.0;
+        println!(
+            "| {kind} | {} | {} | {} | {over:.1} µs | {} / {} |",
+            self.grants.len(),
+            us(stats.p50),
+            us(stats.p99),
+            self.per_waiter.iter().min().unwrap(),
+            self.per_waiter.iter().max().unwrap()
+        );
+    }
+}
+
+/// The round trip of a `PING` by redis-rs, printed.
+async fn round_trip(conn: &ConnectionManager) -> Stats {
     let rtt = timed(2000, || {
         let mut ping = conn.clone();
         async move {
@@ -479,62 +570,7 @@ async fn b3(redis: &RedisServer, conn: &ConnectionManager) {
         us(rtt.p50),
         us(rtt.p99)
     );
-    println!(
-        "| store | grants | hand-off p50 | hand-off p99 | p50 - RTT | grants per waiter min / max |"
-    );
-    println!("|---|---|---|---|---|---|");
-    for (kind, store) in [
-        ("redis", redis_store(&redis.url(), Duration::from_secs(5))),
-        ("memory", LockStore::memory("lockstore")),
-    ] {
-        let tasks: Vec<_> = (0..WAITERS)
-            .map(|_| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    run(
-                        &app(&store),
-                        "bench",
-                        &["handoff", &RUN_MS.to_string(), "b3"],
-                    )
-                    .await
-                })
-            })
-            .collect();
-        let mut grants: Vec<(u128, u128)> = Vec::new();
-        let mut per_waiter = Vec::new();
-        for task in tasks {
-            let out = task.await.unwrap();
-            let mine: Vec<(u128, u128)> = out
-                .stdout
-                .lines()
-                .map(|l| {
-                    let f: Vec<u128> = l
-                        .split_whitespace()
-                        .skip(1)
-                        .map(|f| f.parse().unwrap())
-                        .collect();
-                    (f[0], f[1])
-                })
-                .collect();
-            per_waiter.push(mine.len());
-            grants.extend(mine);
-        }
-        grants.sort_unstable();
-        let handoffs: Vec<Duration> = grants
-            .windows(2)
-            .map(|w| Duration::from_nanos(w[1].0.saturating_sub(w[0].1) as u64))
-            .collect();
-        let stats = Stats::of(handoffs);
-        let over = stats.p50.as_nanos() as f64 / 1000.0 - rtt.p50.as_nanos() as f64 / 1000.0;
-        println!(
-            "| {kind} | {} | {} | {} | {over:.1} µs | {} / {} |",
-            grants.len(),
-            us(stats.p50),
-            us(stats.p99),
-            per_waiter.iter().min().unwrap(),
-            per_waiter.iter().max().unwrap()
-        );
-    }
+    rtt
 }
 
 async fn b4(redis: &RedisServer) {
@@ -1020,7 +1056,7 @@ fn metrics_overhead(redis: &RedisServer) {
 }
 
 /// Each benchmark's B-number, the name BENCHMARKS.md's tables and older commands use.
-const ALIASES: [(&str, &str); 11] = [
+const ALIASES: [(&str, &str); 12] = [
     ("latency", "b1"),
     ("latency-anatomy", "b1-anatomy"),
     ("throughput", "b2"),
@@ -1032,6 +1068,7 @@ const ALIASES: [(&str, &str); 11] = [
     ("keep-alive", "b8"),
     ("p3-latency", "p10"),
     ("p3-serve", "p11"),
+    ("coordination", "b9"),
 ];
 
 fn main() {
@@ -1105,6 +1142,12 @@ fn main() {
         }
         if wanted("p3-serve") {
             tokio::task::block_in_place(serve_bench::p11);
+        }
+        if wanted("coordination") {
+            tokio::task::block_in_place(|| coordination_bench::b9(&redis));
+            let rtt = round_trip(&conn).await;
+            coordination_bench::b9_hand_off(&redis, rtt.p50).await;
+            tokio::task::block_in_place(|| coordination_bench::b9_failover(&redis));
         }
     });
 }

@@ -11,14 +11,13 @@
 //!   (`--ignore-lost`, a leader that works on past its lease, makes them go down).
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-use harness::leaders::{History, field, followed};
+use harness::leaders::{History, LeaderHosts, field, followed, now_us};
 use harness::{
-    Fixture, PATIENCE, RedisServer, Run, guest, latchkey, lockctl, on_every_backend,
-    on_memory_and_redis, run_with, script, signal, spawn_lockctl,
+    Fixture, RedisServer, Run, guest, latchkey, lockctl, on_every_backend, on_memory_and_redis,
+    run, run_with, script, signal, spawn_lockctl,
 };
 use latchkey_host::LockCtxBuilder;
 use wasmtime_wasi::FsPerms;
@@ -130,7 +129,40 @@ mod lifecycle {
             assert!(run.waited_for_change() >= Duration::from_millis(300), "{lines:?}");
         }
 
-        /// Bad arguments are `invalid-argument` and a policy's refusal `access-denied`, before
+        /// A WASI 0.3 task (`latchkey:lock@0.3.1`) takes a permit and leads beside a 0.2.1
+    /// guest: the 0.2.1 guest waits for the permit until the task releases it, and sees its
+    /// value while it leads; another task's `leader-change` completes when it resigns.
+    async fn a_p3_task_takes_permits_and_leads(fx: &Fixture) {
+        let app = fx.app("app");
+        let task = {
+            let app = app.clone();
+            let steps = "open lockstore permit s 1 60000 0 campaign e first 60000 0 \
+                         sleep 600 resign release";
+            tokio::spawn(async move { run(&app, "p3ctl", &script(steps)).await })
+        };
+        let watcher = {
+            let app = app.clone();
+            let steps = "open lockstore sleep 200 leader e leader-change e";
+            tokio::spawn(async move { run(&app, "p3ctl", &script(steps)).await })
+        };
+        let v2 = lockctl(&app, "open lockstore sleep 200 leader e permit s 1 60000 20000").await;
+        let task = task.await.unwrap();
+        let lines = task.assert_success().lines();
+        assert!(lines[1].starts_with("granted s fence="), "{lines:?}");
+        assert!(lines[2].starts_with("leading e fence="), "{lines:?}");
+        assert_eq!(lines[3..], ["unlocked success", "unlocked success"]);
+        let leader_fence = task.fences()[1];
+        let v2_lines = v2.assert_success().lines();
+        assert_eq!(v2_lines[1], format!("leader first fence={leader_fence}"));
+        assert!(v2_lines[2].starts_with("granted s"), "{v2_lines:?}");
+        assert!(v2.waited() >= Duration::from_millis(300), "{v2_lines:?}");
+        let watcher = watcher.await.unwrap();
+        let lines = watcher.assert_success().lines();
+        assert_eq!(lines[1], format!("leader first fence={leader_fence}"));
+        assert!(lines[2].starts_with("changed none after="), "{lines:?}");
+    }
+
+    /// Bad arguments are `invalid-argument` and a policy's refusal `access-denied`, before
         /// the store is touched: nothing is taken.
         async fn bad_input_is_refused(fx: &Fixture) {
             let mut app = fx.app("app");
@@ -191,40 +223,17 @@ async fn the_election_check_catches_two_leaders() {
 #[test]
 fn a_killed_leaders_host_hands_over_by_its_lease_end() {
     let redis = RedisServer::start();
-    let store = format!("lockstore={}", redis.url());
-    let (said, hear) = mpsc::channel::<(usize, String)>();
-    let mut hosts: Vec<Child> = (0..3)
-        .map(|i| {
-            let value = format!("replica-{i}");
-            let args = ["--lease-ms", "1000", "--value", &value];
-            let mut child = leader_host(&store, &args);
-            let out = BufReader::new(child.stdout.take().unwrap());
-            let said = said.clone();
-            std::thread::spawn(move || {
-                for line in out.lines().map_while(Result::ok) {
-                    let _ = said.send((i, line));
-                }
-            });
-            child
-        })
-        .collect();
-    let heard = |wanted: &dyn Fn(usize, &str) -> bool| loop {
-        let (i, line) = hear.recv_timeout(PATIENCE).expect("a line within PATIENCE");
-        if wanted(i, &line) {
-            return (i, line);
-        }
-    };
-    let (first, line) = heard(&|_, line| line.starts_with("lead "));
+    let hosts = LeaderHosts::start(&format!("lockstore={}", redis.url()), 3, 1000);
+    let (first, line) = hosts.hear(|_, line| line.starts_with("lead "));
     let first_fence = field(&line, 1);
     // Past its first lease: kept alive, it still leads.
     std::thread::sleep(Duration::from_millis(1500));
-    signal(&hosts[first], "-KILL");
+    hosts.kill(first);
     let killed_at = now_us();
-    let (next, line) = heard(&|i, line| i != first && line.starts_with("lead "));
-    let led_at = field(&line, 2);
+    let (next, line) = hosts.hear(|i, line| i != first && line.starts_with("lead "));
     let handed_over = Duration::from_micros(
-        led_at
-            .checked_sub(killed_at as u64)
+        field(&line, 2)
+            .checked_sub(killed_at)
             .expect("a second leader while the first was alive"),
     );
     let fence = field(&line, 1);
@@ -236,11 +245,7 @@ fn a_killed_leaders_host_hands_over_by_its_lease_end() {
     );
     let follower = 3 - first - next;
     let new_leader = format!("follow {fence} replica-{next}");
-    heard(&|i, line| i == follower && line == new_leader);
-    for host in &mut hosts {
-        let _ = host.kill();
-        let _ = host.wait();
-    }
+    hosts.hear(|i, line| i == follower && line == new_leader);
 }
 
 /// A permit of a host killed while holding it frees when its lease ends, not before, and
@@ -339,26 +344,6 @@ async fn run_many(
         runs.push(instance.await.unwrap());
     }
     runs
-}
-
-fn now_us() -> u128 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_micros()
-}
-
-/// `latchkey run` of the `leader` demo in a host of its own, leading until killed.
-fn leader_host(store: &str, args: &[&str]) -> Child {
-    let leader = guest("leader");
-    harness::warm(&leader);
-    latchkey()
-        .args(["run", "--app-id", "app", "--store", store])
-        .arg(&leader)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// How long the `await-change` step waited.

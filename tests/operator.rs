@@ -286,7 +286,7 @@ async fn permits_and_leaderships_are_listed_and_freed() {
         );
 
         let flags = store_flags(&fx);
-        let mut release = |extra: &[&str]| {
+        let release = |extra: &[&str]| {
             let mut args = vec!["release", "--app", "ops"];
             args.extend(flags.iter().map(String::as_str));
             args.extend_from_slice(extra);

@@ -113,7 +113,11 @@ async fn guests_of_every_version_share_one_host() {
 
     assert_eq!(
         holder.assert_success().lines()[1..],
-        ["keeping alive", "held true", "unlocked Success"],
+        [
+            "keeping alive",
+            "held true",
+            "unlocked UnlockStatus::Success"
+        ],
         "{holder:?}"
     );
     assert_eq!(v21_refused.assert_success().lines()[1], "held shared");

@@ -8,13 +8,15 @@
 //! lost signal, budgets, and release when its instance or task ends — and only the calls
 //! that name them, and who leads, are new here.
 
+use tracing::Instrument as _;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::{DynPollable, Pollable};
 
 use crate::bindings::latchkey::lock::locks::{self as wit, HostLeadership, HostPermit};
 use crate::ctx::LockCtxView;
-use crate::error::LockError;
+use crate::error::{LockError, StoreError};
 use crate::host::{Asked, LeadershipHandle, PermitHandle, StoreHandle, finish, push, refuse};
+use crate::key::LockKey;
 use crate::store::LeaderWatch;
 use crate::telemetry::{Call, Op, Outcome};
 use crate::{Holder, LockStore};
@@ -48,21 +50,22 @@ impl LockCtxView<'_> {
             .await
     }
 
-    /// Starts a call `op` on election `election_id` of the store behind `handle`: the
-    /// store and its leadership, once the id passes the limits and the policy.
-    fn begin_on_election(
+    /// Starts a call `op` on election `election_id` of the store behind `handle`, once the
+    /// id passes the limits and the policy (a refusal is counted here).
+    pub(crate) fn begin_on_election(
         &self,
         op: Op,
         handle: &Resource<StoreHandle>,
         election_id: &str,
-    ) -> Result<(Call, LockStore, crate::key::LockKey), LockError> {
+    ) -> Result<OnElection, LockError> {
         let handle = self.table.get(handle)?;
         let call = Call::start(op, handle.instruments.clone());
         match self.check_id("election-id", election_id) {
-            Ok(()) => {
-                let key = handle.store.leadership(&self.ctx.app_id, election_id);
-                Ok((call, handle.store.clone(), key))
-            }
+            Ok(()) => Ok(OnElection {
+                key: handle.store.leadership(&self.ctx.app_id, election_id),
+                store: handle.store.clone(),
+                call,
+            }),
             Err(err) => Err(refuse(call, err)),
         }
     }
@@ -73,13 +76,9 @@ impl LockCtxView<'_> {
         handle: Resource<StoreHandle>,
         election_id: String,
     ) -> Result<Option<wit::Leader>, LockError> {
-        let (call, store, key) = self.begin_on_election(Op::Leader, &handle, &election_id)?;
-        let leader = store.leader(&key).await.map_err(LockError::from);
-        let leader = leader.map(|holder| holder.map(as_leader));
-        finish(call, leader, |leader| match leader {
-            Some(_) => Outcome::Leading,
-            None => Outcome::Vacant,
-        })
+        let on = self.begin_on_election(Op::Leader, &handle, &election_id)?;
+        let leader = on.run(on.store.leader(&on.key)).await;
+        Ok(on.finish_leader(leader)?.map(Into::into))
     }
 
     /// `subscribe-leader-change`: subscribes to the election and reads who leads, before
@@ -89,25 +88,66 @@ impl LockCtxView<'_> {
         handle: Resource<StoreHandle>,
         election_id: String,
     ) -> Result<Resource<DynPollable>, LockError> {
-        let (call, store, key) = self.begin_on_election(Op::WatchLeader, &handle, &election_id)?;
-        let pollable = match store.watch_leader(key).await {
+        let on = self.begin_on_election(Op::WatchLeader, &handle, &election_id)?;
+        let pollable = match on.run(on.store.watch_leader(on.key.clone())).await {
             Ok(watch) => push(self.table, LeaderChange(watch)).and_then(|change| {
                 wasmtime_wasi::p2::subscribe(self.table, change).map_err(LockError::Trap)
             }),
             Err(err) => Err(err.into()),
         };
-        finish(call, pollable, |_| Outcome::Watching)
+        finish(on.call, pollable, |_| Outcome::Watching)
     }
 }
 
-/// What `leader` answers of the store's holder.
-fn as_leader(holder: Holder) -> wit::Leader {
-    wit::Leader {
-        value: holder.value.unwrap_or_default(),
-        fence: holder.fence,
-        lease_left_ms: holder.lease_left.as_millis().try_into().unwrap_or(u32::MAX),
+/// A call on an election, ready for the store.
+pub(crate) struct OnElection {
+    call: Call,
+    pub(crate) store: LockStore,
+    /// The election's leadership.
+    pub(crate) key: LockKey,
+}
+
+impl OnElection {
+    /// Runs `work` in the call's span.
+    pub(crate) async fn run<T>(&self, work: impl Future<Output = T>) -> T {
+        work.instrument(self.call.span()).await
+    }
+
+    /// Counts a call that answers who leads.
+    pub(crate) fn finish_leader(
+        self,
+        leader: Result<Option<Holder>, StoreError>,
+    ) -> Result<Option<Holder>, LockError> {
+        finish(
+            self.call,
+            leader.map_err(LockError::from),
+            |leader| match leader {
+                Some(_) => Outcome::Leading,
+                None => Outcome::Vacant,
+            },
+        )
     }
 }
+
+/// What `leader` answers of the store's holder, in each version's bindings.
+macro_rules! leader_from_holder {
+    ($($wit:path),*) => {$(
+        impl From<Holder> for $wit {
+            fn from(holder: Holder) -> Self {
+                Self {
+                    value: holder.value.unwrap_or_default(),
+                    fence: holder.fence,
+                    lease_left_ms: holder.lease_left.as_millis().try_into().unwrap_or(u32::MAX),
+                }
+            }
+        }
+    )*};
+}
+
+leader_from_holder!(
+    wit::Leader,
+    crate::bindings::v0_3::latchkey::lock::locks::Leader
+);
 
 /// The `pollable` of `subscribe-leader-change`.
 struct LeaderChange(LeaderWatch);

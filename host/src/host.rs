@@ -185,21 +185,10 @@ impl LockCtxView<'_> {
         finish(call, opened, |_| Outcome::Opened)
     }
 
-    /// Starts a `try-lock`, or a `lock` if `wait_ms` is given, by `task` (if the guest has
-    /// tasks): see [`LockCtxView::begin`].
-    pub(crate) fn begin_take(
-        &mut self,
-        handle: &Resource<StoreHandle>,
-        resource_id: String,
-        lease_ms: u32,
-        wait_ms: Option<u32>,
-        task: Option<TaskId>,
-    ) -> Result<Take, LockError> {
-        self.begin(handle, Asked::Lock, resource_id, lease_ms, wait_ms, task)
-    }
-
-    /// Starts a take of what is `asked` on `id`: checks the arguments, the app's policy and
-    /// the budgets — all before the store is touched. A refusal is counted here.
+    /// Starts a take of what is `asked` on `id` — a `try-lock`, or a `lock` if `wait_ms` is
+    /// given; an `acquire-permit`; a `campaign` — by `task` (if the guest has tasks): checks
+    /// the arguments, the app's policy and the budgets, all before the store is touched. A
+    /// refusal is counted here.
     pub(crate) fn begin(
         &mut self,
         handle: &Resource<StoreHandle>,

@@ -12,11 +12,15 @@ use wasmtime::component::{Access, Accessor, Resource};
 
 use crate::HasLocks;
 use crate::bindings::v0_3::latchkey::lock::locks::{
-    self as wit, HostLock, HostLockWithStore, HostStore, HostStoreWithStore,
+    self as wit, HostLeadership, HostLeadershipWithStore, HostLock, HostLockWithStore, HostPermit,
+    HostPermitWithStore, HostStore, HostStoreWithStore,
 };
 use crate::ctx::{LockCtxView, TaskId};
 use crate::error::{FromLockError, LockError};
-use crate::host::{LockHandle, StoreHandle, finish_extend, finish_held};
+use crate::host::{
+    Asked, GrantHandle, LeadershipHandle, LockHandle, PermitHandle, StoreHandle, finish_extend,
+    finish_held,
+};
 use crate::telemetry::Op;
 
 /// The guest task a call comes from: the root of its component-model call stack, which for
@@ -34,14 +38,82 @@ async fn take<T>(
     lease_ms: u32,
     wait_ms: Option<u32>,
 ) -> Result<Option<Resource<LockHandle>>, LockError> {
+    take_asked(accessor, store, Asked::Lock, resource_id, lease_ms, wait_ms).await
+}
+
+/// A take of what is `asked`, by the calling task: its grant is the task's.
+async fn take_asked<T, H: GrantHandle>(
+    accessor: &Accessor<T, HasLocks>,
+    store: Resource<StoreHandle>,
+    asked: Asked,
+    id: String,
+    lease_ms: u32,
+    wait_ms: Option<u32>,
+) -> Result<Option<Resource<H>>, LockError> {
     let take = accessor.with(|mut access| {
         let task = calling_task(&mut access);
         access
             .get()
-            .begin_take(&store, resource_id, lease_ms, wait_ms, task)
+            .begin(&store, asked, id, lease_ms, wait_ms, task)
     })?;
     let granted = take.run().await;
     accessor.with(|mut access| access.get().finish_take(take, granted))
+}
+
+/// `extend` of a grant of any kind.
+async fn extend<T, H: GrantHandle>(
+    accessor: &Accessor<T, HasLocks>,
+    grant: Resource<H>,
+    lease_ms: u32,
+) -> Result<bool, LockError> {
+    let (on, lease) = accessor.with(|mut access| access.get().begin_extend(&grant, lease_ms))?;
+    let extended = on.run(on.held.store.extend(&on.held.grant, lease)).await;
+    finish_extend(on, extended)
+}
+
+/// `unlock`, `release` or `resign` (`op`) of a grant of any kind.
+async fn let_go<T, H: GrantHandle>(
+    accessor: &Accessor<T, HasLocks>,
+    op: Op,
+    grant: Resource<H>,
+) -> Result<wit::UnlockStatus, LockError> {
+    let on = accessor.with(|mut access| access.get().begin_on_lock(op, &grant))?;
+    let status = on.run(on.held.release()).await;
+    let status = accessor.with(|mut access| access.get().finish_unlock(on, status))?;
+    Ok(status.into())
+}
+
+/// `held` of a grant of any kind.
+async fn held<T, H: GrantHandle>(
+    accessor: &Accessor<T, HasLocks>,
+    grant: Resource<H>,
+) -> Result<bool, LockError> {
+    let on = accessor.with(|mut access| access.get().begin_on_lock(Op::Held, &grant))?;
+    let held = on.run(on.held.store.held(&on.held.grant)).await;
+    finish_held(on, held)
+}
+
+/// `lost` of a grant of any kind.
+async fn lost<T, H: GrantHandle>(
+    accessor: &Accessor<T, HasLocks>,
+    grant: Resource<H>,
+) -> wasmtime::Result<()> {
+    let mut lost = accessor.with(|mut access| access.get().lost_signal(&grant))?;
+    lost.wait().await;
+    Ok(())
+}
+
+/// The drop of a grant's handle of any kind.
+fn drop_grant<T, H: GrantHandle>(
+    mut access: Access<'_, T, HasLocks>,
+    grant: Resource<H>,
+) -> wasmtime::Result<()> {
+    // A drop cannot wait: the release goes on in the background, and the instance
+    // forgets the grant once the store has confirmed it.
+    if let Some((held, serial)) = access.get().drop_lock_handle(grant)? {
+        tokio::spawn(held.release_dropped(serial));
+    }
+    Ok(())
 }
 
 impl wit::Host for LockCtxView<'_> {
@@ -80,6 +152,67 @@ impl<T> HostStoreWithStore<T> for HasLocks {
     ) -> Result<Option<Resource<LockHandle>>, LockError> {
         take(accessor, store, resource_id, lease_ms, Some(wait_ms)).await
     }
+
+    async fn acquire_permit(
+        accessor: &Accessor<T, Self>,
+        store: Resource<StoreHandle>,
+        semaphore_id: String,
+        limit: u32,
+        lease_ms: u32,
+        wait_ms: u32,
+    ) -> Result<Option<Resource<PermitHandle>>, LockError> {
+        let asked = Asked::Permit { limit };
+        take_asked(
+            accessor,
+            store,
+            asked,
+            semaphore_id,
+            lease_ms,
+            Some(wait_ms),
+        )
+        .await
+    }
+
+    async fn campaign(
+        accessor: &Accessor<T, Self>,
+        store: Resource<StoreHandle>,
+        election_id: String,
+        value: String,
+        lease_ms: u32,
+        wait_ms: u32,
+    ) -> Result<Option<Resource<LeadershipHandle>>, LockError> {
+        let asked = Asked::Leadership { value };
+        take_asked(accessor, store, asked, election_id, lease_ms, Some(wait_ms)).await
+    }
+
+    async fn leader(
+        accessor: &Accessor<T, Self>,
+        store: Resource<StoreHandle>,
+        election_id: String,
+    ) -> Result<Option<wit::Leader>, LockError> {
+        let on = accessor.with(|mut access| {
+            access
+                .get()
+                .begin_on_election(Op::Leader, &store, &election_id)
+        })?;
+        let leader = on.run(on.store.leader(&on.key)).await;
+        Ok(on.finish_leader(leader)?.map(Into::into))
+    }
+
+    async fn leader_change(
+        accessor: &Accessor<T, Self>,
+        store: Resource<StoreHandle>,
+        election_id: String,
+        seen: Option<u64>,
+    ) -> Result<Option<wit::Leader>, LockError> {
+        let on = accessor.with(|mut access| {
+            access
+                .get()
+                .begin_on_election(Op::WatchLeader, &store, &election_id)
+        })?;
+        let leader = on.run(on.store.leader_change(on.key.clone(), seen)).await;
+        Ok(on.finish_leader(leader)?.map(Into::into))
+    }
 }
 
 impl HostLock for LockCtxView<'_> {
@@ -102,45 +235,132 @@ impl<T> HostLockWithStore<T> for HasLocks {
         lock: Resource<LockHandle>,
         lease_ms: u32,
     ) -> Result<bool, LockError> {
-        let (on, lease) = accessor.with(|mut access| access.get().begin_extend(&lock, lease_ms))?;
-        let extended = on.run(on.held.store.extend(&on.held.grant, lease)).await;
-        finish_extend(on, extended)
+        extend(accessor, lock, lease_ms).await
     }
 
     async fn unlock(
         accessor: &Accessor<T, Self>,
         lock: Resource<LockHandle>,
     ) -> Result<wit::UnlockStatus, LockError> {
-        let on = accessor.with(|mut access| access.get().begin_on_lock(Op::Unlock, &lock))?;
-        let status = on.run(on.held.release()).await;
-        let status = accessor.with(|mut access| access.get().finish_unlock(on, status))?;
-        Ok(status.into())
+        let_go(accessor, Op::Unlock, lock).await
     }
 
     async fn held(
         accessor: &Accessor<T, Self>,
         lock: Resource<LockHandle>,
     ) -> Result<bool, LockError> {
-        let on = accessor.with(|mut access| access.get().begin_on_lock(Op::Held, &lock))?;
-        let held = on.run(on.held.store.held(&on.held.grant)).await;
-        finish_held(on, held)
+        held(accessor, lock).await
     }
 
     async fn lost(
         accessor: &Accessor<T, Self>,
         lock: Resource<LockHandle>,
     ) -> wasmtime::Result<()> {
-        let mut lost = accessor.with(|mut access| access.get().lost_signal(&lock))?;
-        lost.wait().await;
-        Ok(())
+        lost(accessor, lock).await
     }
 
-    fn drop(mut access: Access<'_, T, Self>, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
-        // A drop cannot wait: the release goes on in the background, and the instance
-        // forgets the lock once the store has confirmed it.
-        if let Some((held, serial)) = access.get().drop_lock_handle(lock)? {
-            tokio::spawn(held.release_dropped(serial));
-        }
-        Ok(())
+    fn drop(access: Access<'_, T, Self>, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
+        drop_grant(access, lock)
+    }
+}
+
+impl HostPermit for LockCtxView<'_> {
+    fn semaphore_id(&mut self, permit: Resource<PermitHandle>) -> wasmtime::Result<String> {
+        self.lock_resource_id(&permit)
+    }
+
+    fn fence(&mut self, permit: Resource<PermitHandle>) -> wasmtime::Result<u64> {
+        self.lock_fence(&permit)
+    }
+
+    fn keep_alive(&mut self, permit: Resource<PermitHandle>) -> Result<(), LockError> {
+        self.keep_lock_alive(&permit)
+    }
+}
+
+impl<T> HostPermitWithStore<T> for HasLocks {
+    async fn extend(
+        accessor: &Accessor<T, Self>,
+        permit: Resource<PermitHandle>,
+        lease_ms: u32,
+    ) -> Result<bool, LockError> {
+        extend(accessor, permit, lease_ms).await
+    }
+
+    async fn release(
+        accessor: &Accessor<T, Self>,
+        permit: Resource<PermitHandle>,
+    ) -> Result<wit::UnlockStatus, LockError> {
+        let_go(accessor, Op::Release, permit).await
+    }
+
+    async fn held(
+        accessor: &Accessor<T, Self>,
+        permit: Resource<PermitHandle>,
+    ) -> Result<bool, LockError> {
+        held(accessor, permit).await
+    }
+
+    async fn lost(
+        accessor: &Accessor<T, Self>,
+        permit: Resource<PermitHandle>,
+    ) -> wasmtime::Result<()> {
+        lost(accessor, permit).await
+    }
+
+    fn drop(access: Access<'_, T, Self>, permit: Resource<PermitHandle>) -> wasmtime::Result<()> {
+        drop_grant(access, permit)
+    }
+}
+
+impl HostLeadership for LockCtxView<'_> {
+    fn election_id(&mut self, leadership: Resource<LeadershipHandle>) -> wasmtime::Result<String> {
+        self.lock_resource_id(&leadership)
+    }
+
+    fn fence(&mut self, leadership: Resource<LeadershipHandle>) -> wasmtime::Result<u64> {
+        self.lock_fence(&leadership)
+    }
+
+    fn keep_alive(&mut self, leadership: Resource<LeadershipHandle>) -> Result<(), LockError> {
+        self.keep_lock_alive(&leadership)
+    }
+}
+
+impl<T> HostLeadershipWithStore<T> for HasLocks {
+    async fn extend(
+        accessor: &Accessor<T, Self>,
+        leadership: Resource<LeadershipHandle>,
+        lease_ms: u32,
+    ) -> Result<bool, LockError> {
+        extend(accessor, leadership, lease_ms).await
+    }
+
+    async fn resign(
+        accessor: &Accessor<T, Self>,
+        leadership: Resource<LeadershipHandle>,
+    ) -> Result<wit::UnlockStatus, LockError> {
+        let_go(accessor, Op::Resign, leadership).await
+    }
+
+    async fn held(
+        accessor: &Accessor<T, Self>,
+        leadership: Resource<LeadershipHandle>,
+    ) -> Result<bool, LockError> {
+        held(accessor, leadership).await
+    }
+
+    async fn lost(
+        accessor: &Accessor<T, Self>,
+        leadership: Resource<LeadershipHandle>,
+    ) -> wasmtime::Result<()> {
+        lost(accessor, leadership).await
+    }
+
+    fn drop(
+        access: Access<'_, T, Self>,
+        leadership: Resource<LeadershipHandle>,
+    ) -> wasmtime::Result<()> {
+        drop_grant(access, leadership)
     }
 }

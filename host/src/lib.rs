@@ -187,26 +187,42 @@ pub mod bindings {
         },
     });
 
-    /// The host bindings of `latchkey:lock@0.3.0`, for WASI 0.3 guests: the same store and
-    /// lock handles, every call that may wait an `async func` run on an `Accessor`, so that
-    /// it holds no borrow of the instance while it waits.
+    /// The host bindings of `latchkey:lock@0.3.1` (which 0.3.0 guests link to unchanged),
+    /// for WASI 0.3 guests: the same handles, every call that may wait an `async func` run
+    /// on an `Accessor`, so that it holds no borrow of the instance while it waits.
     pub mod v0_3 {
         wasmtime::component::bindgen!({
-            path: "../wit/v0.3.0",
-            world: "latchkey:lock/imports@0.3.0",
+            path: "../wit/v0.3.1",
+            world: "latchkey:lock/imports@0.3.1",
             imports: {
                 "latchkey:lock/locks.[method]store.try-lock": store | trappable,
                 "latchkey:lock/locks.[method]store.lock": store | trappable,
+                "latchkey:lock/locks.[method]store.acquire-permit": store | trappable,
+                "latchkey:lock/locks.[method]store.campaign": store | trappable,
+                "latchkey:lock/locks.[method]store.leader": store | trappable,
+                "latchkey:lock/locks.[method]store.leader-change": store | trappable,
                 "latchkey:lock/locks.[method]lock.extend": store | trappable,
                 "latchkey:lock/locks.[method]lock.unlock": store | trappable,
                 "latchkey:lock/locks.[method]lock.held": store | trappable,
                 "latchkey:lock/locks.[method]lock.lost": store | trappable,
                 "latchkey:lock/locks.[drop]lock": store | trappable,
+                "latchkey:lock/locks.[method]permit.extend": store | trappable,
+                "latchkey:lock/locks.[method]permit.release": store | trappable,
+                "latchkey:lock/locks.[method]permit.held": store | trappable,
+                "latchkey:lock/locks.[method]permit.lost": store | trappable,
+                "latchkey:lock/locks.[drop]permit": store | trappable,
+                "latchkey:lock/locks.[method]leadership.extend": store | trappable,
+                "latchkey:lock/locks.[method]leadership.resign": store | trappable,
+                "latchkey:lock/locks.[method]leadership.held": store | trappable,
+                "latchkey:lock/locks.[method]leadership.lost": store | trappable,
+                "latchkey:lock/locks.[drop]leadership": store | trappable,
                 default: trappable,
             },
             with: {
                 "latchkey:lock/locks.store": crate::host::StoreHandle,
                 "latchkey:lock/locks.lock": crate::host::LockHandle,
+                "latchkey:lock/locks.permit": crate::host::PermitHandle,
+                "latchkey:lock/locks.leadership": crate::host::LeadershipHandle,
             },
             trappable_error_type: {
                 "latchkey:lock/locks.error" => crate::LockError,
@@ -246,8 +262,9 @@ pub use store::{Grant, LeaderWatch, LockStore};
 
 use wasmtime::component::{HasData, Linker};
 
-/// Adds `latchkey:lock/locks` to `linker`, served from each instance's [`LockView`]: 0.2.0,
-/// 0.1.0 for guests built against it, and 0.3.0 for WASI 0.3 guests.
+/// Adds `latchkey:lock/locks` to `linker`, served from each instance's [`LockView`]: 0.2.1
+/// (which 0.2.0 guests link to), 0.1.0 for guests built against it, and 0.3.1 (which 0.3.0
+/// guests link to) for WASI 0.3 guests.
 ///
 /// The functions are async: instantiate and call guests with the `_async` methods. Version
 /// 0.2.0's `subscribe-lost` returns a `wasi:io/poll` pollable: link `wasi:io` too (any of

@@ -210,6 +210,21 @@ impl LockStore {
         })
     }
 
+    /// Who leads the leadership `key` once it is another than the leader whose fence is
+    /// `seen` (`None`: nobody) — now, if it already is: the wait of `leader-change` in
+    /// `latchkey:lock@0.3.1`. Woken as [`LeaderWatch::changed`] is.
+    pub async fn leader_change(
+        &self,
+        key: LockKey,
+        seen: Option<u64>,
+    ) -> Result<Option<Holder>, StoreError> {
+        let mut watch = self.watch_leader(key).await?;
+        if watch.leader().map(|leader| leader.fence) == seen {
+            watch.changed().await;
+        }
+        self.leader(&watch.key).await
+    }
+
     /// Takes the first of `keys` that nobody holds for `token`, waiting up to `wait`.
     ///
     /// Before each attempt it subscribes to the releases of `keys` (one channel: a lock's,

@@ -77,3 +77,93 @@ pub fn followed<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<u64> {
         })
         .collect()
 }
+
+/// `latchkey run` processes of the `leader` demo, each a host of its own, campaigning for
+/// one election until killed; what they print is heard line by line.
+pub struct LeaderHosts {
+    hosts: Vec<std::process::Child>,
+    heard: std::sync::mpsc::Receiver<(usize, String)>,
+    /// Every line heard so far, in the order it arrived: the hosts' pipes are read by
+    /// threads of their own, so lines of two hosts may arrive in either order.
+    said: std::cell::RefCell<Vec<(usize, String)>>,
+}
+
+impl LeaderHosts {
+    /// `count` hosts of app `app` on `store` (`NAME=URL`), leading with a `lease_ms` lease
+    /// kept alive; host `i` publishes the value `replica-i`.
+    pub fn start(store: &str, count: usize, lease_ms: u32) -> Self {
+        let leader = crate::guest("leader");
+        crate::warm(&leader);
+        let (said, heard) = std::sync::mpsc::channel();
+        let hosts = (0..count)
+            .map(|i| {
+                let mut child = crate::latchkey()
+                    .args(["run", "--app-id", "app", "--store", store])
+                    .arg(&leader)
+                    .args(["--lease-ms", &lease_ms.to_string()])
+                    .args(["--value", &format!("replica-{i}")])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("latchkey starts");
+                let out = std::io::BufReader::new(child.stdout.take().unwrap());
+                let said = said.clone();
+                std::thread::spawn(move || {
+                    use std::io::BufRead as _;
+                    for line in out.lines().map_while(Result::ok) {
+                        let _ = said.send((i, line));
+                    }
+                });
+                child
+            })
+            .collect();
+        LeaderHosts {
+            hosts,
+            heard,
+            said: Default::default(),
+        }
+    }
+
+    /// The first line, of all heard so far or to come, that `wanted` (host, line) takes,
+    /// waiting up to [`crate::PATIENCE`].
+    pub fn hear(&self, wanted: impl Fn(usize, &str) -> bool) -> (usize, String) {
+        let deadline = std::time::Instant::now() + crate::PATIENCE;
+        let mut said = self.said.borrow_mut();
+        let mut looked = 0;
+        loop {
+            if let Some(found) = said[looked..].iter().find(|(i, line)| wanted(*i, line)) {
+                return found.clone();
+            }
+            looked = said.len();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.heard.recv_timeout(left) {
+                Ok(line) => said.push(line),
+                Err(_) => {
+                    let last: Vec<_> = said.iter().rev().take(20).collect();
+                    panic!("no such line within PATIENCE; the last heard: {last:?}")
+                }
+            }
+        }
+    }
+
+    /// Kills host `i` with SIGKILL: it releases nothing.
+    pub fn kill(&self, i: usize) {
+        crate::signal(&self.hosts[i], "-KILL");
+    }
+}
+
+impl Drop for LeaderHosts {
+    fn drop(&mut self) {
+        for host in &mut self.hosts {
+            let _ = host.kill();
+            let _ = host.wait();
+        }
+    }
+}
+
+/// The wall clock in µs, as the `leader` demos print it.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}

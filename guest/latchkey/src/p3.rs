@@ -1,6 +1,6 @@
-//! latchkey for WASI 0.3 guests (`latchkey:lock@0.3.0`, feature `p3`): the same stores and
-//! locks, with every call that waits on the store an `async fn`, so that one task waiting
-//! for a lock holds up none of the instance's other tasks.
+//! latchkey for WASI 0.3 guests (`latchkey:lock@0.3.1`, feature `p3`): the same stores,
+//! locks, semaphores and elections, with every call that waits on the store an `async fn`,
+//! so that one task waiting for a lock holds up none of the instance's other tasks.
 //!
 //! ```no_run
 //! # async fn job() -> Result<(), latchkey::Error> {
@@ -19,18 +19,22 @@
 //! task ends, the host releases every lock it still holds, even one whose [`Lock`] the guest
 //! kept somewhere: such a lock is inert from then on. Dropping a [`Lock`] unlocks it (the
 //! host finishes the release in the background); dropping a pending [`Store::lock`] cancels
-//! it, and a grant that raced the cancel is released by the host.
+//! it, and a grant that raced the cancel is released by the host. The same holds for a
+//! [`Permit`] and a [`Leadership`].
+//!
+//! An election is watched with [`Store::leader_change`]: it completes when another leads
+//! than the one you last saw, so a loop over it misses no change.
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::{Error, UnlockStatus, millis};
+use crate::{Error, Leader, UnlockStatus, millis};
 
-/// The raw bindings of `latchkey:lock/locks@0.3.0`, for what the wrappers do not cover.
+/// The raw bindings of `latchkey:lock/locks@0.3.1`, for what the wrappers do not cover.
 pub mod wit {
     wit_bindgen::generate!({
-        path: "../../wit/v0.3.0",
-        world: "latchkey:lock/imports@0.3.0",
+        path: "../../wit/v0.3.1",
+        world: "latchkey:lock/imports@0.3.1",
     });
     pub use self::latchkey::lock::locks::*;
 }
@@ -80,6 +84,143 @@ impl Store {
             .lock(resource_id.to_owned(), millis(lease), millis(wait))
             .await?;
         Ok(lock.map(|inner| Lock { inner }))
+    }
+}
+
+impl Store {
+    /// Takes a permit of the semaphore `semaphore_id` for `lease` if fewer than `limit` of
+    /// its permits are held, waiting up to `wait` for one to be released or to expire.
+    pub async fn acquire_permit(
+        &self,
+        semaphore_id: &str,
+        limit: u32,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Permit>, Error> {
+        let permit = self
+            .inner
+            .acquire_permit(semaphore_id.to_owned(), limit, millis(lease), millis(wait))
+            .await?;
+        Ok(permit.map(|inner| Permit { inner }))
+    }
+
+    /// Campaigns to lead the election `election_id`, publishing `value`: leads now if
+    /// nobody does, or once the leader resigns or its lease ends within `wait`.
+    pub async fn campaign(
+        &self,
+        election_id: &str,
+        value: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Leadership>, Error> {
+        let leadership = self
+            .inner
+            .campaign(
+                election_id.to_owned(),
+                value.to_owned(),
+                millis(lease),
+                millis(wait),
+            )
+            .await?;
+        Ok(leadership.map(|inner| Leadership { inner }))
+    }
+
+    /// Who leads the election `election_id` now; `None` if nobody does.
+    pub async fn leader(&self, election_id: &str) -> Result<Option<Leader>, Error> {
+        Ok(self.inner.leader(election_id.to_owned()).await?.map(leader))
+    }
+
+    /// Completes when the election is led by another than the leader whose fence is
+    /// `seen` (`None`: nobody) — at once if it already is — and says who leads then.
+    pub async fn leader_change(
+        &self,
+        election_id: &str,
+        seen: Option<u64>,
+    ) -> Result<Option<Leader>, Error> {
+        let now = self
+            .inner
+            .leader_change(election_id.to_owned(), seen)
+            .await?;
+        Ok(now.map(leader))
+    }
+}
+
+fn leader(leader: wit::Leader) -> Leader {
+    Leader {
+        value: leader.value,
+        fence: leader.fence,
+        lease_left: Duration::from_millis(leader.lease_left_ms.into()),
+    }
+}
+
+/// The calls a permit and a leadership share with a lock, on their own raw binding.
+macro_rules! grant_calls {
+    () => {
+        /// The fencing token: greater than that of every earlier grant of the same one.
+        pub fn fence(&self) -> u64 {
+            self.inner.fence()
+        }
+
+        /// Sets the lease to end `lease` from now; `false` if it had already ended.
+        pub async fn extend(&self, lease: Duration) -> Result<bool, Error> {
+            Ok(self.inner.extend(millis(lease)).await?)
+        }
+
+        /// The host renews the lease before it runs out until this is let go, or its
+        /// task ends (as [`Lock::keep_alive`]).
+        pub fn keep_alive(&self) -> Result<(), Error> {
+            Ok(self.inner.keep_alive()?)
+        }
+
+        /// Asks the store whether this grant still holds (one round trip).
+        pub async fn held(&self) -> Result<bool, Error> {
+            Ok(self.inner.held().await?)
+        }
+
+        /// Completes once the host knows this grant no longer holds (as [`Lock::lost`]).
+        pub async fn lost(&self) {
+            self.inner.lost().await
+        }
+    };
+}
+
+/// A permit of a semaphore this task holds. Dropping it releases it.
+#[must_use = "a permit dropped at once is released at once"]
+pub struct Permit {
+    inner: wit::Permit,
+}
+
+impl Permit {
+    /// The semaphore this permit is of.
+    pub fn semaphore_id(&self) -> String {
+        self.inner.semaphore_id()
+    }
+
+    grant_calls!();
+
+    /// Releases the permit now and says what it found.
+    pub async fn release(self) -> Result<UnlockStatus, Error> {
+        Ok(self.inner.release().await?.into())
+    }
+}
+
+/// The leadership of an election, held by this task. Dropping it resigns.
+#[must_use = "a leadership dropped at once is resigned at once"]
+pub struct Leadership {
+    inner: wit::Leadership,
+}
+
+impl Leadership {
+    /// The election this leadership is of.
+    pub fn election_id(&self) -> String {
+        self.inner.election_id()
+    }
+
+    grant_calls!();
+
+    /// Steps down now, so that a waiting campaign wins at once.
+    pub async fn resign(self) -> Result<UnlockStatus, Error> {
+        Ok(self.inner.resign().await?.into())
     }
 }
 

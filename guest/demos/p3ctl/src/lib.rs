@@ -18,12 +18,23 @@
 //! | `env NAME`                      | the variable through WASI 0.3: `env NAME=VALUE` or `env NAME unset` |
 //! | `dirs`                          | the preopened directories through WASI 0.3's filesystem: `dirs NAME:TYPE ...` |
 //!
+//! Semaphores and elections (`latchkey:lock@0.3.1`), on stacks of their own:
+//!
+//! | step                                 | prints                                      |
+//! |--------------------------------------|---------------------------------------------|
+//! | `permit ID LIMIT LEASE_MS WAIT_MS`   | `granted ID fence=F after=MS` or `held ID after=MS` |
+//! | `release`                            | releases the top permit: `unlocked STATUS`  |
+//! | `campaign ID VALUE LEASE_MS WAIT_MS` | `leading ID fence=F after=MS` or `led ID after=MS` |
+//! | `resign`                             | resigns the top leadership: `unlocked STATUS` |
+//! | `leader ID`                          | `leader VALUE fence=F` or `leader none`, and remembers the fence |
+//! | `leader-change ID`                   | waits for another leader than the one remembered: `changed VALUE fence=F after=MS` or `changed none after=MS` |
+//!
 //! A failed step prints `error KIND: MESSAGE` and the script goes on.
 
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
-use latchkey::p3::{Lock, Store};
+use latchkey::p3::{Leadership, Lock, Permit, Store};
 use wasip3::clocks::monotonic_clock::wait_for;
 
 struct P3ctl;
@@ -39,6 +50,10 @@ impl wasip3::exports::cli::run::Guest for P3ctl {
         let mut args = args.iter().map(String::as_str);
         let mut store: Option<Store> = None;
         let mut locks: Vec<Lock> = Vec::new();
+        let mut permits: Vec<Permit> = Vec::new();
+        let mut leaderships: Vec<Leadership> = Vec::new();
+        // The fence of the leader last seen, for `leader-change`.
+        let mut seen: Option<u64> = None;
         let ms = |s: Option<&str>| -> u64 { s.and_then(|s| s.parse().ok()).expect("a number") };
         while let Some(step) = args.next() {
             let result = match step {
@@ -159,6 +174,70 @@ impl wasip3::exports::cli::run::Guest for P3ctl {
                         ));
                     }
                     Ok(said)
+                }
+                "permit" | "campaign" => {
+                    let id = args.next().expect("an id");
+                    let (limit, value) = match step {
+                        "permit" => (ms(args.next()) as u32, ""),
+                        _ => (0, args.next().expect("a value")),
+                    };
+                    let lease = Duration::from_millis(ms(args.next()));
+                    let wait = Duration::from_millis(ms(args.next()));
+                    let store = store.as_ref().expect("open before taking");
+                    let started = Instant::now();
+                    let fence = match step {
+                        "permit" => store
+                            .acquire_permit(id, limit, lease, wait)
+                            .await
+                            .map(|p| p.map(|p| (p.fence(), permits.push(p)).0)),
+                        _ => store
+                            .campaign(id, value, lease, wait)
+                            .await
+                            .map(|l| l.map(|l| (l.fence(), leaderships.push(l)).0)),
+                    };
+                    let after = started.elapsed().as_millis();
+                    let (yes, no) = match step {
+                        "permit" => ("granted", "held"),
+                        _ => ("leading", "led"),
+                    };
+                    fence.map(|fence| match fence {
+                        Some(fence) => format!("{yes} {id} fence={fence} after={after}"),
+                        None => format!("{no} {id} after={after}"),
+                    })
+                }
+                "release" => {
+                    let permit = permits.pop().expect("a permit to release");
+                    permit
+                        .release()
+                        .await
+                        .map(|status| format!("unlocked {status}"))
+                }
+                "resign" => {
+                    let leadership = leaderships.pop().expect("a leadership to resign");
+                    leadership
+                        .resign()
+                        .await
+                        .map(|status| format!("unlocked {status}"))
+                }
+                "leader" | "leader-change" => {
+                    let id = args.next().expect("an election id");
+                    let store = store.as_ref().expect("open before asking");
+                    let started = Instant::now();
+                    let (word, leader) = match step {
+                        "leader" => ("leader", store.leader(id).await),
+                        _ => ("changed", store.leader_change(id, seen).await),
+                    };
+                    let after = match step {
+                        "leader" => String::new(),
+                        _ => format!(" after={}", started.elapsed().as_millis()),
+                    };
+                    leader.map(|leader| {
+                        seen = leader.as_ref().map(|l| l.fence);
+                        match leader {
+                            Some(l) => format!("{word} {} fence={}{after}", l.value, l.fence),
+                            None => format!("{word} none{after}"),
+                        }
+                    })
                 }
                 "pairs" => {
                     let count = ms(args.next()) as usize;

@@ -1,10 +1,12 @@
 //! The guest side of latchkey's benchmarks (`cargo bench -p latchkey-tests`).
 //!
-//! - `bench pairs N ID`: N uncontended try-lock + unlock pairs on ID; prints the latency of
+//! - `bench pairs N ID [LIMIT]`: N uncontended try-lock + unlock pairs on ID — or, with
+//!   LIMIT, acquire-permit + release pairs on a semaphore of LIMIT; prints the latency of
 //!   each pair seen from inside the guest, in ns, one per line. An ID
 //!   ending in `*` gets a random suffix, so that instances started alike use distinct ids.
-//! - `bench handoff MS ID`: for MS milliseconds, lock ID (waiting), note the time, unlock;
-//!   prints `grant ACQUIRED_NS UNLOCKING_NS` per grant, in Unix-epoch nanoseconds.
+//! - `bench handoff MS ID [LIMIT]`: for MS milliseconds, lock ID (waiting) — or take a
+//!   permit of it — note the time, let go; prints `grant ACQUIRED_NS UNLOCKING_NS` per grant,
+//!   in Unix-epoch nanoseconds.
 //! - `bench once`: open, lock, unlock, return: one short-lived request.
 //! - `bench history MS ID`: for MS milliseconds, lock ID (500 ms lease), add one to the number
 //!   in `/data/counter` (read, pause 5 ms, write), unlock; prints `grant FENCE ACQUIRED_NS
@@ -12,9 +14,56 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use latchkey::Store;
+use latchkey::{Lock, Permit, Store};
 
 const LEASE: Duration = Duration::from_secs(10);
+
+/// What `pairs` and `handoff` take: a lock, or a permit of a semaphore of a limit.
+#[derive(Clone, Copy)]
+enum Kind {
+    Lock,
+    Permit(u32),
+}
+
+enum Grant {
+    Lock(Lock),
+    Permit(Permit),
+}
+
+impl Kind {
+    /// `args[at]`, if there: a permit of that limit.
+    fn from_args(args: &[String], at: usize) -> Kind {
+        args.get(at).map_or(Kind::Lock, |limit| {
+            Kind::Permit(limit.parse().expect("a limit"))
+        })
+    }
+
+    /// Takes one, waiting up to `wait`.
+    fn take(
+        self,
+        store: &Store,
+        id: &str,
+        wait: Duration,
+    ) -> Result<Option<Grant>, latchkey::Error> {
+        Ok(match self {
+            Kind::Lock if wait.is_zero() => store.try_lock(id, LEASE)?.map(Grant::Lock),
+            Kind::Lock => store.lock(id, LEASE, wait)?.map(Grant::Lock),
+            Kind::Permit(limit) => store
+                .acquire_permit(id, limit, LEASE, wait)?
+                .map(Grant::Permit),
+        })
+    }
+}
+
+impl Grant {
+    fn let_go(self) -> Result<(), latchkey::Error> {
+        match self {
+            Grant::Lock(lock) => lock.unlock()?,
+            Grant::Permit(permit) => permit.release()?,
+        };
+        Ok(())
+    }
+}
 
 fn main() -> Result<(), latchkey::Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,15 +73,23 @@ fn main() -> Result<(), latchkey::Error> {
             &store,
             args[1].parse().expect("a count"),
             &distinct(&args[2]),
+            Kind::from_args(&args, 3),
         ),
-        Some("handoff") => handoff(&store, args[1].parse().expect("ms"), &args[2]),
+        Some("handoff") => handoff(
+            &store,
+            args[1].parse().expect("ms"),
+            &args[2],
+            Kind::from_args(&args, 3),
+        ),
         Some("history") => history(&store, args[1].parse().expect("ms"), &args[2]),
         Some("once") => {
             let lock = store.try_lock("once", LEASE)?.expect("uncontended");
             lock.unlock()?;
             Ok(())
         }
-        _ => panic!("usage: bench pairs N ID | handoff MS ID | once"),
+        _ => {
+            panic!("usage: bench pairs N ID [LIMIT] | handoff MS ID [LIMIT] | once | history MS ID")
+        }
     }
 }
 
@@ -48,12 +105,12 @@ fn distinct(id: &str) -> String {
     }
 }
 
-fn pairs(store: &Store, count: usize, id: &str) -> Result<(), latchkey::Error> {
+fn pairs(store: &Store, count: usize, id: &str, kind: Kind) -> Result<(), latchkey::Error> {
     let mut latencies = Vec::with_capacity(count);
     for _ in 0..count {
         let pair = Instant::now();
-        let lock = store.try_lock(id, LEASE)?.expect("uncontended");
-        lock.unlock()?;
+        let grant = kind.take(store, id, Duration::ZERO)?.expect("uncontended");
+        grant.let_go()?;
         latencies.push(pair.elapsed().as_nanos());
     }
     // Printed after the loop, so that printing is not measured.
@@ -62,15 +119,15 @@ fn pairs(store: &Store, count: usize, id: &str) -> Result<(), latchkey::Error> {
     Ok(())
 }
 
-fn handoff(store: &Store, ms: u64, id: &str) -> Result<(), latchkey::Error> {
+fn handoff(store: &Store, ms: u64, id: &str, kind: Kind) -> Result<(), latchkey::Error> {
     let until = Instant::now() + Duration::from_millis(ms);
     while Instant::now() < until {
-        let Some(lock) = store.lock(id, LEASE, Duration::from_secs(30))? else {
+        let Some(grant) = kind.take(store, id, Duration::from_secs(30))? else {
             continue;
         };
         let acquired = epoch_ns();
         let unlocking = epoch_ns();
-        lock.unlock()?;
+        grant.let_go()?;
         println!("grant {acquired} {unlocking}");
     }
     Ok(())
