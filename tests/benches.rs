@@ -1145,8 +1145,7 @@ fn main() {
         }
         if wanted("coordination") {
             tokio::task::block_in_place(|| coordination_bench::b9(&redis));
-            let rtt = round_trip(&conn).await;
-            coordination_bench::b9_hand_off(&redis, rtt.p50).await;
+            coordination_bench::b9_hand_off(&redis, &conn).await;
             tokio::task::block_in_place(|| coordination_bench::b9_failover(&redis));
         }
     });

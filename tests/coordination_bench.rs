@@ -18,8 +18,8 @@ use latchkey_host::key::{Kind, LockKey};
 use redis::aio::ConnectionManager;
 
 use super::{
-    FENCE_TTL_MS, RELEASE, Stats, app, connection, hand_off_table, hand_offs, pairs_table, row,
-    single_threaded, us,
+    FENCE_TTL_MS, RELEASE, Stats, app, connection, hand_off_table, hand_offs, pairs_table,
+    round_trip, row, single_threaded,
 };
 
 /// latchkey's acquire over a semaphore's permits.
@@ -110,8 +110,9 @@ pub(crate) fn b9(redis: &RedisServer) {
 }
 
 /// A permit of limit 1 handed between 8 waiting guests for 5 s.
-pub(crate) async fn b9_hand_off(redis: &RedisServer, rtt: Duration) {
+pub(crate) async fn b9_hand_off(redis: &RedisServer, conn: &ConnectionManager) {
     println!("\nA permit (limit 1) handed between 8 waiting instances for 5 s:\n");
+    let rtt = round_trip(conn).await.p50;
     hand_off_table();
     for (kind, store) in [
         ("redis", redis_store(&redis.url(), Duration::from_secs(5))),
@@ -146,11 +147,12 @@ pub(crate) fn b9_failover(redis: &RedisServer) {
         let (_, line) = hosts.hear(|i, line| i != first && line.starts_with("lead "));
         let after_kill = Duration::from_micros(field(&line, 2).saturating_sub(killed_at));
         let left = Duration::from_millis(left.max(0) as u64);
+        let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
         println!(
             "| {trial} | {} | {} | {} |",
-            us(left),
-            us(after_kill),
-            us(after_kill.saturating_sub(left))
+            ms(left),
+            ms(after_kill),
+            ms(after_kill.saturating_sub(left))
         );
         drop(hosts);
         // The next trial starts on an empty election.
