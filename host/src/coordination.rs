@@ -6,50 +6,23 @@
 //! semaphore's `limit` locks, a leadership is one lock whose owner token carries the
 //! leader's value. So each grant is a lock's grant — the same fence, lease, keep-alive,
 //! lost signal, budgets, and release when its instance or task ends — and only the calls
-//! that name them, and who leads, are new here.
+//! that name them, and who leads, are new here (the resources' own calls are those of
+//! `host`'s `grant_resource!`).
 
 use tracing::Instrument as _;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::{DynPollable, Pollable};
 
-use crate::bindings::latchkey::lock::locks::{self as wit, HostLeadership, HostPermit};
+use crate::bindings::latchkey::lock::locks as wit;
 use crate::ctx::LockCtxView;
 use crate::error::{LockError, StoreError};
-use crate::host::{Asked, LeadershipHandle, PermitHandle, StoreHandle, finish, push, refuse};
+use crate::host::{StoreHandle, finish, push, refuse};
 use crate::key::LockKey;
 use crate::store::LeaderWatch;
 use crate::telemetry::{Call, Op, Outcome};
 use crate::{Holder, LockStore};
 
 impl LockCtxView<'_> {
-    /// `acquire-permit`, of a guest without tasks.
-    pub(crate) async fn acquire_permit(
-        &mut self,
-        store: Resource<StoreHandle>,
-        semaphore_id: String,
-        limit: u32,
-        lease_ms: u32,
-        wait_ms: u32,
-    ) -> Result<Option<Resource<PermitHandle>>, LockError> {
-        let asked = Asked::Permit { limit };
-        self.take_asked(store, asked, semaphore_id, lease_ms, Some(wait_ms))
-            .await
-    }
-
-    /// `campaign`, of a guest without tasks.
-    pub(crate) async fn campaign(
-        &mut self,
-        store: Resource<StoreHandle>,
-        election_id: String,
-        value: String,
-        lease_ms: u32,
-        wait_ms: u32,
-    ) -> Result<Option<Resource<LeadershipHandle>>, LockError> {
-        let asked = Asked::Leadership { value };
-        self.take_asked(store, asked, election_id, lease_ms, Some(wait_ms))
-            .await
-    }
-
     /// Starts a call `op` on election `election_id` of the store behind `handle`, once the
     /// id passes the limits and the policy (a refusal is counted here).
     pub(crate) fn begin_on_election(
@@ -156,99 +129,5 @@ struct LeaderChange(LeaderWatch);
 impl Pollable for LeaderChange {
     async fn ready(&mut self) {
         self.0.changed().await;
-    }
-}
-
-impl HostPermit for LockCtxView<'_> {
-    async fn semaphore_id(&mut self, permit: Resource<PermitHandle>) -> wasmtime::Result<String> {
-        self.lock_resource_id(&permit)
-    }
-
-    async fn fence(&mut self, permit: Resource<PermitHandle>) -> wasmtime::Result<u64> {
-        self.lock_fence(&permit)
-    }
-
-    async fn extend(
-        &mut self,
-        permit: Resource<PermitHandle>,
-        lease_ms: u32,
-    ) -> Result<bool, LockError> {
-        self.extend_lock(permit, lease_ms).await
-    }
-
-    async fn release(
-        &mut self,
-        permit: Resource<PermitHandle>,
-    ) -> Result<wit::UnlockStatus, LockError> {
-        Ok(self.release_as(Op::Release, permit).await?.into())
-    }
-
-    async fn keep_alive(&mut self, permit: Resource<PermitHandle>) -> Result<(), LockError> {
-        self.keep_lock_alive(&permit)
-    }
-
-    async fn held(&mut self, permit: Resource<PermitHandle>) -> Result<bool, LockError> {
-        self.ask_held(permit).await
-    }
-
-    async fn subscribe_lost(
-        &mut self,
-        permit: Resource<PermitHandle>,
-    ) -> wasmtime::Result<Resource<DynPollable>> {
-        self.subscribe_lost_of(permit)
-    }
-
-    async fn drop(&mut self, permit: Resource<PermitHandle>) -> wasmtime::Result<()> {
-        self.drop_lock(permit).await
-    }
-}
-
-impl HostLeadership for LockCtxView<'_> {
-    async fn election_id(
-        &mut self,
-        leadership: Resource<LeadershipHandle>,
-    ) -> wasmtime::Result<String> {
-        self.lock_resource_id(&leadership)
-    }
-
-    async fn fence(&mut self, leadership: Resource<LeadershipHandle>) -> wasmtime::Result<u64> {
-        self.lock_fence(&leadership)
-    }
-
-    async fn extend(
-        &mut self,
-        leadership: Resource<LeadershipHandle>,
-        lease_ms: u32,
-    ) -> Result<bool, LockError> {
-        self.extend_lock(leadership, lease_ms).await
-    }
-
-    async fn resign(
-        &mut self,
-        leadership: Resource<LeadershipHandle>,
-    ) -> Result<wit::UnlockStatus, LockError> {
-        Ok(self.release_as(Op::Resign, leadership).await?.into())
-    }
-
-    async fn keep_alive(
-        &mut self,
-        leadership: Resource<LeadershipHandle>,
-    ) -> Result<(), LockError> {
-        self.keep_lock_alive(&leadership)
-    }
-
-    async fn held(&mut self, leadership: Resource<LeadershipHandle>) -> Result<bool, LockError> {
-        self.ask_held(leadership).await
-    }
-
-    async fn subscribe_lost(
-        &mut self,
-        leadership: Resource<LeadershipHandle>,
-    ) -> wasmtime::Result<Resource<DynPollable>> {
-        self.subscribe_lost_of(leadership)
-    }
-
-    async fn drop(&mut self, leadership: Resource<LeadershipHandle>) -> wasmtime::Result<()> {
-        self.drop_lock(leadership).await
     }
 }

@@ -13,7 +13,9 @@ use wasmtime::component::{Resource, ResourceTable, ResourceTableError};
 use wasmtime_wasi::p2::{DynPollable, Pollable};
 
 use crate::backend::{BackendError, BackendErrorKind, UnlockStatus};
-use crate::bindings::latchkey::lock::locks::{self as wit, HostLock, HostStore};
+use crate::bindings::latchkey::lock::locks::{
+    self as wit, HostLeadership, HostLock, HostPermit, HostStore,
+};
 use crate::ctx::{HeldLock, Holdings, LockCtxView, Task, TaskId};
 use crate::error::{FromLockError, LockError, StoreError};
 use crate::key::LockKey;
@@ -651,7 +653,9 @@ impl HostStore for LockCtxView<'_> {
         lease_ms: u32,
         wait_ms: u32,
     ) -> Result<Option<Resource<PermitHandle>>, LockError> {
-        LockCtxView::acquire_permit(self, store, semaphore_id, limit, lease_ms, wait_ms).await
+        let asked = Asked::Permit { limit };
+        self.take_asked(store, asked, semaphore_id, lease_ms, Some(wait_ms))
+            .await
     }
 
     async fn campaign(
@@ -662,7 +666,9 @@ impl HostStore for LockCtxView<'_> {
         lease_ms: u32,
         wait_ms: u32,
     ) -> Result<Option<Resource<LeadershipHandle>>, LockError> {
-        LockCtxView::campaign(self, store, election_id, value, lease_ms, wait_ms).await
+        let asked = Asked::Leadership { value };
+        self.take_asked(store, asked, election_id, lease_ms, Some(wait_ms))
+            .await
     }
 
     async fn leader(
@@ -687,46 +693,59 @@ impl HostStore for LockCtxView<'_> {
     }
 }
 
-impl HostLock for LockCtxView<'_> {
-    async fn resource_id(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<String> {
-        self.lock_resource_id(&lock)
-    }
+/// The 0.2 host trait of a grant's WIT resource (`lock`, `permit`, `leadership`): its
+/// calls are the same but for the names of its id and of how it is let go.
+macro_rules! grant_resource {
+    ($trait:ident for $handle:ty: $id:ident, $let_go:ident as $op:expr) => {
+        impl $trait for LockCtxView<'_> {
+            async fn $id(&mut self, grant: Resource<$handle>) -> wasmtime::Result<String> {
+                self.lock_resource_id(&grant)
+            }
 
-    async fn fence(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<u64> {
-        self.lock_fence(&lock)
-    }
+            async fn fence(&mut self, grant: Resource<$handle>) -> wasmtime::Result<u64> {
+                self.lock_fence(&grant)
+            }
 
-    async fn extend(
-        &mut self,
-        lock: Resource<LockHandle>,
-        lease_ms: u32,
-    ) -> Result<bool, LockError> {
-        self.extend_lock(lock, lease_ms).await
-    }
+            async fn extend(
+                &mut self,
+                grant: Resource<$handle>,
+                lease_ms: u32,
+            ) -> Result<bool, LockError> {
+                self.extend_lock(grant, lease_ms).await
+            }
 
-    async fn unlock(&mut self, lock: Resource<LockHandle>) -> Result<wit::UnlockStatus, LockError> {
-        Ok(self.release(lock).await?.into())
-    }
+            async fn $let_go(
+                &mut self,
+                grant: Resource<$handle>,
+            ) -> Result<wit::UnlockStatus, LockError> {
+                Ok(self.release_as($op, grant).await?.into())
+            }
 
-    async fn keep_alive(&mut self, lock: Resource<LockHandle>) -> Result<(), LockError> {
-        self.keep_lock_alive(&lock)
-    }
+            async fn keep_alive(&mut self, grant: Resource<$handle>) -> Result<(), LockError> {
+                self.keep_lock_alive(&grant)
+            }
 
-    async fn held(&mut self, lock: Resource<LockHandle>) -> Result<bool, LockError> {
-        self.ask_held(lock).await
-    }
+            async fn held(&mut self, grant: Resource<$handle>) -> Result<bool, LockError> {
+                self.ask_held(grant).await
+            }
 
-    async fn subscribe_lost(
-        &mut self,
-        lock: Resource<LockHandle>,
-    ) -> wasmtime::Result<Resource<DynPollable>> {
-        self.subscribe_lost_of(lock)
-    }
+            async fn subscribe_lost(
+                &mut self,
+                grant: Resource<$handle>,
+            ) -> wasmtime::Result<Resource<DynPollable>> {
+                self.subscribe_lost_of(grant)
+            }
 
-    async fn drop(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
-        self.drop_lock(lock).await
-    }
+            async fn drop(&mut self, grant: Resource<$handle>) -> wasmtime::Result<()> {
+                self.drop_lock(grant).await
+            }
+        }
+    };
 }
+
+grant_resource!(HostLock for LockHandle: resource_id, unlock as Op::Unlock);
+grant_resource!(HostPermit for PermitHandle: semaphore_id, release as Op::Release);
+grant_resource!(HostLeadership for LeadershipHandle: election_id, resign as Op::Resign);
 
 /// The `pollable` of `subscribe-lost`: ready once the grant is lost.
 struct LostPollable(LostSignal);

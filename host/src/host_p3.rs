@@ -215,152 +215,62 @@ impl<T> HostStoreWithStore<T> for HasLocks {
     }
 }
 
-impl HostLock for LockCtxView<'_> {
-    fn resource_id(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<String> {
-        self.lock_resource_id(&lock)
-    }
+/// The 0.3 host traits of a grant's WIT resource (`lock`, `permit`, `leadership`): the
+/// calls that answer at once on the view, those that wait on an `Accessor`; the same for
+/// every kind but for the names of its id and of how it is let go.
+macro_rules! grant_resource {
+    ($sync:ident, $waits:ident for $handle:ty: $id:ident, $let_go:ident as $op:expr) => {
+        impl $sync for LockCtxView<'_> {
+            fn $id(&mut self, grant: Resource<$handle>) -> wasmtime::Result<String> {
+                self.lock_resource_id(&grant)
+            }
 
-    fn fence(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<u64> {
-        self.lock_fence(&lock)
-    }
+            fn fence(&mut self, grant: Resource<$handle>) -> wasmtime::Result<u64> {
+                self.lock_fence(&grant)
+            }
 
-    fn keep_alive(&mut self, lock: Resource<LockHandle>) -> Result<(), LockError> {
-        self.keep_lock_alive(&lock)
-    }
+            fn keep_alive(&mut self, grant: Resource<$handle>) -> Result<(), LockError> {
+                self.keep_lock_alive(&grant)
+            }
+        }
+
+        impl<T> $waits<T> for HasLocks {
+            async fn extend(
+                accessor: &Accessor<T, Self>,
+                grant: Resource<$handle>,
+                lease_ms: u32,
+            ) -> Result<bool, LockError> {
+                extend(accessor, grant, lease_ms).await
+            }
+
+            async fn $let_go(
+                accessor: &Accessor<T, Self>,
+                grant: Resource<$handle>,
+            ) -> Result<wit::UnlockStatus, LockError> {
+                let_go(accessor, $op, grant).await
+            }
+
+            async fn held(
+                accessor: &Accessor<T, Self>,
+                grant: Resource<$handle>,
+            ) -> Result<bool, LockError> {
+                held(accessor, grant).await
+            }
+
+            async fn lost(
+                accessor: &Accessor<T, Self>,
+                grant: Resource<$handle>,
+            ) -> wasmtime::Result<()> {
+                lost(accessor, grant).await
+            }
+
+            fn drop(access: Access<'_, T, Self>, grant: Resource<$handle>) -> wasmtime::Result<()> {
+                drop_grant(access, grant)
+            }
+        }
+    };
 }
 
-impl<T> HostLockWithStore<T> for HasLocks {
-    async fn extend(
-        accessor: &Accessor<T, Self>,
-        lock: Resource<LockHandle>,
-        lease_ms: u32,
-    ) -> Result<bool, LockError> {
-        extend(accessor, lock, lease_ms).await
-    }
-
-    async fn unlock(
-        accessor: &Accessor<T, Self>,
-        lock: Resource<LockHandle>,
-    ) -> Result<wit::UnlockStatus, LockError> {
-        let_go(accessor, Op::Unlock, lock).await
-    }
-
-    async fn held(
-        accessor: &Accessor<T, Self>,
-        lock: Resource<LockHandle>,
-    ) -> Result<bool, LockError> {
-        held(accessor, lock).await
-    }
-
-    async fn lost(
-        accessor: &Accessor<T, Self>,
-        lock: Resource<LockHandle>,
-    ) -> wasmtime::Result<()> {
-        lost(accessor, lock).await
-    }
-
-    fn drop(access: Access<'_, T, Self>, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
-        drop_grant(access, lock)
-    }
-}
-
-impl HostPermit for LockCtxView<'_> {
-    fn semaphore_id(&mut self, permit: Resource<PermitHandle>) -> wasmtime::Result<String> {
-        self.lock_resource_id(&permit)
-    }
-
-    fn fence(&mut self, permit: Resource<PermitHandle>) -> wasmtime::Result<u64> {
-        self.lock_fence(&permit)
-    }
-
-    fn keep_alive(&mut self, permit: Resource<PermitHandle>) -> Result<(), LockError> {
-        self.keep_lock_alive(&permit)
-    }
-}
-
-impl<T> HostPermitWithStore<T> for HasLocks {
-    async fn extend(
-        accessor: &Accessor<T, Self>,
-        permit: Resource<PermitHandle>,
-        lease_ms: u32,
-    ) -> Result<bool, LockError> {
-        extend(accessor, permit, lease_ms).await
-    }
-
-    async fn release(
-        accessor: &Accessor<T, Self>,
-        permit: Resource<PermitHandle>,
-    ) -> Result<wit::UnlockStatus, LockError> {
-        let_go(accessor, Op::Release, permit).await
-    }
-
-    async fn held(
-        accessor: &Accessor<T, Self>,
-        permit: Resource<PermitHandle>,
-    ) -> Result<bool, LockError> {
-        held(accessor, permit).await
-    }
-
-    async fn lost(
-        accessor: &Accessor<T, Self>,
-        permit: Resource<PermitHandle>,
-    ) -> wasmtime::Result<()> {
-        lost(accessor, permit).await
-    }
-
-    fn drop(access: Access<'_, T, Self>, permit: Resource<PermitHandle>) -> wasmtime::Result<()> {
-        drop_grant(access, permit)
-    }
-}
-
-impl HostLeadership for LockCtxView<'_> {
-    fn election_id(&mut self, leadership: Resource<LeadershipHandle>) -> wasmtime::Result<String> {
-        self.lock_resource_id(&leadership)
-    }
-
-    fn fence(&mut self, leadership: Resource<LeadershipHandle>) -> wasmtime::Result<u64> {
-        self.lock_fence(&leadership)
-    }
-
-    fn keep_alive(&mut self, leadership: Resource<LeadershipHandle>) -> Result<(), LockError> {
-        self.keep_lock_alive(&leadership)
-    }
-}
-
-impl<T> HostLeadershipWithStore<T> for HasLocks {
-    async fn extend(
-        accessor: &Accessor<T, Self>,
-        leadership: Resource<LeadershipHandle>,
-        lease_ms: u32,
-    ) -> Result<bool, LockError> {
-        extend(accessor, leadership, lease_ms).await
-    }
-
-    async fn resign(
-        accessor: &Accessor<T, Self>,
-        leadership: Resource<LeadershipHandle>,
-    ) -> Result<wit::UnlockStatus, LockError> {
-        let_go(accessor, Op::Resign, leadership).await
-    }
-
-    async fn held(
-        accessor: &Accessor<T, Self>,
-        leadership: Resource<LeadershipHandle>,
-    ) -> Result<bool, LockError> {
-        held(accessor, leadership).await
-    }
-
-    async fn lost(
-        accessor: &Accessor<T, Self>,
-        leadership: Resource<LeadershipHandle>,
-    ) -> wasmtime::Result<()> {
-        lost(accessor, leadership).await
-    }
-
-    fn drop(
-        access: Access<'_, T, Self>,
-        leadership: Resource<LeadershipHandle>,
-    ) -> wasmtime::Result<()> {
-        drop_grant(access, leadership)
-    }
-}
+grant_resource!(HostLock, HostLockWithStore for LockHandle: resource_id, unlock as Op::Unlock);
+grant_resource!(HostPermit, HostPermitWithStore for PermitHandle: semaphore_id, release as Op::Release);
+grant_resource!(HostLeadership, HostLeadershipWithStore for LeadershipHandle: election_id, resign as Op::Resign);

@@ -206,22 +206,32 @@ pub struct Leader {
     pub lease_left: Duration,
 }
 
-/// The calls a permit and a leadership share with a lock, on their own raw binding.
+/// The calls a lock, a permit and a leadership share, each on its own raw binding (`what`:
+/// "lock", "permit", "leadership").
 macro_rules! grant_calls {
     ($what:literal) => {
-        /// The fencing token: greater than that of every earlier grant of the same
-        #[doc = $what]
+        /// The fencing token: greater than that of every earlier grant of this
+        #[doc = concat!($what, ".")]
+        /// Hand it to the resource you protect, so that it can refuse a holder whose lease
+        /// ended.
         pub fn fence(&self) -> u64 {
             self.inner.fence()
         }
 
-        /// Sets the lease to end `lease` from now; `false` if it had already ended.
+        /// Sets the lease to end `lease` from now. `false` if it had already ended: stop
+        /// using the resource, someone else may hold it.
         pub fn extend(&self, lease: Duration) -> Result<bool, Error> {
             Ok(self.inner.extend(millis(lease))?)
         }
 
-        /// The host renews the lease before it runs out until this is released or
-        /// dropped, or the instance ends (as [`Lock::keep_alive`]).
+        /// From now until this is let go or dropped, or the instance ends, the host renews
+        /// its lease before it runs out, to the length last asked for (by the grant or the
+        /// last `extend`). So a short lease — which frees it soon should this host die —
+        /// lasts through work of any length. The host stops at a cap its operator sets (an
+        /// hour by default); the lease then ends as usual.
+        ///
+        /// A lease kept alive can still be lost (the store lost it, or this host was paused
+        /// past it): watch `lost`, and hand `fence` to what you write.
         pub fn keep_alive(&self) -> Result<(), Error> {
             Ok(self.inner.keep_alive()?)
         }
@@ -231,8 +241,10 @@ macro_rules! grant_calls {
             Ok(self.inner.held()?)
         }
 
-        /// A pollable that is ready once the host knows this grant no longer holds (as
-        /// [`Lock::lost`]).
+        /// A pollable that is ready once the host knows this grant no longer holds: its
+        /// lease ran out unrenewed, a renewal found it gone or taken, or the store could not
+        /// be reached before the lease ended. Poll it beside your own timers and streams
+        /// (`wasip2::io::poll::poll`) to stop before harm is done.
         pub fn lost(&self) -> &Pollable {
             self.lost.get_or_init(|| self.inner.subscribe_lost())
         }
@@ -257,7 +269,7 @@ impl Permit {
         self.inner.semaphore_id()
     }
 
-    grant_calls!("permit.");
+    grant_calls!("permit");
 
     /// Releases the permit now and says what it found.
     pub fn release(self) -> Result<UnlockStatus, Error> {
@@ -278,7 +290,7 @@ impl Leadership {
         self.inner.election_id()
     }
 
-    grant_calls!("election: hand it to what the leader writes.");
+    grant_calls!("election");
 
     /// Steps down now, so that another campaign wins at once.
     pub fn resign(self) -> Result<UnlockStatus, Error> {
@@ -299,46 +311,7 @@ impl Lock {
         self.inner.resource_id()
     }
 
-    /// The fencing token: greater than that of every earlier grant of this resource.
-    pub fn fence(&self) -> u64 {
-        self.inner.fence()
-    }
-
-    /// Sets the lease to end `lease` from now. `false` if it had already ended: stop using
-    /// the resource, someone else may hold it.
-    pub fn extend(&self, lease: Duration) -> Result<bool, Error> {
-        Ok(self.inner.extend(millis(lease))?)
-    }
-
-    /// From now until this lock is unlocked or dropped, or the instance ends, the host
-    /// renews its lease before it runs out, to the length last asked for (by the grant or
-    /// the last [`Lock::extend`]). So a short lease — which frees the lock soon should this
-    /// host die — lasts through work of any length. The host stops at a cap its operator
-    /// sets (an hour by default); the lease then ends as usual.
-    ///
-    /// A lease kept alive can still be lost (the store lost it, or this host was paused
-    /// past it): watch [`Lock::lost`], and hand [`Lock::fence`] to what you write.
-    pub fn keep_alive(&self) -> Result<(), Error> {
-        Ok(self.inner.keep_alive()?)
-    }
-
-    /// Asks the store whether this grant still holds the lock (one round trip).
-    pub fn held(&self) -> Result<bool, Error> {
-        Ok(self.inner.held()?)
-    }
-
-    /// A pollable that is ready once the host knows this grant no longer holds the lock:
-    /// its lease ran out unrenewed, a renewal found it gone or taken, or the store could not
-    /// be reached before the lease ended. Poll it beside your own timers and streams
-    /// (`wasip2::io::poll::poll`) to stop before harm is done.
-    pub fn lost(&self) -> &Pollable {
-        self.lost.get_or_init(|| self.inner.subscribe_lost())
-    }
-
-    /// Whether the lock is known to be lost, now, without waiting.
-    pub fn is_lost(&self) -> bool {
-        self.lost().ready()
-    }
+    grant_calls!("resource");
 
     /// The raw binding of this lock, for what the wrappers do not cover.
     pub fn as_raw(&self) -> &wit::Lock {

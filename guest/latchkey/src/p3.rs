@@ -153,21 +153,23 @@ fn leader(leader: wit::Leader) -> Leader {
     }
 }
 
-/// The calls a permit and a leadership share with a lock, on their own raw binding.
+/// The calls a lock, a permit and a leadership share, each on its own raw binding.
 macro_rules! grant_calls {
     () => {
-        /// The fencing token: greater than that of every earlier grant of the same one.
+        /// The fencing token: greater than that of every earlier grant of the same lock,
+        /// permit or election.
         pub fn fence(&self) -> u64 {
             self.inner.fence()
         }
 
-        /// Sets the lease to end `lease` from now; `false` if it had already ended.
+        /// Sets the lease to end `lease` from now. `false` if it had already ended: stop
+        /// using the resource, someone else may hold it.
         pub async fn extend(&self, lease: Duration) -> Result<bool, Error> {
             Ok(self.inner.extend(millis(lease)).await?)
         }
 
-        /// The host renews the lease before it runs out until this is let go, or its
-        /// task ends (as [`Lock::keep_alive`]).
+        /// From now until this is let go or dropped, or its task ends, the host renews its
+        /// lease before it runs out, as [`crate::Lock::keep_alive`] does.
         pub fn keep_alive(&self) -> Result<(), Error> {
             Ok(self.inner.keep_alive()?)
         }
@@ -177,7 +179,10 @@ macro_rules! grant_calls {
             Ok(self.inner.held().await?)
         }
 
-        /// Completes once the host knows this grant no longer holds (as [`Lock::lost`]).
+        /// Completes once the host knows this grant no longer holds: its lease ran out
+        /// unrenewed, a renewal found it gone or taken, the store could not be reached
+        /// before the lease ended, it was let go, or its task ended. Race it against your
+        /// work (`futures::select!`) to stop before harm is done; dropping it costs nothing.
         pub async fn lost(&self) {
             self.inner.lost().await
         }
@@ -230,35 +235,7 @@ impl Lock {
         self.inner.resource_id()
     }
 
-    /// The fencing token: greater than that of every earlier grant of this resource.
-    pub fn fence(&self) -> u64 {
-        self.inner.fence()
-    }
-
-    /// Sets the lease to end `lease` from now. `false` if it had already ended: stop using
-    /// the resource, someone else may hold it.
-    pub async fn extend(&self, lease: Duration) -> Result<bool, Error> {
-        Ok(self.inner.extend(millis(lease)).await?)
-    }
-
-    /// From now until this lock is unlocked or dropped, or its task ends, the host renews
-    /// its lease before it runs out, as [`crate::Lock::keep_alive`] does.
-    pub fn keep_alive(&self) -> Result<(), Error> {
-        Ok(self.inner.keep_alive()?)
-    }
-
-    /// Asks the store whether this grant still holds the lock (one round trip).
-    pub async fn held(&self) -> Result<bool, Error> {
-        Ok(self.inner.held().await?)
-    }
-
-    /// Completes once the host knows this grant no longer holds the lock: its lease ran out
-    /// unrenewed, a renewal found it gone or taken, the store could not be reached before
-    /// the lease ended, it was unlocked, or its task ended. Race it against your work
-    /// (`futures::select!`) to stop before harm is done; dropping it costs nothing.
-    pub async fn lost(&self) {
-        self.inner.lost().await
-    }
+    grant_calls!();
 
     /// The raw binding of this lock, for what the wrappers do not cover.
     pub fn as_raw(&self) -> &wit::Lock {

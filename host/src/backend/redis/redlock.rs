@@ -169,6 +169,14 @@ impl RedlockBackend {
         holder
     }
 
+    /// Ok if `answered` masters are a majority; the failure to say so if not.
+    fn majority_answered(&self, answered: usize) -> BackendResult<()> {
+        match answered < self.quorum() {
+            true => Err(self.too_few(answered)),
+            false => Ok(()),
+        }
+    }
+
     fn too_few(&self, answered: usize) -> BackendError {
         BackendError::new(
             BackendErrorKind::TooFewConfirmations,
@@ -220,9 +228,7 @@ impl RedlockBackend {
         // Also on the masters that did not answer: their grant may have happened anyway.
         self.on_each(|master| master.release(key, token), |_| false)
             .await;
-        if answered < quorum {
-            return Err(self.too_few(answered));
-        }
+        self.majority_answered(answered)?;
         if held.len() >= quorum
             && let Some(left) = held.iter().flatten().min()
         {
@@ -301,9 +307,7 @@ impl Backend for RedlockBackend {
             )
             .await;
         let answered = extended.iter().flatten().count();
-        if answered < quorum {
-            return Err(self.too_few(answered));
-        }
+        self.majority_answered(answered)?;
         Ok(Self::count(&extended, &true) >= quorum && within_lease(started, lease))
     }
 
@@ -318,9 +322,7 @@ impl Backend for RedlockBackend {
             )
             .await;
         let answered = answers.iter().flatten().count();
-        if answered < quorum {
-            return Err(self.too_few(answered));
-        }
+        self.majority_answered(answered)?;
         Ok(Self::count(&answers, &true) >= quorum)
     }
 
@@ -344,9 +346,7 @@ impl Backend for RedlockBackend {
             )
             .await;
         let answered = answers.iter().flatten().count();
-        if answered < quorum {
-            return Err(self.too_few(answered));
-        }
+        self.majority_answered(answered)?;
         Ok(renewals
             .iter()
             .enumerate()
@@ -382,9 +382,7 @@ impl Backend for RedlockBackend {
             .into_iter()
             .flatten()
             .collect();
-        if watches.len() < self.quorum() {
-            return Err(self.too_few(watches.len()));
-        }
+        self.majority_answered(watches.len())?;
         Ok(ReleaseWatch::any(watches))
     }
 
@@ -399,10 +397,7 @@ impl Backend for RedlockBackend {
             .into_iter()
             .flatten()
             .count();
-        if answered < self.quorum() {
-            return Err(self.too_few(answered));
-        }
-        Ok(())
+        self.majority_answered(answered)
     }
 
     /// A lock is listed where a majority of the masters hold it with one token — what a
@@ -455,10 +450,7 @@ impl Backend for RedlockBackend {
             .into_iter()
             .flatten()
             .count();
-        if answered < self.quorum() {
-            return Err(self.too_few(answered));
-        }
-        Ok(())
+        self.majority_answered(answered)
     }
 
     /// The holder is the owner token a majority of the masters hold: what a minority holds
@@ -469,9 +461,7 @@ impl Backend for RedlockBackend {
             .on_each(|master| master.holder_sighting(key), |_| false)
             .await;
         let answered = answers.iter().flatten().count();
-        if answered < quorum {
-            return Err(self.too_few(answered));
-        }
+        self.majority_answered(answered)?;
         let mut seen: BTreeMap<String, Vec<Holder>> = BTreeMap::new();
         for Sighting { holder, token } in answers.into_iter().flatten().flatten() {
             seen.entry(token).or_default().push(holder);
@@ -489,9 +479,7 @@ impl Backend for RedlockBackend {
             .on_each(|master| master.evict_key(key), |_| false)
             .await;
         let answered = answers.iter().flatten().count();
-        if answered < self.quorum() {
-            return Err(self.too_few(answered));
-        }
+        self.majority_answered(answered)?;
         Ok(answers.into_iter().flatten().any(|held| held))
     }
 }
