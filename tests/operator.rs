@@ -214,11 +214,38 @@ fn a_forced_release_is_seen_by_its_holder_as_lost() {
 fn mistakes_are_one_line() {
     let redis = RedisServer::start_with(&["--requirepass", "pw"]);
     let closed = format!("redis://127.0.0.1:{}", harness::free_port());
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["list"], "--store"),
         (
             &["release", "--store", &redis.url(), "--app", "a"],
             "RESOURCE_ID",
+        ),
+        (
+            &[
+                "release",
+                "--store",
+                &redis.url(),
+                "--app",
+                "a",
+                "--permit",
+                "1",
+                "--leadership",
+                "e",
+            ],
+            "--leadership",
+        ),
+        (
+            &[
+                "release",
+                "--store",
+                &redis.url(),
+                "--app",
+                "a",
+                "--permit",
+                "x",
+                "s",
+            ],
+            "--permit",
         ),
         (&["list", "--store", "memory"], "memory store"),
         (&["list", "--store", &redis.url()], "refused"),

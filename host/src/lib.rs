@@ -3,7 +3,8 @@
 //! This crate is the host side of the `latchkey:lock` WIT interface: named, lease-based locks
 //! (Dapr's distributed lock building block) that sandboxed guests take by resource id while
 //! the host keeps the store's address and credentials, scopes every id to the guest's app,
-//! and makes every owner token itself.
+//! and makes every owner token itself — and, made of the same leases, counting semaphores
+//! and leader elections.
 //!
 //! Lock stores are opened by [`open`] from a URL: `memory` (zero set-up, one host), or
 //! Redis, shared by every host that uses it — one server, a Redis Cluster, a primary found
@@ -96,6 +97,19 @@
 //! - **evict**: free a lock whoever holds it — the operator's forced release (`latchkey
 //!   locks release`, [`LockStore::evict`]); the evicted grant finds the lock gone. The locks
 //!   a store holds now, as an operator lists them, are its **holders** ([`Holder`]).
+//! - **semaphore**: `limit` locks of [`key::Kind::Permit`] on one semaphore id, each a
+//!   **permit**; a guest's handle on a permit's grant is a **permit handle** (the WIT
+//!   `permit`, [`PermitHandle`]). Taken first free first ([`Backend::try_acquire_any`]).
+//! - **election**: one lock of [`key::Kind::Leadership`], the **leadership**; its holder is
+//!   the **leader**, whose owner token carries the **value** it published
+//!   ([`backend::Token::with_value`]). A guest's handle on it is a **leadership handle** (the
+//!   WIT `leadership`, [`LeadershipHandle`]). **campaign**: take it; **resign**: release it.
+//!   **announce**: wake an election's watchers without a release — a new leader
+//!   ([`Backend::announce`]). A **leader watch** ([`LeaderWatch`]) wakes when the leader
+//!   differs from the one it read.
+//! - **grant** of any kind: a lock's, a permit's or a leadership's — they share every call
+//!   but the one that names them and the one that lets them go (`unlock`, `release`,
+//!   `resign`).
 //! - **wait**: how long `lock` waits for a busy lock. **watch** (`ReleaseWatch`): a
 //!   subscription to a lock's releases that wakes a waiter.
 //! - **timeout**: how long one store call may take before it is `unavailable`.
@@ -129,7 +143,8 @@
 //! - [`config`]: the operator's TOML file: stores, per-app policy and limits.
 //! - [`ctx`]: [`LockCtx`] (one instance's locks), its builder, and the borrowed view.
 //! - `host`: the WIT functions, implemented on [`LockCtxView`], as halves the versions
-//!   share; `compat`: 0.1.0's; `host_p3`: 0.3.0's async functions, run on an `Accessor`.
+//!   share; `coordination`: the semaphore and election calls of 0.2.1 and who leads;
+//!   `compat`: 0.1.0's; `host_p3`: 0.3.1's async functions, run on an `Accessor`.
 //! - [`error`]: [`LockError`], the errors of configuring a store, and the one mapping onto
 //!   the WIT `error` of every version.
 //! - [`sandbox`]: what every guest shares: the engine and its instance pool, the limits on
