@@ -24,7 +24,7 @@ GUEST_WIT := $(wildcard guest/wit/*.wit guest/wit/deps/*.wit wit/*.wit wit/deps/
 	wit/v0.3.0/*.wit)
 PY_SDK := $(wildcard guest/python/latchkey/*.py guest/python/demos/*.py)
 PY_DEMOS := try_lock counter lockctl bench leader limited
-PY_P3_DEMOS := try_lock counter lockctl tasks http_jobs
+PY_P3_DEMOS := try_lock counter lockctl tasks http_jobs leader limited
 JS_DEMOS := try-lock counter lockctl bench leader limited
 
 # Debian's packages, each installed only when missing: `apt-get install` is slow even when

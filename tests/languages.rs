@@ -14,7 +14,8 @@ use harness::{
 };
 
 /// A language and the names of its guests; `coordination` names its `leader` and
-/// `limited` demos, where its SDK has semaphores and elections (`latchkey:lock@0.2.1`).
+/// `limited` demos, where its SDK has semaphores and elections (`latchkey:lock@0.2.1`,
+/// `@0.3.1`).
 struct Language {
     name: &'static str,
     try_lock: &'static str,
@@ -46,13 +47,12 @@ const LANGUAGES: [Language; 4] = [
         coordination: Some(("leader", "limited")),
     },
     // Python on WASI 0.3 (`latchkey.aio`, `latchkey:lock@0.3.0`): async guests.
-    // Semaphores and elections are not in `latchkey:lock@0.3.0` yet.
     Language {
         name: "python-p3",
         try_lock: "try_lock",
         counter: "counter",
         lockctl: "lockctl",
-        coordination: None,
+        coordination: Some(("leader", "limited")),
     },
 ];
 

@@ -2,39 +2,20 @@
 watch and print each change, and campaign again when the leader goes — the Rust
 ``leader`` demo's flags and lines, in Python.
 
-``leader [--election ID] [--value V] [--lease-ms N] [--lead-ms N] [--tick-ms N] [--ignore-lost]``
+Flags: :mod:`leading`.
 """
 
 import time
-from dataclasses import dataclass
 
 import flags
 import latchkey
+from leading import Options, now_us
 from wit_world import exports
-
-
-@dataclass
-class Options:
-    election: str = "leader"
-    value: str = "replica"
-    lease_ms: int = 1000
-    lead_ms: int = 0
-    tick_ms: int = 20
-    ignore_lost: bool = False
-
-
-def options() -> Options:
-    return flags.parse(Options())
-
-
-def now_us() -> int:
-    """The wall clock in µs: the lines of every instance on one machine share it."""
-    return time.time_ns() // 1000
 
 
 class Run(exports.Run):
     def run(self) -> None:
-        opts = options()
+        opts = flags.parse(Options())
         store = latchkey.Store.open("lockstore")
         lease = opts.lease_ms / 1000
         while True:

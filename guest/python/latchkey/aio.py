@@ -16,6 +16,16 @@ the store, the instance's other tasks run on::
     store = aio.Store.open("lockstore")
     await asyncio.gather(job(store), job(store))   # one at a time, the other one waiting
 
+Semaphores and elections (``latchkey:lock@0.3.1``): :meth:`Store.acquire_permit` gives a
+:class:`Permit`, :meth:`Store.campaign` a :class:`Leadership`; :meth:`Store.leader` says who
+leads, and :meth:`Store.leader_change` returns once another leads than the one last seen::
+
+    seen = None
+    while True:
+        leader = await store.leader_change("scheduler", seen)   # at once if already changed
+        seen = None if leader is None else leader.fence
+        print("now led by", leader)
+
 Errors, bad input, leases and statuses are those of :mod:`latchkey`.
 
 Ownership: each lock belongs to the task (one call into the component, and what it spawns)
@@ -31,24 +41,28 @@ instance (the host then releases its locks). Bound a wait with ``lock``'s ``wait
 
 from __future__ import annotations
 
+from datetime import timedelta
 from types import TracebackType
-from typing import Awaitable, Callable, Optional, TypeVar
+from typing import Awaitable, Callable, Optional, Self, TypeVar
 
 from componentize_py_types import Err
 
 from latchkey import (
     _ERRORS,
     _STATUSES,
+    InvalidArgumentError,
+    Leader,
     Lease,
     LockError,
     UnlockStatus,
+    _count,
     _LockHandle,
     _ms,
     _StoreHandle,
     _text,
 )
 
-__all__ = ["Lock", "Store"]
+__all__ = ["Leadership", "Lock", "Permit", "Store"]
 
 _T = TypeVar("_T")
 
@@ -61,8 +75,11 @@ async def _await(function: Callable[..., Awaitable[_T]], *args: object) -> _T:
         raise _ERRORS[type(err.value)](err.value.value) from None
 
 
-class Lock(_LockHandle):
-    """A lock this task holds. Leaving an ``async with`` block unlocks it."""
+class _Grant(_LockHandle):
+    """What a lock, a permit and a leadership share in the WASI 0.3 world."""
+
+    _LET_GO = "unlock"
+    """The binding's method that lets the grant go."""
 
     async def extend(self, lease: Lease) -> bool:
         """Sets the lease to end ``lease`` from now; ``False`` if it had already ended (stop
@@ -70,23 +87,24 @@ class Lock(_LockHandle):
         return await _await(self._lock().extend, _ms("lease", lease))
 
     async def held(self) -> bool:
-        """Asks the store whether this grant still holds the lock (one round trip)."""
+        """Asks the store whether this grant still holds (one round trip)."""
         return await _await(self._lock().held)
 
     async def lost(self) -> None:
-        """Returns once the host knows the lock is lost — its lease ran out unrenewed, a
-        renewal found it gone, it was unlocked, or its task ended. Await it in a task of its
-        own, beside the work it guards."""
+        """Returns once the host knows the grant is lost — its lease ran out unrenewed, a
+        renewal found it gone, it was let go, or its task ended. Await it in a task of its
+        own, beside the work it guards — and let that task finish before the grant is let
+        go: while ``lost`` is pending it borrows the handle, and letting go of a borrowed
+        handle traps the instance."""
         await self._lock().lost()
 
-    async def unlock(self) -> UnlockStatus:
-        """Releases the lock now and says what the store found."""
-        inner = self._lock()
-        status = await _await(inner.unlock)
+    async def _let_go(self) -> UnlockStatus:
+        """Lets the grant go now and says what the store found."""
+        status = await _await(getattr(self._lock(), self._LET_GO))
         self._release()
         return _STATUSES[status]
 
-    async def __aenter__(self) -> Lock:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -98,13 +116,51 @@ class Lock(_LockHandle):
         if self._inner is None:
             return
         try:
-            await self.unlock()
+            await self._let_go()
         except LockError:
             # Dropping the handle has the host release it in the background instead; an
             # error already on its way out is the one to report.
             self._release()
             if exc_type is None:
                 raise
+
+
+class Lock(_Grant):
+    """A lock this task holds. Leaving an ``async with`` block unlocks it."""
+
+    async def unlock(self) -> UnlockStatus:
+        """Releases the lock now and says what the store found."""
+        return await self._let_go()
+
+
+class Permit(_Grant):
+    """A permit of a semaphore this task holds. Leaving an ``async with`` block releases it."""
+
+    _ID = "semaphore_id"
+    _LET_GO = "release"
+
+    async def release(self) -> UnlockStatus:
+        """Releases the permit now and says what the store found."""
+        return await self._let_go()
+
+
+class Leadership(_Grant):
+    """The leadership of an election, held by this task. Leaving an ``async with`` block
+    resigns it."""
+
+    _ID = "election_id"
+    _LET_GO = "resign"
+
+    async def resign(self) -> UnlockStatus:
+        """Steps down now, so that a waiting campaign wins at once."""
+        return await self._let_go()
+
+
+def _leader(found: object) -> Optional[Leader]:
+    """The binding's leader as :class:`latchkey.Leader`."""
+    if found is None:
+        return None
+    return Leader(found.value, found.fence, timedelta(milliseconds=found.lease_left_ms))
 
 
 class Store(_StoreHandle):
@@ -124,3 +180,45 @@ class Store(_StoreHandle):
         args = (_text("resource-id", resource_id), _ms("lease", lease), _ms("wait", wait))
         inner = await _await(self._store().lock, *args)
         return None if inner is None else Lock(inner)
+
+    async def acquire_permit(
+        self, semaphore_id: str, limit: int, lease: Lease, wait: Lease = 0
+    ) -> Optional[Permit]:
+        """Takes a permit of the semaphore ``semaphore_id`` for ``lease`` if fewer than
+        ``limit`` are held, waiting up to ``wait`` (only this task waits)."""
+        args = (
+            _text("semaphore-id", semaphore_id),
+            _count("limit", limit),
+            _ms("lease", lease),
+            _ms("wait", wait),
+        )
+        inner = await _await(self._store().acquire_permit, *args)
+        return None if inner is None else Permit(inner)
+
+    async def campaign(
+        self, election_id: str, value: str, lease: Lease, wait: Lease = 0
+    ) -> Optional[Leadership]:
+        """Campaigns to lead ``election_id``, publishing ``value``: leads now if nobody does,
+        or once the leader resigns or its lease ends within ``wait``."""
+        args = (
+            _text("election-id", election_id),
+            _text("value", value),
+            _ms("lease", lease),
+            _ms("wait", wait),
+        )
+        inner = await _await(self._store().campaign, *args)
+        return None if inner is None else Leadership(inner)
+
+    async def leader(self, election_id: str) -> Optional[Leader]:
+        """Who leads ``election_id`` now; ``None`` if nobody does."""
+        return _leader(await _await(self._store().leader, _text("election-id", election_id)))
+
+    async def leader_change(self, election_id: str, seen: Optional[int]) -> Optional[Leader]:
+        """Returns once ``election_id`` is led by another than the leader whose fence is
+        ``seen`` (``None``: nobody) — at once if it already is — and says who leads then."""
+        if seen is not None and (
+            not isinstance(seen, int) or isinstance(seen, bool) or not 0 <= seen < 2**64
+        ):
+            raise InvalidArgumentError(f"seen is {seen!r}; it must be a fence, or None")
+        found = await _await(self._store().leader_change, _text("election-id", election_id), seen)
+        return _leader(found)
