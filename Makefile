@@ -47,9 +47,11 @@ $(PY_GUESTS)/%.wasm: guest/python/demos/%.py $(PY_SDK) $(GUEST_WIT) \
 	  -p guest/python -p guest/python/demos $* -o $@
 
 # The WASI 0.3 demos (guest/python/demos/p3): commands of the world
-# latchkey:guest/command-p3, and the HTTP handler of latchkey:guest/service-p3.
+# latchkey:guest/command-p3, and the HTTP handler of latchkey:guest/service-p3; try_lock is
+# built against latchkey:lock@0.3.0, to show such a guest links to the host's 0.3.1.
 PY_P3_WORLD = command-p3
 $(PY_P3_GUESTS)/http_jobs.wasm: PY_P3_WORLD = service-p3
+$(PY_P3_GUESTS)/try_lock.wasm: PY_P3_WORLD = command-p3-v0-3-0
 $(PY_P3_GUESTS)/%.wasm: guest/python/demos/p3/%.py $(PY_SDK) $(GUEST_WIT) \
 		$(PY_VENV)/bin/componentize-py
 	@mkdir -p $(PY_P3_GUESTS)
