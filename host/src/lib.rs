@@ -6,7 +6,7 @@
 //! and makes every owner token itself — and, made of the same leases, counting semaphores
 //! and leader elections.
 //!
-//! Lock stores are opened by [`open`] from a URL: `memory` (zero set-up, one host), or
+//! Lock stores are opened by [`open()`] from a URL: `memory` (zero set-up, one host), or
 //! Redis, shared by every host that uses it — one server, a Redis Cluster, a primary found
 //! through Redis Sentinel, or Redlock over independent masters.
 //!
@@ -70,7 +70,7 @@
 //! - **app**: the tenant a guest runs as, chosen by the operator; every lock belongs to one
 //!   app, and apps never share locks.
 //! - **lock store** ([`LockStore`]): a place locks live, under the name guests open it by
-//!   (`lockstore`), opened by [`open`] from its [`StoreSettings`]. A guest's handle on one
+//!   (`lockstore`), opened by [`open()`] from its [`StoreSettings`]. A guest's handle on one
 //!   is a **store handle** (the WIT `store`, [`StoreHandle`]).
 //! - **backend** ([`Backend`]): what performs a lock store's atomic steps — memory, one Redis
 //!   server, a Cluster, Sentinel, Redlock.

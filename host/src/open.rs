@@ -2,7 +2,7 @@
 //! is opened with, and how a URL is shown without its credentials.
 //!
 //! [`open`] is the only place that turns a URL into a backend. The [`LockStore`] it returns
-//! knows its name and sees its backend only through the [`Backend`](crate::Backend) trait;
+//! knows its name and sees its backend only through the [`crate::Backend`] trait;
 //! an embedder with a store of its own builds one with [`LockStore::new`].
 
 use std::sync::Arc;

@@ -73,7 +73,7 @@ impl Runner {
         Self::with_options(EngineOptions::default())
     }
 
-    /// Like [`Runner::new`], also metering fuel so that [`GuestLimits::fuel`] applies.
+    /// Like [`Runner::new`], also metering fuel so that [`GuestLimits::fuel`](crate::GuestLimits::fuel) applies.
     /// Metering slows guests down; use it only if you set fuel.
     pub fn metering_fuel() -> wasmtime::Result<Self> {
         Self::with_options(EngineOptions {

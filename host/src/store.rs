@@ -21,7 +21,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A lock store a host can offer to guests, under the name guests open it by. Cheap to
 /// clone: clones share the backend, so every instance given a clone competes for the same
-/// locks. Made by [`crate::open`] from a URL, or by [`LockStore::new`] on a backend of your
+/// locks. Made by [`crate::open()`] from a URL, or by [`LockStore::new`] on a backend of your
 /// own.
 #[derive(Clone)]
 pub struct LockStore {

@@ -3,7 +3,7 @@
 //! A backend performs single atomic steps; waiting, timeouts, owner tokens, keep-alive and
 //! argument checks live in [`crate::LockStore`], so every backend gets them the same way.
 //! latchkey's own backends — `memory`, and `redis` (one server, Cluster or Sentinel) with
-//! `redis::redlock` — are private: [`crate::open`] makes them from a URL. The trait is the
+//! `redis::redlock` — are private: [`crate::open()`] makes them from a URL. The trait is the
 //! extension point for a store of your own: implement it and hand it to
 //! [`crate::LockStore::new`]. [`Intercepted`] wraps any backend with a hook around each of
 //! its steps, to time, count, delay or fail them.
