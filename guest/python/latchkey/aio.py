@@ -41,6 +41,7 @@ instance (the host then releases its locks). Bound a wait with ``lock``'s ``wait
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from types import TracebackType
 from typing import Awaitable, Callable, Optional, Self, TypeVar
@@ -81,6 +82,12 @@ class _Grant(_LockHandle):
     _LET_GO = "unlock"
     """The binding's method that lets the grant go."""
 
+    _watching = 0
+    """How many ``lost`` calls are pending: each borrows the handle."""
+
+    _unwatched: Optional[asyncio.Future[None]] = None
+    """Resolved when the last pending ``lost`` call returns."""
+
     async def extend(self, lease: Lease) -> bool:
         """Sets the lease to end ``lease`` from now; ``False`` if it had already ended (stop
         using the resource: someone else may hold it)."""
@@ -93,14 +100,25 @@ class _Grant(_LockHandle):
     async def lost(self) -> None:
         """Returns once the host knows the grant is lost — its lease ran out unrenewed, a
         renewal found it gone, it was let go, or its task ended. Await it in a task of its
-        own, beside the work it guards — and let that task finish before the grant is let
-        go: while ``lost`` is pending it borrows the handle, and letting go of a borrowed
-        handle traps the instance."""
-        await self._lock().lost()
+        own, beside the work it guards."""
+        call = self._lock().lost()
+        self._watching += 1
+        try:
+            await call
+        finally:
+            self._watching -= 1
+            if self._watching == 0 and self._unwatched is not None:
+                self._unwatched.set_result(None)
+                self._unwatched = None
 
     async def _let_go(self) -> UnlockStatus:
-        """Lets the grant go now and says what the store found."""
+        """Lets the grant go now and says what the store found. A pending ``lost`` call
+        borrows the handle, and dropping a borrowed handle traps the instance: the handle
+        is dropped once they return — at once, since letting go is a loss."""
         status = await _await(getattr(self._lock(), self._LET_GO))
+        while self._watching:
+            self._unwatched = asyncio.get_running_loop().create_future()
+            await self._unwatched
         self._release()
         return _STATUSES[status]
 

@@ -1,11 +1,11 @@
 """Leader election for WASI 0.3 (``latchkey.aio``) — the Rust ``leader`` demo's flags and
 lines. A follower awaits ``leader_change`` from the leader it saw, so it misses no change;
-a leader asks the store whether it still leads before each tick (a task awaiting ``lost``
-would borrow the leadership's handle, which ``resign`` then could not let go).
+a leader watches its own loss in a task beside its ticks.
 
 ``leader [--election ID] [--value V] [--lease-ms N] [--lead-ms N] [--tick-ms N] [--ignore-lost]``
 """
 
+import asyncio
 import time
 
 import flags
@@ -33,12 +33,14 @@ class Run(exports.Run):
             print(f"lead {fence} {now_us()}")
             if not opts.ignore_lost:
                 leadership.keep_alive()
+            lost = asyncio.ensure_future(leadership.lost())
             started = time.monotonic()
             while True:
-                if not opts.ignore_lost and not await leadership.held():
+                if lost.done() and not opts.ignore_lost:
                     print(f"lost {fence} {now_us()}")
                     break
                 if opts.lead_ms and time.monotonic() - started >= opts.lead_ms / 1000:
+                    # Resigning is a loss: the watching task ends with it.
                     status = await leadership.resign()
                     print(f"resign {fence} {status.value} {now_us()}")
                     return
