@@ -22,20 +22,17 @@ pub struct MemoryBackend {
 
 #[derive(Default)]
 struct State {
-    slots: HashMap<LockKey, Slot>,
+    /// The last grant of each lock, until it is released or found expired.
+    owners: HashMap<LockKey, Owner>,
     /// The channels watched now, by name ([`LockKey::released`]): the permits of one
     /// semaphore share one.
     channels: HashMap<String, watch::Sender<()>>,
     /// The largest fence granted on any key. Fences come from one counter for the whole store,
-    /// so they grow even when a slot is forgotten or the wall clock steps back.
+    /// so they grow even when an owner is forgotten or the wall clock steps back.
     last_fence: u64,
-    /// How many slots there were after the last sweep; sweeping when the map has doubled
-    /// keeps the cost per call constant.
+    /// How many owners and channels there were after the last sweep; sweeping when the maps
+    /// have doubled keeps the cost per call constant.
     swept_len: usize,
-}
-
-struct Slot {
-    holder: Option<Owner>,
 }
 
 struct Owner {
@@ -46,25 +43,15 @@ struct Owner {
 }
 
 impl Owner {
+    /// Whether its lease still runs at `now`: an expired lease counts as no owner.
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires > now
+    }
+
     /// This owner of `lock`, as a listing shows it at `now`.
     fn seen(&self, lock: Decoded, now: Instant) -> Holder {
         let (left, age) = (self.expires - now, Some(now - self.granted));
         Holder::new(lock, self.token.as_str(), self.fence, left, age)
-    }
-}
-
-impl Slot {
-    fn new() -> Self {
-        Slot { holder: None }
-    }
-
-    /// The live holder, if any: an expired lease counts as no holder.
-    fn live_holder(&self, now: Instant) -> Option<&Owner> {
-        self.holder.as_ref().filter(|h| h.expires > now)
-    }
-
-    fn is_idle(&self, now: Instant) -> bool {
-        self.live_holder(now).is_none()
     }
 }
 
@@ -75,7 +62,7 @@ impl MemoryBackend {
     }
 
     fn with_state<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
-        // A panic while holding the lock cannot leave a slot half-written (every update is
+        // A panic while holding the lock cannot leave an owner half-written (every update is
         // one assignment), so a poisoned mutex is still consistent.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut state, Instant::now())
@@ -83,6 +70,11 @@ impl MemoryBackend {
 }
 
 impl State {
+    /// The live owner of `key`, if any.
+    fn live(&self, key: &LockKey, now: Instant) -> Option<&Owner> {
+        self.owners.get(key).filter(|owner| owner.is_live(now))
+    }
+
     fn next_fence(&mut self) -> u64 {
         let clock_us = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -92,11 +84,11 @@ impl State {
     }
 
     fn sweep_if_grown(&mut self, now: Instant) {
-        if self.slots.len() + self.channels.len() >= 2 * self.swept_len.max(64) {
-            self.slots.retain(|_, slot| !slot.is_idle(now));
+        if self.owners.len() + self.channels.len() >= 2 * self.swept_len.max(64) {
+            self.owners.retain(|_, owner| owner.is_live(now));
             self.channels
                 .retain(|_, channel| channel.receiver_count() > 0);
-            self.swept_len = self.slots.len() + self.channels.len();
+            self.swept_len = self.owners.len() + self.channels.len();
         }
     }
 
@@ -122,40 +114,32 @@ impl Backend for MemoryBackend {
     ) -> BackendResult<Attempt> {
         Ok(self.with_state(|state, now| {
             state.sweep_if_grown(now);
-            let slot = state.slots.entry(key.clone()).or_insert_with(Slot::new);
-            if let Some(holder) = slot.live_holder(now) {
+            if let Some(holder) = state.live(key, now) {
                 return Attempt::Busy {
                     expires_in: Some(holder.expires - now),
                 };
             }
             let fence = state.next_fence();
-            let slot = state.slots.get_mut(key).expect("made above");
-            slot.holder = Some(Owner {
+            let owner = Owner {
                 token: token.clone(),
                 expires: now + lease,
                 fence,
                 granted: now,
-            });
+            };
+            state.owners.insert(key.clone(), owner);
             Attempt::Granted { fence }
         }))
     }
 
     async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus> {
         Ok(self.with_state(|state, now| {
-            let Some(slot) = state.slots.get_mut(key) else {
-                return UnlockStatus::LockDoesNotExist;
-            };
-            let status = match slot.live_holder(now) {
+            let status = match state.live(key, now) {
                 None => UnlockStatus::LockDoesNotExist,
-                Some(holder) if holder.token != *token => UnlockStatus::LockBelongsToOthers,
-                Some(_) => {
-                    slot.holder = None;
-                    UnlockStatus::Success
-                }
+                Some(holder) if holder.token != *token => return UnlockStatus::LockBelongsToOthers,
+                Some(_) => UnlockStatus::Success,
             };
-            if slot.is_idle(now) {
-                state.slots.remove(key);
-            }
+            // Ours, or expired: either way no owner any more.
+            state.owners.remove(key);
             if status == UnlockStatus::Success {
                 state.announce(key);
             }
@@ -164,26 +148,21 @@ impl Backend for MemoryBackend {
     }
 
     async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool> {
-        Ok(self.with_state(|state, now| {
-            let Some(slot) = state.slots.get_mut(key) else {
-                return false;
-            };
-            match &mut slot.holder {
-                Some(holder) if holder.token == *token && holder.expires > now => {
+        Ok(
+            self.with_state(|state, now| match state.owners.get_mut(key) {
+                Some(holder) if holder.token == *token && holder.is_live(now) => {
                     holder.expires = now + lease;
                     true
                 }
                 _ => false,
-            }
-        }))
+            }),
+        )
     }
 
     async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
         Ok(self.with_state(|state, now| {
             state
-                .slots
-                .get(key)
-                .and_then(|slot| slot.live_holder(now))
+                .live(key, now)
                 .is_some_and(|holder| holder.token == *token)
         }))
     }
@@ -195,14 +174,15 @@ impl Backend for MemoryBackend {
     ) -> BackendResult<Vec<Holder>> {
         Ok(self.with_state(|state, now| {
             state
-                .slots
+                .owners
                 .iter()
-                .filter_map(|(key, slot)| {
+                .filter(|(_, owner)| owner.is_live(now))
+                .filter_map(|(key, owner)| {
                     let lock = LockKey::decode(namespace, key.lock())?;
                     if app.is_some_and(|app| app != lock.app) {
                         return None;
                     }
-                    slot.live_holder(now).map(|owner| owner.seen(lock, now))
+                    Some(owner.seen(lock, now))
                 })
                 .collect()
         }))
@@ -210,13 +190,11 @@ impl Backend for MemoryBackend {
 
     async fn evict(&self, key: &LockKey) -> BackendResult<bool> {
         Ok(self.with_state(|state, now| {
-            let Some(slot) = state.slots.get_mut(key) else {
+            let Some(owner) = state.owners.remove(key) else {
                 return false;
             };
-            let held = slot.live_holder(now).is_some();
-            state.slots.remove(key);
             state.announce(key);
-            held
+            owner.is_live(now)
         }))
     }
 
@@ -238,7 +216,7 @@ impl Backend for MemoryBackend {
 
     async fn holder(&self, key: &LockKey) -> BackendResult<Option<Holder>> {
         Ok(self.with_state(|state, now| {
-            let owner = state.slots.get(key)?.live_holder(now)?;
+            let owner = state.live(key, now)?;
             Some(owner.seen(key.decoded(), now))
         }))
     }
@@ -322,7 +300,7 @@ mod tests {
         );
     }
 
-    /// Idle slots are forgotten, yet fences keep growing.
+    /// Released owners are forgotten, yet fences keep growing.
     #[tokio::test]
     async fn sweeping_keeps_fences_growing() {
         let store = MemoryBackend::new();
@@ -340,6 +318,6 @@ mod tests {
             last = f;
             store.release(&k, &token).await.unwrap();
         }
-        assert!(store.state.lock().unwrap().slots.is_empty());
+        assert!(store.state.lock().unwrap().owners.is_empty());
     }
 }
