@@ -16,7 +16,7 @@ use wasmtime_wasi::p2::{DynPollable, Pollable};
 use crate::bindings::latchkey::lock::locks as wit;
 use crate::ctx::LockCtxView;
 use crate::error::{LockError, StoreError};
-use crate::host::{StoreHandle, finish, push, refuse};
+use crate::host::{Named, StoreHandle, finish, push, refuse};
 use crate::key::LockKey;
 use crate::store::LeaderWatch;
 use crate::telemetry::{Call, Op, Outcome};
@@ -33,7 +33,7 @@ impl LockCtxView<'_> {
     ) -> Result<OnElection, LockError> {
         let handle = self.table.get(handle)?;
         let call = Call::start(op, handle.instruments.clone());
-        match self.check_id("election-id", election_id) {
+        match self.check_id(Named::Election, election_id) {
             Ok(()) => Ok(OnElection {
                 key: handle.store.leadership(&self.ctx.app_id, election_id),
                 store: handle.store.clone(),
@@ -63,7 +63,8 @@ impl LockCtxView<'_> {
     ) -> Result<Resource<DynPollable>, LockError> {
         let on = self.begin_on_election(Op::WatchLeader, &handle, &election_id)?;
         let pollable = match on.run(on.store.watch_leader(on.key.clone())).await {
-            Ok(watch) => push(self.table, LeaderChange(watch)).and_then(|change| {
+            Ok(watch) => push(self.table, LeaderChange(watch))
+            .and_then(|change| {
                 wasmtime_wasi::p2::subscribe(self.table, change).map_err(LockError::Trap)
             }),
             Err(err) => Err(err.into()),

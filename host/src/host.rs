@@ -88,12 +88,40 @@ pub(crate) enum Asked {
 }
 
 impl Asked {
-    /// The WIT name of the id it takes.
-    fn argument(&self) -> &'static str {
+    /// What its id names.
+    fn names(&self) -> Named {
         match self {
-            Asked::Lock => "resource-id",
-            Asked::Permit { .. } => "semaphore-id",
-            Asked::Leadership { .. } => "election-id",
+            Asked::Lock => Named::Resource,
+            Asked::Permit { .. } => Named::Semaphore,
+            Asked::Leadership { .. } => Named::Election,
+        }
+    }
+}
+
+/// What an id names: a resource to lock, a semaphore, an election.
+#[derive(Clone, Copy)]
+pub(crate) enum Named {
+    Resource,
+    Semaphore,
+    Election,
+}
+
+impl Named {
+    /// The WIT name of the argument that carries the id.
+    fn argument(self) -> &'static str {
+        match self {
+            Named::Resource => "resource-id",
+            Named::Semaphore => "semaphore-id",
+            Named::Election => "election-id",
+        }
+    }
+
+    /// What a refusal says the app may not do with it.
+    fn denied(self) -> &'static str {
+        match self {
+            Named::Resource => "lock resource id",
+            Named::Semaphore => "use semaphore",
+            Named::Election => "use election",
         }
     }
 }
@@ -237,24 +265,20 @@ impl LockCtxView<'_> {
 
     /// Checks an id — resource, semaphore or election — against the limits and the app's
     /// policy.
-    pub(crate) fn check_id(&self, argument: &str, id: &str) -> Result<(), LockError> {
-        self.ctx.limits.check_named_id(argument, id)?;
-        self.check_allowed(argument, id)
+    pub(crate) fn check_id(&self, named: Named, id: &str) -> Result<(), LockError> {
+        self.ctx.limits.check_named_id(named.argument(), id)?;
+        self.check_allowed(named, id)
     }
 
     /// Checks the app's policy on an id.
-    fn check_allowed(&self, argument: &str, id: &str) -> Result<(), LockError> {
+    fn check_allowed(&self, named: Named, id: &str) -> Result<(), LockError> {
         if self.ctx.resources.allows(id) {
             return Ok(());
         }
-        let verb = match argument {
-            "semaphore-id" => "use semaphore",
-            "election-id" => "use election",
-            _ => "lock resource id",
-        };
         Err(LockError::AccessDenied(format!(
-            "app {:?} may not {verb} {:?}",
+            "app {:?} may not {} {:?}",
             &*self.ctx.app_id,
+            named.denied(),
             abbreviated(id)
         )))
     }
@@ -269,7 +293,7 @@ impl LockCtxView<'_> {
         task: Option<Task>,
     ) -> Result<(Duration, Option<Duration>), LockError> {
         let limits = self.ctx.limits;
-        limits.check_named_id(asked.argument(), id)?;
+        limits.check_named_id(asked.names().argument(), id)?;
         match asked {
             Asked::Lock => {}
             Asked::Permit { limit } => {
@@ -279,7 +303,7 @@ impl LockCtxView<'_> {
         }
         let lease = limits.check_lease(lease_ms)?;
         let wait = wait_ms.map(|ms| limits.check_wait(ms)).transpose()?;
-        self.check_allowed(asked.argument(), id)?;
+        self.check_allowed(asked.names(), id)?;
         if let Some(task) = task
             && self.ctx.held.has_ended(task)
         {
