@@ -101,7 +101,13 @@ fn app(store: &LockStore) -> LockCtxBuilder {
 
 /// Runs the bench guest `pairs` and reads back the latency of each pair.
 async fn guest_pairs(store: &LockStore, count: usize, id: &str) -> Vec<Duration> {
-    let run = run(&app(store), "bench", &["pairs", &count.to_string(), id]).await;
+    bench_pairs(store, &["pairs", &count.to_string(), id]).await
+}
+
+/// Runs the bench guest with `args`, a `pairs` of some kind, and reads back the latency of
+/// each pair, one per line in ns.
+async fn bench_pairs(store: &LockStore, args: &[&str]) -> Vec<Duration> {
+    let run = run(&app(store), "bench", args).await;
     run.stdout
         .lines()
         .map(|ns| Duration::from_nanos(ns.parse().unwrap()))

@@ -12,13 +12,13 @@
 use std::time::{Duration, Instant};
 
 use harness::leaders::{LeaderHosts, field, now_us};
-use harness::{RedisServer, redis_store, run};
+use harness::{RedisServer, redis_store};
 use latchkey_host::LockStore;
 use latchkey_host::key::{Kind, LockKey};
 use redis::aio::ConnectionManager;
 
 use super::{
-    FENCE_TTL_MS, RELEASE, Stats, app, connection, hand_off_table, hand_offs, pairs_table,
+    FENCE_TTL_MS, RELEASE, Stats, bench_pairs, connection, hand_off_table, hand_offs, pairs_table,
     round_trip, row, single_threaded,
 };
 
@@ -30,12 +30,11 @@ const LIMIT: u32 = 3;
 
 /// Runs the bench guest's permit `pairs` and reads back the latency of each pair.
 async fn guest_permit_pairs(store: &LockStore, count: usize, id: &str) -> Vec<Duration> {
-    let args = ["pairs", &count.to_string(), id, &LIMIT.to_string()];
-    let run = run(&app(store), "bench", &args).await;
-    run.stdout
-        .lines()
-        .map(|ns| Duration::from_nanos(ns.parse().unwrap()))
-        .collect()
+    bench_pairs(
+        store,
+        &["pairs", &count.to_string(), id, &LIMIT.to_string()],
+    )
+    .await
 }
 
 /// The baseline: the same acquire over `LIMIT` permits and release, by raw redis-rs.

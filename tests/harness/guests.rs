@@ -80,6 +80,16 @@ impl Run {
             .expect("a lock step in the output");
         Duration::from_millis(ms.parse().unwrap())
     }
+
+    /// How long the first `await-change` step waited (`changed after=MS`).
+    pub fn waited_for_change(&self) -> Duration {
+        let ms = self
+            .lines()
+            .into_iter()
+            .find_map(|line| line.strip_prefix("changed after="))
+            .expect("an await-change step in the output");
+        Duration::from_millis(ms.parse().unwrap())
+    }
 }
 
 type Host = (Runner, HashMap<&'static str, Program>);
