@@ -118,51 +118,54 @@ mod lifecycle {
         }
 
         /// A leader whose lease runs out unrenewed is a change too: the observer wakes by the
-        /// lease's end (the store announces no expiry), and nobody leads.
+        /// lease's end (the store announces no expiry), and nobody leads; the pollable stays
+        /// ready once it is.
         async fn an_expired_leader_is_a_change(fx: &Fixture) {
             let app = fx.app("app");
-            let run = lockctl(&app, "open lockstore campaign e v 400 0 watch e await-change leader e").await;
+            let steps = "open lockstore campaign e v 400 0 watch e await-change changed leader e";
+            let run = lockctl(&app, steps).await;
             let lines = run.assert_success().lines();
             assert_eq!(lines[2], "watching e");
             assert!(lines[3].starts_with("changed after="), "{lines:?}");
-            assert_eq!(lines[4], "leader none");
+            // Once ready, the pollable stays ready.
+            assert_eq!(lines[4..], ["changed true", "leader none"]);
             assert!(run.waited_for_change() >= Duration::from_millis(300), "{lines:?}");
         }
 
         /// A WASI 0.3 task (`latchkey:lock@0.3.1`) takes a permit and leads beside a 0.2.1
-    /// guest: the 0.2.1 guest waits for the permit until the task releases it, and sees its
-    /// value while it leads; another task's `leader-change` completes when it resigns.
-    async fn a_p3_task_takes_permits_and_leads(fx: &Fixture) {
-        let app = fx.app("app");
-        let task = {
-            let app = app.clone();
-            let steps = "open lockstore permit s 1 60000 0 campaign e first 60000 0 \
-                         sleep 600 resign release";
-            tokio::spawn(async move { run(&app, "p3ctl", &script(steps)).await })
-        };
-        let watcher = {
-            let app = app.clone();
-            let steps = "open lockstore sleep 200 leader e leader-change e";
-            tokio::spawn(async move { run(&app, "p3ctl", &script(steps)).await })
-        };
-        let v2 = lockctl(&app, "open lockstore sleep 200 leader e permit s 1 60000 20000").await;
-        let task = task.await.unwrap();
-        let lines = task.assert_success().lines();
-        assert!(lines[1].starts_with("granted s fence="), "{lines:?}");
-        assert!(lines[2].starts_with("leading e fence="), "{lines:?}");
-        assert_eq!(lines[3..], ["unlocked success", "unlocked success"]);
-        let leader_fence = task.fences()[1];
-        let v2_lines = v2.assert_success().lines();
-        assert_eq!(v2_lines[1], format!("leader first fence={leader_fence}"));
-        assert!(v2_lines[2].starts_with("granted s"), "{v2_lines:?}");
-        assert!(v2.waited() >= Duration::from_millis(300), "{v2_lines:?}");
-        let watcher = watcher.await.unwrap();
-        let lines = watcher.assert_success().lines();
-        assert_eq!(lines[1], format!("leader first fence={leader_fence}"));
-        assert!(lines[2].starts_with("changed none after="), "{lines:?}");
-    }
+        /// guest: the 0.2.1 guest waits for the permit until the task releases it, and sees its
+        /// value while it leads; another task's `leader-change` completes when it resigns.
+        async fn a_p3_task_takes_permits_and_leads(fx: &Fixture) {
+            let app = fx.app("app");
+            let task = {
+                let app = app.clone();
+                let steps = "open lockstore permit s 1 60000 0 campaign e first 60000 0 \
+                             sleep 600 resign release";
+                tokio::spawn(async move { run(&app, "p3ctl", &script(steps)).await })
+            };
+            let watcher = {
+                let app = app.clone();
+                let steps = "open lockstore sleep 200 leader e leader-change e";
+                tokio::spawn(async move { run(&app, "p3ctl", &script(steps)).await })
+            };
+            let v2 = lockctl(&app, "open lockstore sleep 200 leader e permit s 1 60000 20000").await;
+            let task = task.await.unwrap();
+            let lines = task.assert_success().lines();
+            assert!(lines[1].starts_with("granted s fence="), "{lines:?}");
+            assert!(lines[2].starts_with("leading e fence="), "{lines:?}");
+            assert_eq!(lines[3..], ["unlocked success", "unlocked success"]);
+            let leader_fence = task.fences()[1];
+            let v2_lines = v2.assert_success().lines();
+            assert_eq!(v2_lines[1], format!("leader first fence={leader_fence}"));
+            assert!(v2_lines[2].starts_with("granted s"), "{v2_lines:?}");
+            assert!(v2.waited() >= Duration::from_millis(300), "{v2_lines:?}");
+            let watcher = watcher.await.unwrap();
+            let lines = watcher.assert_success().lines();
+            assert_eq!(lines[1], format!("leader first fence={leader_fence}"));
+            assert!(lines[2].starts_with("changed none after="), "{lines:?}");
+        }
 
-    /// Bad arguments are `invalid-argument` and a policy's refusal `access-denied`, before
+        /// Bad arguments are `invalid-argument` and a policy's refusal `access-denied`, before
         /// the store is touched: nothing is taken.
         async fn bad_input_is_refused(fx: &Fixture) {
             let mut app = fx.app("app");
@@ -344,20 +347,4 @@ async fn run_many(
         runs.push(instance.await.unwrap());
     }
     runs
-}
-
-/// How long the `await-change` step waited.
-trait WaitedForChange {
-    fn waited_for_change(&self) -> Duration;
-}
-
-impl WaitedForChange for Run {
-    fn waited_for_change(&self) -> Duration {
-        let line = self
-            .lines()
-            .into_iter()
-            .find_map(|line| line.strip_prefix("changed after="))
-            .expect("an await-change step");
-        Duration::from_millis(line.parse().unwrap())
-    }
 }

@@ -63,7 +63,13 @@ impl LockCtxView<'_> {
     ) -> Result<Resource<DynPollable>, LockError> {
         let on = self.begin_on_election(Op::WatchLeader, &handle, &election_id)?;
         let pollable = match on.run(on.store.watch_leader(on.key.clone())).await {
-            Ok(watch) => push(self.table, LeaderChange(watch))
+            Ok(watch) => push(
+                self.table,
+                LeaderChange {
+                    watch,
+                    changed: false,
+                },
+            )
             .and_then(|change| {
                 wasmtime_wasi::p2::subscribe(self.table, change).map_err(LockError::Trap)
             }),
@@ -123,12 +129,20 @@ leader_from_holder!(
     crate::bindings::v0_3::latchkey::lock::locks::Leader
 );
 
-/// The `pollable` of `subscribe-leader-change`.
-struct LeaderChange(LeaderWatch);
+/// The `pollable` of `subscribe-leader-change`: once ready, ready for good, however often
+/// the guest polls it.
+struct LeaderChange {
+    watch: LeaderWatch,
+    changed: bool,
+}
 
 #[async_trait::async_trait]
 impl Pollable for LeaderChange {
     async fn ready(&mut self) {
-        self.0.changed().await;
+        if !self.changed {
+            // A change or a failure readies it alike: `leader` then says which.
+            let _ = self.watch.changed().await;
+            self.changed = true;
+        }
     }
 }

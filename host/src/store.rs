@@ -219,10 +219,10 @@ impl LockStore {
         seen: Option<u64>,
     ) -> Result<Option<Holder>, StoreError> {
         let mut watch = self.watch_leader(key).await?;
-        if watch.leader().map(|leader| leader.fence) == seen {
-            watch.changed().await;
+        match watch.leader() {
+            now if now.map(|leader| leader.fence) != seen => Ok(now.cloned()),
+            _ => watch.changed().await,
         }
-        self.leader(&watch.key).await
     }
 
     /// Takes the first of `keys` that nobody holds for `token`, waiting up to `wait`.
@@ -416,14 +416,14 @@ impl LeaderWatch {
         self.seen.as_ref()
     }
 
-    /// Returns once the election has another leader than when the watch began — a new one,
-    /// or none after a resignation or an expiry — or once the store cannot be asked (the
-    /// next look at the leader says why).
+    /// Returns who leads once the election has another leader than when the watch began —
+    /// a new one, or none after a resignation or an expiry — or why the store could not be
+    /// asked.
     ///
     /// It is woken by the store: a resignation or a new leader is announced on the
     /// election's channel; an expiry is not, so it also wakes when the lease it last read
     /// ends, and reads again. A leader that renews is the same leader: it waits on.
-    pub async fn changed(&mut self) {
+    pub async fn changed(&mut self) -> Result<Option<Holder>, StoreError> {
         let fence = |leader: &Option<Holder>| leader.as_ref().map(|h| h.fence);
         let first = fence(&self.seen);
         loop {
@@ -436,10 +436,11 @@ impl LeaderWatch {
                 None => self.watch.released().await,
             }
             self.read = Instant::now();
-            match self.store.leader(&self.key).await {
-                Ok(now) if fence(&now) == first => self.seen = now,
-                _ => return,
+            let now = self.store.leader(&self.key).await?;
+            if fence(&now) != first {
+                return Ok(now);
             }
+            self.seen = now;
         }
     }
 }
