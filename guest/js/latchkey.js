@@ -109,10 +109,13 @@ const MAX_MS = 0xffff_ffff;
 
 /** `value` as milliseconds for the host, checked: a whole number from 0 to {@link MAX_MS}. */
 function ms(name, value) {
+  return u32(name, value, 'a whole number of milliseconds');
+}
+
+/** `value` checked to be what the WIT's `u32` takes: `what`, from 0 to {@link MAX_MS}. */
+function u32(name, value, what) {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_MS) {
-    throw new InvalidArgumentError(
-      `${name} is ${String(value)}; it must be a whole number of milliseconds from 0 to ${MAX_MS}`,
-    );
+    throw new InvalidArgumentError(`${name} is ${String(value)}; it must be ${what} from 0 to ${MAX_MS}`);
   }
   return value;
 }
@@ -284,7 +287,7 @@ export class Store {
    * expire; null if all are still held then. */
   acquirePermit(semaphoreId, limit, leaseMs, waitMs = 0) {
     text('semaphore-id', semaphoreId);
-    ms('limit', limit);
+    u32('limit', limit, 'a whole number');
     ms('lease-ms', leaseMs);
     ms('wait-ms', waitMs);
     const inner = call(() => this.#inner.acquirePermit(semaphoreId, limit, leaseMs, waitMs));
