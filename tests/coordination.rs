@@ -71,6 +71,40 @@ on_every_backend! {
         // It took the permit the release freed, the second: its fence is above that one's.
         assert!(waiter.fences()[0] > held[1], "{held:?} then {line}");
     }
+
+    /// A holder that shortens its lease (10 s, then `extend` to 100 ms) frees the lock at
+    /// the new end, and whoever waits for it learns so: a `lock` waiter, a permit waiter, a
+    /// campaign and a leader watch all get it long before the old end. Asleep until the old
+    /// end, they would wait about 10 s.
+    async fn a_shortened_lease_wakes_its_waiters(fx: &Fixture) {
+        let app = fx.app("app");
+        let holders = [
+            "open lockstore try a 10000 sleep 300 extend 100 sleep 1000",
+            "open lockstore permit s 1 10000 0 sleep 300 extend 100 sleep 1000",
+            "open lockstore campaign e first 10000 0 sleep 300 extend 100 sleep 1000",
+        ]
+        .map(|steps| spawn_lockctl(&app, steps));
+        let waiters = [
+            "open lockstore sleep 100 lock a 10000 20000",
+            "open lockstore sleep 100 permit s 1 10000 20000",
+            "open lockstore sleep 100 campaign e second 10000 20000",
+        ]
+        .map(|steps| spawn_lockctl(&app, steps));
+        let watcher = spawn_lockctl(&app, "open lockstore sleep 100 watch e await-change");
+        for holder in holders {
+            let holder = holder.await.unwrap();
+            assert_eq!(holder.assert_success().lines()[2], "extended true", "{holder:?}");
+        }
+        let old_end = Duration::from_millis(9_000);
+        for waiter in waiters {
+            let waiter = waiter.await.unwrap();
+            let line = waiter.assert_success().lines()[1].to_owned();
+            assert!(line.starts_with("granted") || line.starts_with("leading"), "{line}");
+            assert!(waiter.waited() < old_end, "woken only at the old end: {line}");
+        }
+        let watcher = watcher.await.unwrap();
+        assert!(watcher.assert_success().waited_for_change() < old_end, "{watcher:?}");
+    }
 }
 
 /// What the host does the same on every backend: ends, hand-overs, refusals.

@@ -504,11 +504,44 @@ async fn redlock_survives_one_master_down_not_two() {
     );
 }
 
+/// With one master of three silent (SIGSTOP: its connections stay open, nothing answers),
+/// a semaphore's last free permit is still granted, however many of its permits are held:
+/// each busy permit is decided by the two masters that answer, not after the silent one's
+/// timeout — which, added up over the busy permits, used to outlast the call's own.
+#[tokio::test(flavor = "multi_thread")]
+async fn redlock_semaphores_go_on_with_one_master_silent() {
+    let mut fx = Fixture::on_redlock();
+    let lease = Duration::from_secs(60);
+    for limit in [4, 12, 64] {
+        let id = format!("pool-{limit}");
+        let permits = fx.store.permits("app", &id, limit);
+        let mut held = Vec::new();
+        for _ in 1..limit {
+            let grant = fx
+                .store
+                .acquire_permit(permits.clone(), lease, Duration::ZERO);
+            held.push(grant.await.unwrap().expect("a free permit"));
+        }
+        fx.redlock()[2].pause();
+        let last = fx
+            .store
+            .acquire_permit(permits.clone(), lease, Duration::ZERO)
+            .await;
+        fx.redlock()[2].resume();
+        let last = last.unwrap_or_else(|err| panic!("limit {limit}: {err}"));
+        assert!(
+            last.is_some(),
+            "limit {limit}: the free permit was not granted"
+        );
+    }
+}
+
 /// Redlock fences grow across grants made by different majorities, because each grant
-/// writes its fence back to its majority. One master's counter is set far ahead; a grant
-/// by all three takes it and writes it back; with that master gone, the next grant (by the
-/// other two) still goes above it. Without the write-back the other two would only know
-/// their own, much lower, counters.
+/// writes its fence back to its majority. One master's counter is set far ahead; with the
+/// third master silent, the grant is made by the first two, takes the fence ahead and
+/// writes it back to both; with the first master gone, the next grant (by the other two)
+/// still goes above it. Without the write-back those two would only know the second's own,
+/// much lower, counter.
 #[tokio::test(flavor = "multi_thread")]
 async fn redlock_fences_are_written_back_to_the_majority() {
     let mut fx = Fixture::on_redlock();
@@ -517,13 +550,15 @@ async fn redlock_fences_are_written_back_to_the_majority() {
     let ahead: u64 = 4_000_000_000_000_000;
     fx.redlock()[0].cmd::<()>(&["SET", fence_key, &ahead.to_string()]);
 
+    fx.redlock()[2].pause();
     let first = lockctl(&app, "open lockstore try f 60000 unlock").await;
+    fx.redlock()[2].resume();
     let first = first.fences()[0];
     assert!(
         first > ahead,
         "fence {first} is not above the largest counter"
     );
-    for master in fx.redlock().iter() {
+    for master in &fx.redlock()[..2] {
         assert_eq!(master.cmd::<u64>(&["GET", fence_key]), first);
     }
 

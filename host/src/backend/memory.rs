@@ -148,15 +148,21 @@ impl Backend for MemoryBackend {
     }
 
     async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool> {
-        Ok(
-            self.with_state(|state, now| match state.owners.get_mut(key) {
-                Some(holder) if holder.token == *token && holder.is_live(now) => {
-                    holder.expires = now + lease;
-                    true
-                }
-                _ => false,
-            }),
-        )
+        Ok(self.with_state(|state, now| {
+            let Some(holder) = state.owners.get_mut(key) else {
+                return false;
+            };
+            if holder.token != *token || !holder.is_live(now) {
+                return false;
+            }
+            let shortened = now + lease < holder.expires;
+            holder.expires = now + lease;
+            if shortened {
+                // Waiters sleep until the end they last saw: they learn of the new one.
+                state.announce(key);
+            }
+            true
+        }))
     }
 
     async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {

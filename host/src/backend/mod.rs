@@ -126,6 +126,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Restarts the lease of `key` at `lease` from now if `token` still holds it. A new
     /// lease the store cannot make durable (replicas that did not confirm it, say) is an
     /// error, not `true`: the lease the store would keep after a failure is the old one.
+    /// A lease made shorter than it was must be announced to watchers, as a release is:
+    /// waiters sleep until the end they last read, and would otherwise miss the new one.
     async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool>;
 
     /// Whether `token` holds `key` now. An error where the store cannot say durably (its

@@ -49,7 +49,9 @@ const ACQUIRE_ANY: &str = include_str!("scripts/acquire_any.lua");
 /// else's; a success is announced on the lock's channel.
 const RELEASE: &str = include_str!("scripts/release.lua");
 
-/// Compare-and-expire: the lease is only moved while the token still holds the lock.
+/// Compare-and-expire: the lease is only moved while the token still holds the lock; a
+/// lease made shorter is announced on the lock's channel, so that waiters wake for the new
+/// end instead of sleeping until the old one.
 const EXTEND: &str = include_str!("scripts/extend.lua");
 
 /// Raises the fence to at least `ARGV[2]`, but only while the token holds the lock: how a
@@ -459,7 +461,10 @@ impl Backend for RedisBackend {
     async fn extend(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<bool> {
         let mut conn = self.connection().await?;
         let mut invocation = self.extend.key(key.lock());
-        invocation.arg(token.as_str()).arg(millis(lease));
+        invocation
+            .arg(token.as_str())
+            .arg(millis(lease))
+            .arg(key.released());
         match self.send(&mut conn, &Request::Script(invocation)).await? {
             (1, Confirmed::No { acked }) => Err(self.unconfirmed("the extension", acked)),
             (extended, _) => Ok(extended == 1),

@@ -14,6 +14,7 @@
 //! argument and its assumptions.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -40,7 +41,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_millis(20);
 
 /// A lock store on several independent Redis masters.
 pub(crate) struct RedlockBackend {
-    masters: Vec<RedisBackend>,
+    masters: Arc<[RedisBackend]>,
     /// Each master's share of a call: a master slower than this counts as a "no".
     master_timeout: Duration,
 }
@@ -76,7 +77,7 @@ impl RedlockBackend {
                 let target = Target::parse(Kind::Server, &url, password)?;
                 Ok(RedisBackend::new(target, master_timeout, 0).without_connect_retries())
             })
-            .collect::<Result<_, StoreConfigError>>()?;
+            .collect::<Result<Arc<[RedisBackend]>, StoreConfigError>>()?;
         Ok(RedlockBackend {
             masters,
             master_timeout,
@@ -190,13 +191,28 @@ impl RedlockBackend {
 
     /// One round of Redlock: a grant from a majority within the lease's validity, its fence
     /// written back to that majority; or nothing, and every master told to let go.
+    ///
+    /// The round is decided as soon as the answers so far decide it — a majority granted, or
+    /// a majority found the lock held — so a silent master costs it
+    /// nothing while the others answer. Only a majority's fences are needed: the grant
+    /// writes the largest of them back to that majority, which every later majority shares
+    /// a master with.
     async fn round(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<Round> {
         let started = Instant::now();
         let quorum = self.quorum();
-        // Every master's answer is waited for (up to its timeout), as Redlock does: the fence
-        // is the largest any of them reports.
+        let decided = |replies: &[Option<Attempt>]| {
+            let granted = replies
+                .iter()
+                .filter(|r| matches!(r, Some(Attempt::Granted { .. })))
+                .count();
+            let busy = replies
+                .iter()
+                .filter(|r| matches!(r, Some(Attempt::Busy { .. })))
+                .count();
+            granted >= quorum || busy >= quorum
+        };
         let replies = self
-            .on_each(|master| master.try_acquire(key, token, lease), |_| false)
+            .on_each(|master| master.try_acquire(key, token, lease), decided)
             .await;
         let answered = replies.iter().flatten().count();
         let (mut grantors, mut fences, mut held) = (Vec::new(), Vec::new(), Vec::new());
@@ -226,8 +242,8 @@ impl RedlockBackend {
             }
         }
         // Also on the masters that did not answer: their grant may have happened anyway.
-        self.on_each(|master| master.release(key, token), |_| false)
-            .await;
+        // In the background, so that a silent one does not hold up the next round.
+        self.release_everywhere(key, token);
         self.majority_answered(answered)?;
         if held.len() >= quorum
             && let Some(left) = held.iter().flatten().min()
@@ -235,6 +251,22 @@ impl RedlockBackend {
             return Ok(Round::Busy(*left));
         }
         Ok(Round::Split)
+    }
+
+    /// Tells every master to release `token`'s hold on `key`, each within the master
+    /// timeout, without waiting for them.
+    fn release_everywhere(&self, key: &LockKey, token: &Token) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (masters, key, token) = (self.masters.clone(), key.clone(), token.clone());
+        let wait = self.master_timeout;
+        runtime.spawn(async move {
+            let releases = masters
+                .iter()
+                .map(|master| timeout(wait, master.release(&key, &token)));
+            futures_util::future::join_all(releases).await;
+        });
     }
 }
 
@@ -444,8 +476,12 @@ impl Backend for RedlockBackend {
     /// Every new leader is announced on every master that answers; a majority must, so
     /// that it reaches at least one master of every observer's (each watches a majority).
     async fn announce(&self, key: &LockKey) -> BackendResult<()> {
+        let quorum = self.quorum();
         let answered = self
-            .on_each(|master| master.announce(key), |_| false)
+            .on_each(
+                |master| master.announce(key),
+                |answers| answers.iter().flatten().count() >= quorum,
+            )
             .await
             .into_iter()
             .flatten()
