@@ -480,6 +480,31 @@ fn a_flood_of_handles_is_capped() {
     );
 }
 
+/// Watching an election past the cap on handles is `limit-exceeded`, as taking a lock is —
+/// in 0.2, where a watch is two handles (its pollable's and the watch's), and in 0.3, where
+/// each `leader-change` pending holds two of the guest's — not a trap that would lose the
+/// instance's locks.
+/// The instance goes on, still holding what it held.
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_watches_past_the_cap_are_limit_exceeded() {
+    let fx = Fixture::in_memory();
+    let app = fx.app("app");
+    let mut limits = GuestLimits::default();
+    limits.max_handles = 1000;
+    let leader = "open lockstore try a 60000 campaign e v 60000 0";
+    for guest in ["lockctl", "p3ctl"] {
+        let steps = format!("{leader} flood-watch 100000 e held");
+        let run = run_with(&app, guest, &script(&steps), limits, |_| {}).await;
+        let lines = run.assert_success().lines();
+        let flooded = lines.iter().find(|l| l.starts_with("flood-watch")).unwrap();
+        assert!(
+            flooded.contains("first-error=limit-exceeded"),
+            "{guest}: {flooded}"
+        );
+        assert_eq!(lines.last(), Some(&"held true"), "{guest}: {lines:?}");
+    }
+}
+
 /// Past the cap on handles, a `lost` pollable or a WASI timer — calls with no error to
 /// return — trap, saying why; the host goes on.
 #[tokio::test(flavor = "multi_thread")]

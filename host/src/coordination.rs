@@ -10,13 +10,13 @@
 //! `host`'s `grant_resource!`).
 
 use tracing::Instrument as _;
-use wasmtime::component::Resource;
+use wasmtime::component::{Resource, ResourceTableError};
 use wasmtime_wasi::p2::{DynPollable, Pollable};
 
 use crate::bindings::latchkey::lock::locks as wit;
 use crate::ctx::LockCtxView;
 use crate::error::{LockError, StoreError};
-use crate::host::{Named, StoreHandle, finish, push, refuse};
+use crate::host::{Named, StoreHandle, finish, handles_exhausted, push, refuse};
 use crate::key::LockKey;
 use crate::store::LeaderWatch;
 use crate::telemetry::{Call, Op, Outcome};
@@ -63,19 +63,41 @@ impl LockCtxView<'_> {
     ) -> Result<Resource<DynPollable>, LockError> {
         let on = self.begin_on_election(Op::WatchLeader, &handle, &election_id)?;
         let pollable = match on.run(on.store.watch_leader(on.key.clone())).await {
-            Ok(watch) => push(
-                self.table,
-                LeaderChange {
-                    watch,
-                    changed: false,
-                },
-            )
-            .and_then(|change| {
-                wasmtime_wasi::p2::subscribe(self.table, change).map_err(LockError::Trap)
-            }),
+            Ok(watch) => self.push_leader_change(watch),
             Err(err) => Err(err.into()),
         };
         finish(on.call, pollable, |_| Outcome::Watching)
+    }
+}
+
+impl LockCtxView<'_> {
+    /// A pollable on `watch`: two handles, the watch's and its pollable's, both within the
+    /// instance's cap or neither — past it, `limit-exceeded`, as a take is.
+    fn push_leader_change(
+        &mut self,
+        watch: LeaderWatch,
+    ) -> Result<Resource<DynPollable>, LockError> {
+        let change = push(
+            self.table,
+            LeaderChange {
+                watch,
+                changed: false,
+            },
+        )?;
+        match wasmtime_wasi::p2::subscribe(
+            self.table,
+            Resource::<LeaderChange>::new_own(change.rep()),
+        ) {
+            Ok(pollable) => Ok(pollable),
+            Err(err) => {
+                self.table.delete(change)?;
+                match err.downcast::<ResourceTableError>() {
+                    Ok(ResourceTableError::Full) => Err(handles_exhausted(self.table)),
+                    Ok(other) => Err(other.into()),
+                    Err(other) => Err(LockError::Trap(other)),
+                }
+            }
+        }
     }
 }
 

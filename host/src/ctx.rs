@@ -2,6 +2,7 @@
 //! that the WIT functions are implemented on.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -91,6 +92,7 @@ impl LockCtxBuilder {
             limits: self.limits,
             resources: self.resources.clone(),
             held: Arc::default(),
+            pending: Arc::default(),
         }
     }
 }
@@ -108,6 +110,18 @@ pub struct LockCtx {
     /// Every grant the instance holds, until its release is confirmed: none outlives the
     /// instance, or its task.
     pub(crate) held: Arc<Holdings>,
+    /// How many async calls of the instance are pending now (`latchkey:lock@0.3`): each
+    /// holds a handle of the guest's, a subtask, which the instance's cap counts.
+    pub(crate) pending: Arc<AtomicUsize>,
+}
+
+/// One pending async call, counted until it is dropped: finished or cancelled.
+pub(crate) struct PendingCall(Arc<AtomicUsize>);
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// wasmtime's id of the guest task a grant belongs to (`latchkey:lock@0.3.0`): the root of
@@ -399,6 +413,26 @@ pub struct LockCtxView<'a> {
     pub ctx: &'a mut LockCtx,
     /// Where the guest's `store` and `lock` handles live.
     pub table: &'a mut ResourceTable,
+}
+
+impl LockCtxView<'_> {
+    /// Counts a new pending async call, within the instance's cap on handles: past it, the
+    /// call is `limit-exceeded`, as a take past it is — where the guest's own table of
+    /// handles would otherwise trap, losing every lock of the instance.
+    pub(crate) fn begin_pending(&self) -> Result<PendingCall, LockError> {
+        // A pending call holds two of the guest's handles (its subtask's and its waitable's):
+        // half the cap, so that pending calls and the host's handles fit the guest's table
+        // together (it holds twice the cap).
+        let most = (self.table.max_capacity() / 2).max(1);
+        let pending = &self.ctx.pending;
+        if pending.fetch_add(1, Ordering::Relaxed) >= most {
+            pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(LockError::LimitExceeded(format!(
+                "this instance has {most} calls pending, the most it may (half of max-handles)"
+            )));
+        }
+        Ok(PendingCall(pending.clone()))
+    }
 }
 
 /// Implemented by an embedder's store data to give the lock host its state, like

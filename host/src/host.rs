@@ -622,13 +622,18 @@ pub(crate) fn push<T: Send + 'static>(
     value: T,
 ) -> Result<Resource<T>, LockError> {
     table.push(value).map_err(|err| match err {
-        ResourceTableError::Full => LockError::LimitExceeded(format!(
-            "this instance holds {} handles (stores, locks, pollables and WASI's own), \
-             the most it may",
-            table.max_capacity()
-        )),
+        ResourceTableError::Full => handles_exhausted(table),
         other => LockError::from(other),
     })
+}
+
+/// The refusal of a handle past the instance's cap.
+pub(crate) fn handles_exhausted(table: &ResourceTable) -> LockError {
+    LockError::LimitExceeded(format!(
+        "this instance holds {} handles (stores, locks, pollables and WASI's own), \
+         the most it may",
+        table.max_capacity()
+    ))
 }
 
 /// An id short enough to quote in a message.

@@ -15,7 +15,7 @@ use crate::bindings::v0_3::latchkey::lock::locks::{
     self as wit, HostLeadership, HostLeadershipWithStore, HostLock, HostLockWithStore, HostPermit,
     HostPermitWithStore, HostStore, HostStoreWithStore,
 };
-use crate::ctx::{LockCtxView, TaskId};
+use crate::ctx::{LockCtxView, PendingCall, TaskId};
 use crate::error::{FromLockError, LockError};
 use crate::host::{
     Asked, GrantHandle, LeadershipHandle, LockHandle, PermitHandle, StoreHandle, finish_extend,
@@ -28,6 +28,12 @@ use crate::telemetry::Op;
 fn calling_task<T>(access: &mut Access<'_, T, HasLocks>) -> Option<TaskId> {
     let mut store = wasmtime::AsContextMut::as_context_mut(access);
     store.async_call_stack().ok()?.last()
+}
+
+/// Counts the call as pending until the returned guard is dropped: see
+/// [`LockCtxView::begin_pending`].
+fn pending<T>(accessor: &Accessor<T, HasLocks>) -> Result<PendingCall, LockError> {
+    accessor.with(|mut access| access.get().begin_pending())
 }
 
 /// `try-lock` or, with `wait_ms`, `lock`, by the calling task.
@@ -50,6 +56,7 @@ async fn take_asked<T, H: GrantHandle>(
     lease_ms: u32,
     wait_ms: Option<u32>,
 ) -> Result<Option<Resource<H>>, LockError> {
+    let _pending = pending(accessor)?;
     let take = accessor.with(|mut access| {
         let task = calling_task(&mut access);
         access
@@ -66,6 +73,7 @@ async fn extend<T, H: GrantHandle>(
     grant: Resource<H>,
     lease_ms: u32,
 ) -> Result<bool, LockError> {
+    let _pending = pending(accessor)?;
     let (on, lease) = accessor.with(|mut access| access.get().begin_extend(&grant, lease_ms))?;
     let extended = on.run(on.held.store.extend(&on.held.grant, lease)).await;
     finish_extend(on, extended)
@@ -77,6 +85,7 @@ async fn let_go<T, H: GrantHandle>(
     op: Op,
     grant: Resource<H>,
 ) -> Result<wit::UnlockStatus, LockError> {
+    let _pending = pending(accessor)?;
     let on = accessor.with(|mut access| access.get().begin_on_lock(op, &grant))?;
     let status = on.run(on.held.release()).await;
     let status = accessor.with(|mut access| access.get().finish_unlock(on, status))?;
@@ -88,6 +97,7 @@ async fn held<T, H: GrantHandle>(
     accessor: &Accessor<T, HasLocks>,
     grant: Resource<H>,
 ) -> Result<bool, LockError> {
+    let _pending = pending(accessor)?;
     let on = accessor.with(|mut access| access.get().begin_on_lock(Op::Held, &grant))?;
     let held = on.run(on.held.store.held(&on.held.grant)).await;
     finish_held(on, held)
@@ -98,6 +108,8 @@ async fn lost<T, H: GrantHandle>(
     accessor: &Accessor<T, HasLocks>,
     grant: Resource<H>,
 ) -> wasmtime::Result<()> {
+    // No error to return: past the cap, a trap.
+    let _pending = pending(accessor).map_err(|err| wasmtime::format_err!("{err}"))?;
     let mut lost = accessor.with(|mut access| access.get().lost_signal(&grant))?;
     lost.wait().await;
     Ok(())
@@ -190,6 +202,7 @@ impl<T> HostStoreWithStore<T> for HasLocks {
         store: Resource<StoreHandle>,
         election_id: String,
     ) -> Result<Option<wit::Leader>, LockError> {
+        let _pending = pending(accessor)?;
         let on = accessor.with(|mut access| {
             access
                 .get()
@@ -205,6 +218,7 @@ impl<T> HostStoreWithStore<T> for HasLocks {
         election_id: String,
         seen: Option<u64>,
     ) -> Result<Option<wit::Leader>, LockError> {
+        let _pending = pending(accessor)?;
         let on = accessor.with(|mut access| {
             access
                 .get()

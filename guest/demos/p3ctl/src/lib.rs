@@ -28,6 +28,7 @@
 //! | `resign`                             | resigns the top leadership: `unlocked STATUS` |
 //! | `leader ID`                          | `leader VALUE fence=F` or `leader none`, and remembers the fence |
 //! | `leader-change ID`                   | waits for another leader than the one remembered: `changed VALUE fence=F after=MS` or `changed none after=MS` |
+//! | `flood-watch N ID`                   | N `leader-change` calls of ID pending at once, from the leader now, until one fails: `flood-watch first-error=E` |
 //!
 //! A failed step prints `error KIND: MESSAGE` and the script goes on.
 
@@ -239,6 +240,12 @@ impl wasip3::exports::cli::run::Guest for P3ctl {
                         }
                     })
                 }
+                "flood-watch" => {
+                    let count = ms(args.next()) as usize;
+                    let id = args.next().expect("an election id");
+                    let store = store.as_ref().expect("open before watching");
+                    flood_watch(store, count, id).await
+                }
                 "pairs" => {
                     let count = ms(args.next()) as usize;
                     let id = args.next().expect("a resource id");
@@ -304,6 +311,21 @@ async fn race(
         }
     }
     Ok(format!("race {id} free={free} of {rounds}"))
+}
+
+/// `flood-watch`: `count` calls waiting at once for a change of leader of `id`, until one
+/// of them fails (none is expected to complete: the leader stays).
+async fn flood_watch(store: &Store, count: usize, id: &str) -> Result<String, latchkey::Error> {
+    use futures::StreamExt as _;
+    let seen = store.leader(id).await?.map(|leader| leader.fence);
+    let mut pending: futures::stream::FuturesUnordered<_> =
+        (0..count).map(|_| store.leader_change(id, seen)).collect();
+    while let Some(changed) = pending.next().await {
+        if let Err(err) = changed {
+            return Ok(format!("flood-watch first-error={err}"));
+        }
+    }
+    Ok("flood-watch all changed".to_owned())
 }
 
 /// `pairs`: `count` uncontended try-lock + unlock pairs on `id`, each timed from inside.

@@ -49,6 +49,7 @@
 //! | `flood-open N`            | opens the store N times, keeping every handle: `flood-open opened=K` and the first error |
 //! | `flood-lost N`            | takes N `lost` pollables of the top lock, keeping them: `flood-lost taken=N` |
 //! | `flood-timers N`          | takes N WASI timer pollables, keeping them: `flood-timers taken=N` |
+//! | `flood-watch N ID`        | takes N leader-change pollables of election ID, keeping them: `flood-watch taken=K` and the first error |
 //! | `connect ADDR`            | opens a TCP connection: `connect ok` or `connect error ...` |
 //! | `read PATH`               | reads a file: `read N bytes` or `read error ...` |
 //!
@@ -317,6 +318,25 @@ fn main() {
                     .map(|_| wasip2::clocks::monotonic_clock::subscribe_duration(1 << 40))
                     .collect();
                 let line = format!("flood-timers taken={}", taken.len());
+                hoard.push(Box::new(taken));
+                Ok(line)
+            }
+            "flood-watch" => {
+                let count = ms(args.next());
+                let id = args.next().expect("an election id");
+                let store = store.as_ref().expect("open before watching");
+                let mut taken = Vec::new();
+                let mut error = String::new();
+                for _ in 0..count {
+                    match store.leader_changes(id) {
+                        Ok(watch) => taken.push(watch),
+                        Err(err) => {
+                            error = format!(" first-error={err}");
+                            break;
+                        }
+                    }
+                }
+                let line = format!("flood-watch taken={}{error}", taken.len());
                 hoard.push(Box::new(taken));
                 Ok(line)
             }
