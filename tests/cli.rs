@@ -110,6 +110,7 @@ fn mistakes_are_one_line_errors() {
     let lockctl = guest("lockctl");
     let lockctl = lockctl.to_str().unwrap();
     let dead = format!("lockstore=redis://user:hunter2@127.0.0.1:{}", free_port());
+    let long_app = "a".repeat(100_000);
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["run", "missing.wasm"], "cannot read missing.wasm"),
@@ -180,6 +181,18 @@ fn mistakes_are_one_line_errors() {
         (
             vec!["run", "--wait-replicas", "t=1", lockctl],
             "no --store t=URL",
+        ),
+        (
+            vec!["run", "--app-id", "billing\nforged", lockctl],
+            "--app-id: the app id holds a control character",
+        ),
+        (
+            vec!["run", "--app-id", &long_app, lockctl],
+            "--app-id: the app id is 100000 bytes; the limit is 1024 bytes",
+        ),
+        (
+            vec!["run", "--deadline", "0s", lockctl],
+            "must be longer than zero",
         ),
     ];
     for (args, expected) in cases {

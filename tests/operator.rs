@@ -338,3 +338,150 @@ async fn permits_and_leaderships_are_listed_and_freed() {
         assert!(next.fence > second.fence);
     }
 }
+
+/// Ids and leaders' values are the guests' own text: in the table, control characters are
+/// escaped (`\x0a`), as `serve` escapes guest output, so no guest forges a row or drives
+/// the operator's terminal. The JSON keeps them as they are, escaped by JSON itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_table_escapes_what_guests_wrote() {
+    let fx = Fixture::on_redis();
+    let lease = Duration::from_secs(60);
+    let forged = "job\nops  forged  lock  1  1h  1s  -";
+    for id in [forged, "clear\x1b[2J", "cr\rnul\0"] {
+        fx.store
+            .try_lock(fx.store.key("ops", id), lease)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let election = fx.store.leadership("ops", "e");
+    fx.store
+        .campaign(election, "v\x1b]0;title\x07", lease, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut args = vec!["list".to_owned()];
+    args.extend(store_flags(&fx));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = tokio::task::block_in_place(|| locks(&args));
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1 + 4, "{text}");
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "raw control characters in {text:?}"
+    );
+    for shown in [
+        r"job\x0aops",
+        r"clear\x1b[2J",
+        r"cr\x0dnul\x00",
+        r"v\x1b]0;title\x07",
+    ] {
+        assert!(text.contains(shown), "{shown} not in {text}");
+    }
+    let json = tokio::task::block_in_place(|| listing(&fx, &[]));
+    assert!(json.iter().any(|e| e["id"] == forged), "{json:?}");
+}
+
+/// A release that names nothing — an empty id, `--app ''` — is a mistake: one line, a
+/// non-zero exit, and the lock it might have meant stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_of_nothing_is_refused() {
+    let fx = Fixture::on_redis();
+    let grant = fx
+        .store
+        .try_lock(fx.store.key("", "x"), Duration::from_secs(60))
+        .await;
+    let grant = grant.unwrap().unwrap();
+    let flags = store_flags(&fx);
+    for named in [["--app", "", "x"], ["--app", "ops", ""]] {
+        let mut args = vec!["release"];
+        args.extend(flags.iter().map(String::as_str));
+        args.extend_from_slice(&named);
+        let out = tokio::task::block_in_place(|| locks(&args));
+        assert!(!out.status.success(), "{named:?}: {out:?}");
+        let said = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(said.lines().count(), 1, "{said}");
+        assert!(said.contains("empty"), "{said}");
+    }
+    assert!(fx.store.held(&grant).await.unwrap());
+}
+
+/// Keys under `latchkey:` that are no lock of latchkey's — a name that is not UTF-8, a
+/// hash where a lock's key would be — are skipped and counted, not a failure of the whole
+/// listing; the locks beside them are listed.
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_keys_are_skipped_and_counted() {
+    let fx = Fixture::on_redis();
+    let grant = fx
+        .store
+        .try_lock(fx.store.key("ops", "real"), Duration::from_secs(60))
+        .await;
+    let grant = grant.unwrap().unwrap();
+    let redis = fx.redis();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("SET")
+        .arg(b"latchkey:{ops:\xff\xfe}:lock".as_slice())
+        .arg("x")
+        .query::<()>(&mut conn)
+        .unwrap();
+    redis.cmd::<()>(&["HSET", "latchkey:{ops:hash}:lock", "field", "value"]);
+    redis.cmd::<()>(&["SET", "latchkey:{ops:nofence}:lock", "token", "PX", "60000"]);
+    redis.cmd::<()>(&["SADD", "latchkey:{ops:nofence}:fence", "member"]);
+    for json in [true, false] {
+        let mut args = vec!["list".to_owned()];
+        if json {
+            args.push("--json".to_owned());
+        }
+        args.extend(store_flags(&fx));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = tokio::task::block_in_place(|| locks(&args));
+        assert!(out.status.success(), "{out:?}");
+        let listed = String::from_utf8(out.stdout).unwrap();
+        assert!(listed.contains(&grant.fence.to_string()), "{listed}");
+        assert!(
+            !listed.contains("hash") && !listed.contains("nofence"),
+            "{listed}"
+        );
+        let said = String::from_utf8(out.stderr).unwrap();
+        assert!(said.contains("skipped 3 keys"), "{said}");
+    }
+}
+
+/// Locks held under a namespace are not listed without it, but the listing says where
+/// they are; so does a release that found nothing where it looked.
+#[tokio::test(flavor = "multi_thread")]
+async fn locks_under_other_namespaces_are_pointed_out() {
+    let redis = RedisServer::start();
+    let mut settings = latchkey_host::StoreSettings::new(redis.url());
+    settings.namespace = Some("blue".into());
+    let store = latchkey_host::open("lockstore", &settings).unwrap();
+    let grant = store
+        .try_lock(store.key("ops", "job"), Duration::from_secs(60))
+        .await;
+    let grant = grant.unwrap().unwrap();
+    let url = redis.url();
+    let out = tokio::task::block_in_place(|| locks(&["list", "--store", &url]));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(lines(&out).len(), 1, "{out:?}");
+    let said = String::from_utf8(out.stderr).unwrap();
+    assert!(said.contains("--namespace blue"), "{said}");
+    let release = ["release", "--store", &url, "--app", "ops", "job"];
+    let out = tokio::task::block_in_place(|| locks(&release));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("was not held") && said.contains("--namespace blue"),
+        "{said}"
+    );
+    assert!(store.held(&grant).await.unwrap());
+    let listed = ["list", "--store", &url, "--namespace", "blue"];
+    let out = tokio::task::block_in_place(|| locks(&listed));
+    assert_eq!(lines(&out).len(), 2, "{out:?}");
+}

@@ -536,6 +536,34 @@ async fn redlock_semaphores_go_on_with_one_master_silent() {
     }
 }
 
+/// A Redlock grant decided by two masters while the third was silent: the third carries
+/// out the acquire once it answers again, with a fence of its own (its clock is later).
+/// Who leads, and the operator's listing, still say the grant's fence — the one its
+/// majority holds — or a watcher would take the late master's for a new leader.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_masters_fence_is_not_the_grants() {
+    let mut fx = Fixture::on_redlock();
+    let election = fx.store.leadership("app", "e");
+    // Every master connected first: the late one must have the request to carry out.
+    fx.store.holders(None).await.unwrap();
+    fx.redlock()[2].pause();
+    let campaign = fx.store.campaign(
+        election.clone(),
+        "v",
+        Duration::from_secs(60),
+        Duration::ZERO,
+    );
+    let grant = campaign.await.unwrap().expect("a free election");
+    fx.redlock()[2].resume();
+    fx.redlock()[2].wait_for_key(election.lock());
+    let late: u64 = fx.redlock()[2].cmd(&["GET", election.fence()]);
+    assert_ne!(late, grant.fence, "the late master took the grant's fence");
+    let leader = fx.store.leader(&election).await.unwrap().expect("a leader");
+    assert_eq!(leader.fence, grant.fence);
+    let listed = fx.store.holders(None).await.unwrap().holders;
+    assert_eq!(listed[0].fence, grant.fence, "{listed:?}");
+}
+
 /// Redlock fences grow across grants made by different majorities, because each grant
 /// writes its fence back to its majority. One master's counter is set far ahead; with the
 /// third master silent, the grant is made by the first two, takes the fence ahead and

@@ -214,6 +214,14 @@ fn mistakes_are_one_line_errors_before_serving() {
             "cannot open /no/such/dir",
         ),
         (vec!["serve", "missing.wasm"], "cannot read missing.wasm"),
+        (
+            vec!["serve", "--header-timeout", "0s", demo.to_str().unwrap()],
+            "must be longer than zero",
+        ),
+        (
+            vec!["serve", "--app-id", "a\rb", demo.to_str().unwrap()],
+            "--app-id: the app id holds a control character",
+        ),
     ];
     for (args, expected) in cases {
         let out = latchkey().args(&args).output().unwrap();

@@ -148,6 +148,14 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// An app's id is empty, too long, or holds a control character.
+    #[error("apps.\"{app}\": {reason}")]
+    BadAppId {
+        /// The id, escaped and cut short.
+        app: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An app's policy names a store that does not exist.
     #[error("apps.{app}.stores: there is no [stores.{store}]")]
     UnknownStore {
@@ -181,6 +189,12 @@ pub enum ConfigError {
     LeaseTooShort {
         /// The app.
         app: String,
+    },
+    /// A duration set to zero where zero is no setting but a mistake.
+    #[error("{place}: must be longer than zero")]
+    Zero {
+        /// The setting, as `apps.ID.deadline`.
+        place: String,
     },
     /// An app sets its deadline under both names.
     #[error("apps.{app}: give deadline, not deadline and timeout (its old name)")]
@@ -252,6 +266,11 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         for (name, store) in &self.stores {
+            if store.timeout == Some(Duration::ZERO) {
+                return Err(ConfigError::Zero {
+                    place: format!("stores.{name}.timeout"),
+                });
+            }
             if store.password_file.is_some() && store.password_env.is_some() {
                 return Err(ConfigError::Password {
                     store: name.clone(),
@@ -265,6 +284,12 @@ impl Config {
             })?;
         }
         for (app, policy) in &self.apps {
+            if let Err(reason) = crate::limits::check_app_id(app) {
+                return Err(ConfigError::BadAppId {
+                    app: app.escape_debug().take(64).collect(),
+                    reason,
+                });
+            }
             for store in policy.stores.iter().flatten() {
                 if !self.stores.contains_key(store) {
                     return Err(ConfigError::UnknownStore {
@@ -284,6 +309,15 @@ impl Config {
             }
             if policy.max_handles == Some(0) {
                 return Err(ConfigError::NoHandlesAllowed { app: app.clone() });
+            }
+            let zero = [
+                ("deadline", policy.deadline.or(policy.timeout)),
+                ("max-keep-alive", policy.max_keep_alive),
+            ];
+            if let Some((setting, _)) = zero.iter().find(|(_, d)| *d == Some(Duration::ZERO)) {
+                return Err(ConfigError::Zero {
+                    place: format!("apps.{app}.{setting}"),
+                });
             }
             if policy.max_lease.is_some_and(|lease| lease < MIN_LEASE) {
                 return Err(ConfigError::LeaseTooShort { app: app.clone() });
@@ -559,6 +593,19 @@ mod tests {
                 "apps.x: give deadline",
             ),
             ("[app.x]", "unknown field `app`"),
+            (
+                "[apps.x]\ndeadline = \"0s\"",
+                "apps.x.deadline: must be longer than zero",
+            ),
+            (
+                "[stores.a]\nurl = \"memory\"\ntimeout = \"0ms\"",
+                "stores.a.timeout: must be longer than zero",
+            ),
+            (
+                "[apps.\"a\\nb\"]",
+                "apps.\"a\\nb\": the app id holds a control character",
+            ),
+            ("[apps.\"\"]", "the app id is empty"),
         ];
         for (text, expected) in cases {
             let err = Config::parse(text).unwrap_err().to_string();

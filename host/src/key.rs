@@ -153,10 +153,27 @@ impl LockKey {
     /// for a key of another layout or namespace. What an operator's listing reads back
     /// from a store's keys.
     pub fn decode(namespace: Option<&str>, lock: &str) -> Option<Decoded> {
+        match Self::decode_any(lock)? {
+            (found, decoded) if found == namespace => Some(decoded),
+            _ => None,
+        }
+    }
+
+    /// The lock whose owner-token key is `lock`, in whichever namespace it is (`None`: no
+    /// namespace); `None` for a key of another layout. How a listing of one namespace learns
+    /// of locks held under others.
+    pub fn decode_any(lock: &str) -> Option<(Option<&str>, Decoded)> {
         let rest = lock.strip_prefix("latchkey:")?;
-        let rest = match namespace {
-            Some(namespace) => rest.strip_prefix(namespace)?.strip_prefix(':')?,
-            None => rest,
+        let (namespace, rest) = match rest.strip_prefix('{') {
+            Some(_) => (None, rest),
+            None => {
+                let (namespace, rest) = rest.split_once(':')?;
+                let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+                if namespace.is_empty() || !namespace.chars().all(allowed) {
+                    return None;
+                }
+                (Some(namespace), rest)
+            }
         };
         let (tag, rest) = rest.strip_prefix('{')?.split_once('}')?;
         let kind = match rest.strip_prefix(':')?.strip_suffix("lock")? {
@@ -177,50 +194,25 @@ impl LockKey {
             }
         };
         let (app, id) = tag.split_once(':')?;
-        Some(Decoded {
+        let decoded = Decoded {
             app: unescape(app)?,
             id: unescape(id)?,
             kind,
-        })
+        };
+        Some((namespace, decoded))
     }
 
     /// What this key names: its app, id and kind.
     pub fn decoded(&self) -> Decoded {
-        let lock = self.lock();
-        let namespace = lock
-            .strip_prefix("latchkey:")
-            .and_then(|rest| rest.split_once('{'))
-            .and_then(|(before, _)| before.strip_suffix(':'));
-        Self::decode(namespace, lock).expect("a key made by `of_kind` reads back")
+        Self::decode_any(self.lock())
+            .expect("a key made by `of_kind` reads back")
+            .1
     }
 
-    /// A Redis `SCAN MATCH` pattern for the owner-token keys of the locks of every kind in
-    /// `namespace`: of every app, or of `app` alone. It matches a few other keys too:
-    /// [`LockKey::decode`] tells which are locks.
-    pub fn pattern(namespace: Option<&str>, app: Option<&str>) -> String {
-        let mut pattern = String::from("latchkey:");
-        if let Some(namespace) = namespace {
-            pattern.push_str(namespace);
-            pattern.push(':');
-        }
-        pattern.push('{');
-        match app {
-            Some(app) => {
-                let mut escaped = String::new();
-                escape_into(&mut escaped, app);
-                for c in escaped.chars() {
-                    // What a glob would read as a wildcard is matched as itself.
-                    if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-                        pattern.push('\\');
-                    }
-                    pattern.push(c);
-                }
-                pattern.push_str(":*}:*lock");
-            }
-            None => pattern.push_str("*}:*lock"),
-        }
-        pattern
-    }
+    /// A Redis `SCAN MATCH` pattern for the owner-token keys of every lock, in every
+    /// namespace: what a listing reads, to tell the operator of locks held elsewhere too.
+    /// It matches other keys as well: [`LockKey::decode_any`] tells which are locks.
+    pub const EVERY_LOCK: &'static str = "latchkey:*lock";
 }
 
 impl std::fmt::Debug for LockKey {

@@ -263,7 +263,7 @@ pub mod bindings {
     }
 }
 
-pub use backend::{Backend, BackendError, BackendErrorKind, Holder, UnlockStatus};
+pub use backend::{Backend, BackendError, BackendErrorKind, Holder, Listing, UnlockStatus};
 pub use ctx::{LockCtx, LockCtxBuilder, LockCtxView, LockView, TaskId, TaskLocks};
 pub use error::{ErrorKind, LockError, StoreConfigError, StoreError};
 pub use host::{LeadershipHandle, LockHandle, PermitHandle, StoreHandle};

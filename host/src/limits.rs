@@ -32,6 +32,28 @@ pub struct Limits {
     pub max_permits: u32,
 }
 
+/// The longest app id, in bytes of UTF-8: as long as a resource id may be.
+pub const MAX_APP_ID_BYTES: usize = 1024;
+
+/// Checks an app id as every place that takes one does — a flag, a config file's
+/// `[apps.ID]`, an operator's `--app`: 1 to [`MAX_APP_ID_BYTES`] bytes, and no control
+/// characters (an id is printed in tables and log lines). The reason, if it is refused.
+pub fn check_app_id(app_id: &str) -> Result<(), String> {
+    if app_id.is_empty() {
+        return Err("the app id is empty".into());
+    }
+    if app_id.len() > MAX_APP_ID_BYTES {
+        return Err(format!(
+            "the app id is {} bytes; the limit is {MAX_APP_ID_BYTES} bytes",
+            app_id.len()
+        ));
+    }
+    if app_id.chars().any(char::is_control) {
+        return Err("the app id holds a control character (a newline, say)".into());
+    }
+    Ok(())
+}
+
 /// The longest value a leader may publish (`campaign`), in bytes of UTF-8.
 pub const MAX_VALUE_BYTES: usize = 1024;
 
@@ -157,6 +179,25 @@ mod tests {
         assert!(message(limits.check_permits(0).unwrap_err()).starts_with("limit is 0"));
         assert!(message(limits.check_permits(257).unwrap_err()).contains("1 to 256"));
         assert!(message(limits.check_value(&"v".repeat(1025)).unwrap_err()).contains("1024 bytes"));
+    }
+
+    /// App ids are bounded as resource ids are, and hold no control character.
+    #[test]
+    fn app_ids_are_checked() {
+        check_app_id("billing").unwrap();
+        check_app_id(&"a".repeat(1024)).unwrap();
+        for (bad, said) in [
+            ("", "empty"),
+            ("a\nb", "control character"),
+            ("a\u{9b}b", "control character"),
+        ] {
+            assert!(check_app_id(bad).unwrap_err().contains(said), "{bad:?}");
+        }
+        assert!(
+            check_app_id(&"a".repeat(1025))
+                .unwrap_err()
+                .contains("1025 bytes")
+        );
     }
 
     /// The bounds themselves are allowed.

@@ -8,7 +8,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::{
-    AnyAttempt, Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder,
+    AnyAttempt, Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder, Listing,
     ReleaseWatch, Token, UnlockStatus, within_lease,
 };
 use crate::error::{StoreConfigError, StoreError};
@@ -86,18 +86,18 @@ impl LockStore {
         self.bounded(self.backend.ping()).await
     }
 
-    /// Every lock held now in this store (and its namespace) — of `app` alone, if given:
-    /// the operator's view (`latchkey locks list`), never a guest's. Each step of the
+    /// Every lock held now in this store (and its namespace) — of `app` alone, if given —
+    /// and what else the listing came across ([`Listing`]): the operator's view (`latchkey locks list`), never a guest's. Each step of the
     /// listing is bounded by the store's timeout; the whole takes as many as the store has
     /// keys to look through.
-    pub async fn holders(&self, app: Option<&str>) -> Result<Vec<Holder>, StoreError> {
+    pub async fn holders(&self, app: Option<&str>) -> Result<Listing, StoreError> {
         let namespace = self.namespace.as_deref();
-        let mut holders =
+        let mut listing =
             (self.backend.holders(namespace, app).await).map_err(|err| self.failed(err))?;
-        holders.sort_by(|a, b| {
+        listing.holders.sort_by(|a, b| {
             (&a.app, &a.resource_id, a.kind).cmp(&(&b.app, &b.resource_id, b.kind))
         });
-        Ok(holders)
+        Ok(listing)
     }
 
     /// Frees the lock of `kind` of `app` on `resource_id` whoever holds it (`latchkey locks

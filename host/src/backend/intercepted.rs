@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    AnyAttempt, Attempt, Backend, BackendResult, Holder, ReleaseWatch, Renewal, Token, UnlockStatus,
+    AnyAttempt, Attempt, Backend, BackendResult, Holder, Listing, ReleaseWatch, Renewal, Token,
+    UnlockStatus,
 };
 use crate::key::LockKey;
 
@@ -136,11 +137,7 @@ impl<I: Interceptor> Backend for Intercepted<I> {
         self.interceptor.around(Step::Ping, call).await
     }
 
-    async fn holders(
-        &self,
-        namespace: Option<&str>,
-        app: Option<&str>,
-    ) -> BackendResult<Vec<Holder>> {
+    async fn holders(&self, namespace: Option<&str>, app: Option<&str>) -> BackendResult<Listing> {
         let call = self.inner.holders(namespace, app);
         self.interceptor.around(Step::Holders, call).await
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{Attempt, Backend, BackendResult, Holder, ReleaseWatch, Token, UnlockStatus};
+use super::{Attempt, Backend, BackendResult, Holder, Listing, ReleaseWatch, Token, UnlockStatus};
 use crate::key::{Decoded, LockKey};
 
 /// Locks held in this process.
@@ -173,24 +173,22 @@ impl Backend for MemoryBackend {
         }))
     }
 
-    async fn holders(
-        &self,
-        namespace: Option<&str>,
-        app: Option<&str>,
-    ) -> BackendResult<Vec<Holder>> {
+    async fn holders(&self, namespace: Option<&str>, app: Option<&str>) -> BackendResult<Listing> {
         Ok(self.with_state(|state, now| {
-            state
-                .owners
-                .iter()
-                .filter(|(_, owner)| owner.is_live(now))
-                .filter_map(|(key, owner)| {
-                    let lock = LockKey::decode(namespace, key.lock())?;
-                    if app.is_some_and(|app| app != lock.app) {
-                        return None;
-                    }
-                    Some(owner.seen(lock, now))
-                })
-                .collect()
+            let mut listing = Listing::default();
+            for (key, owner) in state.owners.iter().filter(|(_, o)| o.is_live(now)) {
+                let Some((found, lock)) = LockKey::decode_any(key.lock()) else {
+                    continue;
+                };
+                if app.is_some_and(|app| app != lock.app) {
+                    continue;
+                }
+                match found == namespace {
+                    true => listing.holders.push(owner.seen(lock, now)),
+                    false => listing.held_elsewhere(found),
+                }
+            }
+            listing
         }))
     }
 
@@ -261,15 +259,19 @@ mod tests {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let held = store.holders(None, Some("app")).await.unwrap();
+        let listing = store.holders(None, Some("app")).await.unwrap();
+        let held = listing.holders;
         assert_eq!(held.len(), 1, "{held:?}");
         assert_eq!(
             (held[0].resource_id.as_str(), held[0].fence),
             ("job", first)
         );
         assert!(held[0].lease_left <= minute && held[0].age.is_some());
-        assert_eq!(store.holders(None, None).await.unwrap().len(), 2);
-        assert_eq!(store.holders(Some("blue"), None).await.unwrap().len(), 1);
+        assert_eq!(listing.elsewhere, [(Some("blue".to_owned()), 1)].into());
+        assert_eq!(store.holders(None, None).await.unwrap().holders.len(), 2);
+        let blue = store.holders(Some("blue"), None).await.unwrap();
+        assert_eq!(blue.holders.len(), 1);
+        assert_eq!(blue.elsewhere, [(None, 2)].into());
 
         let mut watch = store.watch(&key("job")).await.unwrap();
         assert!(store.evict(&key("job")).await.unwrap());

@@ -9,6 +9,7 @@
 //! its steps, to time, count, delay or fail them.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -173,12 +174,9 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// Every lock held now in `namespace` — of `app` alone, if given: an operator's view of
-    /// the store, never a guest's. By default a backend cannot list its locks.
-    async fn holders(
-        &self,
-        namespace: Option<&str>,
-        app: Option<&str>,
-    ) -> BackendResult<Vec<Holder>> {
+    /// the store, never a guest's — with what else the listing came across. By default a
+    /// backend cannot list its locks.
+    async fn holders(&self, namespace: Option<&str>, app: Option<&str>) -> BackendResult<Listing> {
         let _ = (namespace, app);
         Err(BackendError::new(
             BackendErrorKind::Failed,
@@ -196,6 +194,30 @@ pub trait Backend: Send + Sync + 'static {
             BackendErrorKind::Failed,
             "cannot release a lock by force",
         ))
+    }
+}
+
+/// What a listing of a store's locks found: see [`Backend::holders`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The locks held now in the namespace listed (of the app asked for).
+    pub holders: Vec<Holder>,
+    /// Keys under `latchkey:` that are no lock of latchkey's — a name that is not UTF-8 or
+    /// not of the key layout, a value of another type — skipped.
+    pub skipped: usize,
+    /// How many locks (of the app asked for) are held under each other namespace than the
+    /// one listed; `None` is no namespace.
+    pub elsewhere: BTreeMap<Option<String>, usize>,
+}
+
+impl Listing {
+    /// Counts a lock of another namespace than the one listed.
+    pub fn held_elsewhere(&mut self, namespace: Option<&str>) {
+        *self
+            .elsewhere
+            .entry(namespace.map(str::to_owned))
+            .or_default() += 1;
     }
 }
 

@@ -14,7 +14,7 @@ use redis::{ErrorKind, FromRedisValue, Script, ScriptInvocation, ServerErrorKind
 use tokio::sync::OnceCell;
 
 use super::{
-    AnyAttempt, Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder,
+    AnyAttempt, Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder, Listing,
     ReleaseWatch, Renewal, Token, UnlockStatus, extend_each,
 };
 use crate::error::StoreConfigError;
@@ -546,13 +546,8 @@ impl Backend for RedisBackend {
             .map_err(describe)
     }
 
-    async fn holders(
-        &self,
-        namespace: Option<&str>,
-        app: Option<&str>,
-    ) -> BackendResult<Vec<Holder>> {
-        let sightings = self.sightings(namespace, app).await?;
-        Ok(sightings.into_iter().map(|seen| seen.holder).collect())
+    async fn holders(&self, namespace: Option<&str>, app: Option<&str>) -> BackendResult<Listing> {
+        Ok(self.survey(namespace, app).await?.into_listing())
     }
 
     async fn evict(&self, key: &LockKey) -> BackendResult<bool> {

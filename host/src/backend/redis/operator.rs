@@ -2,13 +2,14 @@
 //! eviction. Keys are found with `SCAN` (never `KEYS`, which blocks the server) on the
 //! server, or on every primary of a cluster; each lock is then read in one script run.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use super::{Confirmed, Connection, RedisBackend, Request, describe};
-use crate::backend::{BackendError, BackendErrorKind, BackendResult, Holder};
+use crate::backend::{BackendError, BackendErrorKind, BackendResult, Holder, Listing};
 use crate::key::LockKey;
 
 /// Reads one lock in one step: see `scripts/inspect.lua`.
@@ -23,21 +24,52 @@ const SCAN_COUNT: usize = 1000;
 /// How many locks are read at once.
 const INSPECT_BATCH: usize = 256;
 
+/// The lease `inspect.lua` answers for a key that holds a value of another type.
+const FOREIGN: i64 = -3;
+
 /// A lock held now, with its owner token: what Redlock compares across masters.
 pub(crate) struct Sighting {
     pub(crate) holder: Holder,
     pub(crate) token: String,
 }
 
+/// What one server's listing found: the locks of the namespace listed, with their tokens,
+/// and what else (see [`Listing`]).
+#[derive(Default)]
+pub(crate) struct Survey {
+    pub(crate) sightings: Vec<Sighting>,
+    pub(crate) skipped: usize,
+    pub(crate) elsewhere: BTreeMap<Option<String>, usize>,
+}
+
+impl Survey {
+    /// The listing it makes, without the tokens.
+    pub(crate) fn into_listing(self) -> Listing {
+        let mut listing = Listing::default();
+        listing.holders = self.sightings.into_iter().map(|s| s.holder).collect();
+        listing.skipped = self.skipped;
+        listing.elsewhere = self.elsewhere;
+        listing
+    }
+}
+
+/// What [`RedisBackend::inspect`] read of one lock.
+pub(crate) enum Inspected {
+    Held(Sighting),
+    Free,
+    /// Its key, or its fence's, holds a value of another type than latchkey writes.
+    Foreign,
+}
+
 impl RedisBackend {
-    /// Every lock held now in `namespace` (of `app`, if given), with its owner token.
-    pub(crate) async fn sightings(
+    /// Every lock held now in `namespace` (of `app`, if given), with its owner token; the
+    /// keys skipped, and the locks found in other namespaces.
+    pub(crate) async fn survey(
         &self,
         namespace: Option<&str>,
         app: Option<&str>,
-    ) -> BackendResult<Vec<Sighting>> {
+    ) -> BackendResult<Survey> {
         let mut conn = self.connection().await?;
-        let pattern = LockKey::pattern(namespace, app);
         let keys = match conn.clone() {
             Connection::Cluster(cluster) => {
                 let mut keys = Vec::new();
@@ -48,7 +80,7 @@ impl RedisBackend {
                         let (mut cluster, node) = (cluster.clone(), node.clone());
                         async move { cluster.route_command(cmd, node).await }
                     };
-                    keys.extend(scan(&pattern, on_node).await?);
+                    keys.extend(scan(on_node).await?);
                 }
                 keys
             }
@@ -57,28 +89,51 @@ impl RedisBackend {
                     let mut one = one.clone();
                     async move { cmd.query_async::<redis::Value>(&mut one).await }
                 };
-                scan(&pattern, on_server).await?
+                scan(on_server).await?
             }
         };
-        let mut sightings = Vec::new();
-        for batch in keys.chunks(INSPECT_BATCH) {
-            let read = batch.iter().filter_map(|raw| {
-                let lock = LockKey::decode(namespace, raw)?;
-                let key = LockKey::of_kind(namespace, &lock.app, &lock.id, lock.kind);
-                let mut conn = conn.clone();
-                Some(async move { self.inspect(&mut conn, &key).await })
-            });
-            sightings.extend(try_join_all(read).await?.into_iter().flatten());
+        let mut survey = Survey::default();
+        let mut wanted = Vec::new();
+        for raw in &keys {
+            let Some((found, lock)) = std::str::from_utf8(raw).ok().and_then(LockKey::decode_any)
+            else {
+                survey.skipped += 1;
+                continue;
+            };
+            if app.is_some_and(|app| app != lock.app) {
+                continue;
+            }
+            if found != namespace {
+                *survey
+                    .elsewhere
+                    .entry(found.map(str::to_owned))
+                    .or_default() += 1;
+                continue;
+            }
+            wanted.push(LockKey::of_kind(namespace, &lock.app, &lock.id, lock.kind));
         }
-        Ok(sightings)
+        for batch in wanted.chunks(INSPECT_BATCH) {
+            let read = batch.iter().map(|key| {
+                let mut conn = conn.clone();
+                async move { self.inspect(&mut conn, key).await }
+            });
+            for inspected in try_join_all(read).await? {
+                match inspected {
+                    Inspected::Held(sighting) => survey.sightings.push(sighting),
+                    Inspected::Free => {}
+                    Inspected::Foreign => survey.skipped += 1,
+                }
+            }
+        }
+        Ok(survey)
     }
 
-    /// Who holds `key` now, read in one step; `None` if nobody does.
+    /// Who holds `key` now, read in one step.
     pub(super) async fn inspect(
         &self,
         conn: &mut Connection,
         key: &LockKey,
-    ) -> BackendResult<Option<Sighting>> {
+    ) -> BackendResult<Inspected> {
         let (token, left, fence, now): (Option<String>, i64, String, String) = self
             .inspect
             .key(key.lock())
@@ -86,10 +141,15 @@ impl RedisBackend {
             .invoke_async(conn)
             .await
             .map_err(describe)?;
+        if left == FOREIGN {
+            return Ok(Inspected::Foreign);
+        }
         let Some((token, left)) = token.zip(u64::try_from(left).ok()) else {
-            return Ok(None);
+            return Ok(Inspected::Free);
         };
-        let fence = fence.parse().unwrap_or(0);
+        let Ok(fence) = fence.parse::<u64>() else {
+            return Ok(Inspected::Foreign);
+        };
         let age = now
             .parse::<u64>()
             .ok()
@@ -102,13 +162,21 @@ impl RedisBackend {
             Duration::from_millis(left),
             age,
         );
-        Ok(Some(Sighting { holder, token }))
+        Ok(Inspected::Held(Sighting { holder, token }))
     }
 
-    /// [`RedisBackend::inspect`] on a connection of its own: one Redlock master's answer.
+    /// [`RedisBackend::inspect`] on a connection of its own: one Redlock master's answer
+    /// of who holds `key`. A key of another type where the lock should be is a failure.
     pub(crate) async fn holder_sighting(&self, key: &LockKey) -> BackendResult<Option<Sighting>> {
         let mut conn = self.connection().await?;
-        self.inspect(&mut conn, key).await
+        match self.inspect(&mut conn, key).await? {
+            Inspected::Held(sighting) => Ok(Some(sighting)),
+            Inspected::Free => Ok(None),
+            Inspected::Foreign => Err(BackendError::new(
+                BackendErrorKind::Failed,
+                "holds a key of another kind where the lock should be",
+            )),
+        }
     }
 
     /// Frees `key` whoever holds it; on a store that waits for replicas, only once they
@@ -126,8 +194,9 @@ impl RedisBackend {
     }
 }
 
-/// Every key matching `pattern` on one server, by `SCAN` steps sent through `send`.
-async fn scan<F, Fut>(pattern: &str, mut send: F) -> BackendResult<Vec<String>>
+/// Every key that may be a lock's ([`LockKey::EVERY_LOCK`]) on one server, by `SCAN`
+/// steps sent through `send`; as bytes, since a key of someone else's need not be UTF-8.
+async fn scan<F, Fut>(mut send: F) -> BackendResult<Vec<Vec<u8>>>
 where
     F: FnMut(redis::Cmd) -> Fut,
     Fut: Future<Output = redis::RedisResult<redis::Value>>,
@@ -138,11 +207,11 @@ where
         let mut cmd = redis::cmd("SCAN");
         cmd.arg(cursor)
             .arg("MATCH")
-            .arg(pattern)
+            .arg(LockKey::EVERY_LOCK)
             .arg("COUNT")
             .arg(SCAN_COUNT);
         let reply = send(cmd).await.map_err(describe)?;
-        let (next, found): (u64, Vec<String>) = redis::from_redis_value(reply).map_err(|_| {
+        let (next, found): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply).map_err(|_| {
             BackendError::new(
                 BackendErrorKind::Failed,
                 "answered SCAN in a form it cannot read",

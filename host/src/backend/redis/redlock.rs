@@ -23,11 +23,11 @@ use tokio::time::{Instant, timeout};
 
 use super::RedisBackend;
 use super::connection::Target;
-use super::operator::Sighting;
+use super::operator::{Sighting, Survey};
 use super::settings::HostList;
 use crate::backend::{
-    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder, ReleaseWatch, Renewal,
-    Token, UnlockStatus, within_lease,
+    Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder, Listing, ReleaseWatch,
+    Renewal, Token, UnlockStatus, within_lease,
 };
 use crate::error::StoreConfigError;
 use crate::key::LockKey;
@@ -154,13 +154,19 @@ impl RedlockBackend {
     }
 
     /// One grant as a majority of the masters report it (`on`, at least a quorum of
-    /// sightings with one token): its fence is the largest they report; its lease is what
-    /// is left until fewer than a majority hold it.
+    /// sightings with one token): its fence is the one its majority holds — the grant wrote
+    /// it back there; a master that granted too late to count keeps a counter of its own —
+    /// or, while no majority shares one, the largest they report; its lease is what is left
+    /// until fewer than a majority hold it.
     fn as_one(&self, mut on: Vec<Holder>) -> Holder {
         let quorum = self.quorum();
+        let shared = on
+            .iter()
+            .map(|h| h.fence)
+            .find(|&fence| on.iter().filter(|h| h.fence == fence).count() >= quorum);
+        let fence = shared.unwrap_or_else(|| on.iter().map(|h| h.fence).max().unwrap_or_default());
         // Longest lease first: the quorum-th is how long a majority still holds it.
         on.sort_by_key(|h| std::cmp::Reverse(h.lease_left));
-        let fence = on.iter().map(|h| h.fence).max().unwrap_or_default();
         let mut holder = on.swap_remove(quorum - 1);
         holder.age = holder.age.and_then(|age| {
             let raised = Duration::from_micros(fence.saturating_sub(holder.fence));
@@ -436,15 +442,11 @@ impl Backend for RedlockBackend {
     /// minority holds is no lock. Its fence is the largest they report; its lease is what
     /// is left until fewer than a majority hold it. Every master must answer: a listing
     /// that silently missed one could miss a lock.
-    async fn holders(
-        &self,
-        namespace: Option<&str>,
-        app: Option<&str>,
-    ) -> BackendResult<Vec<Holder>> {
+    async fn holders(&self, namespace: Option<&str>, app: Option<&str>) -> BackendResult<Listing> {
         // Not bounded by the master timeout, which is for one step: a listing takes many,
         // each bounded by its connection's own timeout.
-        let listings = self.masters.iter().map(|m| m.sightings(namespace, app));
-        let answers: Vec<Option<Vec<Sighting>>> = futures_util::future::join_all(listings)
+        let listings = self.masters.iter().map(|m| m.survey(namespace, app));
+        let answers: Vec<Option<Survey>> = futures_util::future::join_all(listings)
             .await
             .into_iter()
             .map(Result::ok)
@@ -459,18 +461,27 @@ impl Backend for RedlockBackend {
                 ),
             ));
         }
+        let mut listing = Listing::default();
         let mut seen: BTreeMap<(String, String, String), Vec<Holder>> = BTreeMap::new();
-        for sighting in answers.into_iter().flatten().flatten() {
-            let Sighting { holder, token } = sighting;
-            let lock = (holder.app.clone(), holder.resource_id.clone(), token);
-            seen.entry(lock).or_default().push(holder);
+        for survey in answers.into_iter().flatten() {
+            // Each master keeps its own copy: what one of them counts, the listing counts.
+            listing.skipped = listing.skipped.max(survey.skipped);
+            for (namespace, count) in survey.elsewhere {
+                let most = listing.elsewhere.entry(namespace).or_default();
+                *most = (*most).max(count);
+            }
+            for Sighting { holder, token } in survey.sightings {
+                let lock = (holder.app.clone(), holder.resource_id.clone(), token);
+                seen.entry(lock).or_default().push(holder);
+            }
         }
         let quorum = self.quorum();
-        Ok(seen
+        listing.holders = seen
             .into_values()
             .filter(|on| on.len() >= quorum)
             .map(|on| self.as_one(on))
-            .collect())
+            .collect();
+        Ok(listing)
     }
 
     /// Every new leader is announced on every master that answers; a majority must, so

@@ -155,7 +155,7 @@ pub struct ServeArgs {
 
     /// Close a connection that takes longer than this to send a request's headers, or sits
     /// idle this long between requests
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
     pub header_timeout: Duration,
 
     /// Serve at most N requests, in all, with one instance of a WASI 0.3 handler; then
@@ -209,12 +209,12 @@ pub struct GuestArgs {
 
     /// Stop each instance after this long, time blocked on locks included (e.g. 5s, 1m);
     /// its locks are released. Also --timeout, its old name
-    #[arg(long, alias = "timeout", value_name = "DURATION", value_parser = duration)]
+    #[arg(long, alias = "timeout", value_name = "DURATION", value_parser = positive_duration)]
     pub deadline: Option<Duration>,
 
     /// Keep-alive renews one lock's lease for this long at most (e.g. 10m); then the lease
     /// ends as usual [default: 1h]
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
     pub max_keep_alive: Option<Duration>,
 
     /// Cap each instance's linear memory (e.g. 64MiB); growing past it stops the instance
@@ -285,6 +285,14 @@ fn key_count(s: &str) -> Result<(String, u32), String> {
 
 fn duration(s: &str) -> Result<Duration, String> {
     latchkey_host::config::parse_duration(s)
+}
+
+/// A duration for which zero is no setting but a mistake: a deadline, a timeout.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match duration(s)? {
+        Duration::ZERO => Err(format!("{s:?} must be longer than zero")),
+        positive => Ok(positive),
+    }
 }
 
 fn size(s: &str) -> Result<u64, String> {

@@ -10,7 +10,9 @@ use anyhow::bail;
 use latchkey_host::config::StoreConfig;
 use latchkey_host::key::Kind;
 use latchkey_host::open::redacted;
-use latchkey_host::{Holder, LockStore};
+use latchkey_host::{Holder, Listing, LockStore};
+
+use crate::output::escaped;
 
 use crate::args::{ListArgs, LocksCommand, OperatorStore, ReleaseArgs};
 
@@ -21,22 +23,39 @@ pub async fn command(command: LocksCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `locks list`: a table (or JSON) of every lock held now.
+/// `locks list`: a table (or JSON) of every lock held now; on stderr, what else the
+/// listing came across.
 async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    if let Some(app) = &args.app {
+        check_app(app)?;
+    }
     let store = open(&args.store)?;
-    let holders = store.holders(args.app.as_deref()).await?;
+    let listing = store.holders(args.app.as_deref()).await?;
     let text = if args.json {
-        json(&holders)
+        json(&listing.holders)
     } else {
-        table(&holders)
+        table(&listing.holders)
     };
     // A stdout nobody reads is no failure of the listing's.
     let _ = std::io::stdout().write_all(text.as_bytes());
+    if listing.skipped > 0 {
+        say!(
+            "latchkey: skipped {} keys under latchkey: that are no lock of latchkey's",
+            listing.skipped
+        );
+    }
+    if let Some(note) = elsewhere(&listing) {
+        say!("latchkey: {note}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `locks release`: frees one lock whoever holds it.
 async fn release(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
+    check_app(&args.app)?;
+    if args.resource_id.is_empty() {
+        bail!("the resource id is empty: name the lock to release");
+    }
     let store = open(&args.store)?;
     let kind = match (args.permit, args.leadership) {
         (Some(slot), _) => Kind::Permit { slot },
@@ -51,12 +70,47 @@ async fn release(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
     };
     let _ = writeln!(
         std::io::stdout(),
-        "{} {:?} of app {:?} {said}",
+        "{} {} of app {} {said}",
         kind_label(kind),
-        args.resource_id,
-        args.app
+        quoted(&args.resource_id),
+        quoted(&args.app)
     );
+    if !held
+        && let Ok(listing) = store.holders(Some(&args.app)).await
+        && let Some(note) = elsewhere(&listing)
+    {
+        say!("latchkey: {note}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An app named by `--app`: checked as every app id is.
+fn check_app(app: &str) -> anyhow::Result<()> {
+    latchkey_host::limits::check_app_id(app).map_err(|reason| anyhow::anyhow!("--app: {reason}"))
+}
+
+/// What to say of locks held under other namespaces than the one listed, if any are.
+fn elsewhere(listing: &Listing) -> Option<String> {
+    if listing.elsewhere.is_empty() {
+        return None;
+    }
+    let places: Vec<String> = listing
+        .elsewhere
+        .iter()
+        .map(|(namespace, count)| match namespace {
+            Some(namespace) => format!("{count} under --namespace {namespace}"),
+            None => format!("{count} under no namespace"),
+        })
+        .collect();
+    Some(format!(
+        "locks are held under other namespaces than this one: {}",
+        places.join(", ")
+    ))
+}
+
+/// A guest's text for the operator's terminal: quoted, with control characters escaped.
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", escaped(text))
 }
 
 /// The store the flags name, with the password they point at. Named by its URL, redacted,
@@ -87,14 +141,16 @@ fn table(holders: &[Holder]) -> String {
     let header = ["APP", "ID", "KIND", "FENCE", "LEASE LEFT", "AGE", "VALUE"];
     let mut rows = vec![header.map(String::from)];
     rows.extend(holders.iter().map(|h| {
+        // Guests chose the ids and values: escaped, so that none forges a row or drives
+        // the terminal.
         [
-            h.app.clone(),
-            h.resource_id.clone(),
+            escaped(&h.app),
+            escaped(&h.resource_id),
             kind_label(h.kind),
             h.fence.to_string(),
             brief(h.lease_left),
             h.age.map_or_else(|| "-".to_owned(), brief),
-            h.value.clone().unwrap_or_else(|| "-".to_owned()),
+            h.value.as_deref().map_or_else(|| "-".to_owned(), escaped),
         ]
     }));
     let widths: Vec<usize> = (0..header.len())

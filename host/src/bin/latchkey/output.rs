@@ -165,11 +165,32 @@ impl Lines {
     }
 }
 
+/// `text` with every control character written as `\xNN` (or `\u{NNNN}`): a guest's text
+/// as an operator's table shows it.
+pub fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c as u32 {
+            _ if !c.is_control() => out.push(c),
+            code @ 0..=0x7f => out.push_str(&format!("\\x{code:02x}")),
+            code => out.push_str(&format!("\\u{{{code:04x}}}")),
+        }
+    }
+    out
+}
+
 /// `line` with every control character but the line's end and tabs written as `\xNN`.
+///
+/// C1 controls (U+0080 to U+009F, `0xC2 0x80..=0x9F` in UTF-8: some terminals read U+009B
+/// as an escape's start) are written `\u{NNNN}`, as [`escaped`] writes them.
 fn escape_into(out: &mut Vec<u8>, line: &[u8]) {
-    for &byte in line {
+    let mut bytes = line.iter().copied().peekable();
+    while let Some(byte) = bytes.next() {
         if (byte < 0x20 && byte != b'\n' && byte != b'\t') || byte == 0x7f {
             let _ = write!(out, "\\x{byte:02x}");
+        } else if let (0xc2, Some(next @ 0x80..=0x9f)) = (byte, bytes.peek().copied()) {
+            bytes.next();
+            let _ = write!(out, "\\u{{{:04x}}}", u32::from(next));
         } else {
             out.push(byte);
         }
@@ -396,8 +417,11 @@ mod tests {
     #[test]
     fn control_characters_are_escaped_in_prefixed_output() {
         let (out, buffer) = buffered("[2] ");
-        out.0.write_lines(b"a\rb\x1b[2Kc\0d\te\n");
-        assert_eq!(&*buffer.lock().unwrap(), b"[2] a\\x0db\\x1b[2Kc\\x00d\te\n");
+        out.0.write_lines("a\rb\x1b[2Kc\0d\te\u{9b}2J\n".as_bytes());
+        assert_eq!(
+            &*buffer.lock().unwrap(),
+            b"[2] a\\x0db\\x1b[2Kc\\x00d\te\\u{009b}2J\n"
+        );
         let (plain, buffer) = buffered("");
         plain.0.write_lines(b"raw\r\n");
         assert_eq!(&*buffer.lock().unwrap(), b"raw\r\n");

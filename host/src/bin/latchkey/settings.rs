@@ -36,10 +36,15 @@ impl Settings {
             None => Config::default(),
         };
         let app_id = match &args.app_id {
-            Some(id) if id.is_empty() => bail!("--app-id must not be empty"),
             Some(id) => id.clone(),
             None => file_stem(component)?,
         };
+        if let Err(reason) = latchkey_host::limits::check_app_id(&app_id) {
+            match args.app_id {
+                Some(_) => bail!("--app-id: {reason}"),
+                None => bail!("{}: {reason}; give --app-id", component.display()),
+            }
+        }
         let policy = config.app(&app_id);
         let mut lock_limits = policy.limits();
         lock_limits.max_keep_alive = args.max_keep_alive.unwrap_or(lock_limits.max_keep_alive);
