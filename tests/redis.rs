@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use harness::{
-    Fixture, PATIENCE, RedisCluster, RedisServer, SentinelSet, free_port, lockctl, redis_store,
-    spawn_lockctl,
+    Fixture, PATIENCE, RedisCluster, RedisServer, SentinelSet, free_port, guest, latchkey, lockctl,
+    redis_store, spawn_lockctl,
 };
 use latchkey_host::{LockCtxBuilder, LockStore, StoreConfigError, StoreSettings};
 
@@ -740,4 +740,108 @@ async fn waiters_wake_on_unlock_after_a_reconnect() {
     let mut fx = Fixture::on_redis();
     let settings = StoreSettings::new(fx.redis().url());
     assert_waiters_wake_across(settings, || fx.redis_mut().crash_and_restart()).await;
+}
+
+/// The ACL the docs give latchkey's Redis user, with `PASSWORD` in it, read from the docs
+/// themselves so that the two cannot drift apart: `ACL SETUSER latchkey on >PASSWORD ...`.
+fn documented_acl() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+    let readme = readme.expect("the README");
+    let line = readme
+        .lines()
+        .find(|line| line.starts_with("ACL SETUSER latchkey "))
+        .expect("the docs give an ACL line");
+    line.split_whitespace().skip(1).map(str::to_owned).collect()
+}
+
+/// The documented ACL is enough, and what it lacks is named: as exactly that
+/// user, `latchkey run` takes, renews, waits for, extends and releases locks, permits and
+/// leaderships and watches an election, and `latchkey locks list` and `release` see and
+/// free them. Controls: without `+info` the host refuses to start, and without `+type`
+/// the listing fails — each in one line of latchkey's naming what is missing.
+#[test]
+fn the_documented_acl_is_complete() {
+    let redis = RedisServer::start();
+    let acl = documented_acl();
+    let with = |acl: &[String]| {
+        let mut args: Vec<&str> = acl.iter().map(String::as_str).collect();
+        args.insert(0, "ACL");
+        for arg in &mut args {
+            if *arg == ">PASSWORD" {
+                *arg = ">pw-of-latchkey";
+            }
+        }
+        redis.cmd::<()>(&args);
+    };
+    with(&acl);
+    let url = format!("redis://latchkey:pw-of-latchkey@{}", redis.address());
+    let store = format!("lockstore={url}");
+    let lockctl = guest("lockctl");
+    harness::warm(&lockctl);
+    let steps = "open lockstore try a 3000 keepalive extend 2000 held lock b 1000 0 \
+                 permit s 2 3000 0 campaign e v 3000 0 leader e watch e changed";
+    let out = latchkey()
+        .args(["run", "--app-id", "ops", "--store", &store])
+        .arg(&lockctl)
+        .args(steps.split_whitespace())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!said.contains("error"), "{said}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let as_latchkey = redis_store(&url, Duration::from_secs(2));
+    let held = runtime.block_on(as_latchkey.try_lock(as_latchkey.key("ops", "c"), PATIENCE));
+    held.unwrap().expect("a free lock");
+    let list = latchkey()
+        .args(["locks", "list", "--store", &url])
+        .output()
+        .unwrap();
+    assert!(list.status.success(), "{list:?}");
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("ops"),
+        "{list:?}"
+    );
+    let release = ["locks", "release", "--store", &url, "--app", "ops", "c"];
+    let freed = latchkey().args(release).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&freed.stdout).contains("released"),
+        "{freed:?}"
+    );
+
+    let without = |permission: &str| -> Vec<String> {
+        let acl: Vec<String> = acl.iter().filter(|p| *p != permission).cloned().collect();
+        assert!(
+            acl.len() < documented_acl().len(),
+            "{permission} is not in the ACL"
+        );
+        // `-@all` in it takes every command away before the listed ones are given.
+        acl
+    };
+    with(&without("+info"));
+    let out = latchkey()
+        .args(["run", "--store", &store])
+        .arg(&lockctl)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("refused the command INFO") && stderr.contains("+info"),
+        "{stderr}"
+    );
+    with(&without("+type"));
+    let held = runtime.block_on(as_latchkey.try_lock(as_latchkey.key("ops", "d"), PATIENCE));
+    held.unwrap().expect("a free lock");
+    let list = latchkey()
+        .args(["locks", "list", "--store", &url])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&list.stderr);
+    assert!(!list.status.success(), "{list:?}");
+    assert!(
+        stderr.contains("refused a command latchkey's scripts run"),
+        "{stderr}"
+    );
 }

@@ -49,6 +49,9 @@ pub enum BackendErrorKind {
     Timeout,
     /// The store refused the host's credentials.
     CredentialsRefused,
+    /// The store's access control refused the host's user a command, key or channel
+    /// latchkey needs.
+    NotPermitted,
     /// The store is not deployed as the configuration accepts: a replica, or replicas
     /// that grants do not wait for.
     Topology,

@@ -365,8 +365,46 @@ pub(super) fn describe(err: redis::RedisError) -> BackendError {
         BackendError::new(Unreachable, "could not be reached (connection lost)")
     } else if err.kind() == redis::ErrorKind::AuthenticationFailed || is_auth_refusal(&err) {
         BackendError::new(CredentialsRefused, "refused the host's credentials")
+    } else if let Some(refusal) = acl_refusal(&err) {
+        BackendError::new(NotPermitted, refusal)
     } else {
-        BackendError::new(Failed, format!("failed ({:?})", err.kind()))
+        match err.code() {
+            // A server's error code is a word of its own (WRONGTYPE, READONLY): safe to show.
+            Some(code) if code.bytes().all(|b| b.is_ascii_uppercase()) => {
+                BackendError::new(Failed, format!("failed ({code})"))
+            }
+            _ => BackendError::new(Failed, "failed (an answer it cannot use)"),
+        }
+    }
+}
+
+/// What the store's ACL refused the host, in latchkey's words — naming the permission its
+/// user lacks, never the user — if the error is such a refusal.
+fn acl_refusal(err: &redis::RedisError) -> Option<String> {
+    let detail = err.detail().unwrap_or_default();
+    let grant = "grant it as latchkey's docs give the ACL";
+    match err.code()? {
+        "NOPERM" => Some(if detail.contains("the keys") {
+            format!("refused access to a key: its user needs ~latchkey:* ({grant})")
+        } else if detail.contains("the channels") {
+            format!("refused access to a channel: its user needs &latchkey:* ({grant})")
+        } else {
+            // "this user has no permissions to run the 'info' command"
+            let command = detail
+                .split('\'')
+                .nth(1)
+                .filter(|c| c.bytes().all(|b| b.is_ascii_alphabetic() || b == b'|'))
+                .unwrap_or("a command");
+            format!(
+                "refused the command {}: its user may not run it (+{command}; {grant})",
+                command.to_ascii_uppercase()
+            )
+        }),
+        "ERR" if detail.contains("user executing the script can't run") => Some(format!(
+            "refused a command latchkey's scripts run (SET, GET, DEL, PEXPIRE, PTTL, TIME, \
+             PUBLISH or TYPE): its user may not run it ({grant})"
+        )),
+        _ => None,
     }
 }
 
