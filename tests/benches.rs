@@ -752,13 +752,7 @@ struct RedisCounters {
 }
 
 fn redis_counters(redis: &RedisServer) -> RedisCounters {
-    let stats: String = redis.cmd(&["INFO", "commandstats"]);
-    let calls = |command: &str| {
-        stats
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
-    };
+    let calls = |command: &str| redis.calls(command);
     let cpu_info: String = redis.cmd(&["INFO", "cpu"]);
     let seconds = |field: &str| -> f64 {
         cpu_info

@@ -107,6 +107,82 @@ on_every_backend! {
     }
 }
 
+/// What waiting costs the store while nothing changes hands: waiters and watchers of one
+/// host that cannot win share their asking. Each count is over five seconds of two
+/// holders (or a leader) renewing 1 s leases; asked once per waiter per renewal, as before,
+/// it would be in the thousands.
+mod quiet_waits {
+    use super::*;
+
+    /// Counts the scripts Redis runs while `steps` wait, after `ready` scripts have run.
+    async fn scripts_while_waiting(redis: &RedisServer, ready: u64) -> u64 {
+        let started = Instant::now();
+        while redis.calls("evalsha") < ready {
+            assert!(
+                started.elapsed() < harness::PATIENCE,
+                "the waiters never all asked"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let before = redis.calls("evalsha");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        redis.calls("evalsha") - before
+    }
+
+    /// 200 waiters for a full semaphore of kept-alive permits: only one of them asks the
+    /// store again at each renewal, not all 200.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn waiters_for_a_full_semaphore_ask_once_per_host() {
+        let fx = Fixture::on_redis();
+        let app = fx.app("app");
+        let holders: Vec<_> = (0..2)
+            .map(|_| {
+                spawn_lockctl(
+                    &app,
+                    "open lockstore permit s 2 1000 0 keepalive sleep 9000",
+                )
+            })
+            .collect();
+        fx.redis()
+            .wait_for_reply(&["EXISTS", "latchkey:{app:s}:permit:1:lock"], "1");
+        let base = fx.redis().calls("evalsha");
+        let waiters: Vec<_> = (0..200)
+            .map(|_| spawn_lockctl(&app, "open lockstore permit s 2 1000 30000"))
+            .collect();
+        let asked = scripts_while_waiting(fx.redis(), base + 200).await;
+        assert!(asked < 100, "{asked} scripts in 5 s of waiting");
+        for run in holders.into_iter().chain(waiters) {
+            run.await.unwrap().assert_success();
+        }
+    }
+
+    /// 2,000 `leader-change` calls pending on one election, in one instance: they share one
+    /// reading of who leads, not one each per renewal of the leader's lease.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn watchers_of_one_election_share_one_reading() {
+        let fx = Fixture::on_redis();
+        let app = fx.app("app");
+        let leader = spawn_lockctl(
+            &app,
+            "open lockstore campaign e v 1000 0 keepalive sleep 8000",
+        );
+        fx.redis()
+            .wait_for_reply(&["EXISTS", "latchkey:{app:e}:leader:lock"], "1");
+        let base = fx.redis().calls("evalsha");
+        let steps = script("open lockstore flood-watch 2000 e");
+        let app_ = app.clone();
+        let watchers = tokio::spawn(async move { run(&app_, "p3ctl", &steps).await });
+        let asked = scripts_while_waiting(fx.redis(), base + 1).await;
+        assert!(asked < 100, "{asked} scripts in 5 s of watching");
+        leader.await.unwrap().assert_success();
+        let watchers = watchers.await.unwrap();
+        assert_eq!(
+            watchers.assert_success().lines()[1],
+            "flood-watch all changed"
+        );
+    }
+}
+
 /// What the host does the same on every backend: ends, hand-overs, refusals.
 mod lifecycle {
     use super::*;

@@ -209,14 +209,7 @@ async fn renewal_stops_with_unlock_drop_and_the_instances_end() {
     );
     let redis = fx.redis();
     assert_eq!(redis.lock_keys(), Vec::<String>::new());
-    let evalsha = || {
-        let stats: String = redis.cmd(&["INFO", "commandstats"]);
-        stats
-            .lines()
-            .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
-            .map(|rest| rest.split(',').next().unwrap().parse::<u64>().unwrap())
-            .unwrap_or(0)
-    };
+    let evalsha = || redis.calls("evalsha");
     let before = evalsha();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(

@@ -5,6 +5,7 @@
 //!
 //! [`crate::Runner`] is built from these pieces, for commands and HTTP handlers alike.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{ResourceTable, ResourceTableError};
@@ -168,6 +169,17 @@ pub struct GuestState {
     locks: LockCtx,
     table: ResourceTable,
     memory: StoreLimits,
+    /// Told of each epoch tick the instance spends computing, if anyone asks.
+    computing: Option<Arc<dyn Computing>>,
+}
+
+/// What learns of an instance's computing: told of every epoch tick (a millisecond) at
+/// which the instance was running guest code, from the guest's own thread. A reused
+/// instance's serving uses it to send no request to an instance that is computing, which
+/// serves none of its other requests meanwhile (its tasks share one thread of execution).
+pub(crate) trait Computing: Send + Sync {
+    /// The instance was computing at this tick.
+    fn ticked(&self);
 }
 
 impl GuestState {
@@ -180,7 +192,14 @@ impl GuestState {
             locks,
             table: ResourceTable::new(),
             memory: StoreLimits::default(),
+            computing: None,
         }
+    }
+
+    /// Tells `computing` of the epoch ticks this instance spends running guest code.
+    pub(crate) fn telling(mut self, computing: Arc<dyn Computing>) -> Self {
+        self.computing = Some(computing);
+        self
     }
 
     /// Lets a handler send HTTP requests of its own (`wasi:http/outgoing-handler`): network
@@ -307,7 +326,10 @@ fn new_store(
     }
     // tokio's own yield lets the worker poll for I/O before it resumes this guest, so a
     // guest waiting on Redis is woken even while every thread has a spinning guest.
-    store.epoch_deadline_callback(|_| {
+    store.epoch_deadline_callback(|store| {
+        if let Some(computing) = &store.data().computing {
+            computing.ticked();
+        }
         Ok(UpdateDeadline::YieldCustom(
             1,
             Box::pin(tokio::task::yield_now()),

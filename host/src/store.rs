@@ -15,6 +15,8 @@ use crate::error::{StoreConfigError, StoreError};
 pub use crate::grant::{Grant, Lease, LostSignal};
 use crate::keepalive::KeepAlive;
 use crate::key::{Kind, LockKey};
+use crate::readings::{Reading, Readings};
+use crate::waiting::{Place, WaitLines};
 
 /// How long a store call may take before it is `unavailable`, unless configured otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,6 +32,8 @@ pub struct LockStore {
     timeout: Duration,
     namespace: Option<Arc<str>>,
     keep_alive: Arc<KeepAlive>,
+    waiting: Arc<WaitLines>,
+    readings: Arc<Readings>,
 }
 
 impl LockStore {
@@ -48,6 +52,8 @@ impl LockStore {
             backend,
             timeout,
             namespace: None,
+            waiting: Arc::default(),
+            readings: Arc::default(),
         }
     }
 
@@ -195,19 +201,21 @@ impl LockStore {
     }
 
     /// Starts watching the leadership `key` for a change from its leader now (see
-    /// [`LeaderWatch::changed`]): subscribes, then reads who leads, so that no change after
-    /// this call is missed.
+    /// [`LeaderWatch::changed`]): joins this host's reader of the election (the
+    /// `readings` module), and waits for a reading made after this call began.
     pub async fn watch_leader(&self, key: LockKey) -> Result<LeaderWatch, StoreError> {
-        let watch = self.bounded(self.backend.watch(&key)).await?;
-        let read = Instant::now();
-        let seen = self.leader(&key).await?;
+        let mut readings = self.readings.subscribe(self, &key);
+        let seen = fresh(&self.name, &mut readings).await?;
         Ok(LeaderWatch {
-            store: self.clone(),
-            key,
-            watch,
+            store: self.name.clone(),
+            readings,
             seen,
-            read,
         })
+    }
+
+    /// Subscribes to the releases of `key` (and whatever else its channel announces).
+    pub(crate) async fn subscribe(&self, key: &LockKey) -> Result<ReleaseWatch, StoreError> {
+        self.bounded(self.backend.watch(key)).await
     }
 
     /// Who leads the leadership `key` once it is another than the leader whose fence is
@@ -230,7 +238,8 @@ impl LockStore {
     /// Before each attempt it subscribes to the releases of `keys` (one channel: a lock's,
     /// or a semaphore's), so a release between a failed attempt and the wait still wakes
     /// it. Without a release it sleeps until the first holder's lease ends; it never polls
-    /// on a fixed period.
+    /// on a fixed period. A waiter whose first attempt failed joins this host's wait line
+    /// for `keys` (the `waiting` module): only the first in it asks the store again.
     async fn take(
         &self,
         mut keys: Vec<LockKey>,
@@ -239,7 +248,13 @@ impl LockStore {
         wait: Duration,
     ) -> Result<Option<Grant>, StoreError> {
         let deadline = Instant::now() + wait;
+        let mut place: Option<Place> = None;
         loop {
+            if let Some(place) = &place
+                && timeout_at(deadline, place.turn()).await.is_err()
+            {
+                return Ok(None);
+            }
             // Nothing to wait for without a wait, so nothing to subscribe to.
             let mut released = match wait.is_zero() {
                 true => None,
@@ -257,6 +272,14 @@ impl LockStore {
             let Some(released) = released.as_mut().filter(|_| now < deadline) else {
                 return Ok(None);
             };
+            if place.is_none() {
+                let joined = self.waiting.join(keys[0].released());
+                let first = joined.is_first();
+                place = Some(joined);
+                if !first {
+                    continue;
+                }
+            }
             // A store that cannot say when the lease ends gets one more look at the deadline.
             let wake_at = expires_in.map_or(deadline, |left| deadline.min(now + left));
             let _ = timeout_at(wake_at, released.released()).await;
@@ -401,13 +424,27 @@ impl Drop for ReleaseUnlessKept<'_> {
 
 /// A watch on who leads an election: see [`LockStore::watch_leader`].
 pub struct LeaderWatch {
-    store: LockStore,
-    key: LockKey,
-    watch: ReleaseWatch,
-    /// The leader when the watch began, as last read.
+    /// The store's name, for its errors.
+    store: Arc<str>,
+    readings: tokio::sync::watch::Receiver<Reading>,
+    /// The leader when the watch began.
     seen: Option<Holder>,
-    /// When it was last read.
-    read: Instant,
+}
+
+/// The next reading that is not being made; an error if the store could not say, or if
+/// the reader is gone (the store was dropped).
+async fn fresh(
+    store: &str,
+    readings: &mut tokio::sync::watch::Receiver<Reading>,
+) -> Result<Option<Holder>, StoreError> {
+    let reading = readings.wait_for(|r| matches!(r, Reading::Read(_))).await;
+    match reading.as_deref() {
+        Ok(Reading::Read(leader)) => leader.clone(),
+        _ => Err(StoreError::new(
+            store,
+            BackendError::new(BackendErrorKind::Failed, "is no longer open"),
+        )),
+    }
 }
 
 impl LeaderWatch {
@@ -420,27 +457,24 @@ impl LeaderWatch {
     /// a new one, or none after a resignation or an expiry — or why the store could not be
     /// asked.
     ///
-    /// It is woken by the store: a resignation or a new leader is announced on the
-    /// election's channel; an expiry is not, so it also wakes when the lease it last read
-    /// ends, and reads again. A leader that renews is the same leader: it waits on.
+    /// It is woken by the host's reader of the election, which the store wakes: a
+    /// resignation or a new leader is announced on the election's channel; an expiry is
+    /// not, so the reader also reads again when the lease it last read ends. A leader that
+    /// renews is the same leader: it waits on.
     pub async fn changed(&mut self) -> Result<Option<Holder>, StoreError> {
         let fence = |leader: &Option<Holder>| leader.as_ref().map(|h| h.fence);
         let first = fence(&self.seen);
         loop {
-            match &self.seen {
-                Some(leader) => {
-                    // A millisecond past the end, by which the store has surely let it go.
-                    let end = self.read + leader.lease_left + Duration::from_millis(1);
-                    let _ = timeout_at(end, self.watch.released()).await;
-                }
-                None => self.watch.released().await,
+            if self.readings.changed().await.is_err() {
+                return fresh(&self.store, &mut self.readings).await;
             }
-            self.read = Instant::now();
-            let now = self.store.leader(&self.key).await?;
+            let now = match &*self.readings.borrow_and_update() {
+                Reading::Reading => continue,
+                Reading::Read(leader) => leader.clone()?,
+            };
             if fence(&now) != first {
                 return Ok(now);
             }
-            self.seen = now;
         }
     }
 }

@@ -223,6 +223,17 @@ impl RedisServer {
         cmd.query(&mut conn).expect("the command succeeds")
     }
 
+    /// How many times the server has run `command` (lowercase, as `INFO commandstats`
+    /// names it: `evalsha`, `publish`) since it started or its stats were reset.
+    pub fn calls(&self, command: &str) -> u64 {
+        let stats: String = self.cmd(&["INFO", "commandstats"]);
+        let prefix = format!("cmdstat_{command}:calls=");
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    }
+
     /// Every key in the server, sorted.
     pub fn keys(&self) -> Vec<String> {
         let mut conn = self.connection().expect("the test can reach its Redis");

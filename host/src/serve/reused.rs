@@ -1,35 +1,54 @@
-//! WASI 0.3 handlers: instances reused across requests, as `wasmtime serve` reuses them
-//! (wasmtime-wasi-http's `ProxyHandler` runs the instances), with each request a guest task
-//! that owns the locks it takes.
+//! WASI 0.3 handlers: instances reused across requests, as `wasmtime serve` reuses them,
+//! with each request a guest task that owns the locks it takes.
 //!
-//! A request's task begins when an instance accepts it ([`WorkerState::on_request_start`]
-//! hands over its task id) and ends at the first of: its response body finished (the last
-//! frame goes out only once its locks are released, so a client that has the whole
-//! response can count on them being free), its deadline, its client going away, an error
-//! instead of a response. Its instance lives on for other requests. A trap retires the
-//! instance: the requests it was serving fail, and all its locks are released when it is
-//! dropped.
+//! Requests are dispatched to instances here, not by wasmtime-wasi-http's `ProxyHandler`,
+//! because an instance whose guest computes serves none of its other requests meanwhile —
+//! its tasks share one thread of execution, and wasmtime 48 cannot interrupt one task —
+//! and `ProxyHandler` cannot tell: it kept handing new requests to a computing instance,
+//! where they waited for its computation to end. Here every instance is told of each epoch
+//! tick it spends running guest code ([`Computing`]); a few in a row and it is **busy**:
+//! it gets no new request, those it was given but had not begun go to another instance
+//! (one is started if none can take them), and it is given requests again once its guest
+//! yields. Requests it had begun wait for it: nothing can run them elsewhere.
+//!
+//! A request's task begins when its instance takes it, and ends at the first of: its
+//! response body finished (the last frame goes out only once its locks are released, so a
+//! client that has the whole response can count on them being free), its deadline, its
+//! client going away, an error instead of a response. Its instance lives on for other
+//! requests. A trap retires the instance: the requests it was serving fail, and all its
+//! locks are released when it is dropped.
+//!
+//! # Layout
+//!
+//! - [`Reused`] and [`Pool`]: the instances of one handler, and the dispatch of a request
+//!   to one of them ([`Pool::dispatch`]);
+//! - [`Load`]: what one instance has been given, and whether it is busy;
+//! - [`Pool::run_instance`]: one instance's life — instantiated, serving what it is given
+//!   inside `run_concurrent`, dropped when idle, spent, past a deadline, trapped or at
+//!   shutdown;
+//! - [`RequestTask`], [`TaskEnd`], [`TaskBody`]: one request's task and its end.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures_channel::oneshot;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::{Request, Response, StatusCode};
-use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tokio_util::task::task_tracker::TaskTrackerToken;
-use wasmtime::component::GuestTaskId;
-use wasmtime::{Store, StoreContextMut};
-use wasmtime_wasi_http::handler::{
-    ExpirationError, HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept,
-    WorkerExpiration, WorkerState, WorkerStatus,
-};
+use wasmtime::component::Accessor;
+use wasmtime::{AsContextMut as _, Store};
+use wasmtime_wasi_http::handler::{ExpirationError, Prepared, Proxy};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
@@ -37,11 +56,38 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
 use super::{Common, InstanceReuse, plain, shutting_down};
 use crate::TaskLocks;
-use crate::sandbox::GuestState;
+use crate::sandbox::{Computing, GuestState};
+
+/// How long an instance runs guest code without a break before it is busy: two epoch
+/// ticks, so that a request's ordinary work does not count, one that computes does.
+const BUSY_AFTER: Duration = Duration::from_millis(2);
+
+/// A gap between ticks this long means the guest stopped computing in between: its
+/// computation is over. Wider than a tick, for an epoch ticker a loaded machine delays.
+const BREAK: Duration = Duration::from_millis(5);
 
 /// Serves requests with reused instances of one handler.
 pub(super) struct Reused {
-    handler: ProxyHandler<Instances>,
+    pool: Arc<Pool>,
+}
+
+/// The instances of one handler, and what dispatching to them needs.
+struct Pool {
+    common: Arc<Common>,
+    pre: ServicePre<GuestState>,
+    reuse: InstanceReuse,
+    /// The instances that may be given requests: not retiring.
+    instances: Mutex<Vec<Arc<Load>>>,
+    next_instance: AtomicU64,
+    /// Itself, for the instances it starts, which dispatch what a busy one gives back.
+    this: Weak<Pool>,
+}
+
+/// A request waiting for an instance to take it.
+struct Queued {
+    task: Arc<RequestTask>,
+    request: wasmtime_wasi_http::handler::Request,
+    respond: oneshot::Sender<wasmtime::Result<wasmtime_wasi_http::handler::Response>>,
 }
 
 /// A [`Reused`] for `pre`.
@@ -50,14 +96,15 @@ pub(super) fn handler(
     pre: ServicePre<GuestState>,
     reuse: InstanceReuse,
 ) -> Reused {
-    Reused {
-        handler: ProxyHandler::new(Instances {
-            common,
-            pre: ProxyPre::P3(pre),
-            reuse,
-            next_instance: AtomicU64::new(1),
-        }),
-    }
+    let pool = Arc::new_cyclic(|this| Pool {
+        common,
+        pre,
+        reuse,
+        instances: Mutex::default(),
+        next_instance: AtomicU64::new(1),
+        this: this.clone(),
+    });
+    Reused { pool }
 }
 
 impl Reused {
@@ -70,10 +117,7 @@ impl Reused {
         request: Request<Incoming>,
         slot: OwnedSemaphorePermit,
     ) -> Response<HyperOutgoingBody> {
-        let deadline = common
-            .limits
-            .deadline
-            .map(|after| tokio::time::Instant::now() + after);
+        let deadline = common.limits.deadline.map(|after| Instant::now() + after);
         let task = Arc::new(RequestTask::new(id));
         // Ends the task if this future is dropped: the client went away.
         let mut end = TaskEnd {
@@ -82,14 +126,22 @@ impl Reused {
         };
         let request =
             request.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
-        let err = match self.handler.handle(task, request).await {
-            Ok(response) => {
+        let (respond, response) = oneshot::channel();
+        self.pool.dispatch(Queued {
+            task,
+            request,
+            respond,
+        });
+        let err = match response.await {
+            Ok(Ok(response)) => {
                 return response
                     .map(|body| TaskBody::new(body, end, slot, deadline).boxed_unsync());
             }
-            Err(err) => err,
+            Ok(Err(err)) => err,
+            // The instance was dropped before it answered: it trapped, or failed to start.
+            Err(_) => wasmtime::format_err!("the instance serving it ended"),
         };
-        let past_deadline = deadline.is_some_and(|at| tokio::time::Instant::now() >= at);
+        let past_deadline = deadline.is_some_and(|at| Instant::now() >= at);
         let response = if err.is::<ExpirationError>() || past_deadline {
             tracing::warn!(request = id, "the handler ran past its deadline");
             plain(StatusCode::GATEWAY_TIMEOUT, "the handler ran out of time\n")
@@ -114,180 +166,420 @@ impl Reused {
     }
 }
 
-/// Makes the instances: what `ProxyHandler` asks for each new one.
-struct Instances {
-    common: Arc<Common>,
-    pre: ProxyPre<GuestState>,
-    reuse: InstanceReuse,
-    next_instance: AtomicU64,
-}
+impl Pool {
+    fn instances(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Load>>> {
+        self.instances.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
-impl HandlerState for Instances {
-    type StoreData = GuestState;
-    type WorkerExpiration = Expiry;
-    type WorkerState = Worker;
-
-    async fn instantiate(&self) -> wasmtime::Result<Instance<GuestState, Expiry, Worker>> {
-        let common = &self.common;
+    /// Gives `queued` to an instance that can take it now — not busy, not retiring, below
+    /// its caps — or to a new one.
+    fn dispatch(&self, queued: Queued) {
+        let mut queued = Some(queued);
+        let mut instances = self.instances();
+        for load in instances.iter() {
+            queued = load.offer(queued.take().expect("one request"), self.reuse);
+            if queued.is_none() {
+                return;
+            }
+        }
         let number = self.next_instance.fetch_add(1, Ordering::Relaxed);
-        let mut store = common
-            .sandbox
-            .new_store(common.guest_state(number)?, common.limits)?;
+        let load = Arc::new(Load::new(number, self.this.clone()));
+        let refused = load.offer(queued.take().expect("one request"), self.reuse);
+        debug_assert!(refused.is_none(), "a new instance takes a request");
+        instances.push(load.clone());
+        drop(instances);
+        let pool = self.this.upgrade().expect("the pool dispatches");
+        self.common.requests.spawn(pool.run_instance(load));
+    }
+
+    /// Takes `load` off the instances that may be given requests.
+    fn forget(&self, load: &Arc<Load>) {
+        self.instances().retain(|other| !Arc::ptr_eq(other, load));
+    }
+
+    /// One instance's life: instantiated, serving what it is given, dropped at the end —
+    /// see the [module](self) docs.
+    async fn run_instance(self: Arc<Self>, load: Arc<Load>) {
+        let common = self.common.clone();
+        let number = load.number;
+        let store = match self.instantiate(&load).await {
+            Ok(store) => store,
+            Err(err) => {
+                tracing::warn!(instance = number, "could not start an instance: {err:#}");
+                self.forget(&load);
+                for queued in load.close() {
+                    let _ = queued.respond.send(Err(wasmtime::format_err!("{err:#}")));
+                }
+                return;
+            }
+        };
+        let (mut store, service) = store;
+        let proxy = Proxy::P3(service);
+        // Retired when it traps, or with every other at shutdown.
+        let retire = common.stop_all.child_token();
+        let status = Mutex::new((Status::Requests, Instant::now()));
+        let result = {
+            let serving = store.run_concurrent(async |accessor| {
+                self.serve(accessor, &proxy, &load, &retire, &status).await
+            });
+            let mut serving = std::pin::pin!(serving);
+            let overran = AtomicBool::new(false);
+            let outcome = tokio::select! {
+                biased;
+                result = &mut serving => result.and_then(|r| r),
+                () = retire.cancelled() => Err(wasmtime::format_err!("retired")),
+                () = overrun(&status, common.limits.deadline) => {
+                    overran.store(true, Ordering::Relaxed);
+                    Err(wasmtime::format_err!("it ran past a request's deadline"))
+                }
+            };
+            (outcome, overran.load(Ordering::Relaxed))
+        };
+        self.forget(&load);
+        // What it was given but never began goes elsewhere.
+        for queued in load.close() {
+            self.dispatch(queued);
+        }
+        match result {
+            (Ok(()), _) => tracing::debug!(instance = number, "retired"),
+            (Err(_), _) if common.stop_all.is_cancelled() => {
+                tracing::info!(instance = number, "stopped: the server is shutting down");
+            }
+            (Err(_), true) => {
+                tracing::warn!(
+                    instance = number,
+                    "dropped: it ran past a request's deadline"
+                );
+            }
+            (Err(_), _) if retire.is_cancelled() => {
+                tracing::warn!(instance = number, "dropped: one of its requests failed");
+            }
+            (Err(err), _) => tracing::warn!(
+                instance = number,
+                "dropped: it failed, and the requests it was serving with it: {}",
+                err.root_cause()
+            ),
+        }
+        store.data_mut().locks_mut().release_all().await;
+    }
+
+    /// A new instance's wasmtime store, told of the ticks it computes, and the instance.
+    async fn instantiate(
+        &self,
+        load: &Arc<Load>,
+    ) -> wasmtime::Result<(Store<GuestState>, wasmtime_wasi_http::p3::bindings::Service)> {
+        let common = &self.common;
+        let state = common.guest_state(load.number)?.telling(load.clone());
+        let mut store = common.sandbox.new_store(state, common.limits)?;
         let instantiate = self.pre.instantiate_async(&mut store);
-        let proxy = match common.limits.deadline {
+        let service = match common.limits.deadline {
             Some(deadline) => tokio::time::timeout(deadline, instantiate)
                 .await
                 .map_err(|_| wasmtime::format_err!("instantiation ran past the deadline"))??,
             None => instantiate.await?,
         };
-        tracing::debug!(instance = number, "instantiated");
-        // Retired when it traps, or with every other at shutdown.
-        let retire = common.stop_all.child_token();
-        let overran = Arc::new(AtomicBool::new(false));
-        Ok(Instance {
-            store,
-            proxy,
-            view: <GuestState as WasiHttpView>::http,
-            expiration: Expiry {
-                reuse: self.reuse,
-                deadline: common.limits.deadline,
-                retire: Mutex::new(Box::pin(retire.clone().cancelled_owned())),
-                timer: Mutex::new(Box::pin(tokio::time::sleep(Duration::ZERO))),
-                armed_for: None,
-                overran: overran.clone(),
-            },
-            state: Worker {
-                common: common.clone(),
-                number,
-                reuse: self.reuse,
-                retire,
-                overran,
-                _alive: common.requests.token(),
-            },
+        tracing::debug!(instance = load.number, "instantiated");
+        Ok((store, service))
+    }
+
+    /// The serving loop of one instance, inside its `run_concurrent`: starts each request
+    /// it is given, and ends once it may take no more (idle too long, spent, a request
+    /// past its deadline) and its guest has nothing left to do.
+    async fn serve(
+        &self,
+        accessor: &Accessor<GuestState>,
+        proxy: &Proxy,
+        load: &Arc<Load>,
+        retire: &CancellationToken,
+        status: &Mutex<(Status, Instant)>,
+    ) -> wasmtime::Result<()> {
+        let set = |now: Status| {
+            let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
+            if status.0 != now || now == Status::Requests {
+                *status = (now, Instant::now());
+            }
+        };
+        let mut running = FuturesUnordered::new();
+        let mut accepting = true;
+        loop {
+            while accepting && let Some(queued) = load.take() {
+                set(Status::Requests);
+                running.push(self.start(accessor, proxy, queued, retire)?);
+            }
+            if running.is_empty() {
+                set(Status::PostReturn);
+                let settled = std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx));
+                tokio::select! {
+                    () = settled => {}
+                    () = load.arrived.notified(), if accepting => continue,
+                }
+                if !accepting || load.spent(self.reuse) {
+                    return Ok(());
+                }
+                set(Status::Idle);
+                let idle = sleep_until(Instant::now() + self.reuse.idle);
+                tokio::select! {
+                    () = load.arrived.notified() => continue,
+                    () = idle => {
+                        // Only if nothing was given meanwhile: then nothing will be.
+                        if load.close_if_idle() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                done = running.next() => {
+                    load.finished();
+                    if !done.expect("a request runs")? {
+                        // Past its deadline: the instance takes no more, and ends once
+                        // the others are over.
+                        accepting = false;
+                        self.forget(load);
+                        for queued in load.close() {
+                            self.dispatch(queued);
+                        }
+                    }
+                }
+                () = load.arrived.notified(), if accepting => {}
+            }
+        }
+    }
+
+    /// Starts `queued` in the instance: its task begins, with its deadline.
+    fn start<'a>(
+        &self,
+        accessor: &'a Accessor<GuestState>,
+        proxy: &'a Proxy,
+        queued: Queued,
+        retire: &CancellationToken,
+    ) -> wasmtime::Result<impl Future<Output = wasmtime::Result<bool>> + 'a> {
+        let Queued {
+            task,
+            request,
+            respond,
+        } = queued;
+        let common = &self.common;
+        let limits = common.limits;
+        let prepared =
+            accessor.with(|mut store| -> wasmtime::Result<Prepared<'a, GuestState>> {
+                let prepared = Prepared::new(
+                    store.as_context_mut(),
+                    proxy,
+                    request,
+                    <GuestState as WasiHttpView>::http,
+                    respond,
+                )?;
+                let Prepared::P3 { call, .. } = &prepared else {
+                    unreachable!("a WASI 0.3 handler's call");
+                };
+                let id = call.task();
+                let mut store = store.as_context_mut();
+                if let Some(fuel) = limits.fuel
+                    && let Ok(left) = store.get_fuel()
+                {
+                    // Each request brings its own budget.
+                    let _ = store.set_fuel(left.saturating_add(fuel));
+                }
+                let locks = store.data_mut().locks_mut().begin_task(id);
+                task.start(locks, retire.clone(), &common.requests);
+                Ok(prepared)
+            })?;
+        tracing::debug!(request = task.id, "started");
+        let deadline = limits.deadline;
+        Ok(async move {
+            let expiry = async move {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            prepared.run(accessor, expiry).await
         })
     }
 }
 
-/// One instance's side of serving: how many requests it takes, where their tasks begin,
-/// and its end.
-struct Worker {
-    common: Arc<Common>,
-    number: u64,
-    reuse: InstanceReuse,
-    /// Cancelled to retire the instance at once.
-    retire: CancellationToken,
-    /// Set when the instance is dropped for running past a request's deadline.
-    overran: Arc<AtomicBool>,
-    /// Keeps [`super::Handler::stop_all`] waiting until the instance is gone.
-    _alive: TaskTrackerToken,
+/// What an instance is doing, as the watch kept outside its event loop reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Serving requests: since the latest began.
+    Requests,
+    /// Its requests are over; its guest still has work of theirs to finish.
+    PostReturn,
+    /// Waiting for a request.
+    Idle,
 }
 
-impl WorkerState for Worker {
-    type StoreData = GuestState;
-    type RequestData = Arc<RequestTask>;
-
-    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
-        if total >= self.reuse.max_requests {
-            ShouldAccept::Never
-        } else if concurrent >= self.reuse.max_concurrent {
-            ShouldAccept::No
+/// Resolves once the instance has run past a request's deadline: its requests, or the
+/// work after them, since the latest began plus the deadline. A request's own expiry
+/// comes first, but it cannot while the guest computes without yielding to its event
+/// loop; this can (it is polled outside it). Its task cannot be cancelled alone
+/// (wasmtime 48), so the instance is dropped.
+async fn overrun(status: &Mutex<(Status, Instant)>, deadline: Option<Duration>) {
+    let Some(deadline) = deadline else {
+        return std::future::pending().await;
+    };
+    loop {
+        let (now, since) = *status.lock().unwrap_or_else(|e| e.into_inner());
+        let until = since + deadline;
+        if now != Status::Idle && Instant::now() >= until {
+            return;
+        }
+        // Looked at again at the deadline of what it is doing now, or in a while if idle.
+        let next = if now == Status::Idle {
+            Instant::now() + deadline
         } else {
-            ShouldAccept::Yes
-        }
-    }
-
-    fn on_request_start(
-        &self,
-        mut store: StoreContextMut<'_, GuestState>,
-        request: Arc<RequestTask>,
-        task: GuestTaskId,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        let limits = self.common.limits;
-        if let Some(fuel) = limits.fuel
-            && let Ok(left) = store.get_fuel()
-        {
-            // Each request brings its own budget.
-            let _ = store.set_fuel(left.saturating_add(fuel));
-        }
-        let locks = store.data_mut().locks_mut().begin_task(task);
-        tracing::debug!(request = request.id, instance = self.number, "started");
-        request.start(locks, self.retire.clone(), &self.common.requests);
-        match limits.deadline {
-            Some(deadline) => Box::pin(tokio::time::sleep(deadline)),
-            None => Box::pin(std::future::pending()),
-        }
-    }
-
-    fn drop(&self, mut store: Store<GuestState>, result: wasmtime::Result<()>) {
-        let instance = self.number;
-        match result {
-            Ok(()) => tracing::debug!(instance, "retired"),
-            Err(_) if self.common.stop_all.is_cancelled() => {
-                tracing::info!(instance, "stopped: the server is shutting down");
-            }
-            Err(_) if self.retire.is_cancelled() => {
-                tracing::warn!(instance, "dropped: one of its requests failed");
-            }
-            Err(_) if self.overran.load(Ordering::Relaxed) => {
-                tracing::warn!(instance, "dropped: it ran past a request's deadline");
-            }
-            Err(err) => tracing::warn!(
-                instance,
-                "dropped: it failed, and the requests it was serving with it: {}",
-                err.root_cause()
-            ),
-        }
-        self.common.requests.spawn(async move {
-            store.data_mut().locks_mut().release_all().await;
-        });
+            until
+        };
+        sleep_until(next).await;
     }
 }
 
-/// When an instance is dropped: idle past [`InstanceReuse::idle`], a request or the work
-/// after its responses far past the deadline, retired after a trap, or at shutdown.
-struct Expiry {
-    reuse: InstanceReuse,
-    deadline: Option<Duration>,
-    retire: Mutex<Pin<Box<WaitForCancellationFutureOwned>>>,
-    timer: Mutex<Pin<Box<tokio::time::Sleep>>>,
-    armed_for: Option<Instant>,
-    overran: Arc<AtomicBool>,
+/// What one instance has been given and is running, and whether it is busy computing.
+struct Load {
+    number: u64,
+    inbox: Mutex<Inbox>,
+    /// Woken when the instance is given a request.
+    arrived: Notify,
+    /// Its pool, to which a busy instance gives back what it has not begun.
+    pool: Weak<Pool>,
+    /// When the instance was last seen computing, and since when without a break, in µs
+    /// since `born`.
+    last_tick: AtomicU64,
+    streak_from: AtomicU64,
+    born: std::time::Instant,
 }
 
-impl WorkerExpiration for Expiry {
-    fn poll(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        status: WorkerStatus,
-        since: Instant,
-    ) -> Poll<()> {
-        let this = self.get_mut();
-        let retire = this.retire.get_mut().unwrap_or_else(|e| e.into_inner());
-        if retire.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(());
+#[derive(Default)]
+struct Inbox {
+    /// Given, not begun.
+    queued: VecDeque<Queued>,
+    /// Begun, not over.
+    running: usize,
+    /// Given in all.
+    given: usize,
+    /// Busy computing: given nothing until its guest yields.
+    busy: bool,
+    /// Takes no more requests.
+    closed: bool,
+}
+
+impl Load {
+    fn new(number: u64, pool: Weak<Pool>) -> Self {
+        Load {
+            number,
+            inbox: Mutex::default(),
+            arrived: Notify::new(),
+            pool,
+            last_tick: AtomicU64::new(0),
+            streak_from: AtomicU64::new(0),
+            born: std::time::Instant::now(),
         }
-        let allowed = match status {
-            WorkerStatus::Idle => Some(this.reuse.idle),
-            // `since` is when the latest of its requests started: past the deadline, all
-            // are. A request's own expiry normally comes first, but it cannot while a guest
-            // spins; this one can. Its task cannot be cancelled alone (wasmtime 48), so the
-            // instance is dropped.
-            WorkerStatus::Requests | WorkerStatus::PostReturn => this.deadline,
+    }
+
+    fn inbox(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_us(&self) -> u64 {
+        self.born.elapsed().as_micros() as u64
+    }
+
+    /// Whether the guest is computing now: its last tick is recent, and busy was said.
+    fn computing(&self, inbox: &Inbox) -> bool {
+        let since_tick = self
+            .now_us()
+            .saturating_sub(self.last_tick.load(Ordering::Relaxed));
+        inbox.busy && since_tick <= BREAK.as_micros() as u64
+    }
+
+    /// Offers the instance `queued`: taken if it can take it now, given back if not.
+    fn offer(&self, queued: Queued, reuse: InstanceReuse) -> Option<Queued> {
+        let mut inbox = self.inbox();
+        let full = inbox.running + inbox.queued.len() >= reuse.max_concurrent
+            || inbox.given >= reuse.max_requests;
+        if inbox.closed || full || self.computing(&inbox) {
+            return Some(queued);
+        }
+        inbox.busy = false;
+        inbox.given += 1;
+        inbox.queued.push_back(queued);
+        drop(inbox);
+        self.arrived.notify_one();
+        None
+    }
+
+    /// The next request given, to begin now.
+    fn take(&self) -> Option<Queued> {
+        let mut inbox = self.inbox();
+        let queued = inbox.queued.pop_front()?;
+        inbox.running += 1;
+        Some(queued)
+    }
+
+    /// A request it began is over.
+    fn finished(&self) {
+        self.inbox().running -= 1;
+    }
+
+    /// Whether it has been given all the requests it may serve.
+    fn spent(&self, reuse: InstanceReuse) -> bool {
+        self.inbox().given >= reuse.max_requests
+    }
+
+    /// Takes no more requests; what it was given and has not begun, to go elsewhere.
+    fn close(&self) -> Vec<Queued> {
+        let mut inbox = self.inbox();
+        inbox.closed = true;
+        inbox.queued.drain(..).collect()
+    }
+
+    /// Takes no more requests if it has none; whether it closed.
+    fn close_if_idle(&self) -> bool {
+        let mut inbox = self.inbox();
+        if inbox.queued.is_empty() && inbox.running == 0 {
+            inbox.closed = true;
+            if let Some(pool) = self.pool.upgrade() {
+                drop(inbox);
+                pool.instances()
+                    .retain(|other| !std::ptr::eq(Arc::as_ptr(other), self));
+            }
+            return true;
+        }
+        false
+    }
+}
+
+impl Computing for Load {
+    /// A tick computing: after [`BUSY_AFTER`] of them without a [`BREAK`], the instance is
+    /// busy, and what it was given but has not begun goes to another instance.
+    fn ticked(&self) {
+        let now = self.now_us();
+        let last = self.last_tick.swap(now, Ordering::Relaxed);
+        if now.saturating_sub(last) > BREAK.as_micros() as u64 {
+            self.streak_from.store(now, Ordering::Relaxed);
+            return;
+        }
+        let streak = now.saturating_sub(self.streak_from.load(Ordering::Relaxed));
+        if streak < BUSY_AFTER.as_micros() as u64 {
+            return;
+        }
+        let given_back: Vec<Queued> = {
+            let mut inbox = self.inbox();
+            if inbox.busy {
+                return;
+            }
+            inbox.busy = true;
+            inbox.given -= inbox.queued.len();
+            inbox.queued.drain(..).collect()
         };
-        let Some(allowed) = allowed else {
-            return Poll::Pending;
-        };
-        let until = since + allowed;
-        let timer = this.timer.get_mut().unwrap_or_else(|e| e.into_inner());
-        if this.armed_for != Some(until) {
-            timer.as_mut().reset(until.into());
-            this.armed_for = Some(until);
+        tracing::debug!(instance = self.number, "busy computing");
+        if let Some(pool) = self.pool.upgrade() {
+            for queued in given_back {
+                pool.dispatch(queued);
+            }
         }
-        ready!(timer.as_mut().poll(cx));
-        if status != WorkerStatus::Idle {
-            this.overran.store(true, Ordering::Relaxed);
-        }
-        Poll::Ready(())
     }
 }
 

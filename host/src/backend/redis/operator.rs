@@ -45,11 +45,11 @@ pub(crate) struct Survey {
 impl Survey {
     /// The listing it makes, without the tokens.
     pub(crate) fn into_listing(self) -> Listing {
-        let mut listing = Listing::default();
-        listing.holders = self.sightings.into_iter().map(|s| s.holder).collect();
-        listing.skipped = self.skipped;
-        listing.elsewhere = self.elsewhere;
-        listing
+        Listing {
+            holders: self.sightings.into_iter().map(|s| s.holder).collect(),
+            skipped: self.skipped,
+            elsewhere: self.elsewhere,
+        }
     }
 }
 

@@ -33,6 +33,10 @@ use crate::error::StoreConfigError;
 use crate::key::LockKey;
 use crate::open::{Kind, StoreSettings, redacted};
 
+/// How many times who holds a lock is read again while its grant's fence is being written
+/// back (1 + 2 + 4 + 8 + 16 ms at most).
+const WRITE_BACK_READS: u32 = 5;
+
 /// How many times a split vote is tried again within one attempt.
 const SPLIT_RETRIES: u32 = 3;
 
@@ -160,10 +164,7 @@ impl RedlockBackend {
     /// until fewer than a majority hold it.
     fn as_one(&self, mut on: Vec<Holder>) -> Holder {
         let quorum = self.quorum();
-        let shared = on
-            .iter()
-            .map(|h| h.fence)
-            .find(|&fence| on.iter().filter(|h| h.fence == fence).count() >= quorum);
+        let shared = Self::shared_fence(&on, quorum);
         let fence = shared.unwrap_or_else(|| on.iter().map(|h| h.fence).max().unwrap_or_default());
         // Longest lease first: the quorum-th is how long a majority still holds it.
         on.sort_by_key(|h| std::cmp::Reverse(h.lease_left));
@@ -174,6 +175,13 @@ impl RedlockBackend {
         });
         holder.fence = fence;
         holder
+    }
+
+    /// The fence `quorum` of the sightings `on` share, if they share one.
+    fn shared_fence(on: &[Holder], quorum: usize) -> Option<u64> {
+        on.iter()
+            .map(|h| h.fence)
+            .find(|&fence| on.iter().filter(|h| h.fence == fence).count() >= quorum)
     }
 
     /// Ok if `answered` masters are a majority; the failure to say so if not.
@@ -504,19 +512,27 @@ impl Backend for RedlockBackend {
     /// is no grant. A majority must answer.
     async fn holder(&self, key: &LockKey) -> BackendResult<Option<Holder>> {
         let quorum = self.quorum();
-        let answers = self
-            .on_each(|master| master.holder_sighting(key), |_| false)
-            .await;
-        let answered = answers.iter().flatten().count();
-        self.majority_answered(answered)?;
-        let mut seen: BTreeMap<String, Vec<Holder>> = BTreeMap::new();
-        for Sighting { holder, token } in answers.into_iter().flatten().flatten() {
-            seen.entry(token).or_default().push(holder);
+        for attempt in 0.. {
+            let answers = self
+                .on_each(|master| master.holder_sighting(key), |_| false)
+                .await;
+            let answered = answers.iter().flatten().count();
+            self.majority_answered(answered)?;
+            let mut seen: BTreeMap<String, Vec<Holder>> = BTreeMap::new();
+            for Sighting { holder, token } in answers.into_iter().flatten().flatten() {
+                seen.entry(token).or_default().push(holder);
+            }
+            let Some(on) = seen.into_values().find(|on| on.len() >= quorum) else {
+                return Ok(None);
+            };
+            // A grant writing its fence back to its majority is read once it has: until
+            // then no majority shares one, and the largest seen may be a late master's.
+            if Self::shared_fence(&on, quorum).is_some() || attempt == WRITE_BACK_READS {
+                return Ok(Some(self.as_one(on)));
+            }
+            tokio::time::sleep(Duration::from_millis(1 << attempt)).await;
         }
-        Ok(seen
-            .into_values()
-            .find(|on| on.len() >= quorum)
-            .map(|on| self.as_one(on)))
+        unreachable!("the last attempt returns")
     }
 
     /// Evicted from every master that answers; it is gone once a majority no longer holds
