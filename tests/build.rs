@@ -39,6 +39,23 @@ fn main() {
          (rustup target add wasm32-wasip2)"
     );
 
+    // The fault tests' clock that jumps (`harness/clock_shift.c`), preloaded into a
+    // redis-server.
+    let shim = out_dir.join("libclock_shift.so");
+    let source = manifest.join("harness/clock_shift.c");
+    let status = Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&shim)
+        .arg(&source)
+        .status()
+        .expect("a C compiler runs (cc)");
+    assert!(status.success(), "compiling {} failed", source.display());
+    println!(
+        "cargo:rustc-env=LATCHKEY_CLOCK_SHIFT_LIB={}",
+        shim.display()
+    );
+    println!("cargo:rerun-if-changed={}", source.display());
+
     let guests = target_dir.join("wasm32-wasip2").join("release");
     println!("cargo:rustc-env=LATCHKEY_GUESTS={}", guests.display());
     let wasmtime_wasi = wasmtime_wasi_source(&root);

@@ -180,3 +180,187 @@ fn redlock_master_down() {
     println!("Redlock master down: {during} grants while it was down");
     assert!(during > 0, "no grant while one master was down");
 }
+
+/// The faults Jepsen's lock analyses and Kleppmann's critique of Redlock name: a store
+/// whose clock jumps, and a holder paused past its lease while it writes. A lease cannot
+/// survive either; what must is the resource, which refuses a stale holder by its fence
+/// ([`FencedStore`]): no write of the first holder's is taken after the second's.
+mod clocks_and_pauses {
+    use std::path::Path;
+    use std::process::Child;
+    use std::time::{Duration, Instant};
+
+    use harness::fenced::FencedStore;
+    use harness::{PATIENCE, RedisServer, host_process, redis_store, redlock_url, script, signal};
+
+    /// A `p3ctl` host of app `faults` on `redis`, allowed to reach the fenced store, with
+    /// `data` as its `/data`.
+    fn holder(redis: &RedisServer, data: &Path, steps: &str) -> Child {
+        let store = format!("lockstore={}", redis.url());
+        let dir = format!("{}::/data", data.display());
+        let flags = ["--allow-network", "--dir", &dir, "--deadline", "60s"];
+        host_process("faults", &store, &flags, "p3ctl", &script(steps))
+    }
+
+    /// What a host printed, once it ended.
+    fn said(host: Child) -> Vec<String> {
+        let out = host.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The store's clock jumps a minute ahead while a holder keeps its 3 s lease alive:
+    /// the lock expires in the store, a second holder is granted and writes. The first
+    /// holder's next write is refused by fence (its writes taken after the second's: 0),
+    /// and its keep-alive learns that it lost the lock.
+    #[test]
+    fn the_stores_clock_jumps_ahead_of_a_lease() {
+        let redis = RedisServer::start_with_clock();
+        let resource = FencedStore::start();
+        let data = tempfile::tempdir().unwrap();
+        let at = resource.address().to_owned();
+        let first = holder(
+            &redis,
+            data.path(),
+            &format!(
+                "open lockstore try r 3000 keepalive fenced-write {at} a1 \
+                 await-file /data/go fenced-write {at} a2 await-lost"
+            ),
+        );
+        assert!(resource.wait_for("a1").accepted);
+        redis.shift_clock(60);
+        let second = holder(
+            &redis,
+            data.path(),
+            &format!("open lockstore lock r 3000 20000 fenced-write {at} b"),
+        );
+        let second = said(second);
+        assert!(second[1].starts_with("granted r"), "{second:?}");
+        assert_eq!(second[2], "fenced-write b accepted");
+        std::fs::write(data.path().join("go"), "").unwrap();
+        let first = said(first);
+        assert_eq!(first[5..], ["fenced-write a2 refused", "lost"], "{first:?}");
+        let writes = resource.writes();
+        let b = writes.iter().position(|w| w.value == "b").unwrap();
+        let stale = writes[b..]
+            .iter()
+            .filter(|w| w.value.starts_with('a') && w.accepted);
+        assert_eq!(stale.count(), 0, "{writes:?}");
+    }
+
+    /// A holder's host stopped (SIGSTOP) between two writes, past its 1 s lease; another
+    /// holder is granted and writes; the first, continued, writes with its old fence. Into
+    /// a fenced store the late write is refused; into one that does not check — the
+    /// control — it is taken, so the scenario did make a late write for the fence to stop.
+    #[test]
+    fn a_holder_paused_past_its_lease_is_refused_by_fence() {
+        for (resource, checked) in [
+            (FencedStore::start(), true),
+            (FencedStore::unchecked(), false),
+        ] {
+            let redis = RedisServer::start();
+            let data = tempfile::tempdir().unwrap();
+            let at = resource.address().to_owned();
+            let first = holder(
+                &redis,
+                data.path(),
+                &format!(
+                    "open lockstore try r 1000 fenced-write {at} a1 \
+                     await-file /data/go fenced-write {at} a2"
+                ),
+            );
+            assert!(resource.wait_for("a1").accepted);
+            signal(&first, "-STOP");
+            // Its lease ends in the store: nobody renews it.
+            let started = Instant::now();
+            while !redis.lock_keys().is_empty() {
+                assert!(
+                    started.elapsed() < PATIENCE,
+                    "the paused holder's lease never ended"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let second = holder(
+                &redis,
+                data.path(),
+                &format!("open lockstore lock r 1000 20000 fenced-write {at} b"),
+            );
+            let second = said(second);
+            assert_eq!(second[2], "fenced-write b accepted", "{second:?}");
+            std::fs::write(data.path().join("go"), "").unwrap();
+            signal(&first, "-CONT");
+            let first = said(first);
+            let late = if checked { "refused" } else { "accepted" };
+            assert_eq!(first[4], format!("fenced-write a2 {late}"), "{first:?}");
+        }
+    }
+
+    /// Redlock with one master's clock a minute ahead: the lock expires there, but a
+    /// majority still holds it, so nobody else is granted it until its holder lets go.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_redlock_masters_clock_jumping_grants_nothing() {
+        let masters = [
+            RedisServer::start_with_clock(),
+            RedisServer::start(),
+            RedisServer::start(),
+        ];
+        let store = redis_store(&redlock_url(&masters), Duration::from_secs(2));
+        let key = store.key("faults", "r");
+        let lease = Duration::from_secs(30);
+        let first = store
+            .try_lock(key.clone(), lease)
+            .await
+            .unwrap()
+            .expect("free");
+        masters[0].shift_clock(60);
+        assert!(
+            masters[0].lock_keys().is_empty(),
+            "the jump did not expire the lock"
+        );
+        assert!(store.try_lock(key.clone(), lease).await.unwrap().is_none());
+        store.unlock(&first).await.unwrap();
+        let next = store.try_lock(key, lease).await.unwrap().expect("free now");
+        assert!(next.fence > first.fence);
+    }
+
+    /// What fences guarantee when the store loses its data and its clock goes back: they
+    /// rise with every grant while the fence key lasts or the clock does not go back past
+    /// the last fence — here it does (an hour back, after a restart without persistence),
+    /// so the next grant's fence is lower than the last one's. Safety holds at the
+    /// resource, which refuses the new holder's write; availability does not, until the
+    /// resource is told to start from the new fences.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_store_that_loses_its_data_and_an_hour_gives_lower_fences() {
+        let mut redis = RedisServer::start_with_clock();
+        let resource = FencedStore::start();
+        let store = redis_store(&redis.url(), Duration::from_secs(2));
+        let key = store.key("faults", "r");
+        let lease = Duration::from_secs(1);
+        let first = store
+            .try_lock(key.clone(), lease)
+            .await
+            .unwrap()
+            .expect("free");
+        assert!(resource.write(first.fence, "a"));
+        redis.crash();
+        redis.shift_clock(-3600);
+        redis.restart();
+        let next = loop {
+            match store.try_lock(key.clone(), lease).await {
+                Ok(next) => break next.expect("an empty store"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        assert!(
+            next.fence < first.fence,
+            "{} after {}",
+            next.fence,
+            first.fence
+        );
+        assert!(!resource.write(next.fence, "b"), "a lower fence was taken");
+    }
+}

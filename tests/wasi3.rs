@@ -259,6 +259,24 @@ fn a_response_that_ends_late_frees_no_other_requests_lock() {
     let _ = holder.join();
 }
 
+/// Requests that come one after another, each computing for a moment, are all served by
+/// one instance: an instance is busy only while its guest computes without a break, not
+/// because it was entered at tick after tick.
+#[test]
+fn requests_in_quick_succession_reuse_one_instance() {
+    let redis = RedisServer::start();
+    let server = serve_p3_demo(&redis, &[]);
+    let first = served_by(&post_to(&server, "/jobs/q?ms=1"));
+    for n in 2..=100 {
+        let answer = post_to(&server, "/jobs/q?ms=1");
+        assert_eq!(
+            served_by(&answer),
+            (first.0.clone(), n),
+            "request {n} went to another instance"
+        );
+    }
+}
+
 /// A lock handle kept by the instance past its request is inert in the next: the lock was
 /// released at the first request's end, so `lost` has completed, `held` and `extend` say
 /// false, and `unlock` finds nobody holds it — and another request took it meanwhile.

@@ -6,12 +6,13 @@
 //! [`crate::Runner`] is built from these pieces, for commands and HTTP handlers alike.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{ResourceTable, ResourceTableError};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, UpdateDeadline,
+    CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
@@ -119,11 +120,22 @@ fn start_epoch_ticker(engine: &Engine) {
         .spawn(move || {
             while let Some(engine) = engine.upgrade() {
                 engine.increment_epoch();
+                TICKS.store(ticks_now(), Ordering::Relaxed);
                 drop(engine);
                 std::thread::sleep(EPOCH_TICK);
             }
         })
         .expect("a thread for the epoch ticker");
+}
+
+/// Epoch ticks since the process began (from 1), as the epoch tickers last saw them: a
+/// clock that costs one load to read, for bookkeeping on every call into or out of a guest.
+static TICKS: AtomicU64 = AtomicU64::new(1);
+
+fn ticks_now() -> u64 {
+    static BEGAN: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    (BEGAN.elapsed().as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1
 }
 
 /// Bounds on one instance. Whatever stops it, its locks are released.
@@ -169,17 +181,79 @@ pub struct GuestState {
     locks: LockCtx,
     table: ResourceTable,
     memory: StoreLimits,
-    /// Told of each epoch tick the instance spends computing, if anyone asks.
+    /// Told of the instance's computing, if anyone asks.
     computing: Option<Arc<dyn Computing>>,
 }
 
-/// What learns of an instance's computing: told of every epoch tick (a millisecond) at
-/// which the instance was running guest code, from the guest's own thread. A reused
-/// instance's serving uses it to send no request to an instance that is computing, which
-/// serves none of its other requests meanwhile (its tasks share one thread of execution).
+/// What learns of an instance's computing, from the guest's own thread: told of every
+/// epoch tick at which the instance was running guest code, and keeping its
+/// [`Stint`]. A reused instance's serving uses it to send no request to an instance that
+/// is computing, which serves none of its other requests meanwhile (its tasks share one
+/// thread of execution).
 pub(crate) trait Computing: Send + Sync {
-    /// The instance was computing at this tick.
+    /// The instance's stint in guest code.
+    fn stint(&self) -> &Stint;
+    /// An epoch tick came while the instance ran guest code.
     fn ticked(&self);
+}
+
+/// How long an instance has been running guest code without a break, kept from wasmtime's
+/// call hooks: a call into the guest from the host begins a stint, its return ends it. A
+/// guest's call into the host is part of its stint unless it lasts a whole tick (it
+/// waited, as a stackful task suspended in a host call does): what follows is a new one.
+/// An epoch tick alone cannot tell: it comes at the first check after the epoch advanced,
+/// so a guest entered once a millisecond for a moment looks like one that computes.
+#[derive(Debug, Default)]
+pub(crate) struct Stint {
+    /// Calls into the guest not yet returned.
+    depth: AtomicU32,
+    /// The tick the stint began at, 0 if none.
+    since: AtomicU64,
+    /// The tick a call into the host began at, 0 if none is under way.
+    in_host: AtomicU64,
+}
+
+impl Stint {
+    fn crossed(&self, hook: CallHook) {
+        let now = TICKS.load(Ordering::Relaxed);
+        match hook {
+            CallHook::CallingWasm => {
+                if self.depth.fetch_add(1, Ordering::Relaxed) == 0 {
+                    self.since.store(now, Ordering::Relaxed);
+                    self.in_host.store(0, Ordering::Relaxed);
+                }
+            }
+            CallHook::ReturningFromWasm => {
+                if self.depth.fetch_sub(1, Ordering::Relaxed) == 1 {
+                    self.since.store(0, Ordering::Relaxed);
+                }
+            }
+            CallHook::CallingHost => self.in_host.store(now, Ordering::Relaxed),
+            CallHook::ReturningFromHost => {
+                let began = self.in_host.swap(0, Ordering::Relaxed);
+                if began != 0 && now >= began + 2 {
+                    self.since.store(now, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The call into the host under way is the epoch's (this tick's yield): part of the
+    /// stint however long the yield takes on a loaded machine.
+    fn ticking(&self) {
+        self.in_host.store(0, Ordering::Relaxed);
+    }
+
+    /// Whole ticks the instance has been computing, without a break, up to now.
+    pub(crate) fn ticks(&self) -> u64 {
+        let since = self.since.load(Ordering::Relaxed);
+        let in_host = self.in_host.load(Ordering::Relaxed);
+        let now = TICKS.load(Ordering::Relaxed);
+        if since == 0 || (in_host != 0 && now >= in_host + 2) {
+            return 0;
+        }
+        now.saturating_sub(since)
+    }
 }
 
 impl GuestState {
@@ -196,7 +270,8 @@ impl GuestState {
         }
     }
 
-    /// Tells `computing` of the epoch ticks this instance spends running guest code.
+    /// Tells `computing` of this instance's calls into and out of its guest, and of the
+    /// epoch ticks it spends running guest code.
     pub(crate) fn telling(mut self, computing: Arc<dyn Computing>) -> Self {
         self.computing = Some(computing);
         self
@@ -314,6 +389,7 @@ fn new_store(
             .build();
     }
     state.table.set_max_capacity(limits.max_handles);
+    let state_computing = state.computing.is_some();
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.memory);
     // The component's own handle tables count the guest's resources too. Twice the host's
@@ -324,10 +400,19 @@ fn new_store(
         // Without a budget, a metering engine runs the guest unmetered in effect.
         store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
     }
+    if state_computing {
+        store.call_hook(|store, hook| {
+            if let Some(computing) = &store.data().computing {
+                computing.stint().crossed(hook);
+            }
+            Ok(())
+        });
+    }
     // tokio's own yield lets the worker poll for I/O before it resumes this guest, so a
     // guest waiting on Redis is woken even while every thread has a spinning guest.
     store.epoch_deadline_callback(|store| {
         if let Some(computing) = &store.data().computing {
+            computing.stint().ticking();
             computing.ticked();
         }
         Ok(UpdateDeadline::YieldCustom(

@@ -9,12 +9,15 @@
 //!
 //! - [`servers`]: [`RedisServer`], a real `redis-server` on a free loopback port, started
 //!   and stopped by the test that owns it (and crashed, restarted, paused when a test
-//!   needs it); also a replica of one, or a Redis Sentinel.
+//!   needs it, or its wall clock moved: [`RedisServer::start_with_clock`] preloads
+//!   `clock_shift.c`, compiled by `build.rs`); also a replica of one, or a Redis Sentinel.
 //! - [`topologies`]: [`RedisCluster`] (three masters) and [`SentinelSet`] (a primary, two
 //!   replicas, three sentinels): Redis' own distributed deployments.
 //! - [`fixture`]: [`Fixture`], one lock store for a test — in memory, on its own Redis,
 //!   Cluster, Sentinel set or Redlock masters ([`Deployment`]) — and the apps built on it;
 //!   `on_every_backend!` runs a test on each.
+//! - [`fenced`]: [`fenced::FencedStore`], a resource that refuses writes with a fence below
+//!   the highest it took — how a resource outlives a holder that lost its lock unawares.
 //! - [`guests`]: the guests of `guest/` ([`guest`], built for wasm32-wasip2 by `build.rs`;
 //!   [`polyglot_guest`], built by `make test`), and [`run`] / [`run_with`] / [`lockctl`],
 //!   which run them through the real host library and capture their output.
@@ -41,6 +44,7 @@ use std::time::Duration;
 /// costs nothing when things work.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+pub mod fenced;
 pub mod fixture;
 pub mod guests;
 pub mod history;

@@ -23,6 +23,8 @@ pub struct RedisServer {
     /// A configuration file to start from (a sentinel's, which Sentinel rewrites).
     config_file: Option<PathBuf>,
     extra: Vec<String>,
+    /// The file that shifts its wall clock, if it has a clock that jumps.
+    clock: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -34,7 +36,25 @@ impl RedisServer {
     /// Starts a server with extra `redis-server` arguments, such as `--requirepass x`.
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        Self::start_in(Place::Loopback, dir, None, extra)
+        Self::start_in(Place::Loopback, dir, None, extra, None)
+    }
+
+    /// Starts a server whose wall clock a test can move ([`RedisServer::shift_clock`]):
+    /// `harness/clock_shift.c` preloaded into it. Its keys' expiry and its `TIME` — what a
+    /// lease and a fence are measured by — follow that clock.
+    pub fn start_with_clock() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let clock = dir.path().join("clock-shift");
+        std::fs::write(&clock, "0").expect("the clock's shift is written");
+        Self::start_in(Place::Loopback, dir, None, &[], Some(clock))
+    }
+
+    /// Shifts the server's wall clock to `seconds` (negative: back) from the true time, at
+    /// once — a clock that steps, as NTP or an operator steps one.
+    pub fn shift_clock(&self, seconds: i64) {
+        let clock = self.clock.as_ref().expect("a server started with_clock");
+        let ns = i128::from(seconds) * 1_000_000_000;
+        std::fs::write(clock, ns.to_string()).expect("the clock's shift is written");
     }
 
     /// Starts a server in `node`, on port 6379 of its address, with `extra` arguments.
@@ -45,7 +65,7 @@ impl RedisServer {
     /// Starts a server in `node` on `port` (for several servers in one node).
     pub fn start_on_port(node: &Node, port: u16, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        Self::start_in(Place::node(node, port), dir, None, extra)
+        Self::start_in(Place::node(node, port), dir, None, extra, None)
     }
 
     /// A replica of this server, in sync before it returns.
@@ -107,7 +127,7 @@ impl RedisServer {
             failover_timeout = 3 * down_after.as_millis(),
         );
         std::fs::write(&config_file, config).expect("the sentinel's config is written");
-        Self::start_in(place, dir, Some(config_file), &["--sentinel"])
+        Self::start_in(place, dir, Some(config_file), &["--sentinel"], None)
     }
 
     fn start_in(
@@ -115,6 +135,7 @@ impl RedisServer {
         dir: tempfile::TempDir,
         config_file: Option<PathBuf>,
         extra: &[&str],
+        clock: Option<PathBuf>,
     ) -> Self {
         let (host, port, netns) = match place {
             Place::Loopback => ("127.0.0.1".to_owned(), free_port(), None),
@@ -129,6 +150,7 @@ impl RedisServer {
                 &dir,
                 config_file.as_deref(),
                 &extra,
+                clock.as_deref(),
             ),
             host,
             port,
@@ -136,6 +158,7 @@ impl RedisServer {
             dir,
             config_file,
             extra,
+            clock,
         };
         // A port found free can be taken before redis-server binds it — and a cluster node
         // binds the port 10000 above too — while many tests start servers at once: one that
@@ -316,6 +339,7 @@ impl RedisServer {
             &self.dir,
             self.config_file.as_deref(),
             &self.extra,
+            self.clock.as_deref(),
         )
     }
 }
@@ -349,6 +373,7 @@ fn spawn_redis(
     dir: &tempfile::TempDir,
     config_file: Option<&std::path::Path>,
     extra: &[String],
+    clock: Option<&std::path::Path>,
 ) -> Child {
     let mut command = match netns {
         Some(netns) => {
@@ -369,14 +394,18 @@ fn spawn_redis(
         .arg("--dir")
         .arg(dir.path())
         .args(extra)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|err| {
-            panic!(
-                "cannot start redis-server ({err}): the tests need a real Redis. \
+        .stdout(Stdio::null());
+    if let Some(clock) = clock {
+        command
+            .env("LD_PRELOAD", env!("LATCHKEY_CLOCK_SHIFT_LIB"))
+            .env("LATCHKEY_CLOCK_SHIFT", clock);
+    }
+    command.spawn().unwrap_or_else(|err| {
+        panic!(
+            "cannot start redis-server ({err}): the tests need a real Redis. \
                  Install it (apt-get install -y redis-server) or run `make test`."
-            )
-        })
+        )
+    })
 }
 
 /// A loopback port nobody listens on right now.

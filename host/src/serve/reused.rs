@@ -5,8 +5,8 @@
 //! because an instance whose guest computes serves none of its other requests meanwhile —
 //! its tasks share one thread of execution, and wasmtime 48 cannot interrupt one task —
 //! and `ProxyHandler` cannot tell: it kept handing new requests to a computing instance,
-//! where they waited for its computation to end. Here every instance is told of each epoch
-//! tick it spends running guest code ([`Computing`]); a few in a row and it is **busy**:
+//! where they waited for its computation to end. Here every instance keeps how long its
+//! guest has been running without a break ([`Stint`]); past a few ticks it is **busy**:
 //! it gets no new request, those it was given but had not begun go to another instance
 //! (one is started if none can take them), and it is given requests again once its guest
 //! yields. Requests it had begun wait for it: nothing can run them elsewhere.
@@ -56,15 +56,11 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
 use super::{Common, InstanceReuse, plain, shutting_down};
 use crate::TaskLocks;
-use crate::sandbox::{Computing, GuestState};
+use crate::sandbox::{Computing, GuestState, Stint};
 
-/// How long an instance runs guest code without a break before it is busy: two epoch
-/// ticks, so that a request's ordinary work does not count, one that computes does.
-const BUSY_AFTER: Duration = Duration::from_millis(2);
-
-/// A gap between ticks this long means the guest stopped computing in between: its
-/// computation is over. Wider than a tick, for an epoch ticker a loaded machine delays.
-const BREAK: Duration = Duration::from_millis(5);
+/// How many epoch ticks an instance runs guest code without a break before it is busy:
+/// 2–3 ms, so that a request's ordinary work does not count, one that computes does.
+const BUSY_AFTER_TICKS: u64 = 3;
 
 /// Serves requests with reused instances of one handler.
 pub(super) struct Reused {
@@ -444,11 +440,8 @@ struct Load {
     arrived: Notify,
     /// Its pool, to which a busy instance gives back what it has not begun.
     pool: Weak<Pool>,
-    /// When the instance was last seen computing, and since when without a break, in µs
-    /// since `born`.
-    last_tick: AtomicU64,
-    streak_from: AtomicU64,
-    born: std::time::Instant,
+    /// How long its guest has been computing.
+    stint: Stint,
 }
 
 #[derive(Default)]
@@ -459,8 +452,6 @@ struct Inbox {
     running: usize,
     /// Given in all.
     given: usize,
-    /// Busy computing: given nothing until its guest yields.
-    busy: bool,
     /// Takes no more requests.
     closed: bool,
 }
@@ -472,9 +463,7 @@ impl Load {
             inbox: Mutex::default(),
             arrived: Notify::new(),
             pool,
-            last_tick: AtomicU64::new(0),
-            streak_from: AtomicU64::new(0),
-            born: std::time::Instant::now(),
+            stint: Stint::default(),
         }
     }
 
@@ -482,16 +471,10 @@ impl Load {
         self.inbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn now_us(&self) -> u64 {
-        self.born.elapsed().as_micros() as u64
-    }
-
-    /// Whether the guest is computing now: its last tick is recent, and busy was said.
+    /// Whether the guest is computing for requests it began: busy, given nothing new.
+    /// (While it is instantiated it computes for none: what it is given waits for it.)
     fn computing(&self, inbox: &Inbox) -> bool {
-        let since_tick = self
-            .now_us()
-            .saturating_sub(self.last_tick.load(Ordering::Relaxed));
-        inbox.busy && since_tick <= BREAK.as_micros() as u64
+        inbox.running > 0 && self.stint.ticks() >= BUSY_AFTER_TICKS
     }
 
     /// Offers the instance `queued`: taken if it can take it now, given back if not.
@@ -502,7 +485,6 @@ impl Load {
         if inbox.closed || full || self.computing(&inbox) {
             return Some(queued);
         }
-        inbox.busy = false;
         inbox.given += 1;
         inbox.queued.push_back(queued);
         drop(inbox);
@@ -552,25 +534,18 @@ impl Load {
 }
 
 impl Computing for Load {
-    /// A tick computing: after [`BUSY_AFTER`] of them without a [`BREAK`], the instance is
-    /// busy, and what it was given but has not begun goes to another instance.
+    fn stint(&self) -> &Stint {
+        &self.stint
+    }
+
+    /// A tick computing: once the instance is busy, what it was given but has not begun
+    /// goes to another instance.
     fn ticked(&self) {
-        let now = self.now_us();
-        let last = self.last_tick.swap(now, Ordering::Relaxed);
-        if now.saturating_sub(last) > BREAK.as_micros() as u64 {
-            self.streak_from.store(now, Ordering::Relaxed);
-            return;
-        }
-        let streak = now.saturating_sub(self.streak_from.load(Ordering::Relaxed));
-        if streak < BUSY_AFTER.as_micros() as u64 {
-            return;
-        }
         let given_back: Vec<Queued> = {
             let mut inbox = self.inbox();
-            if inbox.busy {
+            if inbox.queued.is_empty() || !self.computing(&inbox) {
                 return;
             }
-            inbox.busy = true;
             inbox.given -= inbox.queued.len();
             inbox.queued.drain(..).collect()
         };

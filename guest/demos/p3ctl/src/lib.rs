@@ -15,6 +15,8 @@
 //! | `race ID N SPREAD`              | N rounds: a task unlocks ID while another's `lock` of ID is cancelled up to SPREAD µs after; then ID must be free: `race ID free=K of N` |
 //! | `await-lost`                    | waits for the top lock to be lost: `lost` |
 //! | `pairs N ID`                    | N try-lock + unlock pairs; each pair's ns, one per line |
+//! | `fenced-write ADDR VALUE`       | writes VALUE with the top lock's fence to the fenced store at ADDR (needs `--allow-network`): `fenced-write VALUE accepted` or `refused` |
+//! | `await-file PATH`               | waits until PATH exists (a test's signal to go on): `file PATH` |
 //! | `env NAME`                      | the variable through WASI 0.3: `env NAME=VALUE` or `env NAME unset` |
 //! | `dirs`                          | the preopened directories through WASI 0.3's filesystem: `dirs NAME:TYPE ...` |
 //!
@@ -246,6 +248,18 @@ impl wasip3::exports::cli::run::Guest for P3ctl {
                     let store = store.as_ref().expect("open before watching");
                     flood_watch(store, count, id).await
                 }
+                "fenced-write" => {
+                    let addr = args.next().expect("an address");
+                    let value = args.next().expect("a value");
+                    Ok(fenced_write(addr, top(&locks).fence(), value))
+                }
+                "await-file" => {
+                    let path = args.next().expect("a path");
+                    while std::fs::metadata(path).is_err() {
+                        sleep(10).await;
+                    }
+                    Ok(format!("file {path}"))
+                }
                 "pairs" => {
                     let count = ms(args.next()) as usize;
                     let id = args.next().expect("a resource id");
@@ -326,6 +340,21 @@ async fn flood_watch(store: &Store, count: usize, id: &str) -> Result<String, la
         }
     }
     Ok("flood-watch all changed".to_owned())
+}
+
+/// `fenced-write`: `value` with `fence`, to the fenced store at `addr`, and its answer.
+fn fenced_write(addr: &str, fence: u64, value: &str) -> String {
+    use std::io::{BufRead as _, Write as _};
+    let answer = std::net::TcpStream::connect(addr).and_then(|mut stream| {
+        stream.write_all(format!("{fence} {value}\n").as_bytes())?;
+        let mut answer = String::new();
+        std::io::BufReader::new(stream).read_line(&mut answer)?;
+        Ok(answer)
+    });
+    match answer {
+        Ok(answer) => format!("fenced-write {value} {}", answer.trim_end()),
+        Err(err) => format!("fenced-write {value} error {err}"),
+    }
 }
 
 /// `pairs`: `count` uncontended try-lock + unlock pairs on `id`, each timed from inside.
