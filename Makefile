@@ -6,11 +6,13 @@
 # and, besides them:
 #   make bench  the benchmarks of BENCHMARKS.md
 #   make lint   rustfmt and clippy on the host, the tests and the guests
+#   make soak   minutes of combined faults with the history checker at the end
+#               (LATCHKEY_SOAK_SECONDS, 300 unless set; as root, for its network namespaces)
 
 GUESTS := target/guests/wasm32-wasip2/release
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench lint wasm-target redis-server iproute2 python-venv npm wrk \
+.PHONY: demo test bench soak lint wasm-target redis-server iproute2 python-venv npm wrk \
 	polyglot-guests
 
 # Python and JavaScript guests: componentize-py from guest/python/requirements.txt in a
@@ -150,6 +152,12 @@ test: wasm-target redis-server iproute2 polyglot-guests
 # (about ten minutes on two cores), then reused.
 bench: wasm-target redis-server wrk target/tools/bin/wasmtime polyglot-guests
 	cargo bench -p latchkey-tests
+
+# Not in `make test`: it runs for minutes. The clock jumps need no libfaketime: the
+# harness preloads its own shim (tests/harness/clock_shift.c), as Debian's libfaketime
+# cannot load into its jemalloc redis-server.
+soak: wasm-target redis-server iproute2
+	cargo test --release -p latchkey-tests --test faults -- --ignored --nocapture soak
 
 lint: wasm-target
 	cargo fmt --all --check

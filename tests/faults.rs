@@ -364,3 +364,154 @@ mod clocks_and_pauses {
         assert!(!resource.write(next.fence, "b"), "a lower fence was taken");
     }
 }
+
+/// A long soak: worker hosts in network namespaces of their own on a Sentinel set whose
+/// grants wait for both replicas, through a schedule of faults for minutes — a worker cut
+/// off, a worker paused past its lease, a worker killed and replaced, the primary's clock
+/// jumping ahead and back, a failover — with the checker at the end. Not in the CI suite:
+/// `make soak` runs it (`LATCHKEY_SOAK_SECONDS`, 300 unless set), as root.
+///
+/// What it asserts: fences never fall, and no two grants overlap while the earlier one's
+/// lease runs, except where the store's clock jumped ahead (a lease is measured by the
+/// store's clock: its jump ends every lease, which is why a resource checks fences) or at
+/// the very end of a lease (the workers' clock and the store's differ by the moment a
+/// grant takes to reach the guest). What it reports besides: the counter against the
+/// grants. Their difference is the grants of killed hosts (counted, but their lines were
+/// still in the host's output buffer) less the updates of holders paused past their
+/// lease (lost: the counter file checks no fence — see
+/// `clocks_and_pauses::a_holder_paused_past_its_lease_is_refused_by_fence` for one that
+/// does).
+mod soak {
+    use std::time::{Duration, Instant};
+
+    use harness::SentinelSet;
+    use harness::history::{Grant, LEASE_NS, Workers, after, check, double_grants, now_ns};
+    use harness::netns::Net;
+
+    /// How far the workers' clock and the store's may differ at a lease's end.
+    const EDGE_NS: u128 = 20_000_000;
+
+    /// The faults, in the order the schedule applies them, again and again.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Fault {
+        Partition,
+        Pause,
+        Kill,
+        ClockJump,
+        Failover,
+    }
+
+    const SCHEDULE: [Fault; 5] = [
+        Fault::Partition,
+        Fault::Pause,
+        Fault::Kill,
+        Fault::ClockJump,
+        Fault::Failover,
+    ];
+
+    #[test]
+    #[ignore = "minutes long: `make soak`"]
+    fn soak() {
+        let seconds: u64 = std::env::var("LATCHKEY_SOAK_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(300);
+        let net = Net::new();
+        let mut set = SentinelSet::start_on_with_clocks(&net, SentinelSet::QUICK);
+        let places = [net.node(), net.node(), net.node()];
+        let flags = ["--wait-replicas", "lockstore=2"];
+        let run_ms = seconds * 1000;
+        let mut workers = Workers::start_for(
+            run_ms,
+            &set.url(),
+            &flags,
+            &[Some(&places[0]), Some(&places[1]), Some(&places[2])],
+        );
+        workers.wait_for_progress();
+        let ends = Instant::now() + Duration::from_millis(run_ms) - Duration::from_secs(5);
+        let lease = Duration::from_nanos(LEASE_NS as u64);
+        let mut applied: Vec<(Fault, u128)> = Vec::new();
+        let mut jumps: Vec<u128> = Vec::new();
+        let mut last_fault_over = now_ns();
+        for (round, fault) in SCHEDULE.iter().cycle().enumerate() {
+            if Instant::now() >= ends {
+                break;
+            }
+            let worker = round % workers.len();
+            applied.push((*fault, now_ns()));
+            match fault {
+                Fault::Partition => {
+                    net.isolate(&places[worker]);
+                    std::thread::sleep(4 * lease);
+                    net.rejoin(&places[worker]);
+                }
+                Fault::Pause => {
+                    workers.pause(worker);
+                    std::thread::sleep(2 * lease);
+                    workers.resume(worker);
+                }
+                Fault::Kill => workers.kill_and_replace(worker, Some(&places[worker])),
+                Fault::ClockJump => {
+                    let primary = set.server(set.primary());
+                    jumps.push(now_ns());
+                    primary.shift_clock(2);
+                    std::thread::sleep(4 * lease);
+                    primary.shift_clock(0);
+                }
+                Fault::Failover => set.fail_over(),
+            }
+            last_fault_over = now_ns();
+            // Time to recover, and to make grants the next fault can disturb.
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        let (history, counter) = workers.finish();
+        report(&history, counter, &applied, &jumps, last_fault_over);
+    }
+
+    fn report(
+        history: &[Grant],
+        counter: u64,
+        applied: &[(Fault, u128)],
+        jumps: &[u128],
+        last_fault_over: u128,
+    ) {
+        let verdict = check(history.to_vec());
+        let in_a_jump = |at: u128| {
+            jumps
+                .iter()
+                .any(|&jump| at + EDGE_NS >= jump && at <= jump + 4 * LEASE_NS + EDGE_NS)
+        };
+        let (mut jumped, mut at_edge, mut violations) = (0, 0, Vec::new());
+        for (earlier, later) in double_grants(history) {
+            if in_a_jump(later.acquired) {
+                jumped += 1;
+            } else if later.acquired + EDGE_NS >= earlier.acquired + LEASE_NS {
+                at_edge += 1;
+            } else {
+                violations.push((earlier, later));
+            }
+        }
+        let mut faults = std::collections::BTreeMap::new();
+        for (fault, _) in applied {
+            *faults.entry(*fault).or_insert(0) += 1;
+        }
+        println!(
+            "soak: {} grants; faults {faults:?}; fence regressions {}; double grants {} \
+             ({jumped} while the store's clock had jumped ahead, {at_edge} at a lease's end, \
+             {} violations); counter {counter} ({:+} against the grants: killed hosts' unreported grants less \
+             paused holders' lost updates); {} grants after the last fault",
+            verdict.grants,
+            verdict.fence_regressions,
+            verdict.double_grants,
+            violations.len(),
+            i128::from(counter as i64) - verdict.grants as i128,
+            after(history, last_fault_over),
+        );
+        assert_eq!(verdict.fence_regressions, 0, "{verdict:?}");
+        assert!(violations.is_empty(), "{violations:?}");
+        assert!(
+            after(history, last_fault_over) > 0,
+            "no grant after the last fault"
+        );
+    }
+}

@@ -43,25 +43,33 @@ pub struct Verdict {
 /// Reads `history` for double grants and falling fences.
 pub fn check(mut history: Vec<Grant>) -> Verdict {
     history.sort_by_key(|g| g.acquired);
-    let mut double_grants = 0;
-    for (j, later) in history.iter().enumerate() {
-        for earlier in &history[..j] {
-            let overlaps = later.acquired < earlier.released;
-            let lease_running = later.acquired < earlier.acquired + LEASE_NS;
-            if overlaps && lease_running {
-                double_grants += 1;
-            }
-        }
-    }
     let fence_regressions = history
         .windows(2)
         .filter(|w| w[1].fence <= w[0].fence)
         .count();
     Verdict {
         grants: history.len(),
-        double_grants,
+        double_grants: double_grants(&history).len(),
         fence_regressions,
     }
+}
+
+/// The pairs `(earlier, later)` of grants that overlapped while the earlier one's lease
+/// still ran, by the workers' clock.
+pub fn double_grants(history: &[Grant]) -> Vec<(Grant, Grant)> {
+    let mut history = history.to_vec();
+    history.sort_by_key(|g| g.acquired);
+    let mut pairs = Vec::new();
+    for (j, later) in history.iter().enumerate() {
+        for earlier in &history[..j] {
+            let overlaps = later.acquired < earlier.released;
+            let lease_running = later.acquired < earlier.acquired + LEASE_NS;
+            if overlaps && lease_running {
+                pairs.push((*earlier, *later));
+            }
+        }
+    }
+    pairs
 }
 
 /// Worker hosts of app `faults`, each a `latchkey run` process of three history guests,
@@ -69,6 +77,12 @@ pub fn check(mut history: Vec<Grant>) -> Verdict {
 pub struct Workers {
     hosts: Vec<Child>,
     data: tempfile::TempDir,
+    url: String,
+    store_flags: Vec<String>,
+    /// When every worker stops working.
+    ends: Instant,
+    /// What the killed workers had printed.
+    ended: Vec<Grant>,
 }
 
 impl Workers {
@@ -86,30 +100,44 @@ impl Workers {
         store_flags: &[&str],
         places: &[Option<&Node>],
     ) -> Self {
-        let data = tempfile::tempdir().unwrap();
         warm(&guest("bench"));
-        let hosts = places
-            .iter()
-            .map(|place| {
-                let mut command = match place {
-                    Some(node) => node.command(crate::processes::latchkey_path()),
-                    None => latchkey(),
-                };
-                command
-                    .args(["run", "--app-id", "faults", "--instances", "3"])
-                    .arg("--store")
-                    .arg(format!("lockstore={url}"))
-                    .args(store_flags)
-                    .args(["--store-timeout-ms", "3000", "--dir"])
-                    .arg(format!("{}::/data", data.path().display()))
-                    .arg(guest("bench"))
-                    .args(["history", &run_ms.to_string(), "counter"])
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .expect("latchkey starts")
-            })
-            .collect();
-        Workers { hosts, data }
+        let mut workers = Workers {
+            hosts: Vec::new(),
+            data: tempfile::tempdir().unwrap(),
+            url: url.to_owned(),
+            store_flags: store_flags.iter().map(|f| f.to_string()).collect(),
+            ends: Instant::now() + Duration::from_millis(run_ms),
+            ended: Vec::new(),
+        };
+        for place in places {
+            let child = workers.spawn(*place);
+            workers.hosts.push(child);
+        }
+        workers
+    }
+
+    /// A worker host in `place`, working until the others stop.
+    fn spawn(&self, place: Option<&Node>) -> Child {
+        let mut command = match place {
+            Some(node) => node.command(crate::processes::latchkey_path()),
+            None => latchkey(),
+        };
+        let run_ms = self
+            .ends
+            .saturating_duration_since(Instant::now())
+            .as_millis();
+        command
+            .args(["run", "--app-id", "faults", "--instances", "3"])
+            .arg("--store")
+            .arg(format!("lockstore={}", self.url))
+            .args(&self.store_flags)
+            .args(["--store-timeout-ms", "3000", "--dir"])
+            .arg(format!("{}::/data", self.data.path().display()))
+            .arg(guest("bench"))
+            .args(["history", &run_ms.max(1).to_string(), "counter"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("latchkey starts")
     }
 
     /// Waits until the counter has counted some grants — the workers are at work — however
@@ -123,25 +151,64 @@ impl Workers {
         }
     }
 
+    /// How many workers there are.
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// Stops worker `n`'s host (SIGSTOP) where it is, perhaps holding the lock.
+    pub fn pause(&self, n: usize) {
+        crate::signal(&self.hosts[n], "-STOP");
+    }
+
+    /// Lets worker `n`'s host go on (SIGCONT).
+    pub fn resume(&self, n: usize) {
+        crate::signal(&self.hosts[n], "-CONT");
+    }
+
+    /// Kills worker `n`'s host (SIGKILL) where it is — a grant it was in the middle of is
+    /// in no history, though its guest may have counted it — and starts another in
+    /// `place` in its stead.
+    pub fn kill_and_replace(&mut self, n: usize, place: Option<&Node>) {
+        let _ = self.hosts[n].kill();
+        let next = self.spawn(place);
+        let killed = std::mem::replace(&mut self.hosts[n], next);
+        let out = killed.wait_with_output().unwrap();
+        self.ended.extend(grants_in(&out.stdout, n));
+    }
+
     /// Waits for every worker to end: the history of their grants, and the counter.
     pub fn finish(self) -> (Vec<Grant>, u64) {
-        let mut history = Vec::new();
+        let mut history = self.ended;
         for (n, child) in self.hosts.into_iter().enumerate() {
             let out = child.wait_with_output().unwrap();
             assert!(out.status.success(), "worker {n}: {out:?}");
-            for line in String::from_utf8(out.stdout).unwrap().lines() {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                // "[i] grant FENCE ACQUIRED RELEASED"
-                history.push(Grant {
-                    fence: fields[2].parse().unwrap(),
-                    acquired: fields[3].parse().unwrap(),
-                    released: fields[4].parse().unwrap(),
-                    host: n,
-                });
-            }
+            history.extend(grants_in(&out.stdout, n));
         }
         (history, count(&self.data.path().join("counter")))
     }
+}
+
+/// The grants a worker printed ("[i] grant FENCE ACQUIRED RELEASED"); a line cut short by
+/// a kill is not one.
+fn grants_in(stdout: &[u8], host: usize) -> Vec<Grant> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            Some(Grant {
+                fence: fields.get(2)?.parse().ok()?,
+                acquired: fields.get(3)?.parse().ok()?,
+                released: fields.get(4)?.parse().ok()?,
+                host,
+            })
+        })
+        .collect()
 }
 
 fn count(path: &Path) -> u64 {

@@ -44,9 +44,15 @@ impl RedisServer {
     /// lease and a fence are measured by — follow that clock.
     pub fn start_with_clock() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let clock = dir.path().join("clock-shift");
-        std::fs::write(&clock, "0").expect("the clock's shift is written");
+        let clock = clock_in(&dir);
         Self::start_in(Place::Loopback, dir, None, &[], Some(clock))
+    }
+
+    /// [`RedisServer::start_on`], with a clock a test can move.
+    pub fn start_on_with_clock(node: &Node, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let clock = clock_in(&dir);
+        Self::start_in(Place::node(node, 6379), dir, None, extra, Some(clock))
     }
 
     /// Shifts the server's wall clock to `seconds` (negative: back) from the true time, at
@@ -80,6 +86,14 @@ impl RedisServer {
     pub fn start_replica_on(&self, node: &Node) -> Self {
         let port = self.port.to_string();
         let replica = Self::start_on(node, &["--replicaof", &self.host, &port]);
+        replica.wait_for_reply(&["INFO", "replication"], "master_link_status:up");
+        replica
+    }
+
+    /// [`RedisServer::start_replica_on`], with a clock a test can move.
+    pub fn start_replica_on_with_clock(&self, node: &Node) -> Self {
+        let port = self.port.to_string();
+        let replica = Self::start_on_with_clock(node, &["--replicaof", &self.host, &port]);
         replica.wait_for_reply(&["INFO", "replication"], "master_link_status:up");
         replica
     }
@@ -462,4 +476,11 @@ impl RedisServer {
             .filter(|k| k.ends_with(":lock"))
             .collect()
     }
+}
+
+/// The file in `dir` that shifts a server's clock, unshifted for now.
+fn clock_in(dir: &tempfile::TempDir) -> PathBuf {
+    let clock = dir.path().join("clock-shift");
+    std::fs::write(&clock, "0").expect("the clock's shift is written");
+    clock
 }

@@ -222,12 +222,32 @@ impl SentinelSet {
     /// [`SentinelSet::start`] on `net`: each server in a node of its own, and the three
     /// sentinels in one more.
     pub fn start_on(net: &Net, down_after: Duration) -> Self {
+        Self::start_on_as(net, down_after, false)
+    }
+
+    /// [`SentinelSet::start_on`], each server with a clock a test can move
+    /// ([`RedisServer::shift_clock`]).
+    pub fn start_on_with_clocks(net: &Net, down_after: Duration) -> Self {
+        Self::start_on_as(net, down_after, true)
+    }
+
+    fn start_on_as(net: &Net, down_after: Duration, clocks: bool) -> Self {
         let nodes: Vec<Node> = (0..4).map(|_| net.node()).collect();
-        let primary = RedisServer::start_on(&nodes[0], &[]);
-        let replicas = [
-            primary.start_replica_on(&nodes[1]),
-            primary.start_replica_on(&nodes[2]),
-        ];
+        let (primary, replicas) = if clocks {
+            let primary = RedisServer::start_on_with_clock(&nodes[0], &[]);
+            let replicas = [
+                primary.start_replica_on_with_clock(&nodes[1]),
+                primary.start_replica_on_with_clock(&nodes[2]),
+            ];
+            (primary, replicas)
+        } else {
+            let primary = RedisServer::start_on(&nodes[0], &[]);
+            let replicas = [
+                primary.start_replica_on(&nodes[1]),
+                primary.start_replica_on(&nodes[2]),
+            ];
+            (primary, replicas)
+        };
         let sentinels: Vec<RedisServer> = (0..3)
             .map(|n| {
                 let port = 26379 + n;
@@ -251,6 +271,11 @@ impl SentinelSet {
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self.sentinels.iter().map(RedisServer::address).collect();
         format!("redis+sentinel://{}/{}", hosts.join(","), Self::SERVICE)
+    }
+
+    /// Server `n` of the set.
+    pub fn server(&self, n: usize) -> &RedisServer {
+        &self.servers[n]
     }
 
     /// The index of the server the sentinels name as primary.
