@@ -324,11 +324,11 @@ async fn permits_and_leaderships_are_listed_and_freed() {
         assert!(release(&["--permit", "1", "pool"]).starts_with("permit:1 \"pool\""));
         assert!(release(&["--leadership", "scheduler"]).contains("released"));
         assert!(
-            store.held(&first).await.unwrap(),
+            store.holds(&first).await.unwrap(),
             "the other permit was freed"
         );
-        assert!(!store.held(&second).await.unwrap());
-        assert!(!store.held(&leader).await.unwrap());
+        assert!(!store.holds(&second).await.unwrap());
+        assert!(!store.holds(&leader).await.unwrap());
         assert_eq!(store.leader(&election).await.unwrap(), None);
         let next = store
             .acquire_permit(permits(), lease, now)
@@ -404,7 +404,7 @@ async fn a_release_of_nothing_is_refused() {
         assert_eq!(said.lines().count(), 1, "{said}");
         assert!(said.contains("empty"), "{said}");
     }
-    assert!(fx.store.held(&grant).await.unwrap());
+    assert!(fx.store.holds(&grant).await.unwrap());
 }
 
 /// Keys under `latchkey:` that are no lock of latchkey's — a name that is not UTF-8, a
@@ -480,7 +480,7 @@ async fn locks_under_other_namespaces_are_pointed_out() {
         said.contains("was not held") && said.contains("--namespace blue"),
         "{said}"
     );
-    assert!(store.held(&grant).await.unwrap());
+    assert!(store.holds(&grant).await.unwrap());
     let listed = ["list", "--store", &url, "--namespace", "blue"];
     let out = tokio::task::block_in_place(|| locks(&listed));
     assert_eq!(lines(&out).len(), 2, "{out:?}");

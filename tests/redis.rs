@@ -9,7 +9,7 @@ use harness::{
     Fixture, PATIENCE, RedisCluster, RedisServer, SentinelSet, free_port, guest, latchkey, lockctl,
     redis_store, spawn_lockctl,
 };
-use latchkey_host::{LockCtxBuilder, LockStore, StoreConfigError, StoreSettings};
+use latchkey_host::{LockCtxBuilder, LockStore, OpenError, StoreSettings};
 
 /// Runs `steps` until no step is `unavailable` — until the host has reconnected, or found
 /// the new primary — and returns that run.
@@ -426,7 +426,7 @@ fn sentinel_stores_are_checked_when_configured() {
     };
     let no_wait = sentinel("redis+sentinel://127.0.0.1:1/latchkey", 0).unwrap();
     assert!(
-        matches!(no_wait, StoreConfigError::SentinelNeedsWaitReplicas { .. }),
+        matches!(no_wait, OpenError::SentinelNeedsWaitReplicas { .. }),
         "{no_wait}"
     );
     let no_service = sentinel("redis+sentinel://127.0.0.1:1", 1).unwrap();

@@ -36,12 +36,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::error::StoreConfigError;
+use crate::error::OpenError;
 use crate::limits::{Limits, MIN_LEASE};
-use crate::open::{StoreSettings, redacted};
 use crate::policy::{PatternError, ResourcePolicy};
-use crate::sandbox::GuestLimits;
+use crate::runtime::sandbox::GuestLimits;
 use crate::store::{DEFAULT_TIMEOUT, LockStore};
+use crate::store::{StoreSettings, redacted};
 
 /// A parsed and checked config file.
 #[non_exhaustive]
@@ -61,7 +61,7 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StoreConfig {
-    /// `memory`, or a URL of one of the forms of [`crate::open::url_forms`].
+    /// `memory`, or a URL of one of the forms of [`crate::store::url_forms`].
     pub url: String,
     /// How long a call may take before it is `unavailable` (default 2 s).
     #[serde(default, deserialize_with = "duration")]
@@ -138,7 +138,7 @@ pub enum ConfigError {
         /// The store's name.
         store: String,
         /// What is wrong with it.
-        error: StoreConfigError,
+        error: OpenError,
     },
     /// A store's password cannot be had, or is given twice.
     #[error("stores.{store}: {reason}")]
@@ -531,7 +531,7 @@ mod tests {
             matches!(
                 &without,
                 ConfigError::Store {
-                    error: StoreConfigError::SentinelNeedsWaitReplicas { .. },
+                    error: OpenError::SentinelNeedsWaitReplicas { .. },
                     ..
                 }
             ),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{HasData, ResourceTable};
 
 use crate::backend::UnlockStatus;
 use crate::error::{LockError, StoreError};
@@ -91,7 +91,7 @@ impl LockCtxBuilder {
             unknown_store: self.unknown_store.clone(),
             limits: self.limits,
             resources: self.resources.clone(),
-            held: Arc::default(),
+            grants: Arc::default(),
             pending: Arc::default(),
         }
     }
@@ -109,7 +109,7 @@ pub struct LockCtx {
     pub(crate) resources: ResourcePolicy,
     /// Every grant the instance holds, until its release is confirmed: none outlives the
     /// instance, or its task.
-    pub(crate) held: Arc<Holdings>,
+    pub(crate) grants: Arc<Grants>,
     /// How many async calls of the instance are pending now (`latchkey:lock@0.3`): each
     /// holds a handle of the guest's, a subtask, which the instance's cap counts.
     pub(crate) pending: Arc<AtomicUsize>,
@@ -133,18 +133,18 @@ pub type TaskId = wasmtime::component::GuestTaskId;
 /// The grants of one instance. Shared, so that they can be released from outside a host
 /// call: by the release of a dropped handle, or when a task ends.
 #[derive(Default)]
-pub(crate) struct Holdings {
-    state: Mutex<HoldingsState>,
+pub(crate) struct Grants {
+    state: Mutex<GrantsState>,
 }
 
 #[derive(Default)]
-struct HoldingsState {
-    held: HashMap<u64, HeldLock>,
+struct GrantsState {
+    owned: HashMap<u64, OwnedGrant>,
     /// The serial of the last grant, and of the last task begun.
     next_serial: u64,
     /// What became of the last task begun under each task id: wasmtime gives a finished
     /// task's id to a later task, so a task is told apart by its serial too.
-    tasks: HashMap<TaskId, Run>,
+    tasks: HashMap<TaskId, TaskState>,
 }
 
 /// A guest task as the host knows it: wasmtime's id for it, and the serial [`LockCtx::begin_task`]
@@ -157,25 +157,26 @@ pub(crate) struct Task {
 
 /// The last task begun under one task id.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Run {
+enum TaskState {
     Running(u64),
     Ended(u64),
 }
 
-impl HoldingsState {
+impl GrantsState {
     /// Whether `task` is over: ended, or followed by another task under its id.
     fn is_over(&self, task: Task) -> bool {
         match self.tasks.get(&task.id) {
-            Some(Run::Running(serial)) => *serial != task.serial,
-            Some(Run::Ended(_)) => true,
+            Some(TaskState::Running(serial)) => *serial != task.serial,
+            Some(TaskState::Ended(_)) => true,
             None => task.serial != 0,
         }
     }
 }
 
-/// A grant the instance holds, as the host keeps it: what `unlock` and `release_all` need.
+/// A grant as the instance that owns it keeps it (and, in 0.3, the task that took it):
+/// what `unlock` and `release_all` need.
 #[derive(Clone)]
-pub(crate) struct HeldLock {
+pub(crate) struct OwnedGrant {
     /// The app's series on the store.
     pub(crate) instruments: Arc<Instruments>,
     pub(crate) store: LockStore,
@@ -185,14 +186,14 @@ pub(crate) struct HeldLock {
     granted: Instant,
 }
 
-impl HeldLock {
+impl OwnedGrant {
     pub(crate) fn new(
         instruments: Arc<Instruments>,
         store: LockStore,
         grant: Grant,
         task: Option<Task>,
     ) -> Self {
-        HeldLock {
+        OwnedGrant {
             instruments,
             store,
             grant: Arc::new(grant),
@@ -220,8 +221,8 @@ impl HeldLock {
     }
 }
 
-impl Holdings {
-    fn state(&self) -> std::sync::MutexGuard<'_, HoldingsState> {
+impl Grants {
+    fn state(&self) -> std::sync::MutexGuard<'_, GrantsState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -229,20 +230,24 @@ impl Holdings {
     /// unbracketed one.
     pub(crate) fn task(&self, id: TaskId) -> Task {
         let serial = match self.state().tasks.get(&id) {
-            Some(Run::Running(serial) | Run::Ended(serial)) => *serial,
+            Some(TaskState::Running(serial) | TaskState::Ended(serial)) => *serial,
             None => 0,
         };
         Task { id, serial }
     }
 
-    /// How many grants are held, by the instance and by `task`.
+    /// How many grants are owned, by the instance and by `task`.
     pub(crate) fn counts(&self, task: Option<Task>) -> (usize, usize) {
         let state = self.state();
         let by_task = match task {
-            Some(task) => state.held.values().filter(|h| h.task == Some(task)).count(),
+            Some(task) => state
+                .owned
+                .values()
+                .filter(|h| h.task == Some(task))
+                .count(),
             None => 0,
         };
-        (state.held.len(), by_task)
+        (state.owned.len(), by_task)
     }
 
     /// Whether `task` has ended (or is followed by another under its id).
@@ -250,58 +255,58 @@ impl Holdings {
         self.state().is_over(task)
     }
 
-    /// Records `held`; its serial, or `None` if its task ended while it was being granted.
-    pub(crate) fn remember(&self, held: &HeldLock) -> Option<u64> {
+    /// Records `owned`; its serial, or `None` if its task ended while it was being granted.
+    pub(crate) fn remember(&self, owned: &OwnedGrant) -> Option<u64> {
         let mut state = self.state();
-        if held.task.is_some_and(|task| state.is_over(task)) {
+        if owned.task.is_some_and(|task| state.is_over(task)) {
             return None;
         }
-        held.instruments.lock_taken();
+        owned.instruments.lock_taken();
         state.next_serial += 1;
         let serial = state.next_serial;
-        state.held.insert(serial, held.clone());
+        state.owned.insert(serial, owned.clone());
         Some(serial)
     }
 
     /// The grant `serial`, if the instance still holds it.
-    pub(crate) fn get(&self, serial: u64) -> Option<HeldLock> {
-        self.state().held.get(&serial).cloned()
+    pub(crate) fn get(&self, serial: u64) -> Option<OwnedGrant> {
+        self.state().owned.get(&serial).cloned()
     }
 
     /// The lock `serial` is released, and the store confirmed it: the instance forgets it.
     pub(crate) fn forget(&self, serial: u64) {
-        if let Some(held) = self.state().held.remove(&serial) {
-            held.instruments.lock_let_go(held.granted.elapsed());
+        if let Some(owned) = self.state().owned.remove(&serial) {
+            owned.instruments.lock_let_go(owned.granted.elapsed());
         }
     }
 
     /// Every grant for which `which` says so, taken off the list for a final release.
-    fn let_go_of(&self, which: impl Fn(&HeldLock) -> bool) -> Vec<HeldLock> {
+    fn let_go_of(&self, which: impl Fn(&OwnedGrant) -> bool) -> Vec<OwnedGrant> {
         let mut state = self.state();
         let serials: Vec<u64> = state
-            .held
+            .owned
             .iter()
-            .filter(|(_, held)| which(held))
+            .filter(|(_, owned)| which(owned))
             .map(|(&serial, _)| serial)
             .collect();
-        let all: Vec<HeldLock> = serials
+        let all: Vec<OwnedGrant> = serials
             .into_iter()
-            .filter_map(|serial| state.held.remove(&serial))
+            .filter_map(|serial| state.owned.remove(&serial))
             .collect();
-        for held in &all {
-            held.instruments.lock_let_go(held.granted.elapsed());
+        for owned in &all {
+            owned.instruments.lock_let_go(owned.granted.elapsed());
         }
         all
     }
 
     /// Releases each of `grants` at once, and waits for the stores to answer.
-    async fn release(grants: Vec<HeldLock>) {
+    async fn release(grants: Vec<OwnedGrant>) {
         if grants.is_empty() {
             return;
         }
         let mut releases = tokio::task::JoinSet::new();
-        for held in grants {
-            releases.spawn(held.release_on_exit());
+        for owned in grants {
+            releases.spawn(owned.release_on_exit());
         }
         releases.join_all().await;
     }
@@ -309,11 +314,11 @@ impl Holdings {
     /// Releases `serial` as a dropped handle's: forgotten once the store confirms; left
     /// for the instance's final release if it does not.
     pub(crate) async fn release_dropped(self: Arc<Self>, serial: u64) {
-        let Some(held) = self.get(serial) else {
+        let Some(owned) = self.get(serial) else {
             return;
         };
-        let call = Call::start(Op::Unlock, held.instruments.clone());
-        match held.release().await {
+        let call = Call::start(Op::Unlock, owned.instruments.clone());
+        match owned.release().await {
             Ok(status) => {
                 tracing::debug!(?status, "dropped");
                 self.forget(serial);
@@ -330,26 +335,26 @@ impl Holdings {
 impl LockCtx {
     /// How many locks the instance holds now.
     pub fn held_count(&self) -> usize {
-        self.held.counts(None).0
+        self.grants.counts(None).0
     }
 
     /// Releases every lock the instance still holds, all at once, and waits for the stores
     /// to answer. A store that cannot be reached leaves its locks to their leases.
     pub async fn release_all(&mut self) {
-        Holdings::release(self.held.let_go_of(|_| true)).await;
+        Grants::release(self.grants.let_go_of(|_| true)).await;
     }
 
     /// Starts guest task `task` (`latchkey:lock@0.3.0`): the handle that ends it. A host
     /// that runs many tasks in one instance — a `wasi:http` handler serving many requests —
     /// calls this as each starts (wasmtime reuses the ids of finished tasks).
     pub fn begin_task(&self, id: TaskId) -> TaskLocks {
-        let mut state = self.held.state();
+        let mut state = self.grants.state();
         state.next_serial += 1;
         let serial = state.next_serial;
         // Whatever ran under this id before is over: wasmtime frees an id with its task.
-        state.tasks.insert(id, Run::Running(serial));
+        state.tasks.insert(id, TaskState::Running(serial));
         TaskLocks {
-            held: self.held.clone(),
+            grants: self.grants.clone(),
             task: Task { id, serial },
         }
     }
@@ -360,7 +365,7 @@ impl LockCtx {
 /// passed.
 #[derive(Clone)]
 pub struct TaskLocks {
-    held: Arc<Holdings>,
+    grants: Arc<Grants>,
     task: Task,
 }
 
@@ -377,18 +382,18 @@ impl TaskLocks {
     pub fn end(&self) -> impl Future<Output = ()> + Send + use<> {
         let Task { id, serial } = self.task;
         {
-            let mut state = self.held.state();
-            if state.tasks.get(&id) == Some(&Run::Running(serial)) {
-                state.tasks.insert(id, Run::Ended(serial));
+            let mut state = self.grants.state();
+            if state.tasks.get(&id) == Some(&TaskState::Running(serial)) {
+                state.tasks.insert(id, TaskState::Ended(serial));
             }
         }
-        let grants = self.held.let_go_of(|h| h.task == Some(self.task));
-        Holdings::release(grants)
+        let grants = self.grants.let_go_of(|h| h.task == Some(self.task));
+        Grants::release(grants)
     }
 
     /// How many locks the task holds now.
     pub fn held_count(&self) -> usize {
-        self.held.counts(Some(self.task)).1
+        self.grants.counts(Some(self.task)).1
     }
 }
 
@@ -397,12 +402,12 @@ impl Drop for LockCtx {
     /// are sent from a background task if a tokio runtime is at hand.
     fn drop(&mut self) {
         telemetry::instances(&self.app_id, -1.0);
-        let all = self.held.let_go_of(|_| true);
+        let all = self.grants.let_go_of(|_| true);
         if all.is_empty() {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(Holdings::release(all));
+            runtime.spawn(Grants::release(all));
         }
     }
 }
@@ -440,4 +445,13 @@ impl LockCtxView<'_> {
 pub trait LockView: Send {
     /// The lock state and resource table of this instance.
     fn locks(&mut self) -> LockCtxView<'_>;
+}
+
+/// The [`HasData`] marker of `latchkey:lock`: its host functions run on a [`LockCtxView`].
+/// Name it when calling the generated `add_to_linker` of [`crate::p2::bindings`] or
+/// [`crate::p3::bindings`] yourself.
+pub struct HasLocks;
+
+impl HasData for HasLocks {
+    type Data<'a> = LockCtxView<'a>;
 }

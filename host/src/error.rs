@@ -1,7 +1,12 @@
-//! Errors of the lock host, and their one mapping onto the WIT `error` variant of every
-//! version of `latchkey:lock` the host serves.
+//! The errors of the lock host, in its own words: what a call fails with ([`LockError`]),
+//! what a store answered ([`StoreError`], [`BackendError`]) and why a store cannot be opened
+//! ([`OpenError`]). The lowest module but one: it takes the URL forms it lists from the
+//! store's settings, a leaf; each WIT version maps these errors onto its own `error` in
+//! its adapter (`p2`, `p3`).
 
-use crate::backend::{BackendError, BackendErrorKind};
+use std::borrow::Cow;
+
+use crate::store::settings::{or_list, redis_url_forms};
 
 /// Why a lock call failed.
 ///
@@ -91,15 +96,65 @@ impl StoreError {
     }
 }
 
-/// A store that cannot be set up as configured. Found before any connection is made; URLs
-/// in it are redacted.
+/// A failure of the store itself: unreachable, too slow, refusing the host, or answering in
+/// a way the configuration does not accept.
+///
+/// Its text reaches guests (after `store 'NAME' `), so a backend builds it from its own
+/// words, never from a client library's error text, which can hold an address or a user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BackendError {
+    kind: BackendErrorKind,
+    message: Cow<'static, str>,
+}
+
+/// What kind of failure a [`BackendError`] is.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendErrorKind {
+    /// The store could not be reached, or the connection was lost.
+    Unreachable,
+    /// The store did not answer in time.
+    Timeout,
+    /// The store refused the host's credentials.
+    CredentialsRefused,
+    /// The store's access control refused the host's user a command, key or channel
+    /// latchkey needs.
+    NotPermitted,
+    /// The store is not deployed as the configuration accepts: a replica, or replicas
+    /// that grants do not wait for.
+    Topology,
+    /// Too few replicas or Redlock masters confirmed in time.
+    TooFewConfirmations,
+    /// Anything else the store answered with.
+    Failed,
+}
+
+impl BackendError {
+    /// A failure of `kind`, explained by `message` (shown to guests: no addresses or
+    /// credentials).
+    pub fn new(kind: BackendErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        BackendError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What kind of failure it is.
+    pub fn kind(&self) -> BackendErrorKind {
+        self.kind
+    }
+}
+
+/// Why [`open`](crate::open()) refused a store: it cannot be set up as configured. Found
+/// before any connection is made; URLs in it are redacted.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreConfigError {
+pub enum OpenError {
     /// The URL is of no kind latchkey knows.
     #[error(
         "{url} is neither `memory` nor a {} URL",
-        crate::open::or_list(&crate::open::redis_url_forms())
+        or_list(&redis_url_forms())
     )]
     UnknownScheme {
         /// The URL, redacted.
@@ -143,45 +198,3 @@ pub enum StoreConfigError {
         namespace: String,
     },
 }
-
-/// What a guest sees of an internal error, in one version's generated types. `Trap` is not
-/// the guest's to see: it ends the instance.
-pub(crate) trait FromLockError: Sized {
-    fn from_lock_error(err: LockError) -> wasmtime::Result<Self>;
-}
-
-/// The one mapping of internal errors and unlock statuses onto a version of `latchkey:lock`
-/// (named by the module of its bindings): every version has the same cases in types of its
-/// own.
-macro_rules! wit_mapping {
-    ($($wit:ident)::+) => {
-        impl $crate::error::FromLockError for $($wit)::+::Error {
-            fn from_lock_error(err: $crate::LockError) -> wasmtime::Result<Self> {
-                use $crate::LockError;
-                Ok(match err {
-                    LockError::NoSuchStore(m) => Self::NoSuchStore(m),
-                    LockError::InvalidArgument(m) => Self::InvalidArgument(m),
-                    LockError::AccessDenied(m) => Self::AccessDenied(m),
-                    LockError::LimitExceeded(m) => Self::LimitExceeded(m),
-                    LockError::Unavailable(m) => Self::Unavailable(m.to_string()),
-                    LockError::Trap(trap) => return Err(trap),
-                })
-            }
-        }
-
-        impl From<$crate::backend::UnlockStatus> for $($wit)::+::UnlockStatus {
-            fn from(status: $crate::backend::UnlockStatus) -> Self {
-                use $crate::backend::UnlockStatus;
-                match status {
-                    UnlockStatus::Success => Self::Success,
-                    UnlockStatus::LockDoesNotExist => Self::LockDoesNotExist,
-                    UnlockStatus::LockBelongsToOthers => Self::LockBelongsToOthers,
-                }
-            }
-        }
-    };
-}
-
-wit_mapping!(crate::bindings::latchkey::lock::locks);
-wit_mapping!(crate::bindings::v0_1::latchkey::lock::locks);
-wit_mapping!(crate::bindings::v0_3::latchkey::lock::locks);

@@ -10,7 +10,7 @@
 //! latchkey:{<app>:<id>}:released   the pub/sub channel that announces unlocks
 //! ```
 //!
-//! A semaphore and an election are made of locks of their own [`Kind`], named by the same
+//! A semaphore and an election are made of locks of their own [`GrantKind`], named by the same
 //! rule with a word between the hash tag and the suffix. Permit `n` of semaphore `id` is
 //! the lock `latchkey:{<app>:<id>}:permit:<n>:lock` (with its own `…:permit:<n>:fence`);
 //! the permits of one semaphore share one channel, `…:permit:released`, so that a waiter
@@ -35,7 +35,7 @@ use std::fmt::Write as _;
 /// What a lock is for: a plain lock, one permit of a semaphore, or an election's leadership.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
+pub enum GrantKind {
     /// A lock on a resource id (`try-lock`, `lock`).
     Lock,
     /// Permit number `slot` (from 0) of a semaphore: a semaphore of limit `n` is the
@@ -48,13 +48,13 @@ pub enum Kind {
     Leadership,
 }
 
-impl Kind {
+impl GrantKind {
     /// What an operator's listing calls it: `lock`, `permit` or `leadership`.
     pub fn name(self) -> &'static str {
         match self {
-            Kind::Lock => "lock",
-            Kind::Permit { .. } => "permit",
-            Kind::Leadership => "leadership",
+            GrantKind::Lock => "lock",
+            GrantKind::Permit { .. } => "permit",
+            GrantKind::Leadership => "leadership",
         }
     }
 }
@@ -75,11 +75,11 @@ impl LockKey {
     /// The names of the lock of `app` on `id`, in `namespace` if the store has one. The
     /// namespace must hold only letters, digits, `.`, `_` and `-`.
     pub fn new(namespace: Option<&str>, app: &str, id: &str) -> Self {
-        Self::of_kind(namespace, app, id, Kind::Lock)
+        Self::of_kind(namespace, app, id, GrantKind::Lock)
     }
 
     /// The names of the lock of `kind` of `app` on `id`: see the [module](self) docs.
-    pub fn of_kind(namespace: Option<&str>, app: &str, id: &str, kind: Kind) -> Self {
+    pub fn of_kind(namespace: Option<&str>, app: &str, id: &str, kind: GrantKind) -> Self {
         const SUFFIXES: usize = "lock".len() + "fence".len() + "released".len();
         let namespace_len = namespace.map_or(0, |ns| ns.len() + 1);
         // Exact for a lock unless a part needs escaping.
@@ -97,13 +97,13 @@ impl LockKey {
         escape_into(&mut names, id);
         names.push_str("}:");
         match kind {
-            Kind::Lock => {}
-            Kind::Permit { .. } => names.push_str("permit:"),
-            Kind::Leadership => names.push_str("leader:"),
+            GrantKind::Lock => {}
+            GrantKind::Permit { .. } => names.push_str("permit:"),
+            GrantKind::Leadership => names.push_str("leader:"),
         }
         // The channel is the kind's; the lock and its fence are the permit's own.
         let channel = ..names.len();
-        if let Kind::Permit { slot } = kind {
+        if let GrantKind::Permit { slot } = kind {
             let _ = write!(names, "{slot}:");
         }
         let prefix = ..names.len();
@@ -145,7 +145,7 @@ pub struct Decoded {
     /// The resource id, semaphore id or election id.
     pub id: String,
     /// What it is.
-    pub kind: Kind,
+    pub kind: GrantKind,
 }
 
 impl LockKey {
@@ -177,8 +177,8 @@ impl LockKey {
         };
         let (tag, rest) = rest.strip_prefix('{')?.split_once('}')?;
         let kind = match rest.strip_prefix(':')?.strip_suffix("lock")? {
-            "" => Kind::Lock,
-            "leader:" => Kind::Leadership,
+            "" => GrantKind::Lock,
+            "leader:" => GrantKind::Leadership,
             permit => {
                 let slot = permit.strip_prefix("permit:")?.strip_suffix(':')?;
                 // Only the form `of_kind` writes: no sign, no leading zero.
@@ -188,7 +188,7 @@ impl LockKey {
                 if !slot.bytes().all(|b| b.is_ascii_digit()) {
                     return None;
                 }
-                Kind::Permit {
+                GrantKind::Permit {
                     slot: slot.parse().ok()?,
                 }
             }
@@ -269,11 +269,11 @@ mod tests {
     /// A permit and a leadership keep the hash tag of their id, with a word after it.
     #[test]
     fn permits_and_leaderships_are_named_after_their_kind() {
-        let permit = LockKey::of_kind(None, "app", "pool", Kind::Permit { slot: 2 });
+        let permit = LockKey::of_kind(None, "app", "pool", GrantKind::Permit { slot: 2 });
         assert_eq!(permit.lock(), "latchkey:{app:pool}:permit:2:lock");
         assert_eq!(permit.fence(), "latchkey:{app:pool}:permit:2:fence");
         assert_eq!(permit.released(), "latchkey:{app:pool}:permit:released");
-        let leader = LockKey::of_kind(Some("ns"), "app", "db", Kind::Leadership);
+        let leader = LockKey::of_kind(Some("ns"), "app", "db", GrantKind::Leadership);
         assert_eq!(leader.lock(), "latchkey:ns:{app:db}:leader:lock");
         assert_eq!(leader.released(), "latchkey:ns:{app:db}:leader:released");
         for odd in [
@@ -360,7 +360,7 @@ mod properties {
             prop_assert_eq!(unescape(parts[1]), Some(id.clone()));
             prop_assert_eq!(
                 LockKey::decode(ns.as_deref(), &lock),
-                Some(Decoded { app: app.clone(), id: id.clone(), kind: Kind::Lock })
+                Some(Decoded { app: app.clone(), id: id.clone(), kind: GrantKind::Lock })
             );
             prop_assert_eq!(key.fence().replace(":fence", ":lock"), lock.clone());
             prop_assert_eq!(key.released().replace(":released", ":lock"), lock);
@@ -369,7 +369,7 @@ mod properties {
         /// Every kind of lock reads back as itself, and no two kinds share a name.
         #[test]
         fn kinds_decode_and_stay_apart(ns in namespace(), app in part(), id in part(), slot in 0u32..300) {
-            let kinds = [Kind::Lock, Kind::Leadership, Kind::Permit { slot }, Kind::Permit { slot: slot + 1 }];
+            let kinds = [GrantKind::Lock, GrantKind::Leadership, GrantKind::Permit { slot }, GrantKind::Permit { slot: slot + 1 }];
             let keys: Vec<LockKey> = kinds.iter().map(|&kind| LockKey::of_kind(ns.as_deref(), &app, &id, kind)).collect();
             for (kind, key) in kinds.iter().zip(&keys) {
                 let decoded = LockKey::decode(ns.as_deref(), key.lock());

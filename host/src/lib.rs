@@ -51,7 +51,7 @@
 //!
 //! [`Runner`] does all of that for whole components, as the `latchkey` CLI does: it runs
 //! `wasi:cli` commands of WASI 0.2 and 0.3 ([`Runner::run`], `latchkey run`) and serves
-//! `wasi:http` handlers ([`Runner::handler`] and [`serve::serve`], `latchkey serve`): a
+//! `wasi:http` handlers ([`Runner::handler`] and [`runtime::serve::serve`], `latchkey serve`): a
 //! WASI 0.2 proxy with one instance per request, a WASI 0.3 handler with instance reuse.
 //!
 //! ## WASI 0.3: locks owned by the task
@@ -81,9 +81,12 @@
 //! - **grant** ([`Grant`]): the lock given to this host once: an **owner token** (`Token`,
 //!   made by the host), a **fence** (rising with every grant), and a **lease**. A guest's
 //!   handle on a grant is a **lock handle** (the WIT `lock`, [`LockHandle`]).
-//! - **holder**: the grant a store has for a lock now. A lock is **held** by an instance that
-//!   holds its grant (the WIT `held`, [`LockCtx::held_count`]); a lock another grant holds is
-//!   **busy** (`Attempt::Busy`).
+//! - **holder**: the grant a store has for a lock now. A grant is **owned** by the instance
+//!   that took it (and, in 0.3, its task), which keeps it as an `OwnedGrant` among its
+//!   `Grants` until its release is confirmed. A lock is **held** by the instance that owns
+//!   its grant ([`LockCtx::held_count`]); a lock another grant holds is **busy**
+//!   (`Attempt::Busy`). **confirm**: ask the store whether a grant still holds its lock — the
+//!   WIT `held` ([`LockStore::holds`], [`Backend::holds`]).
 //! - **lease**: how long the store keeps a grant: its **length**, last asked for, and its
 //!   **end** by the host's clock.
 //! - **extend**: the guest sets a new lease once. **renew**: the host's keep-alive loop
@@ -97,10 +100,10 @@
 //! - **evict**: free a lock whoever holds it — the operator's forced release (`latchkey
 //!   locks release`, [`LockStore::evict`]); the evicted grant finds the lock gone. The locks
 //!   a store holds now, as an operator lists them, are its **holders** ([`Holder`]).
-//! - **semaphore**: `limit` locks of [`key::Kind::Permit`] on one semaphore id, each a
+//! - **semaphore**: `limit` locks of [`key::GrantKind::Permit`] on one semaphore id, each a
 //!   **permit**; a guest's handle on a permit's grant is a **permit handle** (the WIT
 //!   `permit`, [`PermitHandle`]). Taken first free first ([`Backend::try_acquire_any`]).
-//! - **election**: one lock of [`key::Kind::Leadership`], the **leadership**; its holder is
+//! - **election**: one lock of [`key::GrantKind::Leadership`], the **leadership**; its holder is
 //!   the **leader**, whose owner token carries the **value** it published
 //!   ([`backend::Token::with_value`]). A guest's handle on it is a **leadership handle** (the
 //!   WIT `leadership`, [`LeadershipHandle`]). **campaign**: take it; **resign**: release it.
@@ -119,184 +122,86 @@
 //!   ([`ResourcePolicy`]): the resource ids an app may lock.
 //! - **program** ([`Program`]): a component compiled and pre-instantiated, with its
 //!   **world** ([`World`]): a command or an HTTP handler, of WASI 0.2 or 0.3 (**p2**, **p3**).
-//!   **instance**: one running copy.
+//!   **instance**: one running copy. **run**: a command's instance called to its end
+//!   (`latchkey run`, [`Runner::run`]); **serve**: an HTTP handler's instances given
+//!   requests (`latchkey serve`); the **runtime** is what does both.
+//! - **store kind** (`StoreKind`): what a store URL names — memory, one Redis server, a
+//!   Cluster, Sentinel, Redlock. **grant kind** ([`key::GrantKind`]): a lock, a permit or a
+//!   leadership. **settings** ([`StoreSettings`]): what a store is opened with, and nothing
+//!   else is called so; a store that cannot be opened so is an [`OpenError`].
+//! - **call**: one WIT function called by a guest, **begun** against the instance's state
+//!   (checked), **asked** of the store, and **finished** against the instance's state
+//!   again; the **adapter** of a WASI version (`p2`, `p3`) gives the calls its binding's
+//!   shape.
 //! - **task**: one async call into a WASI 0.3 instance and what it spawns — for `serve`, one
 //!   request. In 0.3 a lock is **owned** by the task that took it ([`TaskLocks`]), and the
-//!   task's **end** releases it. **cancel**: the guest drops a pending call.
+//!   task's **end** releases it; the host knows a task as running or ended (`TaskState`).
+//!   **cancel**: the guest drops a pending call.
 //! - **reuse**: one p3 instance serving many requests, one after another and at once
-//!   ([`serve::InstanceReuse`]). **retire**: take no more requests into an instance and
+//!   ([`runtime::serve::InstanceReuse`]). **retire**: take no more requests into an instance and
 //!   drop it once its requests are over (a trap, a deadline).
 //!
 //! # Layout
 //!
-//! - [`open`](mod@open): [`open`](fn@open), the one table of URL forms, [`StoreSettings`].
-//! - [`store`]: [`LockStore`], what every backend shares: owner tokens, timeouts, waiting,
-//!   keep-alive.
+//! The folders are the layers, from the guest's call down to the store:
+//!
+//! - [`p2`], [`p3`]: the **adapters** — each WASI version's bindings (0.2.1 with 0.1.0; 0.3.1),
+//!   its host traits, its waits (pollables in 0.2, futures in 0.3) and its one error
+//!   mapping. Neither imports the other.
+//! - `calls`: every WIT call written once, for both adapters: the guest's handles
+//!   ([`StoreHandle`], [`LockHandle`], ...), taking, the calls every grant shares, elections.
+//! - [`ctx`]: [`LockCtx`] (one instance's app, stores and grants), its builder, the borrowed
+//!   view the calls run on, and the tasks of 0.3.
+//! - [`store`]: [`LockStore`] — owner tokens, timeouts, waiting, keep-alive, leader watches —
+//!   with [`open()`] and its [`StoreSettings`] (the URL forms and redaction, a leaf).
 //! - [`backend`]: the [`Backend`] trait; its implementations are private: `memory`, and
-//!   `redis` (one server, Cluster or Sentinel, by its connection; `settings` for multi-host
-//!   URLs and connection set-up; `channels` for pub/sub) with `redis::redlock` on top.
-//! - `grant`: [`Grant`], a lock held, and what the host knows of its lease.
-//! - `keepalive`: the renewal loop of each store.
-//! - [`key`]: the key layout of a lock in a store, and its escaping.
-//! - [`limits`]: the bounds every argument is checked against.
-//! - [`policy`]: which resource ids an app may lock.
-//! - [`config`]: the operator's TOML file: stores, per-app policy and limits.
-//! - [`ctx`]: [`LockCtx`] (one instance's locks), its builder, and the borrowed view.
-//! - `host`: the WIT functions, implemented on [`LockCtxView`], as halves the versions
-//!   share; `coordination`: the semaphore and election calls of 0.2.1 and who leads;
-//!   `compat`: 0.1.0's; `host_p3`: 0.3.1's async functions, run on an `Accessor`.
-//! - [`error`]: [`LockError`], the errors of configuring a store, and the one mapping onto
-//!   the WIT `error` of every version.
-//! - [`sandbox`]: what every guest shares: the engine and its instance pool, the limits on
-//!   one instance, its [`GuestState`], and running it to an end that releases its locks.
-//! - [`runner`]: [`Runner`], which loads and prepares components of every world on one
-//!   linker.
-//! - [`run`]: commands on a [`Runner`]. [`serve`]: HTTP handlers on a [`Runner`], and the
-//!   accept loop; `serve::fresh` gives each p2 request an instance, `serve::reused` gives
-//!   p3 requests reused instances and ends each request's task.
-//! - [`bindings`]: the generated host bindings of `latchkey:lock`.
-//! - [`telemetry`]: the metrics and spans of every lock operation.
+//!   `redis` (one server, Cluster or Sentinel, by its connection; `setup` for multi-host URLs
+//!   and connection set-up; `channels` for pub/sub) with `redis::redlock` on top.
+//! - [`runtime`]: running guests whole — the [`sandbox`](runtime::sandbox) (engine, pool,
+//!   limits, [`GuestState`]), the [`Runner`], commands run, and HTTP handlers served
+//!   ([`runtime::serve`]: the handler, with `fresh` instances for 0.2 and `reused` ones for
+//!   0.3, apart from the accept loop, `listen`).
+//! - Beside them, what every layer may use: [`error`] (the errors, in the host's words),
+//!   [`key`] (the key layout of a lock, and its escaping), [`limits`], [`policy`],
+//!   [`config`] (the operator's TOML file), [`telemetry`] (metrics and spans of every call).
 
 #![deny(missing_docs)]
 
 pub mod backend;
-mod compat;
+mod calls;
 pub mod config;
-mod coordination;
 pub mod ctx;
 pub mod error;
-mod grant;
-mod host;
-mod host_p3;
-mod keepalive;
 pub mod key;
 pub mod limits;
-pub mod open;
+pub mod p2;
+pub mod p3;
 pub mod policy;
-mod readings;
-pub mod run;
-pub mod runner;
-pub mod sandbox;
-pub mod serve;
+pub mod runtime;
 pub mod store;
 pub mod telemetry;
-mod waiting;
 
-/// The host bindings of `latchkey:lock`, generated by `wasmtime::component::bindgen!`.
-///
-/// Public so that an embedder whose own `bindgen!` world imports `latchkey:lock` can reuse
-/// these types with `with: { "latchkey:lock/locks": latchkey_host::bindings::latchkey::lock::locks }`.
-pub mod bindings {
-    #![allow(missing_docs)] // `bindgen!`'s own items; the WIT's docs carry over.
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "latchkey:lock/imports",
-        imports: { default: async | trappable },
-        with: {
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "latchkey:lock/locks.store": crate::host::StoreHandle,
-            "latchkey:lock/locks.lock": crate::host::LockHandle,
-            "latchkey:lock/locks.permit": crate::host::PermitHandle,
-            "latchkey:lock/locks.leadership": crate::host::LeadershipHandle,
-        },
-        trappable_error_type: {
-            "latchkey:lock/locks.error" => crate::LockError,
-        },
-    });
-
-    /// The host bindings of `latchkey:lock@0.3.1` (which 0.3.0 guests link to unchanged),
-    /// for WASI 0.3 guests: the same handles, every call that may wait an `async func` run
-    /// on an `Accessor`, so that it holds no borrow of the instance while it waits.
-    pub mod v0_3 {
-        wasmtime::component::bindgen!({
-            path: "../wit/v0.3.1",
-            world: "latchkey:lock/imports@0.3.1",
-            imports: {
-                "latchkey:lock/locks.[method]store.try-lock": store | trappable,
-                "latchkey:lock/locks.[method]store.lock": store | trappable,
-                "latchkey:lock/locks.[method]store.acquire-permit": store | trappable,
-                "latchkey:lock/locks.[method]store.campaign": store | trappable,
-                "latchkey:lock/locks.[method]store.leader": store | trappable,
-                "latchkey:lock/locks.[method]store.leader-change": store | trappable,
-                "latchkey:lock/locks.[method]lock.extend": store | trappable,
-                "latchkey:lock/locks.[method]lock.unlock": store | trappable,
-                "latchkey:lock/locks.[method]lock.held": store | trappable,
-                "latchkey:lock/locks.[method]lock.lost": store | trappable,
-                "latchkey:lock/locks.[drop]lock": store | trappable,
-                "latchkey:lock/locks.[method]permit.extend": store | trappable,
-                "latchkey:lock/locks.[method]permit.release": store | trappable,
-                "latchkey:lock/locks.[method]permit.held": store | trappable,
-                "latchkey:lock/locks.[method]permit.lost": store | trappable,
-                "latchkey:lock/locks.[drop]permit": store | trappable,
-                "latchkey:lock/locks.[method]leadership.extend": store | trappable,
-                "latchkey:lock/locks.[method]leadership.resign": store | trappable,
-                "latchkey:lock/locks.[method]leadership.held": store | trappable,
-                "latchkey:lock/locks.[method]leadership.lost": store | trappable,
-                "latchkey:lock/locks.[drop]leadership": store | trappable,
-                default: trappable,
-            },
-            with: {
-                "latchkey:lock/locks.store": crate::host::StoreHandle,
-                "latchkey:lock/locks.lock": crate::host::LockHandle,
-                "latchkey:lock/locks.permit": crate::host::PermitHandle,
-                "latchkey:lock/locks.leadership": crate::host::LeadershipHandle,
-            },
-            trappable_error_type: {
-                "latchkey:lock/locks.error" => crate::LockError,
-            },
-        });
-    }
-
-    /// The host bindings of `latchkey:lock@0.1.0`, which the host keeps serving: the same
-    /// store and lock handles, without keep-alive.
-    pub mod v0_1 {
-        wasmtime::component::bindgen!({
-            path: "../wit/v0.1.0",
-            world: "latchkey:lock/imports@0.1.0",
-            imports: { default: async | trappable },
-            with: {
-                "latchkey:lock/locks.store": crate::host::StoreHandle,
-                "latchkey:lock/locks.lock": crate::host::LockHandle,
-            },
-            trappable_error_type: {
-                "latchkey:lock/locks.error" => crate::LockError,
-            },
-        });
-    }
-}
-
-pub use backend::{Backend, BackendError, BackendErrorKind, Holder, Listing, UnlockStatus};
-pub use ctx::{LockCtx, LockCtxBuilder, LockCtxView, LockView, TaskId, TaskLocks};
-pub use error::{ErrorKind, LockError, StoreConfigError, StoreError};
-pub use host::{LeadershipHandle, LockHandle, PermitHandle, StoreHandle};
+pub use backend::{Backend, Holder, Listing, UnlockStatus};
+pub use calls::{LeadershipHandle, LockHandle, PermitHandle, StoreHandle};
+pub use ctx::{HasLocks, LockCtx, LockCtxBuilder, LockCtxView, LockView, TaskId, TaskLocks};
+pub use error::{BackendError, BackendErrorKind, ErrorKind, LockError, OpenError, StoreError};
 pub use limits::Limits;
-pub use open::{StoreSettings, open};
 pub use policy::{PatternError, ResourcePolicy};
-pub use run::Exit;
-pub use runner::{Program, Runner, World};
-pub use sandbox::{DEFAULT_MAX_HANDLES, EngineOptions, GuestLimits, GuestState};
-pub use store::{Grant, LeaderWatch, LockStore};
+pub use runtime::sandbox::{DEFAULT_MAX_HANDLES, EngineOptions, GuestLimits, GuestState};
+pub use runtime::{Exit, Program, Runner, World};
+pub use store::{Grant, LeaderWatch, LockStore, StoreSettings, open};
 
-use wasmtime::component::{HasData, Linker};
+use wasmtime::component::Linker;
 
 /// Adds `latchkey:lock/locks` to `linker`, served from each instance's [`LockView`]: 0.2.1
-/// (which 0.2.0 guests link to), 0.1.0 for guests built against it, and 0.3.1 (which 0.3.0
-/// guests link to) for WASI 0.3 guests.
+/// (which 0.2.0 guests link to), 0.1.0 for guests built against it ([`p2::add_to_linker`]),
+/// and 0.3.1 (which 0.3.0 guests link to) for WASI 0.3 guests ([`p3::add_to_linker`]).
 ///
 /// The functions are async: instantiate and call guests with the `_async` methods. Version
-/// 0.2.0's `subscribe-lost` returns a `wasi:io/poll` pollable: link `wasi:io` too (any of
-/// `wasmtime_wasi`'s `add_to_linker` functions does). 0.3.0's functions need an engine with
+/// 0.2's `subscribe-lost` returns a `wasi:io/poll` pollable: link `wasi:io` too (any of
+/// `wasmtime_wasi`'s `add_to_linker` functions does). 0.3's functions need an engine with
 /// `Config::wasm_component_model_async`, and guests called with `run_concurrent`.
 pub fn add_to_linker<T: LockView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    bindings::latchkey::lock::locks::add_to_linker::<T, HasLocks>(linker, T::locks)?;
-    bindings::v0_1::latchkey::lock::locks::add_to_linker::<T, HasLocks>(linker, T::locks)?;
-    bindings::v0_3::latchkey::lock::locks::add_to_linker::<T, HasLocks>(linker, T::locks)
-}
-
-/// The [`HasData`] marker of `latchkey:lock`: its host functions run on a [`LockCtxView`].
-/// Name it when calling the generated `add_to_linker` of [`bindings`] yourself.
-pub struct HasLocks;
-
-impl HasData for HasLocks {
-    type Data<'a> = LockCtxView<'a>;
+    p2::add_to_linker(linker)?;
+    p3::add_to_linker(linker)
 }

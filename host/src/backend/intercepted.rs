@@ -25,8 +25,8 @@ pub enum Step {
     Release,
     /// [`Backend::extend`].
     Extend,
-    /// [`Backend::held`].
-    Held,
+    /// [`Backend::holds`].
+    Holds,
     /// [`Backend::renew`].
     Renew,
     /// [`Backend::watch`].
@@ -107,9 +107,9 @@ impl<I: Interceptor> Backend for Intercepted<I> {
         self.interceptor.around(Step::Extend, call).await
     }
 
-    async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
-        let call = self.inner.held(key, token);
-        self.interceptor.around(Step::Held, call).await
+    async fn holds(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
+        let call = self.inner.holds(key, token);
+        self.interceptor.around(Step::Holds, call).await
     }
 
     async fn renew(&self, renewals: &[Renewal<'_>]) -> BackendResult<Vec<Option<bool>>> {

@@ -165,7 +165,7 @@ impl Backend for MemoryBackend {
         }))
     }
 
-    async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
+    async fn holds(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
         Ok(self.with_state(|state, now| {
             state
                 .live(key, now)

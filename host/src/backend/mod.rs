@@ -8,7 +8,6 @@
 //! [`crate::LockStore::new`]. [`Intercepted`] wraps any backend with a hook around each of
 //! its steps, to time, count, delay or fail them.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::key::{Decoded, Kind, LockKey};
+pub use crate::error::{BackendError, BackendErrorKind};
+use crate::key::{Decoded, GrantKind, LockKey};
 
 mod intercepted;
 pub(crate) mod memory;
@@ -26,56 +26,6 @@ pub use intercepted::{Intercepted, Interceptor, Step, StepCall};
 
 /// What a backend call returns.
 pub type BackendResult<T> = Result<T, BackendError>;
-
-/// A failure of the store itself: unreachable, too slow, refusing the host, or answering in
-/// a way the configuration does not accept.
-///
-/// Its text reaches guests (after `store 'NAME' `), so a backend builds it from its own
-/// words, never from a client library's error text, which can hold an address or a user.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct BackendError {
-    kind: BackendErrorKind,
-    message: Cow<'static, str>,
-}
-
-/// What kind of failure a [`BackendError`] is.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BackendErrorKind {
-    /// The store could not be reached, or the connection was lost.
-    Unreachable,
-    /// The store did not answer in time.
-    Timeout,
-    /// The store refused the host's credentials.
-    CredentialsRefused,
-    /// The store's access control refused the host's user a command, key or channel
-    /// latchkey needs.
-    NotPermitted,
-    /// The store is not deployed as the configuration accepts: a replica, or replicas
-    /// that grants do not wait for.
-    Topology,
-    /// Too few replicas or Redlock masters confirmed in time.
-    TooFewConfirmations,
-    /// Anything else the store answered with.
-    Failed,
-}
-
-impl BackendError {
-    /// A failure of `kind`, explained by `message` (shown to guests: no addresses or
-    /// credentials).
-    pub fn new(kind: BackendErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
-        BackendError {
-            kind,
-            message: message.into(),
-        }
-    }
-
-    /// What kind of failure it is.
-    pub fn kind(&self) -> BackendErrorKind {
-        self.kind
-    }
-}
 
 /// One lock store: an in-process map, a Redis server, ...
 ///
@@ -136,7 +86,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Whether `token` holds `key` now. An error where the store cannot say durably (its
     /// replicas lack a write that made it ours).
-    async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool>;
+    async fn holds(&self, key: &LockKey, token: &Token) -> BackendResult<bool>;
 
     /// Restarts many leases at once, each only while its token still holds its lock: the
     /// keep-alive renewals that fall due together. One answer per renewal, in order:
@@ -235,7 +185,7 @@ pub struct Holder {
     /// a leadership.
     pub resource_id: String,
     /// A lock, a permit or a leadership.
-    pub kind: Kind,
+    pub kind: GrantKind,
     /// What the holder published with its grant: a leader's value.
     pub value: Option<String>,
     /// The fencing token of the grant that holds it.

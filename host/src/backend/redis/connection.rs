@@ -16,9 +16,9 @@ use redis::{
 };
 
 use super::sentinel::{PrimaryConnection, Sentinels};
-use super::settings::{HostList, complaint_about, manager_config};
-use crate::error::StoreConfigError;
-use crate::open::{Kind, redacted};
+use super::setup::{HostList, complaint_about, manager_config};
+use crate::error::OpenError;
+use crate::store::settings::{StoreKind, StoreUrl};
 
 /// Where a store's server is, parsed from its URL.
 pub(super) enum Target {
@@ -41,16 +41,17 @@ impl Target {
     /// Parses `url`, a URL of `kind` (one server, a Cluster or Sentinel); `password`, if
     /// given, replaces the URL's.
     pub(super) fn parse(
-        kind: Kind,
-        url: &str,
+        kind: StoreKind,
+        url: &StoreUrl<'_>,
         password: Option<&str>,
-    ) -> Result<Self, StoreConfigError> {
-        let bad = |e: &dyn std::fmt::Display| StoreConfigError::BadUrl {
-            url: redacted(url),
-            reason: complaint_about(url, e),
+    ) -> Result<Self, OpenError> {
+        let bad = |e: &dyn std::fmt::Display| OpenError::BadUrl {
+            url: url.shown.clone(),
+            reason: complaint_about(url.full, e),
         };
+        let url = url.full;
         let after_scheme = || url.split_once("://").map_or("", |(_, rest)| rest);
-        if kind == Kind::Cluster {
+        if kind == StoreKind::Cluster {
             let list = HostList::parse(after_scheme());
             return Ok(Target::Cluster {
                 nodes: list.urls().map_err(|e| bad(&e))?,
@@ -58,7 +59,7 @@ impl Target {
                 password: password.or(list.password).map(str::to_owned),
             });
         }
-        if kind == Kind::Sentinel {
+        if kind == StoreKind::Sentinel {
             let list = HostList::parse(after_scheme());
             let service = list.path.trim_end_matches('/');
             if service.is_empty() {

@@ -17,9 +17,9 @@ use super::{
     AnyAttempt, Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder, Listing,
     ReleaseWatch, Renewal, Token, UnlockStatus, extend_each,
 };
-use crate::error::StoreConfigError;
+use crate::error::OpenError;
 use crate::key::LockKey;
-use crate::open::{Kind, StoreSettings, redacted};
+use crate::store::settings::{StoreKind, StoreSettings, StoreUrl};
 use channels::Channels;
 use connection::{Connection, Target};
 
@@ -28,7 +28,7 @@ mod connection;
 mod operator;
 pub(crate) mod redlock;
 mod sentinel;
-mod settings;
+mod setup;
 
 /// Sets the lock if free and computes the fence in the same step, so a fence is never
 /// granted without the lock nor the lock without a fence.
@@ -90,15 +90,20 @@ pub(crate) struct RedisBackend {
     evict: Script,
 }
 
-/// The backend of a store of `kind` (one server, a Cluster or Sentinel) as `settings` say.
+/// The backend of a store of `kind` (one server, a Cluster or Sentinel) at `url`, as
+/// `settings` say.
 /// Checks the URL now; connects on first use, so a host can start while Redis is down.
-pub(crate) fn open(kind: Kind, settings: &StoreSettings) -> Result<RedisBackend, StoreConfigError> {
-    let target = Target::parse(kind, &settings.url, settings.password.as_deref())?;
+pub(crate) fn open(
+    kind: StoreKind,
+    url: &StoreUrl<'_>,
+    settings: &StoreSettings,
+) -> Result<RedisBackend, OpenError> {
+    let target = Target::parse(kind, url, settings.password.as_deref())?;
     if let Target::Sentinel(_) = target
         && settings.wait_replicas == 0
     {
-        return Err(StoreConfigError::SentinelNeedsWaitReplicas {
-            url: redacted(&settings.url),
+        return Err(OpenError::SentinelNeedsWaitReplicas {
+            url: url.shown.clone(),
         });
     }
     Ok(RedisBackend::new(
@@ -511,7 +516,7 @@ impl Backend for RedisBackend {
 
     /// A holder the replicas may not have confirmed (a grant or renewal of ours they lack)
     /// is not an answer: the store cannot say.
-    async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
+    async fn holds(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
         let mut conn = self.connection().await?;
         let mut get = redis::cmd("GET");
         get.arg(key.lock());

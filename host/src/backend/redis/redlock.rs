@@ -24,14 +24,14 @@ use tokio::time::{Instant, timeout};
 use super::RedisBackend;
 use super::connection::Target;
 use super::operator::{Sighting, Survey};
-use super::settings::HostList;
+use super::setup::HostList;
 use crate::backend::{
     Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder, Listing, ReleaseWatch,
     Renewal, Token, UnlockStatus, within_lease,
 };
-use crate::error::StoreConfigError;
+use crate::error::OpenError;
 use crate::key::LockKey;
-use crate::open::{Kind, StoreSettings, redacted};
+use crate::store::settings::{StoreKind, StoreSettings, StoreUrl};
 
 /// How many times who holds a lock is read again while its grant's fence is being written
 /// back (1 + 2 + 4 + 8 + 16 ms at most).
@@ -54,20 +54,23 @@ impl RedlockBackend {
     /// `redis+redlock://[user[:password]@]host:port,host:port,host:port`: three or more
     /// masters that do not replicate each other. Each master gets a tenth of the call
     /// timeout, so that one slow master cannot use up a lease.
-    pub(crate) fn new(settings: &StoreSettings) -> Result<Self, StoreConfigError> {
-        let url = || redacted(&settings.url);
-        let bad = |reason: String| StoreConfigError::BadUrl { url: url(), reason };
-        let after_scheme = settings.url.split_once("://").map_or("", |(_, rest)| rest);
+    pub(crate) fn new(url: &StoreUrl<'_>, settings: &StoreSettings) -> Result<Self, OpenError> {
+        let shown = || url.shown.clone();
+        let bad = |reason: String| OpenError::BadUrl {
+            url: shown(),
+            reason,
+        };
+        let after_scheme = url.full.split_once("://").map_or("", |(_, rest)| rest);
         let list = HostList::parse(after_scheme);
         let urls = list.urls().map_err(bad)?;
         if urls.len() < 3 {
-            return Err(StoreConfigError::TooFewRedlockMasters {
-                url: url(),
+            return Err(OpenError::TooFewRedlockMasters {
+                url: shown(),
                 masters: urls.len(),
             });
         }
         if settings.wait_replicas > 0 {
-            return Err(StoreConfigError::WaitReplicasWithRedlock { url: url() });
+            return Err(OpenError::WaitReplicasWithRedlock { url: shown() });
         }
         let master_timeout = (settings.timeout / 10).max(Duration::from_millis(5));
         let password = settings.password.as_deref().or(list.password);
@@ -78,10 +81,15 @@ impl RedlockBackend {
                     Some(user) => url.replacen("redis://", &format!("redis://{user}@"), 1),
                     None => url,
                 };
-                let target = Target::parse(Kind::Server, &url, password)?;
+                // A master's URL is the store's: a bad one is shown as the store's.
+                let master = StoreUrl {
+                    full: &url,
+                    shown: shown(),
+                };
+                let target = Target::parse(StoreKind::Server, &master, password)?;
                 Ok(RedisBackend::new(target, master_timeout, 0).without_connect_retries())
             })
-            .collect::<Result<Arc<[RedisBackend]>, StoreConfigError>>()?;
+            .collect::<Result<Arc<[RedisBackend]>, OpenError>>()?;
         Ok(RedlockBackend {
             masters,
             master_timeout,
@@ -357,11 +365,11 @@ impl Backend for RedlockBackend {
         Ok(Self::count(&extended, &true) >= quorum && within_lease(started, lease))
     }
 
-    async fn held(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
+    async fn holds(&self, key: &LockKey, token: &Token) -> BackendResult<bool> {
         let quorum = self.quorum();
         let answers = self
             .on_each(
-                |master| master.held(key, token),
+                |master| master.holds(key, token),
                 |answers| {
                     Self::count(answers, &true) >= quorum || Self::count(answers, &false) >= quorum
                 },

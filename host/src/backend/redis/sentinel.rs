@@ -21,7 +21,7 @@ use redis::{
     Client, Cmd, Pipeline, PushInfo, PushKind, RedisError, RedisFuture, RedisResult, Value,
 };
 
-use super::settings::manager_config;
+use super::setup::manager_config;
 
 /// Where the sentinels are, and which service they watch.
 pub(super) struct Sentinels {

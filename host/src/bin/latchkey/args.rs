@@ -186,7 +186,7 @@ pub struct GuestArgs {
     // The URL forms come from the library's one table of them.
     #[arg(long = "store", value_name = "NAME=URL", value_parser = store_url,
           help = format!("Offer a lock store to the guest as NAME: URL is {}. Repeatable \
-                          [default: lockstore=memory]", latchkey_host::open::url_forms()))]
+                          [default: lockstore=memory]", latchkey_host::store::url_forms()))]
     pub stores: Vec<(String, String)>,
 
     /// Read the password of store NAME from a file, to keep it off the command line. Repeatable

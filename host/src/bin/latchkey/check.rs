@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use latchkey_host::{EngineOptions, Runner};
 
 use crate::args::CheckArgs;
-use crate::settings::read_component;
+use crate::guests::read_component;
 
 pub fn command(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut options = EngineOptions::default();

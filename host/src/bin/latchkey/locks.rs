@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 use latchkey_host::config::StoreConfig;
-use latchkey_host::key::Kind;
-use latchkey_host::open::redacted;
+use latchkey_host::key::GrantKind;
+use latchkey_host::store::redacted;
 use latchkey_host::{Holder, Listing, LockStore};
 
 use crate::output::escaped;
@@ -58,9 +58,9 @@ async fn release(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
     }
     let store = open(&args.store)?;
     let kind = match (args.permit, args.leadership) {
-        (Some(slot), _) => Kind::Permit { slot },
-        (None, true) => Kind::Leadership,
-        (None, false) => Kind::Lock,
+        (Some(slot), _) => GrantKind::Permit { slot },
+        (None, true) => GrantKind::Leadership,
+        (None, false) => GrantKind::Lock,
     };
     let held = store.evict(&args.app, &args.resource_id, kind).await?;
     let said = if held {
@@ -186,7 +186,7 @@ fn json(holders: &[Holder]) -> String {
                 "id": h.resource_id,
                 "kind": h.kind.name(),
                 "permit": match h.kind {
-                    Kind::Permit { slot } => Some(slot),
+                    GrantKind::Permit { slot } => Some(slot),
                     _ => None,
                 },
                 "fence": h.fence,
@@ -202,9 +202,9 @@ fn json(holders: &[Holder]) -> String {
 }
 
 /// A kind as `list` shows it and `release` takes it: `lock`, `permit:N`, `leadership`.
-fn kind_label(kind: Kind) -> String {
+fn kind_label(kind: GrantKind) -> String {
     match kind {
-        Kind::Permit { slot } => format!("permit:{slot}"),
+        GrantKind::Permit { slot } => format!("permit:{slot}"),
         other => other.name().to_owned(),
     }
 }

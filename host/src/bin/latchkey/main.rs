@@ -3,7 +3,7 @@
 //! A thin layer over the `latchkey_host` library:
 //!
 //! - `args`: the command line (clap);
-//! - `settings`: the config file and flags merged into an app, its stores and limits;
+//! - `guests`: the config file and flags merged into an app, its stores and limits;
 //! - `run`: `latchkey run`, command components on a [`latchkey_host::Runner`];
 //! - `serve`: `latchkey serve`, HTTP handlers on a [`latchkey_host::Runner`];
 //! - `check`: `latchkey check`, a component compiled into the cache and its world named;
@@ -16,11 +16,11 @@
 mod output;
 mod args;
 mod check;
+mod guests;
 mod locks;
 mod metrics;
 mod run;
 mod serve;
-mod settings;
 mod signals;
 
 use std::io::IsTerminal as _;
@@ -98,7 +98,7 @@ fn first_paragraph(err: &clap::Error) -> String {
 }
 
 /// A word of a message with the secrets of any URL in it hidden, as the library hides them
-/// (`latchkey_host::open::redacted`); what comes before the URL (`NAME=`, a quote) is kept.
+/// (`latchkey_host::store::redacted`); what comes before the URL (`NAME=`, a quote) is kept.
 fn redact_word(word: &str) -> String {
     let Some(scheme_end) = word.find("://") else {
         return word.to_owned();
@@ -109,7 +109,7 @@ fn redact_word(word: &str) -> String {
     let (before, url) = word.split_at(start);
     let quote = url.ends_with(['\'', '"']);
     let url = url.trim_end_matches(['\'', '"']);
-    let shown = latchkey_host::open::redacted(url);
+    let shown = latchkey_host::store::redacted(url);
     format!(
         "{before}{shown}{}",
         if quote { &word[word.len() - 1..] } else { "" }

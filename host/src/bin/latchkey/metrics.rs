@@ -12,7 +12,7 @@ const BUCKETS: [f64; 18] = [
 ];
 
 /// Records the host's metrics and serves them on `addr` for as long as the process lives.
-pub fn serve(addr: SocketAddr) -> anyhow::Result<()> {
+pub fn listen(addr: SocketAddr) -> anyhow::Result<()> {
     PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets(&BUCKETS)

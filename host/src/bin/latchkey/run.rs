@@ -8,20 +8,20 @@ use latchkey_host::{Exit, Runner, World};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::RunArgs;
+use crate::guests::{Guests, prepare, wasi_ctx};
 use crate::output::{Overflow, Prefixed, Target};
-use crate::settings::{Settings, prepare, wasi_ctx};
 use crate::signals::stop_signal;
 
 pub async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut settings = Settings::new(&args.guest, &args.component)?;
-    let runner = Runner::with_options(settings.engine_options(&args.guest, args.instances))?;
+    let mut guests = Guests::new(&args.guest, &args.component)?;
+    let runner = Runner::with_options(guests.engine_options(&args.guest, args.instances))?;
     let program = prepare(
         &runner,
         &args.component,
         &[World::Command, World::CommandP3],
         "serve it with latchkey serve",
     )?;
-    settings.open_stores(&args.guest).await?;
+    guests.open_stores(&args.guest).await?;
 
     let program_name = args
         .component
@@ -44,8 +44,8 @@ pub async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
         let stdout = Prefixed::new(Target::Stdout, prefix.clone(), Overflow::Wait);
         let stderr = Prefixed::new(Target::Stderr, prefix, Overflow::Wait);
         let wasi = wasi_ctx(&args.guest, &argv, stdout.clone(), stderr.clone())?;
-        let (runner, program, locks) = (runner.clone(), program.clone(), settings.app.build());
-        let (limits, stop) = (settings.limits, stop.clone());
+        let (runner, program, locks) = (runner.clone(), program.clone(), guests.app.build());
+        let (limits, stop) = (guests.limits, stop.clone());
         instances.spawn(async move {
             let exit = runner
                 .run_until(&program, wasi, locks, limits, stop.cancelled())

@@ -5,18 +5,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use latchkey_host::serve::{InstanceReuse, ServeOptions, serve};
+use latchkey_host::runtime::serve::{InstanceReuse, ServeOptions, serve};
 use latchkey_host::{GuestLimits, Runner, World};
 use tokio::net::TcpListener;
 
 use crate::args::ServeArgs;
+use crate::guests::{Guests, prepare, wasi_ctx};
 use crate::output::{Overflow, Prefixed, Target};
-use crate::settings::{Settings, prepare, wasi_ctx};
 use crate::signals::stop_signal;
 
 pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let mut settings = Settings::new(&args.guest, &args.component)?;
-    let options = settings.engine_options(&args.guest, args.max_concurrent_requests);
+    let mut guests = Guests::new(&args.guest, &args.component)?;
+    let options = guests.engine_options(&args.guest, args.max_concurrent_requests);
     let runner = Runner::with_options(options)?;
     let program = prepare(
         &runner,
@@ -36,7 +36,7 @@ pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Prefixed::new(Target::Stdout, String::new(), Overflow::Drop),
         Prefixed::new(Target::Stderr, String::new(), Overflow::Drop),
     )?;
-    settings.open_stores(&args.guest).await?;
+    guests.open_stores(&args.guest).await?;
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
@@ -55,8 +55,8 @@ pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         args.max_instance_concurrency as usize,
     );
     let handler = runner
-        .handler(&program, settings.app)?
-        .limits(request_limits(settings.limits))
+        .handler(&program, guests.app)?
+        .limits(request_limits(guests.limits))
         .allow_outgoing_http(guest.allow_network)
         .max_concurrent_requests(args.max_concurrent_requests)
         .instance_reuse(reuse)

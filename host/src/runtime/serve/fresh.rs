@@ -13,7 +13,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use super::{Common, plain, shutting_down};
-use crate::sandbox::{Ended, GuestState, run_to_end};
+use crate::runtime::sandbox::{Ended, GuestState, run_to_end};
 
 type ResponseSender = oneshot::Sender<Result<Response<HyperOutgoingBody>, ErrorCode>>;
 

@@ -15,10 +15,24 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
-use crate::backend::Holder;
+use crate::backend::{Holder, ReleaseWatch};
 use crate::error::StoreError;
 use crate::key::LockKey;
-use crate::store::LockStore;
+
+/// What a reader reads an election from: its store's own calls, each bounded by the
+/// store's timeout ([`crate::LockStore`] is the one there is).
+pub(crate) trait Source: Clone + Send + Sync + 'static {
+    /// Subscribes to the announcements of `key`.
+    fn subscribe(
+        &self,
+        key: &LockKey,
+    ) -> impl Future<Output = Result<ReleaseWatch, StoreError>> + Send;
+    /// Who holds `key` now.
+    fn leader(
+        &self,
+        key: &LockKey,
+    ) -> impl Future<Output = Result<Option<Holder>, StoreError>> + Send;
+}
 
 /// How soon a reader tries again after the store failed to say who leads.
 const RETRY: Duration = Duration::from_millis(500);
@@ -52,7 +66,7 @@ impl Readings {
     /// reader if nobody watches the election yet.
     pub(crate) fn subscribe(
         self: &Arc<Self>,
-        store: &LockStore,
+        store: &impl Source,
         key: &LockKey,
     ) -> watch::Receiver<Reading> {
         let mut readers = self.readers();
@@ -70,7 +84,7 @@ impl Readings {
     /// watches.
     async fn read(
         self: Arc<Self>,
-        store: LockStore,
+        store: impl Source,
         key: LockKey,
         sender: Arc<watch::Sender<Reading>>,
     ) {

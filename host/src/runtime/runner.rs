@@ -2,7 +2,7 @@
 //! [`Program`]: a component compiled, checked against what the host provides, and
 //! pre-instantiated, with the [`World`] it was found to be.
 //!
-//! Commands ([`crate::run`]) and HTTP handlers ([`crate::serve`]) differ only in how an
+//! Commands ([`Runner::run`]) and HTTP handlers ([`crate::runtime::serve`]) differ only in how an
 //! instance is called and when it ends: both are loaded and prepared here, on one linker
 //! that holds WASI, `wasi:http` and every version of `latchkey:lock`.
 
@@ -15,7 +15,7 @@ use wasmtime_wasi::p3::bindings::CommandPre as CommandPreP3;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
-use crate::sandbox::{EngineOptions, GuestState, Sandbox};
+use crate::runtime::sandbox::{EngineOptions, GuestState, Sandbox};
 
 /// Compiles and prepares components of every world latchkey runs, on one engine.
 pub struct Runner {
@@ -96,7 +96,8 @@ impl Runner {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
-        crate::add_to_linker(&mut linker)?;
+        crate::p2::add_to_linker(&mut linker)?;
+        crate::p3::add_to_linker(&mut linker)?;
         Ok(Runner { sandbox, linker })
     }
 

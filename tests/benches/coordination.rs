@@ -14,16 +14,17 @@ use std::time::{Duration, Instant};
 use harness::leaders::{LeaderHosts, field, now_us};
 use harness::{RedisServer, redis_store};
 use latchkey_host::LockStore;
-use latchkey_host::key::{Kind, LockKey};
+use latchkey_host::key::{GrantKind, LockKey};
 use redis::aio::ConnectionManager;
 
-use super::{
-    FENCE_TTL_MS, RELEASE, Stats, bench_pairs, connection, hand_off_table, hand_offs, pairs_table,
-    round_trip, row, single_threaded,
+use crate::hand_off::{hand_off_table, hand_offs};
+use crate::setup::{
+    FENCE_TTL_MS, RELEASE, Stats, bench_pairs, connection, pairs_table, round_trip, row,
+    single_threaded,
 };
 
 /// latchkey's acquire over a semaphore's permits.
-const ACQUIRE_ANY: &str = include_str!("../host/src/backend/redis/scripts/acquire_any.lua");
+const ACQUIRE_ANY: &str = include_str!("../../host/src/backend/redis/scripts/acquire_any.lua");
 
 /// The semaphore's limit in the pairs.
 const LIMIT: u32 = 3;
@@ -41,7 +42,7 @@ async fn guest_permit_pairs(store: &LockStore, count: usize, id: &str) -> Vec<Du
 async fn raw_permit_pairs(conn: &ConnectionManager, count: usize, id: &str) -> Vec<Duration> {
     let (acquire, release) = (redis::Script::new(ACQUIRE_ANY), redis::Script::new(RELEASE));
     let permits: Vec<LockKey> = (0..LIMIT)
-        .map(|slot| LockKey::of_kind(None, "raw", id, Kind::Permit { slot }))
+        .map(|slot| LockKey::of_kind(None, "raw", id, GrantKind::Permit { slot }))
         .collect();
     let mut conn = conn.clone();
     let mut samples = Vec::with_capacity(count);
@@ -134,7 +135,7 @@ pub(crate) fn b9_failover(redis: &RedisServer) {
     println!("|---|---|---|---|");
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_connection().unwrap();
-    let key = LockKey::of_kind(None, "app", "leader", Kind::Leadership);
+    let key = LockKey::of_kind(None, "app", "leader", GrantKind::Leadership);
     for trial in 1..=TRIALS {
         let hosts = LeaderHosts::start(&format!("lockstore={}", redis.url()), 3, LEASE_MS);
         let (first, _) = hosts.hear(|_, line| line.starts_with("lead "));

@@ -55,8 +55,8 @@ use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
 use super::{Common, InstanceReuse, plain, shutting_down};
-use crate::TaskLocks;
-use crate::sandbox::{Computing, GuestState, Stint};
+use crate::ctx::TaskLocks;
+use crate::runtime::sandbox::{Computing, GuestState, Stint};
 
 /// How many epoch ticks an instance runs guest code without a break before it is busy:
 /// 2–3 ms, so that a request's ordinary work does not count, one that computes does.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManagerConfig;
 
-use crate::open::secrets_of;
+use crate::store::settings::secrets_of;
 use redis::{IntoConnectionInfo, PushInfo};
 
 /// The parts of a URL that lists several servers:

@@ -20,8 +20,8 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
+use super::grant::Grant;
 use crate::backend::{Backend, Renewal, Token};
-use crate::grant::Grant;
 
 /// How far ahead of its due time a renewal may be made, to go in one batch with others
 /// (and never more than a tenth of its lease).

@@ -145,7 +145,7 @@ pub fn b7(redis: &RedisServer) {
         .iter()
         .map(|language| runner.load(&language.guest("bench")).unwrap())
         .collect();
-    let runtime = crate::single_threaded();
+    let runtime = crate::setup::single_threaded();
     let samples = runtime.block_on(async {
         let store = redis_store(&redis.url(), Duration::from_secs(2));
         let mut samples = vec![Vec::new(); LANGUAGES.len()];

@@ -19,7 +19,7 @@ use harness::{RedisServer, redis_store};
 use latchkey_host::LockStore;
 use latchkey_host::backend::{BackendResult, Intercepted, Interceptor, Step, StepCall};
 
-use super::{Stats, direct_pairs, guest_pairs};
+use crate::setup::{Stats, direct_pairs, guest_pairs};
 
 /// Nanoseconds since the first call: a clock the runtime's hooks and the probes share.
 fn now_ns() -> u64 {

@@ -1,18 +1,14 @@
-//! Opening a lock store: the one table of the URL forms latchkey knows, the settings a store
-//! is opened with, and how a URL is shown without its credentials.
+//! What a lock store is opened from, and all that may be known of it before it is: the one
+//! table of the URL forms latchkey knows, the kinds of store they name, [`StoreSettings`],
+//! and how a URL is shown without its credentials.
 //!
-//! [`open`] is the only place that turns a URL into a backend. The [`LockStore`] it returns
-//! knows its name and sees its backend only through the [`crate::Backend`] trait;
-//! an embedder with a store of its own builds one with [`LockStore::new`].
+//! A leaf: it imports nothing of the crate, so that the backends, the errors and the config
+//! file can all take their words from here.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::Backend;
-use crate::backend::memory::MemoryBackend;
-use crate::backend::redis::{self, redlock::RedlockBackend};
-use crate::error::StoreConfigError;
-use crate::store::{DEFAULT_TIMEOUT, LockStore};
+/// How long a store call may take before it is `unavailable`, unless configured otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where a lock store is and how to use it: what [`open`] needs.
 #[non_exhaustive]
@@ -60,9 +56,28 @@ impl std::fmt::Debug for StoreSettings {
     }
 }
 
+/// A store's URL as configured, beside the form of it that may be shown: redacted once, as
+/// the store is opened, and quoted from there by every error about it.
+pub(crate) struct StoreUrl<'a> {
+    /// The URL, credentials and all.
+    pub(crate) full: &'a str,
+    /// The URL as [`redacted`] shows it.
+    pub(crate) shown: String,
+}
+
+impl StoreSettings {
+    /// Its URL, and the URL as it may be shown.
+    pub(crate) fn url(&self) -> StoreUrl<'_> {
+        StoreUrl {
+            full: &self.url,
+            shown: redacted(&self.url),
+        }
+    }
+}
+
 /// The kinds of lock store, each with the backend that serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub(crate) enum StoreKind {
     /// This process's memory.
     Memory,
     /// One Redis server, over TCP, TLS or a unix socket.
@@ -78,15 +93,15 @@ pub(crate) enum Kind {
 /// Every URL form: the scheme before `://` (or the whole URL, for `memory`), the kind of
 /// store it names, and whether messages list it (`unix://` is redis-rs' alias of
 /// `redis+unix://`). The one list of them.
-const SCHEMES: [(&str, Kind, bool); 8] = [
-    ("memory", Kind::Memory, true),
-    ("redis", Kind::Server, true),
-    ("rediss", Kind::Server, true),
-    ("redis+unix", Kind::Server, true),
-    ("unix", Kind::Server, false),
-    ("redis+cluster", Kind::Cluster, true),
-    ("redis+sentinel", Kind::Sentinel, true),
-    ("redis+redlock", Kind::Redlock, true),
+const SCHEMES: [(&str, StoreKind, bool); 8] = [
+    ("memory", StoreKind::Memory, true),
+    ("redis", StoreKind::Server, true),
+    ("rediss", StoreKind::Server, true),
+    ("redis+unix", StoreKind::Server, true),
+    ("unix", StoreKind::Server, false),
+    ("redis+cluster", StoreKind::Cluster, true),
+    ("redis+sentinel", StoreKind::Sentinel, true),
+    ("redis+redlock", StoreKind::Redlock, true),
 ];
 
 /// The URL forms as an operator writes them, for help: `memory, redis://, ... or
@@ -101,7 +116,7 @@ pub fn url_forms() -> String {
 pub(crate) fn redis_url_forms() -> Vec<String> {
     SCHEMES
         .iter()
-        .filter(|(_, kind, listed)| *listed && *kind != Kind::Memory)
+        .filter(|(_, kind, listed)| *listed && *kind != StoreKind::Memory)
         .map(|(name, _, _)| format!("{name}://"))
         .collect()
 }
@@ -116,34 +131,15 @@ pub(crate) fn or_list(items: &[String]) -> String {
 }
 
 /// The kind of store `url` names, if it is of a form latchkey knows.
-pub(crate) fn kind_of(url: &str) -> Option<Kind> {
+pub(crate) fn kind_of(url: &str) -> Option<StoreKind> {
     let (scheme, whole) = match url.split_once("://") {
         Some((scheme, _)) => (scheme, false),
         None => (url, true),
     };
     SCHEMES
         .iter()
-        .find(|(name, kind, _)| *name == scheme && (*kind == Kind::Memory) == whole)
+        .find(|(name, kind, _)| *name == scheme && (*kind == StoreKind::Memory) == whole)
         .map(|&(_, kind, _)| kind)
-}
-
-/// Opens the lock store `name` as `settings` say. The URL and every setting are checked
-/// now; a Redis store connects on first use, so an unreachable server makes calls
-/// `unavailable` rather than failing here ([`LockStore::ping`] checks it).
-pub fn open(name: &str, settings: &StoreSettings) -> Result<LockStore, StoreConfigError> {
-    let kind = kind_of(&settings.url).ok_or_else(|| StoreConfigError::UnknownScheme {
-        url: redacted(&settings.url),
-    })?;
-    let backend: Arc<dyn Backend> = match kind {
-        Kind::Memory => Arc::new(MemoryBackend::new()),
-        Kind::Redlock => Arc::new(RedlockBackend::new(settings)?),
-        Kind::Server | Kind::Cluster | Kind::Sentinel => Arc::new(redis::open(kind, settings)?),
-    };
-    let store = LockStore::new(name, backend, settings.timeout);
-    match &settings.namespace {
-        Some(namespace) => store.with_namespace(namespace),
-        None => Ok(store),
-    }
 }
 
 /// `url` for a message or a log line, with every place a URL form can carry a secret
@@ -212,15 +208,15 @@ mod tests {
     #[test]
     fn kinds_come_from_the_one_table() {
         let cases = [
-            ("memory", Some(Kind::Memory)),
+            ("memory", Some(StoreKind::Memory)),
             ("memory://x", None),
-            ("redis://h", Some(Kind::Server)),
-            ("rediss://h", Some(Kind::Server)),
-            ("redis+unix:///s", Some(Kind::Server)),
-            ("unix:///s", Some(Kind::Server)),
-            ("redis+cluster://a:1", Some(Kind::Cluster)),
-            ("redis+sentinel://a:1/m", Some(Kind::Sentinel)),
-            ("redis+redlock://a:1", Some(Kind::Redlock)),
+            ("redis://h", Some(StoreKind::Server)),
+            ("rediss://h", Some(StoreKind::Server)),
+            ("redis+unix:///s", Some(StoreKind::Server)),
+            ("unix:///s", Some(StoreKind::Server)),
+            ("redis+cluster://a:1", Some(StoreKind::Cluster)),
+            ("redis+sentinel://a:1/m", Some(StoreKind::Sentinel)),
+            ("redis+redlock://a:1", Some(StoreKind::Redlock)),
             ("redis", None),
             ("ftp://x", None),
             ("", None),

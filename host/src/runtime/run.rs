@@ -7,8 +7,8 @@ use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::{I32Exit, WasiCtx};
 
 use crate::ctx::LockCtx;
-use crate::runner::{Entry, Program, Runner};
-use crate::sandbox::{Ended, GuestLimits, GuestState, run_to_end};
+use crate::runtime::runner::{Entry, Program, Runner};
+use crate::runtime::sandbox::{Ended, GuestLimits, GuestState, run_to_end};
 
 /// How an instance ended. Its locks are released by then, whichever it is.
 #[non_exhaustive]

@@ -1,5 +1,13 @@
-//! [`LockStore`]: one lock store, as the operator named it, with the behaviour every backend
-//! shares — owner tokens, timeouts, waiting for a lock without polling, and keep-alive.
+//! The lock store: [`LockStore`], one store as the operator named it, with the behaviour
+//! every backend shares — owner tokens, timeouts, waiting for a lock without polling,
+//! keep-alive, leader watches — and [`open`], which makes one from its [`StoreSettings`].
+//!
+//! - `settings`: the URL forms, [`StoreSettings`], the kinds of store, redaction (a leaf).
+//! - `open`: [`open`], the one place a URL becomes a backend.
+//! - `grant`: [`Grant`], the lock given to this host once, and what it knows of its lease.
+//! - `keepalive`: the renewal loop of each store.
+//! - `waiting`: the wait line of each lock on this host (only its first waiter re-asks).
+//! - `readings`: one reader per election watched, shared by its [`LeaderWatch`]es.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,15 +19,22 @@ use crate::backend::{
     AnyAttempt, Attempt, Backend, BackendError, BackendErrorKind, BackendResult, Holder, Listing,
     ReleaseWatch, Token, UnlockStatus, within_lease,
 };
-use crate::error::{StoreConfigError, StoreError};
-pub use crate::grant::{Grant, Lease, LostSignal};
-use crate::keepalive::KeepAlive;
-use crate::key::{Kind, LockKey};
-use crate::readings::{Reading, Readings};
-use crate::waiting::{Place, WaitLines};
+use crate::error::{OpenError, StoreError};
+use crate::key::{GrantKind, LockKey};
+use keepalive::KeepAlive;
+use readings::{Reading, Readings};
+use waiting::{Place, WaitLines};
 
-/// How long a store call may take before it is `unavailable`, unless configured otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+mod grant;
+mod keepalive;
+mod open;
+mod readings;
+pub(crate) mod settings;
+mod waiting;
+
+pub use grant::{Grant, Lease, LostSignal};
+pub use open::open;
+pub use settings::{DEFAULT_TIMEOUT, StoreSettings, redacted, url_forms};
 
 /// A lock store a host can offer to guests, under the name guests open it by. Cheap to
 /// clone: clones share the backend, so every instance given a clone competes for the same
@@ -60,10 +75,10 @@ impl LockStore {
     /// The same store with its locks in their own namespace: locks of the same app and
     /// resource id in two namespaces of one store are different locks. A namespace is 1 to
     /// 64 letters, digits, `.`, `_` or `-`.
-    pub fn with_namespace(mut self, namespace: &str) -> Result<Self, StoreConfigError> {
+    pub fn with_namespace(mut self, namespace: &str) -> Result<Self, OpenError> {
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if namespace.is_empty() || namespace.len() > 64 || !namespace.chars().all(allowed) {
-            return Err(StoreConfigError::BadNamespace {
+            return Err(OpenError::BadNamespace {
                 namespace: namespace.to_owned(),
             });
         }
@@ -114,7 +129,7 @@ impl LockStore {
         &self,
         app: &str,
         resource_id: &str,
-        kind: Kind,
+        kind: GrantKind,
     ) -> Result<bool, StoreError> {
         let key = LockKey::of_kind(self.namespace.as_deref(), app, resource_id, kind);
         self.bounded(self.backend.evict(&key)).await
@@ -145,7 +160,7 @@ impl LockStore {
     pub fn permits(&self, app: &str, semaphore_id: &str, limit: u32) -> Vec<LockKey> {
         let namespace = self.namespace.as_deref();
         (0..limit)
-            .map(|slot| LockKey::of_kind(namespace, app, semaphore_id, Kind::Permit { slot }))
+            .map(|slot| LockKey::of_kind(namespace, app, semaphore_id, GrantKind::Permit { slot }))
             .collect()
     }
 
@@ -169,7 +184,7 @@ impl LockStore {
             self.namespace.as_deref(),
             app,
             election_id,
-            Kind::Leadership,
+            GrantKind::Leadership,
         )
     }
 
@@ -349,9 +364,9 @@ impl LockStore {
     }
 
     /// Asks the store whether the grant still holds the lock; if not, it is gone.
-    pub async fn held(&self, grant: &Grant) -> Result<bool, StoreError> {
+    pub async fn holds(&self, grant: &Grant) -> Result<bool, StoreError> {
         let held = self
-            .bounded(self.backend.held(&grant.key, &grant.token))
+            .bounded(self.backend.holds(&grant.key, &grant.token))
             .await?;
         if !held {
             grant.mark_gone();
@@ -394,6 +409,16 @@ impl LockStore {
     /// `error`, said of this store.
     fn failed(&self, error: BackendError) -> StoreError {
         StoreError::new(&self.name, error)
+    }
+}
+
+impl readings::Source for LockStore {
+    async fn subscribe(&self, key: &LockKey) -> Result<ReleaseWatch, StoreError> {
+        LockStore::subscribe(self, key).await
+    }
+
+    async fn leader(&self, key: &LockKey) -> Result<Option<Holder>, StoreError> {
+        LockStore::leader(self, key).await
     }
 }
 

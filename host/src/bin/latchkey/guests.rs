@@ -18,8 +18,8 @@ use crate::args::GuestArgs;
 const DEFAULT_STORE: &str = "lockstore";
 
 /// The app the guests run as, and what every instance of it is allowed.
-pub struct Settings {
-    /// The app's id, policy and limits, without its stores yet ([`Settings::open_stores`]).
+pub struct Guests {
+    /// The app's id, policy and limits, without its stores yet ([`Guests::open_stores`]).
     pub app: LockCtxBuilder,
     /// The bounds on each instance.
     pub limits: GuestLimits,
@@ -27,7 +27,7 @@ pub struct Settings {
     stores: BTreeMap<String, StoreConfig>,
 }
 
-impl Settings {
+impl Guests {
     /// The config file (if any) with the flags on top; the app id defaults to the stem of
     /// `component`'s file name.
     pub fn new(args: &GuestArgs, component: &Path) -> anyhow::Result<Self> {
@@ -61,14 +61,14 @@ impl Settings {
             .into_iter()
             .filter(|(name, _)| policy.may_open(name))
             .collect();
-        Ok(Settings {
+        Ok(Guests {
             app,
             limits,
             stores,
         })
     }
 
-    /// The engine these settings need, with a pool of `instances` slots (or none past a
+    /// The engine these guests need, with a pool of `instances` slots (or none past a
     /// thousand, where the pool's address-space reservation gets large).
     pub fn engine_options(&self, args: &GuestArgs, instances: u32) -> EngineOptions {
         let mut options = EngineOptions::default();
@@ -83,7 +83,7 @@ impl Settings {
     /// metrics if asked to.
     pub async fn open_stores(&mut self, args: &GuestArgs) -> anyhow::Result<()> {
         if let Some(addr) = args.metrics_addr {
-            crate::metrics::serve(addr)?;
+            crate::metrics::listen(addr)?;
         }
         for (name, store) in &self.stores {
             let opened = store.open(name)?;
