@@ -48,17 +48,17 @@ $(PY_GUESTS)/%.wasm: guest/python/demos/%.py $(PY_SDK) $(GUEST_WIT) \
 	$(PY_VENV)/bin/componentize-py -q -d guest/wit -w latchkey:guest/command componentize \
 	  -p guest/python -p guest/python/demos $* -o $@
 
-# The WASI 0.3 demos (guest/python/demos/p3): commands of the world
+# The WASI 0.3 demos (guest/python/demos/*_p3.py): commands of the world
 # latchkey:guest/command-p3, and the HTTP handler of latchkey:guest/service-p3; try_lock is
 # built against latchkey:lock@0.3.0, to show such a guest links to the host's 0.3.1.
 PY_P3_WORLD = command-p3
 $(PY_P3_GUESTS)/http_jobs.wasm: PY_P3_WORLD = service-p3
 $(PY_P3_GUESTS)/try_lock.wasm: PY_P3_WORLD = command-p3-v0-3-0
-$(PY_P3_GUESTS)/%.wasm: guest/python/demos/p3/%.py $(PY_SDK) $(GUEST_WIT) \
+$(PY_P3_GUESTS)/%.wasm: guest/python/demos/%_p3.py $(PY_SDK) $(GUEST_WIT) \
 		$(PY_VENV)/bin/componentize-py
 	@mkdir -p $(PY_P3_GUESTS)
 	$(PY_VENV)/bin/componentize-py -q -d guest/wit -w latchkey:guest/$(PY_P3_WORLD) componentize \
-	  -p guest/python -p guest/python/demos/p3 -p guest/python/demos $* -o $@
+	  -p guest/python -p guest/python/demos $*_p3 -o $@
 
 $(JS_GUESTS)/%.wasm: guest/js/demos/%.js guest/js/demos/wasi.js guest/js/latchkey.js \
 		$(GUEST_WIT) guest/js/node_modules/.package-lock.json
@@ -128,13 +128,13 @@ demo: wasm-target polyglot-guests
 	  kill -TERM $$server; wait $$server
 	@echo
 	@echo "== WASI 0.3: three tasks of one instance; a task waiting for a lock suspends only itself (Rust, then Python) =="
-	./target/release/latchkey run $(GUESTS)/tasks_demo.wasm
+	./target/release/latchkey run $(GUESTS)/tasks_demo_p3.wasm
 	./target/release/latchkey run $(PY_P3_GUESTS)/tasks.wasm
 	@echo
 	@echo "== latchkey serve, WASI 0.3: one instance serves many requests, each owning its locks =="
 	@rm -f target/demo/counter
 	@./target/release/latchkey serve --addr $(DEMO_ADDR) --dir target/demo::/data \
-	  $(GUESTS)/http_p3_demo.wasm & server=$$!; \
+	  $(GUESTS)/http_demo_p3.wasm & server=$$!; \
 	  until curl -s -o /dev/null http://$(DEMO_ADDR)/; do sleep 0.1; done; \
 	  set -x; \
 	  curl -s -X POST 'http://$(DEMO_ADDR)/jobs/nightly?ms=1000' & first=$$!; sleep 0.3; \

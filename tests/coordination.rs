@@ -171,7 +171,7 @@ mod quiet_waits {
         let base = fx.redis().calls("evalsha");
         let steps = script("open lockstore flood-watch 2000 e");
         let app_ = app.clone();
-        let watchers = tokio::spawn(async move { run(&app_, "p3ctl", &steps).await });
+        let watchers = tokio::spawn(async move { run(&app_, "lockctl_p3", &steps).await });
         let asked = scripts_while_waiting(fx.redis(), base + 1).await;
         assert!(asked < 100, "{asked} scripts in 5 s of watching");
         leader.await.unwrap().assert_success();
@@ -250,13 +250,13 @@ mod lifecycle {
             let task = {
                 let app = app.clone();
                 let steps = "open lockstore permit s 1 60000 0 campaign e first 60000 0 \
-                             sleep 600 resign release";
-                tokio::spawn(async move { run(&app, "p3ctl", &script(steps)).await })
+                             sleep 600 unlock unlock";
+                tokio::spawn(async move { run(&app, "lockctl_p3", &script(steps)).await })
             };
             let watcher = {
                 let app = app.clone();
                 let steps = "open lockstore sleep 200 leader e leader-change e";
-                tokio::spawn(async move { run(&app, "p3ctl", &script(steps)).await })
+                tokio::spawn(async move { run(&app, "lockctl_p3", &script(steps)).await })
             };
             let v2 = lockctl(&app, "open lockstore sleep 200 leader e permit s 1 60000 20000").await;
             let task = task.await.unwrap();

@@ -193,13 +193,13 @@ mod clocks_and_pauses {
     use harness::fenced::FencedStore;
     use harness::{PATIENCE, RedisServer, host_process, redis_store, redlock_url, script, signal};
 
-    /// A `p3ctl` host of app `faults` on `redis`, allowed to reach the fenced store, with
+    /// A `lockctl_p3` host of app `faults` on `redis`, allowed to reach the fenced store, with
     /// `data` as its `/data`.
     fn holder(redis: &RedisServer, data: &Path, steps: &str) -> Child {
         let store = format!("lockstore={}", redis.url());
         let dir = format!("{}::/data", data.display());
         let flags = ["--allow-network", "--dir", &dir, "--deadline", "60s"];
-        host_process("faults", &store, &flags, "p3ctl", &script(steps))
+        host_process("faults", &store, &flags, "lockctl_p3", &script(steps))
     }
 
     /// What a host printed, once it ended.

@@ -142,8 +142,8 @@ fn the_listing_shows_no_secret() {
 #[test]
 fn a_forced_release_is_seen_by_its_holder_as_lost() {
     let redis = RedisServer::start();
-    let p3ctl = guest("p3ctl");
-    harness::warm(&p3ctl);
+    let lockctl_p3 = guest("lockctl_p3");
+    harness::warm(&lockctl_p3);
     let store = format!("lockstore={}", redis.url());
     // Bounded, so that a holder never told of its loss ends the test instead of hanging it.
     let bounded = [
@@ -157,7 +157,7 @@ fn a_forced_release_is_seen_by_its_holder_as_lost() {
     ];
     let holder = latchkey()
         .args(bounded)
-        .arg(&p3ctl)
+        .arg(&lockctl_p3)
         .args([
             "open",
             "lockstore",
@@ -197,7 +197,7 @@ fn a_forced_release_is_seen_by_its_holder_as_lost() {
     let first = fence(&said[1]);
     let next = latchkey()
         .args(["run", "--app-id", "billing", "--store", &store])
-        .arg(&p3ctl)
+        .arg(&lockctl_p3)
         .args(["open", "lockstore", "try", "nightly", "1000"])
         .output()
         .unwrap();

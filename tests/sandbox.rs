@@ -492,7 +492,7 @@ async fn leader_watches_past_the_cap_are_limit_exceeded() {
     let mut limits = GuestLimits::default();
     limits.max_handles = 1000;
     let leader = "open lockstore try a 60000 campaign e v 60000 0";
-    for guest in ["lockctl", "p3ctl"] {
+    for guest in ["lockctl", "lockctl_p3"] {
         let steps = format!("{leader} flood-watch 100000 e held");
         let run = run_with(&app, guest, &script(&steps), limits, |_| {}).await;
         let lines = run.assert_success().lines();

@@ -13,7 +13,7 @@ fn serve_demo(redis: &RedisServer, extra: &[&str]) -> ServeProcess {
     serve_handler("http_demo", redis, extra)
 }
 
-/// [`serve_demo`] for the handler `name`: `http_demo` (WASI 0.2) or `http_p3_demo` (WASI
+/// [`serve_demo`] for the handler `name`: `http_demo` (WASI 0.2) or `http_demo_p3` (WASI
 /// 0.3, with instance reuse), which answer the same routes.
 fn serve_handler(name: &str, redis: &RedisServer, extra: &[&str]) -> ServeProcess {
     let store = format!("lockstore={}", redis.url());
@@ -174,7 +174,7 @@ fn cheap_requests_are_served_while_handlers_spin() {
 #[test]
 fn a_busy_request_does_not_hold_up_the_others() {
     let mut p99 = Vec::new();
-    for handler in ["http_demo", "http_p3_demo"] {
+    for handler in ["http_demo", "http_demo_p3"] {
         let redis = RedisServer::start();
         let deadline = format!("{}s", PATIENCE.as_secs() * 2);
         let server = serve_handler(handler, &redis, &["--deadline", &deadline]);
@@ -220,7 +220,7 @@ fn a_busy_request_does_not_hold_up_the_others() {
 /// 0.2 handler, and for a request of a reused WASI 0.3 instance.
 #[test]
 fn sigterm_releases_every_lock_and_exits_cleanly() {
-    for handler in ["http_demo", "http_p3_demo"] {
+    for handler in ["http_demo", "http_demo_p3"] {
         let redis = RedisServer::start();
         let mut server = serve_handler(handler, &redis, &["--shutdown-grace", "500ms"]);
         let url = server.url("/jobs/long?then=sleep");
@@ -287,7 +287,7 @@ fn mistakes_are_one_line_errors_before_serving() {
 /// handler and by a WASI 0.3 one whose instance serves both running requests.
 #[test]
 fn requests_beyond_the_limit_are_refused_not_queued() {
-    for handler in ["http_demo", "http_p3_demo"] {
+    for handler in ["http_demo", "http_demo_p3"] {
         let redis = RedisServer::start();
         let server = serve_handler(handler, &redis, &["--max-concurrent-requests", "2"]);
         let busy: Vec<_> = ["p", "q"]

@@ -14,11 +14,11 @@
 //!   measured in the same run.
 //!
 //! P11 does the same for WASI 0.3 handlers, which `latchkey serve` runs with instance reuse:
-//! `http_p3_nolock` against `wasmtime serve` 48 running it with its own reuse (the same
-//! defaults: 128 requests per instance, 16 at once); `http_p3_demo`'s locked job on the
+//! `http_nolock_p3` against `wasmtime serve` 48 running it with its own reuse (the same
+//! defaults: 128 requests per instance, 16 at once); `http_demo_p3`'s locked job on the
 //! memory store against it; the no-lock handler with reuse against a fresh instance per
 //! request (`--max-instance-reuse 1`); and Python's locked jobs handler
-//! (`guest/python/demos/p3/http_jobs.py`) with reuse, against itself fresh and against the
+//! (`guest/python/demos/http_jobs_p3.py`) with reuse, against itself fresh and against the
 //! Rust one.
 
 use std::path::PathBuf;
@@ -234,10 +234,10 @@ pub fn p11() {
          keep-alive connections, instance reuse (128 requests, 16 at once)\n"
     );
     let (_script_dir, unique_jobs) = unique_jobs_script();
-    let nolock = guest("http_p3_nolock");
-    let demo = guest("http_p3_demo");
+    let nolock = guest("http_nolock_p3");
+    let demo = guest("http_demo_p3");
 
-    let wasmtime = WasmtimeServe::start("http_p3_nolock", &WASMTIME_P3);
+    let wasmtime = WasmtimeServe::start("http_nolock_p3", &WASMTIME_P3);
     let reused = ServeProcess::start(&[nolock.to_str().unwrap()]);
     let locked = ServeProcess::start(&[demo.to_str().unwrap()]);
     let fresh = ServeProcess::start(&["--max-instance-reuse", "1", nolock.to_str().unwrap()]);

@@ -78,11 +78,11 @@ pub(crate) async fn bench_pairs(store: &LockStore, args: &[&str]) -> Vec<Duratio
         .collect()
 }
 
-/// Runs `p3ctl`'s `pairs` — the same pairs from an async WASI 0.3 guest — and reads back the
+/// Runs `lockctl_p3`'s `pairs` — the same pairs from an async WASI 0.3 guest — and reads back the
 /// latency of each pair.
 pub(crate) async fn p3_guest_pairs(store: &LockStore, count: usize, id: &str) -> Vec<Duration> {
     let args = ["open", "lockstore", "pairs", &count.to_string(), id];
-    let run = run(&app(store), "p3ctl", &args).await;
+    let run = run(&app(store), "lockctl_p3", &args).await;
     // The first line says the store opened; each of the rest is one pair's ns.
     run.stdout
         .lines()

@@ -95,7 +95,7 @@ impl Run {
 type Host = (Runner, HashMap<&'static str, Program>);
 
 /// The command guests of `guest/demos`: WASI 0.2 (of `latchkey:lock` 0.1.0, 0.2.0 and 0.2.1),
-/// and WASI 0.3 (`p3ctl`, `tasks_demo`).
+/// and WASI 0.3 (`lockctl_p3`, `tasks_demo_p3`).
 const GUESTS: [&str; 11] = [
     "lockctl",
     "counter",
@@ -106,8 +106,8 @@ const GUESTS: [&str; 11] = [
     "long-job",
     "lock-v0-1",
     "lock-v0-2-0",
-    "p3ctl",
-    "tasks_demo",
+    "lockctl_p3",
+    "tasks_demo_p3",
 ];
 
 /// The host shared by the tests of one binary: one engine with every guest compiled up

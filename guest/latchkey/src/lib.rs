@@ -7,7 +7,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //!
-//! let store = latchkey::Store::open("lockstore")?;
+//! let store = latchkey::p2::Store::open("lockstore")?;
 //! match store.try_lock("my_file_name", Duration::from_secs(60))? {
 //!     Some(lock) => {
 //!         // Exclusive until the lease ends: hand `lock.fence()` to the resource so it can
@@ -20,14 +20,16 @@
 //! ```
 //!
 //! Beyond the mutex (`latchkey:lock@0.2.1`): a leased counting semaphore —
-//! [`Store::acquire_permit`] gives a [`Permit`] while fewer than `limit` are held — and
-//! leader election — [`Store::campaign`] gives a [`Leadership`], [`Store::leader`] says who
-//! leads, [`Store::leader_changes`] wakes an observer when that changes.
+//! [`Store::acquire_permit`](p2::Store::acquire_permit) gives a [`Permit`](p2::Permit) while
+//! fewer than `limit` are held — and leader election —
+//! [`Store::campaign`](p2::Store::campaign) gives a [`Leadership`](p2::Leadership),
+//! [`Store::leader`](p2::Store::leader) says who leads,
+//! [`Store::leader_changes`](p2::Store::leader_changes) wakes an observer when that changes.
 //!
 //! ```no_run
 //! use std::time::Duration;
 //!
-//! let store = latchkey::Store::open("lockstore")?;
+//! let store = latchkey::p2::Store::open("lockstore")?;
 //! let lease = Duration::from_secs(2);
 //! // At most 3 instances of the app inside at once.
 //! if let Some(permit) = store.acquire_permit("db-pool", 3, lease, Duration::from_secs(30))? {
@@ -43,43 +45,24 @@
 //! # Ok::<(), latchkey::Error>(())
 //! ```
 //!
+//! # Layout
+//!
+//! - [`p2`]: the API of WASI 0.2 guests (`latchkey:lock@0.2.1`): calls that answer before
+//!   they return, waits as `wasi:io` pollables.
+//! - [`p3`] (feature `p3`): the API of WASI 0.3 guests (`latchkey:lock@0.3.1`): every call
+//!   that waits an `async fn`, locks owned by the task that took them.
+//! - Here, what both share: [`Error`], [`UnlockStatus`], [`Leader`], and the calls every
+//!   grant has (`grant_calls!`).
+//!
 //! Durations are sent in whole milliseconds: a lease under 10 ms, or over the host's
 //! maximum, is refused as [`Error::InvalidArgument`].
 
+pub mod p2;
 #[cfg(feature = "p3")]
 pub mod p3;
 
-use std::cell::OnceCell;
 use std::fmt;
 use std::time::Duration;
-
-/// The raw bindings of `latchkey:lock/locks`, for what the wrappers do not cover. Its
-/// pollable is `wasip2`'s, so it polls together with the guest's own timers and streams.
-pub mod wit {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "latchkey:lock/imports",
-        with: {
-            "wasi:io/poll@0.2.12": wasip2::io::poll,
-        },
-    });
-    pub use self::latchkey::lock::locks::*;
-}
-
-pub use wasip2::io::poll::Pollable;
-
-/// A lock store the host configured for this app.
-pub struct Store {
-    inner: wit::Store,
-}
-
-/// A lock this instance holds. Dropping it unlocks it.
-#[must_use = "a lock dropped at once is unlocked at once: bind it (`let lock = ...`) for as long as you need it"]
-pub struct Lock {
-    inner: wit::Lock,
-    /// Made on first use: see [`Lock::lost`].
-    lost: OnceCell<Pollable>,
-}
 
 /// What an unlock found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,94 +90,6 @@ pub enum Error {
     Unavailable(String),
 }
 
-impl Store {
-    /// Opens the store called `name`.
-    pub fn open(name: &str) -> Result<Store, Error> {
-        Ok(Store {
-            inner: wit::open(name)?,
-        })
-    }
-
-    /// Takes the lock on `resource_id` for `lease` if nobody holds it.
-    #[must_use = "the lock is released as soon as it is dropped"]
-    pub fn try_lock(&self, resource_id: &str, lease: Duration) -> Result<Option<Lock>, Error> {
-        let lock = self.inner.try_lock(resource_id, millis(lease))?;
-        Ok(lock.map(Lock::new))
-    }
-
-    /// Takes the lock on `resource_id` for `lease`, waiting up to `wait` for its holder to
-    /// release it or for the holder's lease to end.
-    #[must_use = "the lock is released as soon as it is dropped"]
-    pub fn lock(
-        &self,
-        resource_id: &str,
-        lease: Duration,
-        wait: Duration,
-    ) -> Result<Option<Lock>, Error> {
-        let lock = self.inner.lock(resource_id, millis(lease), millis(wait))?;
-        Ok(lock.map(Lock::new))
-    }
-}
-
-impl Store {
-    /// Takes a permit of the semaphore `semaphore_id` for `lease` if fewer than `limit` of
-    /// its permits are held, waiting up to `wait` (zero: not at all) for one to be
-    /// released or to expire. Never more than `limit` permits hold at once, among callers
-    /// that agree on `limit`.
-    #[must_use = "the permit is released as soon as it is dropped"]
-    pub fn acquire_permit(
-        &self,
-        semaphore_id: &str,
-        limit: u32,
-        lease: Duration,
-        wait: Duration,
-    ) -> Result<Option<Permit>, Error> {
-        let permit = self
-            .inner
-            .acquire_permit(semaphore_id, limit, millis(lease), millis(wait))?;
-        Ok(permit.map(|inner| Permit {
-            inner,
-            lost: OnceCell::new(),
-        }))
-    }
-
-    /// Campaigns to lead the election `election_id`, publishing `value` to whoever asks
-    /// [`Store::leader`]: leads now if nobody does, or once the leader resigns or its lease
-    /// ends within `wait` (zero: not at all).
-    #[must_use = "the leadership is resigned as soon as it is dropped"]
-    pub fn campaign(
-        &self,
-        election_id: &str,
-        value: &str,
-        lease: Duration,
-        wait: Duration,
-    ) -> Result<Option<Leadership>, Error> {
-        let leadership = self
-            .inner
-            .campaign(election_id, value, millis(lease), millis(wait))?;
-        Ok(leadership.map(|inner| Leadership {
-            inner,
-            lost: OnceCell::new(),
-        }))
-    }
-
-    /// Who leads the election `election_id` now; `None` if nobody does.
-    pub fn leader(&self, election_id: &str) -> Result<Option<Leader>, Error> {
-        Ok(self.inner.leader(election_id)?.map(|leader| Leader {
-            value: leader.value,
-            fence: leader.fence,
-            lease_left: Duration::from_millis(leader.lease_left_ms.into()),
-        }))
-    }
-
-    /// A pollable that becomes ready when the election has another leader than now (a new
-    /// one, or none), or when the store could not be asked. Read [`Store::leader`] after
-    /// it is ready, and take a new one to watch on.
-    pub fn leader_changes(&self, election_id: &str) -> Result<Pollable, Error> {
-        Ok(self.inner.subscribe_leader_change(election_id)?)
-    }
-}
-
 /// Who leads an election.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leader {
@@ -206,10 +101,12 @@ pub struct Leader {
     pub lease_left: Duration,
 }
 
-/// The calls a lock, a permit and a leadership share, each on its own raw binding (`what`:
-/// "lock", "permit", "leadership").
+/// The calls a lock, a permit and a leadership share, on the grant's raw binding
+/// (`self.inner`) of either API: `$what` names what a grant is of; `async await` makes the
+/// calls that wait on the store `async fn`s (WASI 0.3). The lost signal is each API's own —
+/// a pollable in 0.2, a future in 0.3.
 macro_rules! grant_calls {
-    ($what:literal) => {
+    ($what:literal $(, $async:tt $await:tt)?) => {
         /// The fencing token: greater than that of every earlier grant of this
         #[doc = concat!($what, ".")]
         /// Hand it to the resource you protect, so that it can refuse a holder whose lease
@@ -220,15 +117,16 @@ macro_rules! grant_calls {
 
         /// Sets the lease to end `lease` from now. `false` if it had already ended: stop
         /// using the resource, someone else may hold it.
-        pub fn extend(&self, lease: Duration) -> Result<bool, Error> {
-            Ok(self.inner.extend(millis(lease))?)
+        pub $($async)? fn extend(&self, lease: Duration) -> Result<bool, Error> {
+            Ok(self.inner.extend($crate::millis(lease))$(.$await)??)
         }
 
-        /// From now until this is let go or dropped, or the instance ends, the host renews
-        /// its lease before it runs out, to the length last asked for (by the grant or the
-        /// last `extend`). So a short lease — which frees it soon should this host die —
-        /// lasts through work of any length. The host stops at a cap its operator sets (an
-        /// hour by default); the lease then ends as usual.
+        /// From now until this is let go or dropped, or its owner ends (the instance; in
+        /// WASI 0.3 the task that took it), the host renews its lease before it runs out,
+        /// to the length last asked for (by the grant or the last `extend`). So a short
+        /// lease — which frees it soon should this host die — lasts through work of any
+        /// length. The host stops at a cap its operator sets (an hour by default); the
+        /// lease then ends as usual.
         ///
         /// A lease kept alive can still be lost (the store lost it, or this host was paused
         /// past it): watch `lost`, and hand `fence` to what you write.
@@ -237,101 +135,12 @@ macro_rules! grant_calls {
         }
 
         /// Asks the store whether this grant still holds (one round trip).
-        pub fn held(&self) -> Result<bool, Error> {
-            Ok(self.inner.held()?)
-        }
-
-        /// A pollable that is ready once the host knows this grant no longer holds: its
-        /// lease ran out unrenewed, a renewal found it gone or taken, or the store could not
-        /// be reached before the lease ended. Poll it beside your own timers and streams
-        /// (`wasip2::io::poll::poll`) to stop before harm is done.
-        pub fn lost(&self) -> &Pollable {
-            self.lost.get_or_init(|| self.inner.subscribe_lost())
-        }
-
-        /// Whether the grant is known to be lost, now, without waiting.
-        pub fn is_lost(&self) -> bool {
-            self.lost().ready()
+        pub $($async)? fn held(&self) -> Result<bool, Error> {
+            Ok(self.inner.held()$(.$await)??)
         }
     };
 }
-
-/// A permit of a semaphore this instance holds. Dropping it releases it.
-#[must_use = "a permit dropped at once is released at once"]
-pub struct Permit {
-    inner: wit::Permit,
-    lost: OnceCell<Pollable>,
-}
-
-impl Permit {
-    /// The semaphore this permit is of.
-    pub fn semaphore_id(&self) -> String {
-        self.inner.semaphore_id()
-    }
-
-    grant_calls!("permit");
-
-    /// Releases the permit now and says what it found.
-    pub fn release(self) -> Result<UnlockStatus, Error> {
-        Ok(self.inner.release()?.into())
-    }
-}
-
-/// The leadership of an election, held by this instance. Dropping it resigns.
-#[must_use = "a leadership dropped at once is resigned at once"]
-pub struct Leadership {
-    inner: wit::Leadership,
-    lost: OnceCell<Pollable>,
-}
-
-impl Leadership {
-    /// The election this leadership is of.
-    pub fn election_id(&self) -> String {
-        self.inner.election_id()
-    }
-
-    grant_calls!("election");
-
-    /// Steps down now, so that another campaign wins at once.
-    pub fn resign(self) -> Result<UnlockStatus, Error> {
-        Ok(self.inner.resign()?.into())
-    }
-}
-
-impl Lock {
-    fn new(inner: wit::Lock) -> Self {
-        Lock {
-            inner,
-            lost: OnceCell::new(),
-        }
-    }
-
-    /// The resource id this lock is on.
-    pub fn resource_id(&self) -> String {
-        self.inner.resource_id()
-    }
-
-    grant_calls!("resource");
-
-    /// The raw binding of this lock, for what the wrappers do not cover.
-    pub fn as_raw(&self) -> &wit::Lock {
-        &self.inner
-    }
-
-    /// Releases the lock now and says what it found.
-    pub fn unlock(self) -> Result<UnlockStatus, Error> {
-        Ok(self.inner.unlock()?.into())
-    }
-}
-
-impl fmt::Debug for Lock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lock")
-            .field("resource_id", &self.resource_id())
-            .field("fence", &self.fence())
-            .finish()
-    }
-}
+pub(crate) use grant_calls;
 
 /// Saturates rather than wraps: an over-long duration is then refused by the host.
 fn millis(d: Duration) -> u32 {
@@ -372,8 +181,6 @@ macro_rules! from_wit {
     };
 }
 pub(crate) use from_wit;
-
-from_wit!(wit);
 
 impl Error {
     /// The WIT name of the error, such as `invalid-argument`.

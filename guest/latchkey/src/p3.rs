@@ -28,7 +28,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::{Error, Leader, UnlockStatus, millis};
+use crate::{Error, Leader, UnlockStatus, grant_calls, millis};
 
 /// The raw bindings of `latchkey:lock/locks@0.3.1`, for what the wrappers do not cover.
 pub mod wit {
@@ -153,42 +153,6 @@ fn leader(leader: wit::Leader) -> Leader {
     }
 }
 
-/// The calls a lock, a permit and a leadership share, each on its own raw binding.
-macro_rules! grant_calls {
-    () => {
-        /// The fencing token: greater than that of every earlier grant of the same lock,
-        /// permit or election.
-        pub fn fence(&self) -> u64 {
-            self.inner.fence()
-        }
-
-        /// Sets the lease to end `lease` from now. `false` if it had already ended: stop
-        /// using the resource, someone else may hold it.
-        pub async fn extend(&self, lease: Duration) -> Result<bool, Error> {
-            Ok(self.inner.extend(millis(lease)).await?)
-        }
-
-        /// From now until this is let go or dropped, or its task ends, the host renews its
-        /// lease before it runs out, as [`crate::Lock::keep_alive`] does.
-        pub fn keep_alive(&self) -> Result<(), Error> {
-            Ok(self.inner.keep_alive()?)
-        }
-
-        /// Asks the store whether this grant still holds (one round trip).
-        pub async fn held(&self) -> Result<bool, Error> {
-            Ok(self.inner.held().await?)
-        }
-
-        /// Completes once the host knows this grant no longer holds: its lease ran out
-        /// unrenewed, a renewal found it gone or taken, the store could not be reached
-        /// before the lease ended, it was let go, or its task ended. Race it against your
-        /// work (`futures::select!`) to stop before harm is done; dropping it costs nothing.
-        pub async fn lost(&self) {
-            self.inner.lost().await
-        }
-    };
-}
-
 /// A permit of a semaphore this task holds. Dropping it releases it.
 #[must_use = "a permit dropped at once is released at once"]
 pub struct Permit {
@@ -201,7 +165,15 @@ impl Permit {
         self.inner.semaphore_id()
     }
 
-    grant_calls!();
+    grant_calls!("permit", async await);
+
+    /// Completes once the host knows this grant no longer holds: its lease ran out
+    /// unrenewed, a renewal found it gone or taken, the store could not be reached
+    /// before the lease ended, it was let go, or its task ended. Race it against your
+    /// work (`futures::select!`) to stop before harm is done; dropping it costs nothing.
+    pub async fn lost(&self) {
+        self.inner.lost().await
+    }
 
     /// Releases the permit now and says what it found.
     pub async fn release(self) -> Result<UnlockStatus, Error> {
@@ -221,7 +193,15 @@ impl Leadership {
         self.inner.election_id()
     }
 
-    grant_calls!();
+    grant_calls!("election", async await);
+
+    /// Completes once the host knows this grant no longer holds: its lease ran out
+    /// unrenewed, a renewal found it gone or taken, the store could not be reached
+    /// before the lease ended, it was let go, or its task ended. Race it against your
+    /// work (`futures::select!`) to stop before harm is done; dropping it costs nothing.
+    pub async fn lost(&self) {
+        self.inner.lost().await
+    }
 
     /// Steps down now, so that a waiting campaign wins at once.
     pub async fn resign(self) -> Result<UnlockStatus, Error> {
@@ -235,7 +215,15 @@ impl Lock {
         self.inner.resource_id()
     }
 
-    grant_calls!();
+    grant_calls!("resource", async await);
+
+    /// Completes once the host knows this grant no longer holds: its lease ran out
+    /// unrenewed, a renewal found it gone or taken, the store could not be reached
+    /// before the lease ended, it was let go, or its task ended. Race it against your
+    /// work (`futures::select!`) to stop before harm is done; dropping it costs nothing.
+    pub async fn lost(&self) {
+        self.inner.lost().await
+    }
 
     /// The raw binding of this lock, for what the wrappers do not cover.
     pub fn as_raw(&self) -> &wit::Lock {

@@ -1,4 +1,4 @@
-"""What both counters share (``counter.py`` for WASI 0.2, ``p3/counter.py`` for 0.3): the
+"""What both counters share (``counter.py`` for WASI 0.2, ``counter_p3.py`` for 0.3): the
 flags, and one read-modify-write of the shared file.
 
 ``counter [--iterations M] [--file PATH] [--pause-ms N] [--no-lock]``: each step reads the

@@ -1,4 +1,4 @@
-"""What both ``leader`` demos share (``leader.py`` for WASI 0.2, ``p3/leader.py`` for 0.3):
+"""What both ``leader`` demos share (``leader.py`` for WASI 0.2, ``leader_p3.py`` for 0.3):
 the flags, and the clock their lines carry.
 
 ``leader [--election ID] [--value V] [--lease-ms N] [--lead-ms N] [--tick-ms N] [--ignore-lost]``

@@ -1,4 +1,4 @@
-"""What both ``limited`` demos share (``limited.py`` for WASI 0.2, ``p3/limited.py`` for
+"""What both ``limited`` demos share (``limited.py`` for WASI 0.2, ``limited_p3.py`` for
 0.3): the flags, and the rounds, written once as a coroutine over either SDK — each round
 takes a permit of ``--limit`` and counts itself in and out of a shared file while it holds
 it, printing ``inside N fence=F`` as it enters.

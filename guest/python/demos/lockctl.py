@@ -1,6 +1,6 @@
 """A scripted lock client, the Python twin of ``guest/demos/src/bin/lockctl.rs``: the same
 steps, the same one line of output per step, so that tests drive every language alike.
-The steps are :mod:`scripting`'s, shared with the WASI 0.3 twin ``p3/lockctl.py``.
+The steps are :mod:`scripting`'s, shared with the WASI 0.3 twin ``lockctl_p3.py``.
 """
 
 import sys

@@ -1,6 +1,6 @@
 """The steps of ``lockctl``, written once for both worlds: as a coroutine over either SDK,
 :mod:`latchkey` (WASI 0.2, where nothing suspends) or :mod:`latchkey.aio` (WASI 0.3,
-where the calls that may wait are coroutines). ``lockctl.py`` and ``p3/lockctl.py`` are
+where the calls that may wait are coroutines). ``lockctl.py`` and ``lockctl_p3.py`` are
 their front ends.
 
 Steps (locks are kept in a stack; ``extend`` and ``unlock`` act on the top):

@@ -42,19 +42,26 @@ after its unlock — raises :class:`InvalidArgumentError` before the host is ask
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from datetime import timedelta
-from enum import Enum
 from types import TracebackType
-from typing import TYPE_CHECKING, Callable, Optional, Self, TypeVar, Union
+from typing import TYPE_CHECKING, Optional, Self
 
-from componentize_py_types import Err
-from wit_world.imports import locks as _wit
+from latchkey import _core
+from latchkey._core import (
+    AccessDeniedError,
+    InvalidArgumentError,
+    Leader,
+    Lease,
+    LimitExceededError,
+    LockError,
+    NoSuchStoreError,
+    UnavailableError,
+    UnlockStatus,
+)
 
 if TYPE_CHECKING:
     # Only the 0.2 world has `wasi:io/poll`; `latchkey.aio`, for WASI 0.3, imports this
     # module too.
+    from wit_world.imports import locks as _wit
     from wit_world.imports import poll as _poll
 
 __all__ = [
@@ -73,181 +80,10 @@ __all__ = [
     "UnlockStatus",
 ]
 
-Lease = Union[int, float, timedelta]
-"""A length of time: seconds, or a ``timedelta``."""
-
-_T = TypeVar("_T")
 
 
-class LockError(Exception):
-    """Why a lock call failed. Its :attr:`kind` is the WIT error's name."""
 
-    kind: str = "lock-error"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-        """The host's explanation."""
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.message}"
-
-
-class NoSuchStoreError(LockError):
-    """No lock store of this name is configured for this app."""
-
-    kind = "no-such-store"
-
-
-class InvalidArgumentError(LockError):
-    """An argument is empty, too long or out of range; the message says which and why."""
-
-    kind = "invalid-argument"
-
-
-class AccessDeniedError(LockError):
-    """The host's policy does not let this app lock this resource id."""
-
-    kind = "access-denied"
-
-
-class LimitExceededError(LockError):
-    """This instance already holds as many locks as the host allows."""
-
-    kind = "limit-exceeded"
-
-
-class UnavailableError(LockError):
-    """The store could not be reached or did not answer in time."""
-
-    kind = "unavailable"
-
-
-_ERRORS: dict[type, type[LockError]] = {
-    _wit.Error_NoSuchStore: NoSuchStoreError,
-    _wit.Error_InvalidArgument: InvalidArgumentError,
-    _wit.Error_AccessDenied: AccessDeniedError,
-    _wit.Error_LimitExceeded: LimitExceededError,
-    _wit.Error_Unavailable: UnavailableError,
-}
-
-
-def _call(function: Callable[..., _T], *args: object) -> _T:
-    """Calls a binding, turning its ``Err`` into the matching :class:`LockError`."""
-    try:
-        return function(*args)
-    except Err as err:
-        raise _ERRORS[type(err.value)](err.value.value) from None
-
-
-_MAX_MS = 2**32 - 1
-"""The most milliseconds the host takes (the WIT's ``u32``)."""
-
-
-def _ms(name: str, length: Lease) -> int:
-    """``length`` in whole milliseconds, checked: a finite, non-negative number of seconds
-    or ``timedelta`` of at most :data:`_MAX_MS` ms."""
-    if isinstance(length, timedelta):
-        seconds = length.total_seconds()
-    elif isinstance(length, (int, float)) and not isinstance(length, bool):
-        seconds = float(length)
-    else:
-        raise InvalidArgumentError(
-            f"{name} must be seconds (int or float) or a timedelta, not {type(length).__name__}"
-        )
-    if math.isnan(seconds) or math.isinf(seconds):
-        raise InvalidArgumentError(f"{name} is {seconds}; it must be a finite number of seconds")
-    if seconds < 0:
-        raise InvalidArgumentError(f"{name} is {seconds:g} s; it must not be negative")
-    millis = round(seconds * 1000)
-    if millis > _MAX_MS:
-        raise InvalidArgumentError(f"{name} is {seconds:g} s; the most is {_MAX_MS} ms")
-    return millis
-
-
-def _text(name: str, value: object) -> str:
-    """``value``, checked to be a ``str`` that is text (no lone surrogate)."""
-    if not isinstance(value, str):
-        raise InvalidArgumentError(f"{name} must be a str, not {type(value).__name__}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidArgumentError(f"{name} holds a lone surrogate, which is not text") from None
-    return value
-
-
-class UnlockStatus(Enum):
-    """What an unlock found (the statuses of Dapr's Unlock)."""
-
-    SUCCESS = "success"
-    """The lock was still ours; now it is free."""
-    LOCK_DOES_NOT_EXIST = "lock-does-not-exist"
-    """The lease had ended and nobody holds the lock."""
-    LOCK_BELONGS_TO_OTHERS = "lock-belongs-to-others"
-    """The lease had ended and someone else holds the lock now."""
-
-
-_STATUSES = {
-    _wit.UnlockStatus.SUCCESS: UnlockStatus.SUCCESS,
-    _wit.UnlockStatus.LOCK_DOES_NOT_EXIST: UnlockStatus.LOCK_DOES_NOT_EXIST,
-    _wit.UnlockStatus.LOCK_BELONGS_TO_OTHERS: UnlockStatus.LOCK_BELONGS_TO_OTHERS,
-}
-
-
-def _count(name: str, value: object) -> int:
-    """``value``, checked to be an ``int`` the host takes (a ``u32``)."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidArgumentError(f"{name} must be an int, not {type(value).__name__}")
-    if not 0 <= value <= _MAX_MS:
-        raise InvalidArgumentError(f"{name} is {value}; it must be 0 to {_MAX_MS}")
-    return value
-
-
-class _LockHandle:
-    """What a grant is in both worlds: the handle, and what reading it needs no wait for."""
-
-    _ID = "resource_id"
-    """The binding's method that names what the grant is on."""
-
-    def __init__(self, inner: _wit.Lock) -> None:
-        self._inner: Optional[_wit.Lock] = inner
-
-    def _lock(self) -> _wit.Lock:
-        if self._inner is None:
-            raise InvalidArgumentError(f"this {type(self).__name__.lower()} was let go")
-        return self._inner
-
-    @property
-    def resource_id(self) -> str:
-        """The resource id this lock is on (a permit's semaphore, a leadership's election)."""
-        return getattr(self._lock(), self._ID)()
-
-    @property
-    def fence(self) -> int:
-        """The fencing token: greater than that of every earlier grant of this resource.
-
-        Hand it to the resource you protect, so that it can refuse a holder whose lease ended.
-        """
-        return self._lock().fence()
-
-    def keep_alive(self) -> None:
-        """Has the host renew the lease before it runs out, to the length last asked for,
-        until the lock is unlocked or its holder ends (or the operator's cap)."""
-        _call(self._lock().keep_alive)
-
-    def _release(self) -> None:
-        if self._inner is not None:
-            self._inner.__exit__(None, None, None)
-            self._inner = None
-
-    def __repr__(self) -> str:
-        name = type(self).__name__
-        if self._inner is None:
-            return f"{name}(let go)"
-        return f"{name}(resource_id={self.resource_id!r}, fence={self.fence})"
-
-
-class _Grant(_LockHandle):
+class _Grant(_core.GrantHandle):
     """What a lock, a permit and a leadership share in the WASI 0.2 world."""
 
     def __init__(self, inner: _wit.Lock) -> None:
@@ -257,11 +93,11 @@ class _Grant(_LockHandle):
     def extend(self, lease: Lease) -> bool:
         """Sets the lease to end ``lease`` from now; ``False`` if it had already ended (stop
         using the resource: someone else may hold it)."""
-        return _call(self._lock().extend, _ms("lease", lease))
+        return _core.call(self._lock().extend, _core.ms("lease", lease))
 
     def held(self) -> bool:
         """Asks the store whether this grant still holds the lock (one round trip)."""
-        return _call(self._lock().held)
+        return _core.call(self._lock().held)
 
     @property
     def lost(self) -> _poll.Pollable:
@@ -277,9 +113,9 @@ class _Grant(_LockHandle):
 
     def _let_go(self, method: str) -> UnlockStatus:
         """Calls the binding's ``method`` that lets the grant go, and says what it found."""
-        status = _call(getattr(self._lock(), method))
+        status = _core.call(getattr(self._lock(), method))
         self._release()
-        return _STATUSES[status]
+        return _core.STATUSES[status]
 
     def _release(self) -> None:
         if self._lost is not None:
@@ -340,64 +176,22 @@ class Leadership(_Grant):
         return self._let_go("resign")
 
 
-@dataclass(frozen=True)
-class Leader:
-    """Who leads an election."""
-
-    value: str
-    """What the leader published when it campaigned."""
-    fence: int
-    """Its leadership's fence: greater than every earlier leader's."""
-    lease_left: timedelta
-    """How long its lease has left unless renewed."""
-
-
-class _StoreHandle:
-    """What a store is in both worlds: opening it, and closing it with its ``with`` block."""
-
-    def __init__(self, inner: _wit.Store) -> None:
-        self._inner: Optional[_wit.Store] = inner
-
-    @classmethod
-    def open(cls, name: str) -> Self:
-        """Opens the store called ``name``."""
-        return cls(_call(_wit.open, _text("name", name)))
-
-    def _store(self) -> _wit.Store:
-        if self._inner is None:
-            raise InvalidArgumentError("this store was closed (its with block ended)")
-        return self._inner
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc_value: Optional[BaseException],
-        traceback: Optional[TracebackType],
-    ) -> None:
-        if self._inner is not None:
-            self._inner.__exit__(exc_type, exc_value, traceback)
-            self._inner = None
-
-
-class Store(_StoreHandle):
+class Store(_core.StoreHandle):
     """A lock store the host configured for this app. Leaving a ``with`` block closes it."""
 
     def try_lock(self, resource_id: str, lease: Lease) -> Optional[Lock]:
         """Takes the lock on ``resource_id`` for ``lease`` if nobody holds it; ``None`` if
         someone does."""
-        args = (_text("resource-id", resource_id), _ms("lease", lease))
-        inner = _call(self._store().try_lock, *args)
+        args = (_core.text("resource-id", resource_id), _core.ms("lease", lease))
+        inner = _core.call(self._store().try_lock, *args)
         return None if inner is None else Lock(inner)
 
     def lock(self, resource_id: str, lease: Lease, wait: Lease) -> Optional[Lock]:
         """Takes the lock on ``resource_id`` for ``lease``, waiting up to ``wait`` for its
         holder to release it or for the holder's lease to end; ``None`` if it is still held
         when the wait ends."""
-        args = (_text("resource-id", resource_id), _ms("lease", lease), _ms("wait", wait))
-        inner = _call(self._store().lock, *args)
+        args = (_core.text("resource-id", resource_id), _core.ms("lease", lease), _core.ms("wait", wait))
+        inner = _core.call(self._store().lock, *args)
         return None if inner is None else Lock(inner)
 
     def acquire_permit(
@@ -408,12 +202,12 @@ class Store(_StoreHandle):
         to expire; ``None`` if all are still held when the wait ends. Never more than
         ``limit`` hold at once, among callers that agree on ``limit``."""
         args = (
-            _text("semaphore-id", semaphore_id),
-            _count("limit", limit),
-            _ms("lease", lease),
-            _ms("wait", wait),
+            _core.text("semaphore-id", semaphore_id),
+            _core.count("limit", limit),
+            _core.ms("lease", lease),
+            _core.ms("wait", wait),
         )
-        inner = _call(self._store().acquire_permit, *args)
+        inner = _core.call(self._store().acquire_permit, *args)
         return None if inner is None else Permit(inner)
 
     def campaign(
@@ -423,23 +217,20 @@ class Store(_StoreHandle):
         asks :meth:`leader`: leads now if nobody does, or once the leader resigns or its
         lease ends within ``wait``; ``None`` if another still leads then."""
         args = (
-            _text("election-id", election_id),
-            _text("value", value),
-            _ms("lease", lease),
-            _ms("wait", wait),
+            _core.text("election-id", election_id),
+            _core.text("value", value),
+            _core.ms("lease", lease),
+            _core.ms("wait", wait),
         )
-        inner = _call(self._store().campaign, *args)
+        inner = _core.call(self._store().campaign, *args)
         return None if inner is None else Leadership(inner)
 
     def leader(self, election_id: str) -> Optional[Leader]:
         """Who leads the election ``election_id`` now; ``None`` if nobody does."""
-        found = _call(self._store().leader, _text("election-id", election_id))
-        if found is None:
-            return None
-        return Leader(found.value, found.fence, timedelta(milliseconds=found.lease_left_ms))
+        return _core.leader(_core.call(self._store().leader, _core.text("election-id", election_id)))
 
     def leader_changes(self, election_id: str) -> _poll.Pollable:
         """A ``wasi:io/poll`` pollable, ready when the election has another leader than now
         (a new one, or none) or the store could not be asked: read :meth:`leader` then,
         and take a new one to watch on."""
-        return _call(self._store().subscribe_leader_change, _text("election-id", election_id))
+        return _core.call(self._store().subscribe_leader_change, _core.text("election-id", election_id))

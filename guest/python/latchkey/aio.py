@@ -42,26 +42,13 @@ instance (the host then releases its locks). Bound a wait with ``lock``'s ``wait
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from types import TracebackType
 from typing import Awaitable, Callable, Optional, Self, TypeVar
 
 from componentize_py_types import Err
 
-from latchkey import (
-    _ERRORS,
-    _STATUSES,
-    InvalidArgumentError,
-    Leader,
-    Lease,
-    LockError,
-    UnlockStatus,
-    _count,
-    _LockHandle,
-    _ms,
-    _StoreHandle,
-    _text,
-)
+from latchkey import _core
+from latchkey._core import InvalidArgumentError, Leader, Lease, LockError, UnlockStatus
 
 __all__ = ["Leadership", "Lock", "Permit", "Store"]
 
@@ -73,10 +60,10 @@ async def _await(function: Callable[..., Awaitable[_T]], *args: object) -> _T:
     try:
         return await function(*args)
     except Err as err:
-        raise _ERRORS[type(err.value)](err.value.value) from None
+        raise _core.ERRORS[type(err.value)](err.value.value) from None
 
 
-class _Grant(_LockHandle):
+class _Grant(_core.GrantHandle):
     """What a lock, a permit and a leadership share in the WASI 0.3 world."""
 
     _LET_GO = "unlock"
@@ -91,7 +78,7 @@ class _Grant(_LockHandle):
     async def extend(self, lease: Lease) -> bool:
         """Sets the lease to end ``lease`` from now; ``False`` if it had already ended (stop
         using the resource: someone else may hold it)."""
-        return await _await(self._lock().extend, _ms("lease", lease))
+        return await _await(self._lock().extend, _core.ms("lease", lease))
 
     async def held(self) -> bool:
         """Asks the store whether this grant still holds (one round trip)."""
@@ -120,7 +107,7 @@ class _Grant(_LockHandle):
             self._unwatched = asyncio.get_running_loop().create_future()
             await self._unwatched
         self._release()
-        return _STATUSES[status]
+        return _core.STATUSES[status]
 
     async def __aenter__(self) -> Self:
         return self
@@ -174,20 +161,13 @@ class Leadership(_Grant):
         return await self._let_go()
 
 
-def _leader(found: object) -> Optional[Leader]:
-    """The binding's leader as :class:`latchkey.Leader`."""
-    if found is None:
-        return None
-    return Leader(found.value, found.fence, timedelta(milliseconds=found.lease_left_ms))
-
-
-class Store(_StoreHandle):
+class Store(_core.StoreHandle):
     """A lock store the host configured for this app. Leaving a ``with`` block closes it."""
 
     async def try_lock(self, resource_id: str, lease: Lease) -> Optional[Lock]:
         """Takes the lock on ``resource_id`` for ``lease`` if nobody holds it; ``None`` if
         someone does."""
-        args = (_text("resource-id", resource_id), _ms("lease", lease))
+        args = (_core.text("resource-id", resource_id), _core.ms("lease", lease))
         inner = await _await(self._store().try_lock, *args)
         return None if inner is None else Lock(inner)
 
@@ -195,7 +175,7 @@ class Store(_StoreHandle):
         """Takes the lock on ``resource_id`` for ``lease``, waiting up to ``wait`` for its
         holder to release it or for the holder's lease to end; ``None`` if it is still held
         when the wait ends. Only this task waits: the instance's other tasks run on."""
-        args = (_text("resource-id", resource_id), _ms("lease", lease), _ms("wait", wait))
+        args = (_core.text("resource-id", resource_id), _core.ms("lease", lease), _core.ms("wait", wait))
         inner = await _await(self._store().lock, *args)
         return None if inner is None else Lock(inner)
 
@@ -205,10 +185,10 @@ class Store(_StoreHandle):
         """Takes a permit of the semaphore ``semaphore_id`` for ``lease`` if fewer than
         ``limit`` are held, waiting up to ``wait`` (only this task waits)."""
         args = (
-            _text("semaphore-id", semaphore_id),
-            _count("limit", limit),
-            _ms("lease", lease),
-            _ms("wait", wait),
+            _core.text("semaphore-id", semaphore_id),
+            _core.count("limit", limit),
+            _core.ms("lease", lease),
+            _core.ms("wait", wait),
         )
         inner = await _await(self._store().acquire_permit, *args)
         return None if inner is None else Permit(inner)
@@ -219,17 +199,17 @@ class Store(_StoreHandle):
         """Campaigns to lead ``election_id``, publishing ``value``: leads now if nobody does,
         or once the leader resigns or its lease ends within ``wait``."""
         args = (
-            _text("election-id", election_id),
-            _text("value", value),
-            _ms("lease", lease),
-            _ms("wait", wait),
+            _core.text("election-id", election_id),
+            _core.text("value", value),
+            _core.ms("lease", lease),
+            _core.ms("wait", wait),
         )
         inner = await _await(self._store().campaign, *args)
         return None if inner is None else Leadership(inner)
 
     async def leader(self, election_id: str) -> Optional[Leader]:
         """Who leads ``election_id`` now; ``None`` if nobody does."""
-        return _leader(await _await(self._store().leader, _text("election-id", election_id)))
+        return _core.leader(await _await(self._store().leader, _core.text("election-id", election_id)))
 
     async def leader_change(self, election_id: str, seen: Optional[int]) -> Optional[Leader]:
         """Returns once ``election_id`` is led by another than the leader whose fence is
@@ -238,5 +218,5 @@ class Store(_StoreHandle):
             not isinstance(seen, int) or isinstance(seen, bool) or not 0 <= seen < 2**64
         ):
             raise InvalidArgumentError(f"seen is {seen!r}; it must be a fence, or None")
-        found = await _await(self._store().leader_change, _text("election-id", election_id), seen)
-        return _leader(found)
+        found = await _await(self._store().leader_change, _core.text("election-id", election_id), seen)
+        return _core.leader(found)

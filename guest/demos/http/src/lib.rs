@@ -17,7 +17,8 @@
 
 use std::time::Duration;
 
-use latchkey::{Error, Store};
+use latchkey::Error;
+use latchkey::p2::Store;
 use wasip2::exports::http::incoming_handler::Guest;
 use wasip2::http::types::{IncomingRequest, Method, ResponseOutparam};
 use wasip2::io::streams::StreamError;

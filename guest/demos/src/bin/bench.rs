@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use latchkey::{Lock, Permit, Store};
+use latchkey::p2::{Lock, Permit, Store};
 
 const LEASE: Duration = Duration::from_secs(10);
 

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use latchkey::Store;
+use latchkey::p2::Store;
 
 struct Options {
     iterations: u32,

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use latchkey::Store;
+use latchkey::p2::Store;
 
 struct Options {
     election: String,

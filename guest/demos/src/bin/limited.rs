@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use latchkey::Store;
+use latchkey::p2::Store;
 
 struct Options {
     semaphore: String,

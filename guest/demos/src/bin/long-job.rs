@@ -14,7 +14,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use latchkey::Store;
+use latchkey::p2::Store;
 use wasip2::clocks::monotonic_clock;
 use wasip2::io::poll::poll;
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use latchkey::Store;
+use latchkey::p2::Store;
 
 fn main() -> Result<(), latchkey::Error> {
     let hold_ms = std::env::args()

@@ -1,4 +1,4 @@
-//! Three tasks of one WASI 0.3 instance, one lock: `latchkey run tasks_demo.wasm`.
+//! Three tasks of one WASI 0.3 instance, one lock: `latchkey run tasks_demo_p3.wasm`.
 //!
 //! The writer takes the lock `ledger` and works for 300 ms; the reader asks for the same
 //! lock and waits for it; the ticker takes no lock and ticks every 50 ms. Each line says

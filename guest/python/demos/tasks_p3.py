@@ -1,5 +1,5 @@
 """Three tasks of one WASI 0.3 instance, one lock — the Python twin of
-``guest/demos/tasks``: ``latchkey run tasks.wasm``.
+``guest/demos/tasks-p3``: ``latchkey run tasks.wasm``.
 
 The writer takes the lock ``ledger`` and works for 300 ms; the reader asks for the same
 lock and waits for it; the ticker takes no lock and ticks every 50 ms. Each line says when
