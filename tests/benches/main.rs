@@ -17,6 +17,9 @@
 //!   Redis, against Redis' own ceiling for the same scripts (`redis-benchmark`, pipelined).
 //! - `serve` (B6, P11): `latchkey serve` under `wrk`, against `wasmtime serve`; P11 a WASI
 //!   0.3 handler with instance reuse, with a lock, and against a fresh instance per request.
+//! - `proxy_handler` (`proxy-handler`): a WASI 0.2 proxy through wasmtime-wasi-http's
+//!   `ProxyHandler` with a reuse count of 1, as `wasmtime serve` 48 serves one, against
+//!   `fresh.rs`, both in this process.
 //! - `metrics_overhead` (`metrics`): latency and throughput with a metrics recorder
 //!   installed against none, in the same run.
 //! - `languages` (B7): Python and JavaScript guests beside the Rust guest (needs `make
@@ -40,6 +43,7 @@ mod latency;
 mod metrics_overhead;
 mod p3_latency;
 mod per_invocation;
+mod proxy_handler;
 mod scaling;
 mod serve;
 mod setup;
@@ -134,6 +138,9 @@ fn main() {
                 ));
             }
             tokio::task::block_in_place(|| serve::b6(&redis, &pairs));
+        }
+        if wanted("proxy-handler") {
+            tokio::task::block_in_place(|| proxy_handler::proxy_handler(&serve::CONCURRENCY));
         }
         if wanted("p3-serve") {
             tokio::task::block_in_place(serve::p11);

@@ -34,7 +34,7 @@ pub const CONCURRENCY: [u32; 3] = [1, 16, 128];
 const DURATION: &str = "5s";
 
 /// What one `wrk` run measured.
-struct Load {
+pub(crate) struct Load {
     rps: f64,
     p50: Duration,
     p99: Duration,
@@ -113,7 +113,7 @@ end
 "#;
 
 /// [`UNIQUE_JOBS`] in a file for `wrk -s`, in a folder removed when dropped.
-fn unique_jobs_script() -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn unique_jobs_script() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("unique-jobs.lua");
     std::fs::write(&script, UNIQUE_JOBS).unwrap();
@@ -121,7 +121,7 @@ fn unique_jobs_script() -> (tempfile::TempDir, PathBuf) {
 }
 
 /// Loads `url` with `wrk` at `connections`; with `script`, its requests are the script's.
-fn wrk(url: &str, connections: u32, script: Option<&std::path::Path>) -> Load {
+pub(crate) fn wrk(url: &str, connections: u32, script: Option<&std::path::Path>) -> Load {
     let threads = connections.min(2);
     let mut command = Command::new("wrk");
     command.args([
@@ -271,7 +271,7 @@ pub fn p11() {
 }
 
 /// One row of a serve table: `load` beside `base`.
-fn print_row(name: &str, connections: u32, load: &Load, baseline: &str, base: &Load) {
+pub(crate) fn print_row(name: &str, connections: u32, load: &Load, baseline: &str, base: &Load) {
     println!(
         "| {name} | {connections} | {:.0} | {} | {} | {baseline} | {:.0} | {} | {:.2} | {:.2} |",
         load.rps,
