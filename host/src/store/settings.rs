@@ -10,7 +10,7 @@ use std::time::Duration;
 /// How long a store call may take before it is `unavailable`, unless configured otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Where a lock store is and how to use it: what [`open`] needs.
+/// Where a lock store is and how to use it: what [`open`](crate::open()) needs.
 #[non_exhaustive]
 #[derive(Clone)]
 pub struct StoreSettings {
