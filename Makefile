@@ -13,7 +13,7 @@ GUESTS := target/guests/wasm32-wasip2/release
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test bench soak lint wasm-target redis-server iproute2 python-venv npm wrk \
-	polyglot-guests
+	polyglot-guests dapr-clients
 
 # Python and JavaScript guests: componentize-py from guest/python/requirements.txt in a
 # virtual environment, componentize-js by `npm ci` from guest/js/package-lock.json, each
@@ -33,6 +33,16 @@ JS_DEMOS := try-lock counter lockctl bench leader limited
 # there is nothing to do.
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 APT_UPDATED := $(SUDO) apt-get update -qq
+
+# Dapr's own SDKs, pinned, as Dapr applications run them: the clients of `latchkey dapr`'s
+# tests (tests/clients).
+CLIENTS_VENV := target/clients-venv
+$(CLIENTS_VENV)/.installed: tests/clients/python/requirements.txt | python-venv
+	python3 -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/pip install -q -r tests/clients/python/requirements.txt
+	@touch $@
+
+dapr-clients: $(CLIENTS_VENV)/.installed
 
 $(PY_VENV)/bin/componentize-py: guest/python/requirements.txt | python-venv
 	python3 -m venv $(PY_VENV)
@@ -144,7 +154,7 @@ demo: wasm-target polyglot-guests
 	  for i in 1 2 3; do curl -s -X POST http://$(DEMO_ADDR)/counter; done; \
 	  kill -TERM $$server; wait $$server
 
-test: wasm-target redis-server iproute2 polyglot-guests
+test: wasm-target redis-server iproute2 polyglot-guests dapr-clients
 	cargo test --workspace --release
 
 # The benchmarks of BENCHMARKS.md: each figure beside its baseline from the same run.

@@ -21,13 +21,13 @@ use crate::telemetry::{self, Call, Instruments, Op, Outcome, UNKNOWN_STORE};
 /// instances compete for the same locks.
 #[derive(Clone)]
 pub struct LockCtxBuilder {
-    app_id: Arc<str>,
+    pub(crate) app_id: Arc<str>,
     /// Shared with every context built: building one per request copies nothing.
-    stores: Arc<BTreeMap<String, Offered>>,
+    pub(crate) stores: Arc<BTreeMap<String, Offered>>,
     /// The series of calls naming a store the app was not offered.
-    unknown_store: Arc<Instruments>,
-    limits: Limits,
-    resources: ResourcePolicy,
+    pub(crate) unknown_store: Arc<Instruments>,
+    pub(crate) limits: Limits,
+    pub(crate) resources: ResourcePolicy,
 }
 
 /// A lock store offered to an app, and the metrics of the app's calls on it.

@@ -171,6 +171,7 @@ pub mod backend;
 mod calls;
 pub mod config;
 pub mod ctx;
+pub mod dapr;
 pub mod error;
 pub mod key;
 pub mod limits;

@@ -67,6 +67,9 @@ pub(crate) enum Op {
     Resign,
     Leader,
     WatchLeader,
+    // Dapr's lock API (`dapr`): a client's TryLock and Unlock.
+    DaprTryLock,
+    DaprUnlock,
 }
 
 /// What an operation ended with: the `outcome` label. The error kinds are those of

@@ -44,6 +44,7 @@ use std::time::Duration;
 /// costs nothing when things work.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+pub mod dapr;
 pub mod fenced;
 pub mod fixture;
 pub mod guests;

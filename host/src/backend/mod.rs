@@ -330,6 +330,15 @@ impl Token {
         Token(Stored::WithValue(format!("{digits} {value}").into()))
     }
 
+    /// The token of a lock owner a Dapr client names (`lockOwner`): the same for every
+    /// host, since the owner is how a Dapr client proves a lock is its own. Hex-encoded, so
+    /// it never carries a value and never looks like a host's random token.
+    pub fn of_dapr_owner(owner: &str) -> Self {
+        Token(Stored::WithValue(
+            format!("dapr:{}", hex::encode(owner)).into(),
+        ))
+    }
+
     /// The token as stored.
     pub fn as_str(&self) -> &str {
         match &self.0 {

@@ -145,6 +145,27 @@ impl LockStore {
             .await
     }
 
+    /// Takes the lock now for the holder of `token` if nobody holds it: a Dapr client's
+    /// owner, whose token is its own across hosts ([`Token::of_dapr_owner`]).
+    pub(crate) async fn try_lock_as(
+        &self,
+        key: LockKey,
+        token: Token,
+        lease: Duration,
+    ) -> Result<Option<Grant>, StoreError> {
+        self.take(vec![key], token, lease, Duration::ZERO).await
+    }
+
+    /// Frees `key` if the holder of `token` holds it, and says what it found: a Dapr
+    /// client's unlock, which names its lock by its owner, not by a grant.
+    pub(crate) async fn unlock_as(
+        &self,
+        key: &LockKey,
+        token: &Token,
+    ) -> Result<UnlockStatus, StoreError> {
+        self.bounded(self.backend.release(key, token)).await
+    }
+
     /// Takes the lock, waiting up to `wait` for its holder to release it or for the
     /// holder's lease to end.
     pub async fn lock(

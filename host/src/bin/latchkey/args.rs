@@ -23,6 +23,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Compile a component into the cache and say whether this host can run or serve it
     Check(CheckArgs),
+    /// Serve Dapr's lock API (TryLockAlpha1, UnlockAlpha1) over HTTP and gRPC for one app,
+    /// so that Dapr's own SDKs take the same locks as its guests
+    Dapr(DaprArgs),
     /// See and free the locks a store holds, with the operator's credentials
     #[command(subcommand)]
     Locks(LocksCommand),
@@ -101,6 +104,25 @@ pub struct OperatorStore {
     /// A store slower than this, for one step, is unavailable
     #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub store_timeout_ms: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct DaprArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+
+    /// Serve Dapr's HTTP API here (daprd's default port)
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3500")]
+    pub http_addr: SocketAddr,
+
+    /// Serve Dapr's gRPC API here (daprd's default port)
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50001")]
+    pub grpc_addr: SocketAddr,
+
+    /// A file holding Dapr's API token, which every call must then carry (`dapr-api-token`);
+    /// without it, the host's DAPR_API_TOKEN variable, if set
+    #[arg(long, value_name = "PATH")]
+    pub dapr_api_token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

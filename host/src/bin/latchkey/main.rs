@@ -16,6 +16,7 @@
 mod output;
 mod args;
 mod check;
+mod dapr;
 mod guests;
 mod locks;
 mod metrics;
@@ -66,6 +67,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => run::command(args).await,
         Command::Serve(args) => serve::command(args).await,
         Command::Check(args) => check::command(args),
+        Command::Dapr(args) => dapr::command(args).await,
         Command::Locks(command) => locks::command(command).await,
     };
     let code = match result {

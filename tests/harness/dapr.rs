@@ -1,0 +1,107 @@
+//! Dapr applications against `latchkey dapr`: [`DaprProcess`], the endpoint on free ports,
+//! and [`dapr_python`], Dapr's own Python SDK (pinned in `tests/clients/python`, installed by
+//! `make dapr-clients`) running `tests/clients/python/lockctl.py` against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{PATIENCE, free_port, latchkey};
+
+/// `latchkey dapr ARGS...` on free loopback ports, once both accept connections.
+pub struct DaprProcess {
+    child: Child,
+    /// The HTTP port.
+    pub http_port: u16,
+    /// The gRPC port.
+    pub grpc_port: u16,
+}
+
+impl DaprProcess {
+    /// `latchkey dapr --http-addr ... --grpc-addr ... ARGS...`, with `env` set.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let (http_port, grpc_port) = (free_port(), free_port());
+        let child = latchkey()
+            .arg("dapr")
+            .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+            .args(["--grpc-addr", &format!("127.0.0.1:{grpc_port}")])
+            .args(args)
+            .env_remove("DAPR_API_TOKEN")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("latchkey starts");
+        let mut endpoint = DaprProcess {
+            child,
+            http_port,
+            grpc_port,
+        };
+        let started = Instant::now();
+        for port in [http_port, grpc_port] {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Ok(Some(status)) = endpoint.child.try_wait() {
+                    panic!("latchkey dapr exited with {status}");
+                }
+                assert!(
+                    started.elapsed() < PATIENCE,
+                    "latchkey dapr did not listen within {PATIENCE:?}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        endpoint
+    }
+
+    /// `http://127.0.0.1:PORT{path}` of the HTTP API.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+}
+
+impl Drop for DaprProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Python of the clients' virtual environment.
+fn clients_python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let python = root.join("target/clients-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: `make dapr-clients` installs Dapr's SDKs (make test does)",
+        python.display()
+    );
+    python
+}
+
+/// Runs `steps` (`lock STORE ID OWNER EXPIRY`, `unlock STORE ID OWNER`) through Dapr's
+/// Python SDK against `endpoint`, with `token` as its DAPR_API_TOKEN; its output lines.
+pub fn dapr_python(endpoint: &DaprProcess, token: Option<&str>, steps: &str) -> Vec<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python/lockctl.py");
+    let mut command = Command::new(clients_python());
+    command
+        .arg(script)
+        .args(steps.split_whitespace())
+        .env("DAPR_HTTP_PORT", endpoint.http_port.to_string())
+        .env("DAPR_GRPC_PORT", endpoint.grpc_port.to_string())
+        .env("DAPR_RUNTIME_HOST", "127.0.0.1")
+        .env_remove("DAPR_API_TOKEN")
+        .env("DAPR_HEALTH_TIMEOUT", PATIENCE.as_secs().to_string());
+    if let Some(token) = token {
+        command.env("DAPR_API_TOKEN", token);
+    }
+    let out = command.output().expect("python runs");
+    assert!(
+        out.status.success(),
+        "the Python client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
