@@ -42,7 +42,10 @@ $(CLIENTS_VENV)/.installed: tests/clients/python/requirements.txt | python-venv
 	$(CLIENTS_VENV)/bin/pip install -q -r tests/clients/python/requirements.txt
 	@touch $@
 
-dapr-clients: $(CLIENTS_VENV)/.installed
+tests/clients/js/node_modules/.package-lock.json: tests/clients/js/package-lock.json | npm
+	npm ci --prefix tests/clients/js --no-audit --no-fund --loglevel=error
+
+dapr-clients: $(CLIENTS_VENV)/.installed tests/clients/js/node_modules/.package-lock.json
 
 $(PY_VENV)/bin/componentize-py: guest/python/requirements.txt | python-venv
 	python3 -m venv $(PY_VENV)

@@ -1,6 +1,7 @@
-//! Dapr applications against `latchkey dapr`: [`DaprProcess`], the endpoint on free ports,
-//! and [`dapr_python`], Dapr's own Python SDK (pinned in `tests/clients/python`, installed by
-//! `make dapr-clients`) running `tests/clients/python/lockctl.py` against it.
+//! Dapr applications against `latchkey dapr`: [`DaprProcess`], the endpoint on free ports;
+//! [`dapr_python`], Dapr's own Python SDK (gRPC), and [`dapr_node`], its JavaScript SDK
+//! (HTTP) — each pinned in `tests/clients`, installed by `make dapr-clients` — running the
+//! same steps (`tests/clients/*/lockctl.*`) against it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -53,6 +54,11 @@ impl DaprProcess {
         endpoint
     }
 
+    /// Its HTTP and gRPC ports, for [`dapr_python`].
+    pub fn ports(&self) -> (u16, u16) {
+        (self.http_port, self.grpc_port)
+    }
+
     /// `http://127.0.0.1:PORT{path}` of the HTTP API.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http_port)
@@ -79,15 +85,17 @@ fn clients_python() -> PathBuf {
 }
 
 /// Runs `steps` (`lock STORE ID OWNER EXPIRY`, `unlock STORE ID OWNER`) through Dapr's
-/// Python SDK against `endpoint`, with `token` as its DAPR_API_TOKEN; its output lines.
-pub fn dapr_python(endpoint: &DaprProcess, token: Option<&str>, steps: &str) -> Vec<String> {
+/// Python SDK against the endpoint on `(http, grpc)` ports, with `token` as its
+/// DAPR_API_TOKEN; its output lines.
+pub fn dapr_python(ports: (u16, u16), token: Option<&str>, steps: &str) -> Vec<String> {
+    let (http_port, grpc_port) = ports;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python/lockctl.py");
     let mut command = Command::new(clients_python());
     command
         .arg(script)
         .args(steps.split_whitespace())
-        .env("DAPR_HTTP_PORT", endpoint.http_port.to_string())
-        .env("DAPR_GRPC_PORT", endpoint.grpc_port.to_string())
+        .env("DAPR_HTTP_PORT", http_port.to_string())
+        .env("DAPR_GRPC_PORT", grpc_port.to_string())
         .env("DAPR_RUNTIME_HOST", "127.0.0.1")
         .env_remove("DAPR_API_TOKEN")
         .env("DAPR_HEALTH_TIMEOUT", PATIENCE.as_secs().to_string());
@@ -98,6 +106,36 @@ pub fn dapr_python(endpoint: &DaprProcess, token: Option<&str>, steps: &str) -> 
     assert!(
         out.status.success(),
         "the Python client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs `steps` through Dapr's JavaScript SDK (over HTTP) against the endpoint on `http_port`,
+/// with `token` as its DAPR_API_TOKEN; its output lines.
+pub fn dapr_node(http_port: u16, token: Option<&str>, steps: &str) -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/js");
+    assert!(
+        dir.join("node_modules/@dapr/dapr").exists(),
+        "Dapr's JavaScript SDK is missing: `make dapr-clients` installs it (make test does)"
+    );
+    let mut command = Command::new("node");
+    command
+        .current_dir(&dir)
+        .arg("lockctl.mjs")
+        .args(steps.split_whitespace())
+        .env("DAPR_HTTP_PORT", http_port.to_string())
+        .env_remove("DAPR_API_TOKEN");
+    if let Some(token) = token {
+        command.env("DAPR_API_TOKEN", token);
+    }
+    let out = command.output().expect("node runs");
+    assert!(
+        out.status.success(),
+        "the JavaScript client failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout)

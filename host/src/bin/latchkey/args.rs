@@ -106,6 +106,23 @@ pub struct OperatorStore {
     pub store_timeout_ms: u64,
 }
 
+/// Dapr's lock API beside guests, from the same process and stores (`run`, `serve`).
+#[derive(Args, Debug, Clone)]
+pub struct DaprBeside {
+    /// Also serve Dapr's HTTP lock API here, for the guests' app, on their stores
+    #[arg(long, value_name = "HOST:PORT")]
+    pub dapr_http_addr: Option<SocketAddr>,
+
+    /// Also serve Dapr's gRPC lock API here, for the guests' app, on their stores
+    #[arg(long, value_name = "HOST:PORT")]
+    pub dapr_grpc_addr: Option<SocketAddr>,
+
+    /// A file holding Dapr's API token, which every Dapr call must then carry; without
+    /// it, the host's DAPR_API_TOKEN variable, if set
+    #[arg(long, value_name = "PATH")]
+    pub dapr_api_token_file: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 pub struct DaprArgs {
     #[command(flatten)]
@@ -140,6 +157,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub guest: GuestArgs,
 
+    #[command(flatten)]
+    pub dapr: DaprBeside,
+
     /// Run N copies of the component at once (competing consumers); with N > 1 every
     /// output line starts with the instance's number
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -157,6 +177,9 @@ pub struct RunArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub guest: GuestArgs,
+
+    #[command(flatten)]
+    pub dapr: DaprBeside,
 
     /// The address to listen on
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]

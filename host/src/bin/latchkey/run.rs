@@ -22,6 +22,7 @@ pub async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
         "serve it with latchkey serve",
     )?;
     guests.open_stores(&args.guest).await?;
+    let dapr = crate::dapr::beside(&args.dapr, &guests).await?;
 
     let program_name = args
         .component
@@ -73,6 +74,9 @@ pub async fn command(args: RunArgs) -> anyhow::Result<ExitCode> {
         if let Some(code) = report(n, exit) {
             first_failure.get_or_insert(code);
         }
+    }
+    if let Some(dapr) = dapr {
+        dapr.stop().await?;
     }
     if let Some(by) = stopped_by {
         say!("latchkey: stopped by {by}; every lock released");

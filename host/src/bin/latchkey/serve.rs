@@ -37,6 +37,7 @@ pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Prefixed::new(Target::Stderr, String::new(), Overflow::Drop),
     )?;
     guests.open_stores(&args.guest).await?;
+    let dapr = crate::dapr::beside(&args.dapr, &guests).await?;
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
@@ -80,6 +81,9 @@ pub async fn command(args: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown.await;
     };
     serve(listener, handler, shutdown, options).await;
+    if let Some(dapr) = dapr {
+        dapr.stop().await?;
+    }
     say!("latchkey: stopped; every lock released");
     Ok(ExitCode::SUCCESS)
 }
