@@ -79,6 +79,36 @@ fn the_javascript_sdk_takes_the_same_locks() {
     assert_eq!(allowed, ["success true"]);
 }
 
+/// The operator's forced release (`latchkey locks release`) frees a Dapr client's lock: the
+/// owner's next unlock finds it gone, and another owner gets it.
+#[test]
+fn a_forced_release_is_seen_by_the_owners_next_unlock() {
+    let redis = RedisServer::start();
+    let store = format!("lockstore={}", redis.url());
+    let endpoint = DaprProcess::start(&["--app-id", "billing", "--store", &store], &[]);
+    let held = dapr_python(endpoint.ports(), None, "lock lockstore job owner-a 600");
+    assert_eq!(held, ["success true"]);
+    let released = latchkey()
+        .args([
+            "locks",
+            "release",
+            "--store",
+            &redis.url(),
+            "--app",
+            "billing",
+            "job",
+        ])
+        .output()
+        .unwrap();
+    assert!(released.status.success(), "{released:?}");
+    let lines = dapr_python(
+        endpoint.ports(),
+        None,
+        "unlock lockstore job owner-a lock lockstore job owner-b 60",
+    );
+    assert_eq!(lines, ["status lock_does_not_exist", "success true"]);
+}
+
 /// A lock nobody unlocks ends with its expiry: another owner gets it then.
 #[test]
 fn a_lock_ends_with_its_expiry() {
