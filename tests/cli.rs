@@ -474,3 +474,39 @@ fn a_flood_of_output_arrives_whole_in_flat_memory() {
         "{high_water_kb} kB at most in memory"
     );
 }
+
+/// A store URL's query option that no URL form takes — `key-layout`, say, which this host
+/// does not serve yet — is refused in one line, never ignored; a word without `=`, which may
+/// be a secret in the wrong place, is not quoted. The control: the options redis-rs takes
+/// still pass.
+#[test]
+fn unknown_url_options_are_refused() {
+    let lockctl = guest("lockctl");
+    let try_store = |url: &str| {
+        run(&[
+            "run",
+            "--store",
+            &format!("lockstore={url}"),
+            lockctl.to_str().unwrap(),
+            "open",
+            "lockstore",
+        ])
+    };
+    let out = try_store("redis://127.0.0.1:1/?key-layout=dapr");
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(
+        said.contains(r#"no store URL takes the option "key-layout""#),
+        "{said}"
+    );
+    let out = try_store("redis://127.0.0.1:1/?s3cret");
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("the option without a value") && !said.contains("s3cret"),
+        "{said}"
+    );
+    // The control: redis-rs's own options are taken (the store then fails to answer).
+    let out = try_store("redis://127.0.0.1:1/?protocol=resp3");
+    assert!(!text(&out.stderr).contains("takes the option"), "{out:?}");
+}

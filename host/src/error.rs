@@ -160,6 +160,14 @@ pub enum OpenError {
         /// The URL, redacted.
         url: String,
     },
+    /// The URL's query sets an option no URL form takes: a mistake, never ignored.
+    #[error("{url}: no store URL takes the option {option}")]
+    UnknownOption {
+        /// The URL, redacted.
+        url: String,
+        /// The option's name, quoted (or `without a value`, not quoted: it may be a secret).
+        option: String,
+    },
     /// The URL is of a known kind but does not parse.
     #[error("bad Redis URL {url}: {reason}")]
     BadUrl {

@@ -161,6 +161,9 @@
 //!   limits, [`GuestState`]), the [`Runner`], commands run, and HTTP handlers served
 //!   ([`runtime::serve`]: the handler, with `fresh` instances for 0.2 and `reused` ones for
 //!   0.3, apart from the accept loop, `listen`).
+//! - [`dapr`]: Dapr's lock API for Dapr's own clients ([`dapr::DaprApi`]), over HTTP and
+//!   gRPC, on the same stores and policy as the app's guests — a third adapter, beside the
+//!   WIT ones.
 //! - Beside them, what every layer may use: [`error`] (the errors, in the host's words),
 //!   [`key`] (the key layout of a lock, and its escaping), [`limits`], [`policy`],
 //!   [`config`] (the operator's TOML file), [`telemetry`] (metrics and spans of every call).

@@ -9,7 +9,7 @@ use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::{self, redlock::RedlockBackend};
 use crate::error::OpenError;
 use crate::store::LockStore;
-use crate::store::settings::{StoreKind, StoreSettings, kind_of};
+use crate::store::settings::{StoreKind, StoreSettings, kind_of, unknown_option};
 
 /// Opens the lock store `name` as `settings` say. The URL and every setting are checked
 /// now; a Redis store connects on first use, so an unreachable server makes calls
@@ -19,6 +19,12 @@ pub fn open(name: &str, settings: &StoreSettings) -> Result<LockStore, OpenError
     let kind = kind_of(url.full).ok_or_else(|| OpenError::UnknownScheme {
         url: url.shown.clone(),
     })?;
+    if let Some(option) = unknown_option(url.full) {
+        return Err(OpenError::UnknownOption {
+            url: url.shown.clone(),
+            option,
+        });
+    }
     let backend: Arc<dyn Backend> = match kind {
         StoreKind::Memory => Arc::new(MemoryBackend::new()),
         StoreKind::Redlock => Arc::new(RedlockBackend::new(&url, settings)?),

@@ -142,6 +142,27 @@ pub(crate) fn kind_of(url: &str) -> Option<StoreKind> {
         .map(|&(_, kind, _)| kind)
 }
 
+/// The options a store URL's query may set: redis-rs's (`protocol`, and a unix socket's
+/// `db`, `user`, `pass` or `password`). Anything else is a mistake, refused rather than
+/// ignored.
+const QUERY_OPTIONS: [&str; 5] = ["protocol", "db", "user", "pass", "password"];
+
+/// The first option of `url`'s query that no URL form takes, if any, as a message may name
+/// it: a word without `=` may be a secret pasted in the wrong place, and is not quoted.
+pub(crate) fn unknown_option(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    let place = rest.rsplit_once('@').map_or(rest, |(_, place)| place);
+    let (_, query) = place.split_once('?')?;
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .find_map(|pair| match pair.split_once('=') {
+            Some((name, _)) if QUERY_OPTIONS.contains(&name) => None,
+            Some((name, _)) => Some(format!("{name:?}")),
+            None => Some("without a value".to_owned()),
+        })
+}
+
 /// `url` for a message or a log line, with every place a URL form can carry a secret
 /// hidden: everything between `scheme://` and the last `@` (a password may hold `/`, `?`,
 /// `#` or `@`, so no narrower cut is safe), and the whole query after the host, where
@@ -229,6 +250,19 @@ mod tests {
             "memory, redis://, rediss://, redis+unix://, redis+cluster://, \
              redis+sentinel:// or redis+redlock://"
         );
+    }
+
+    /// A query option no URL form takes is found, so that it is refused, not ignored.
+    #[test]
+    fn unknown_query_options_are_found() {
+        let found = |url: &str| unknown_option(url).unwrap_or_default();
+        assert_eq!(found("redis://h:1/?key-layout=dapr"), "\"key-layout\"");
+        assert_eq!(found("redis://h:1/0?protocol=3&timeout=5"), "\"timeout\"");
+        assert_eq!(found("redis://h:1/?s3cret"), "without a value");
+        assert_eq!(unknown_option("redis+unix:///s?db=1&pass=x"), None);
+        assert_eq!(unknown_option("redis://u:p?w@h:1"), None);
+        assert_eq!(unknown_option("redis://h:1"), None);
+        assert_eq!(unknown_option("memory"), None);
     }
 
     /// Credentials never reach a log line, whatever characters the password holds and
