@@ -177,35 +177,10 @@ fn a_dapr_client_and_a_guest_of_one_app_exclude_each_other() {
     assert_eq!(freed, ["status success"]);
 
     // A guest holds it: the client is refused until the guest lets it go.
-    let go = tempfile::tempdir().unwrap();
-    let signal = go.path().join("go");
-    let lockctl_p3 = guest("lockctl_p3");
-    warm(&lockctl_p3);
-    let mut holder = latchkey()
-        .args(["run", "--app-id", "billing", "--store", &store])
-        .arg("--dir")
-        .arg(format!("{}::/go", go.path().display()))
-        .arg(&lockctl_p3)
-        .args([
-            "open",
-            "lockstore",
-            "try",
-            "shared",
-            "60000",
-            "await-file",
-            "/go/go",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
-    assert_eq!(out.next().unwrap().unwrap(), "opened lockstore");
-    let granted = out.next().unwrap().unwrap();
-    assert!(granted.starts_with("granted shared"), "{granted}");
+    let holder = Holder::take(&["--store", &store]);
     let refused = dapr_python(endpoint.ports(), None, "lock lockstore shared owner-a 60");
     assert_eq!(refused, ["success false"]);
-    std::fs::write(&signal, "").unwrap();
-    assert!(holder.wait().unwrap().success());
+    holder.release();
     let after = dapr_python(endpoint.ports(), None, "lock lockstore shared owner-a 60");
     assert_eq!(after, ["success true"]);
 }
@@ -216,39 +191,19 @@ fn a_dapr_client_and_a_guest_of_one_app_exclude_each_other() {
 #[test]
 fn the_api_beside_guests_shares_their_stores() {
     let (http, grpc) = (harness::free_port(), harness::free_port());
-    let go = tempfile::tempdir().unwrap();
-    let lockctl_p3 = guest("lockctl_p3");
-    warm(&lockctl_p3);
-    let mut holder = latchkey()
-        .args(["run", "--app-id", "billing"])
-        .args(["--dapr-http-addr", &format!("127.0.0.1:{http}")])
-        .args(["--dapr-grpc-addr", &format!("127.0.0.1:{grpc}")])
-        .arg("--dir")
-        .arg(format!("{}::/go", go.path().display()))
-        .arg(&lockctl_p3)
-        .args([
-            "open",
-            "lockstore",
-            "try",
-            "shared",
-            "60000",
-            "await-file",
-            "/go/go",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(holder.stdout.take().unwrap()).lines();
-    assert_eq!(out.next().unwrap().unwrap(), "opened lockstore");
-    assert!(out.next().unwrap().unwrap().starts_with("granted shared"));
+    let holder = Holder::take(&[
+        "--dapr-http-addr",
+        &format!("127.0.0.1:{http}"),
+        "--dapr-grpc-addr",
+        &format!("127.0.0.1:{grpc}"),
+    ]);
     let lines = dapr_python(
         (http, grpc),
         None,
         "lock lockstore shared owner-a 60 lock lockstore other owner-a 60",
     );
     assert_eq!(lines, ["success false", "success true"]);
-    std::fs::write(go.path().join("go"), "").unwrap();
-    assert!(holder.wait().unwrap().success());
+    holder.release();
 }
 
 /// Bad input gets Dapr's error answer over HTTP, and takes nothing.
@@ -347,6 +302,51 @@ fn bad_input_is_refused_and_takes_nothing() {
         (status, answer["errorCode"].as_str()),
         (404, Some("ERR_NOT_FOUND"))
     );
+}
+
+/// A guest of app `billing` (`latchkey run FLAGS lockctl_p3`) holding the lock on `shared`
+/// until [`Holder::release`].
+struct Holder {
+    guest: std::process::Child,
+    go: tempfile::TempDir,
+}
+
+impl Holder {
+    /// Starts the guest, and returns once it holds the lock.
+    fn take(flags: &[&str]) -> Self {
+        let go = tempfile::tempdir().unwrap();
+        let lockctl_p3 = guest("lockctl_p3");
+        warm(&lockctl_p3);
+        let mut guest = latchkey()
+            .args(["run", "--app-id", "billing"])
+            .args(flags)
+            .arg("--dir")
+            .arg(format!("{}::/go", go.path().display()))
+            .arg(&lockctl_p3)
+            .args([
+                "open",
+                "lockstore",
+                "try",
+                "shared",
+                "60000",
+                "await-file",
+                "/go/go",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(guest.stdout.take().unwrap()).lines();
+        assert_eq!(out.next().unwrap().unwrap(), "opened lockstore");
+        let granted = out.next().unwrap().unwrap();
+        assert!(granted.starts_with("granted shared"), "{granted}");
+        Holder { guest, go }
+    }
+
+    /// Lets the guest go on to its end, which releases the lock.
+    fn release(mut self) {
+        std::fs::write(self.go.path().join("go"), "").unwrap();
+        assert!(self.guest.wait().unwrap().success());
+    }
 }
 
 /// POSTs `body` to `url`: the status and the JSON answer.
