@@ -13,11 +13,12 @@
 //! free), so it reads at least this fence and grants a larger one. The README has the
 //! argument and its assumptions.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use tokio::time::{Instant, timeout};
 
@@ -48,6 +49,39 @@ pub(crate) struct RedlockBackend {
     masters: Arc<[RedisBackend]>,
     /// Each master's share of a call: a master slower than this counts as a "no".
     master_timeout: Duration,
+    /// Grants whose acquires still run on the masters that had not answered when the grant
+    /// was decided, and whether their holder has let go since.
+    late: Arc<Mutex<HashMap<(LockKey, Token), LateGrant>>>,
+}
+
+/// One master of the set, owned, so that a call on it can run on after its caller returns.
+#[derive(Clone)]
+struct Master {
+    all: Arc<[RedisBackend]>,
+    index: usize,
+}
+
+impl std::ops::Deref for Master {
+    type Target = RedisBackend;
+
+    fn deref(&self) -> &RedisBackend {
+        &self.all[self.index]
+    }
+}
+
+/// Calls still running on the masters that had not answered when their call was decided:
+/// each gives its master's number and its answer (`None` if it failed or was late).
+type Running<T> = FuturesUnordered<BoxFuture<'static, (usize, Option<T>)>>;
+
+/// A grant some of whose acquires are still running.
+#[derive(Default)]
+struct LateGrant {
+    /// How many rounds granted it (one, but for an owner who takes a lock it holds) with
+    /// acquires still running.
+    rounds: usize,
+    /// The holder let go (or the operator evicted the lock) while they ran: a late one that
+    /// grants is released again on its master.
+    released: bool,
 }
 
 impl RedlockBackend {
@@ -93,6 +127,7 @@ impl RedlockBackend {
         Ok(RedlockBackend {
             masters,
             master_timeout,
+            late: Arc::default(),
         })
     }
 
@@ -105,9 +140,8 @@ impl RedlockBackend {
     /// for gives `None`.
     ///
     /// Not waiting for the rest once the outcome is decided keeps a master that went silent
-    /// (a partition, not a refused connection) from costing a call its timeout. Its request
-    /// may still run: it holds only the grant's own token, which every master is told to
-    /// release when the grant ends.
+    /// (a partition, not a refused connection) from costing a call its timeout. For reads:
+    /// a change runs on every master to its end ([`RedlockBackend::change_each`]).
     async fn on_each<'a, T, F>(
         &'a self,
         call: impl Fn(&'a RedisBackend) -> F,
@@ -130,24 +164,28 @@ impl RedlockBackend {
     where
         F: Future<Output = BackendResult<T>>,
     {
-        let mut answers: Vec<Option<T>> = self.masters.iter().map(|_| None).collect();
+        let wait = self.master_timeout;
         let mut pending: FuturesUnordered<_> = which
             .into_iter()
             .map(|i| {
                 let call = call(&self.masters[i]);
-                async move {
-                    let answer = match timeout(self.master_timeout, call).await {
-                        Ok(Ok(value)) => Some(value),
-                        Ok(Err(err)) => {
-                            tracing::debug!(error = %err, "a Redlock master failed");
-                            None
-                        }
-                        Err(_) => None,
-                    };
-                    (i, answer)
-                }
+                async move { (i, within(wait, call).await) }
             })
             .collect();
+        self.answers(&mut pending, enough).await
+    }
+
+    /// Answers from `pending`, in the order of all masters, until they are `enough` to
+    /// decide or none is left; the rest stay in `pending`.
+    async fn answers<T, F>(
+        &self,
+        pending: &mut FuturesUnordered<F>,
+        enough: impl Fn(&[Option<T>]) -> bool,
+    ) -> Vec<Option<T>>
+    where
+        F: Future<Output = (usize, Option<T>)>,
+    {
+        let mut answers: Vec<Option<T>> = self.masters.iter().map(|_| None).collect();
         while let Some((i, answer)) = pending.next().await {
             answers[i] = answer;
             if enough(&answers) {
@@ -155,6 +193,109 @@ impl RedlockBackend {
             }
         }
         answers
+    }
+
+    /// A change made on every master at once, as [`RedlockBackend::on_each`] makes it, whose
+    /// calls not waited for keep running (to their master timeout), returned.
+    ///
+    /// A change decided by its first majority still reaches every master that answers in
+    /// time, as it would if all were waited for: a grant that stood on a bare majority would
+    /// be lost to one master's fault (its clock jumping, its restart) where the Redlock
+    /// description's, on every master that answered, survives it.
+    async fn change_each<T, F>(
+        &self,
+        call: impl Fn(Master) -> F,
+        enough: impl Fn(&[Option<T>]) -> bool,
+    ) -> (Vec<Option<T>>, Running<T>)
+    where
+        T: Send + 'static,
+        F: Future<Output = BackendResult<T>> + Send + 'static,
+    {
+        let wait = self.master_timeout;
+        let mut running: Running<T> = (0..self.masters.len())
+            .map(|index| {
+                let call = call(Master {
+                    all: self.masters.clone(),
+                    index,
+                });
+                let answer: BoxFuture<'static, _> =
+                    Box::pin(async move { (index, within(wait, call).await) });
+                answer
+            })
+            .collect();
+        let answers = self.answers(&mut running, enough).await;
+        (answers, running)
+    }
+
+    /// [`RedlockBackend::change_each`], with the calls not waited for left to finish in
+    /// the background.
+    async fn change_everywhere<T, F>(
+        &self,
+        call: impl Fn(Master) -> F,
+        enough: impl Fn(&[Option<T>]) -> bool,
+    ) -> Vec<Option<T>>
+    where
+        T: Send + 'static,
+        F: Future<Output = BackendResult<T>> + Send + 'static,
+    {
+        let (answers, running) = self.change_each(call, enough).await;
+        run_on(running);
+        answers
+    }
+
+    /// Lets a grant's acquires that were not waited for finish in the background, each
+    /// released again on its master if it granted after the grant's holder let go.
+    fn finish_late_acquires(&self, mut running: Running<Attempt>, key: &LockKey, token: &Token) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if running.is_empty() {
+            return;
+        }
+        let grant = (key.clone(), token.clone());
+        let mut late = self
+            .late
+            .lock()
+            .expect("never poisoned: nothing panics under it");
+        let entry = late.entry(grant.clone()).or_default();
+        entry.rounds += 1;
+        // A new grant of the same owner's: what lands late is this grant's.
+        entry.released = false;
+        drop(late);
+        let (late, masters, wait) = (self.late.clone(), self.masters.clone(), self.master_timeout);
+        runtime.spawn(async move {
+            while let Some((index, attempt)) = running.next().await {
+                let granted = matches!(attempt, Some(Attempt::Granted { .. }));
+                let let_go = || {
+                    late.lock()
+                        .expect("never poisoned")
+                        .get(&grant)
+                        .is_some_and(|g| g.released)
+                };
+                if granted && let_go() {
+                    let _ = timeout(wait, masters[index].release(&grant.0, &grant.1)).await;
+                }
+            }
+            let mut late = late.lock().expect("never poisoned");
+            if let Some(entry) = late.get_mut(&grant) {
+                entry.rounds -= 1;
+                if entry.rounds == 0 {
+                    late.remove(&grant);
+                }
+            }
+        });
+    }
+
+    /// Marks the grants of `key` (of `token`'s only, if given) whose acquires still run as
+    /// let go: before the release is sent, so that an acquire that lands after the release
+    /// is seen, when it answers, to have landed too late.
+    fn let_go(&self, key: &LockKey, token: Option<&Token>) {
+        let mut late = self.late.lock().expect("never poisoned");
+        for ((k, t), grant) in late.iter_mut() {
+            if k == key && token.is_none_or(|token| token == t) {
+                grant.released = true;
+            }
+        }
     }
 
     /// How many of `answers` are `wanted`.
@@ -215,10 +356,10 @@ impl RedlockBackend {
     /// written back to that majority; or nothing, and every master told to let go.
     ///
     /// The round is decided as soon as the answers so far decide it — a majority granted, or
-    /// a majority found the lock held — so a silent master costs it
-    /// nothing while the others answer. Only a majority's fences are needed: the grant
-    /// writes the largest of them back to that majority, which every later majority shares
-    /// a master with.
+    /// a majority found the lock held — so a silent master costs it nothing while the
+    /// others answer; the other acquires finish in the background. Only a majority's fences
+    /// are needed: the grant writes the largest of them back to that majority, which every
+    /// later majority shares a master with.
     async fn round(&self, key: &LockKey, token: &Token, lease: Duration) -> BackendResult<Round> {
         let started = Instant::now();
         let quorum = self.quorum();
@@ -233,8 +374,14 @@ impl RedlockBackend {
                 .count();
             granted >= quorum || busy >= quorum
         };
-        let replies = self
-            .on_each(|master| master.try_acquire(key, token, lease), decided)
+        let (replies, late) = self
+            .change_each(
+                |master| {
+                    let (key, token) = (key.clone(), token.clone());
+                    async move { master.try_acquire(&key, &token, lease).await }
+                },
+                decided,
+            )
             .await;
         let answered = replies.iter().flatten().count();
         let (mut grantors, mut fences, mut held) = (Vec::new(), Vec::new(), Vec::new());
@@ -260,6 +407,7 @@ impl RedlockBackend {
                 )
                 .await;
             if Self::count(&raised, &true) >= quorum && within_lease(started, lease) {
+                self.finish_late_acquires(late, key, token);
                 return Ok(Round::Granted(fence));
             }
         }
@@ -301,6 +449,28 @@ enum Round {
     Split,
 }
 
+/// `call`'s answer if it gives one within `wait`; `None` if it fails or is late.
+async fn within<T>(wait: Duration, call: impl Future<Output = BackendResult<T>>) -> Option<T> {
+    match timeout(wait, call).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "a Redlock master failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Lets `running` finish in the background, its answers unread.
+fn run_on<T: Send + 'static>(mut running: Running<T>) {
+    if running.is_empty() {
+        return;
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move { while running.next().await.is_some() {} });
+    }
+}
+
 fn retry_delay() -> Duration {
     MAX_RETRY_DELAY.mul_f64(rand::random::<f64>())
 }
@@ -331,9 +501,13 @@ impl Backend for RedlockBackend {
 
     async fn release(&self, key: &LockKey, token: &Token) -> BackendResult<UnlockStatus> {
         let quorum = self.quorum();
+        self.let_go(key, Some(token));
         let statuses = self
-            .on_each(
-                |master| master.release(key, token),
+            .change_everywhere(
+                |master| {
+                    let (key, token) = (key.clone(), token.clone());
+                    async move { master.release(&key, &token).await }
+                },
                 |statuses| Self::count(statuses, &UnlockStatus::Success) >= quorum,
             )
             .await;
@@ -355,8 +529,11 @@ impl Backend for RedlockBackend {
         let started = Instant::now();
         let quorum = self.quorum();
         let extended = self
-            .on_each(
-                |master| master.extend(key, token, lease),
+            .change_everywhere(
+                |master| {
+                    let (key, token) = (key.clone(), token.clone());
+                    async move { master.extend(&key, &token, lease).await }
+                },
                 |extended| Self::count(extended, &true) >= quorum,
             )
             .await;
@@ -393,9 +570,26 @@ impl Backend for RedlockBackend {
                 .filter(|a| a.as_ref().and_then(|a| a.get(i).copied().flatten()) == Some(true))
                 .count()
         };
+        let owned: Arc<[(LockKey, Token, Duration)]> = renewals
+            .iter()
+            .map(|r| (r.key.clone(), r.token.clone(), r.lease))
+            .collect();
         let answers = self
-            .on_each(
-                |master| master.renew(renewals),
+            .change_everywhere(
+                |master| {
+                    let owned = owned.clone();
+                    async move {
+                        let renewals: Vec<Renewal<'_>> = owned
+                            .iter()
+                            .map(|(key, token, lease)| Renewal {
+                                key,
+                                token,
+                                lease: *lease,
+                            })
+                            .collect();
+                        master.renew(&renewals).await
+                    }
+                },
                 |answers| (0..renewals.len()).all(|i| renewed_by(answers, i) >= quorum),
             )
             .await;
@@ -546,6 +740,7 @@ impl Backend for RedlockBackend {
     /// Evicted from every master that answers; it is gone once a majority no longer holds
     /// it.
     async fn evict(&self, key: &LockKey) -> BackendResult<bool> {
+        self.let_go(key, None);
         let answers = self
             .on_each(|master| master.evict_key(key), |_| false)
             .await;
