@@ -475,10 +475,9 @@ fn a_flood_of_output_arrives_whole_in_flat_memory() {
     );
 }
 
-/// A store URL's query option that no URL form takes — `key-layout`, say, which this host
-/// does not serve yet — is refused in one line, never ignored; a word without `=`, which may
-/// be a secret in the wrong place, is not quoted. The control: the options redis-rs takes
-/// still pass.
+/// A store URL's query option that no URL form takes — `color`, say — is refused in one
+/// line, never ignored; a word without `=`, which may be a secret in the wrong place, is not
+/// quoted. The control: the options redis-rs takes, and latchkey's `key-layout`, still pass.
 #[test]
 fn unknown_url_options_are_refused() {
     let lockctl = guest("lockctl");
@@ -492,12 +491,12 @@ fn unknown_url_options_are_refused() {
             "lockstore",
         ])
     };
-    let out = try_store("redis://127.0.0.1:1/?key-layout=dapr");
+    let out = try_store("redis://127.0.0.1:1/?color=blue");
     assert!(!out.status.success());
     let said = text(&out.stderr);
     assert_eq!(said.lines().count(), 1, "{said}");
     assert!(
-        said.contains(r#"no store URL takes the option "key-layout""#),
+        said.contains(r#"no store URL takes the option "color""#),
         "{said}"
     );
     let out = try_store("redis://127.0.0.1:1/?s3cret");
@@ -507,6 +506,71 @@ fn unknown_url_options_are_refused() {
         "{said}"
     );
     // The control: redis-rs's own options are taken (the store then fails to answer).
-    let out = try_store("redis://127.0.0.1:1/?protocol=resp3");
-    assert!(!text(&out.stderr).contains("takes the option"), "{out:?}");
+    for taken in ["protocol=resp3", "key-layout=dapr"] {
+        let out = try_store(&format!("redis://127.0.0.1:1/?{taken}"));
+        let said = text(&out.stderr);
+        assert!(said.contains("could not be reached"), "{taken}: {said}");
+    }
+}
+
+/// daprd's key layout where a store cannot keep it — a Cluster (no hash tags), Sentinel and
+/// Redlock (daprd locks one server without replicas), the memory store (daprd cannot reach it), beside a namespace — or a
+/// layout of no known name: each one line, at start-up, before any guest runs. The control:
+/// the same store in latchkey's layout gets as far as connecting.
+#[test]
+fn daprs_key_layout_is_refused_where_it_cannot_be_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let lockctl = guest("lockctl");
+    let refusal = |store: &str| {
+        let config = dir.path().join("latchkey.toml");
+        std::fs::write(&config, format!("[stores.lockstore]\n{store}\n")).unwrap();
+        let out = run(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            lockctl.to_str().unwrap(),
+            "open",
+            "lockstore",
+        ]);
+        assert!(!out.status.success(), "{store}: {out:?}");
+        let said = text(&out.stderr);
+        assert_eq!(said.lines().count(), 1, "{store}: {said}");
+        said
+    };
+    let cases = [
+        (
+            "url = \"redis+cluster://127.0.0.1:1/?key-layout=dapr\"",
+            "has no hash tags",
+        ),
+        (
+            "url = \"redis+redlock://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3\"\nkey-layout = \"dapr\"",
+            "daprd takes a lock on one server",
+        ),
+        (
+            "url = \"redis+sentinel://127.0.0.1:1/mymaster?key-layout=dapr\"",
+            "refuses failover and replicas",
+        ),
+        (
+            "url = \"memory\"\nkey-layout = \"dapr\"",
+            "the memory store is this process's own",
+        ),
+        (
+            "url = \"redis://127.0.0.1:1\"\nkey-layout = \"dapr\"\nnamespace = \"blue\"",
+            "has no namespaces",
+        ),
+        (
+            "url = \"redis://127.0.0.1:1/?key-layout=daprd\"",
+            r#"key-layout "daprd" is not one of "latchkey", "dapr""#,
+        ),
+        (
+            "url = \"redis://127.0.0.1:1/?key-layout=dapr\"\nkey-layout = \"latchkey\"",
+            r#"key-layout "dapr" in the URL, "latchkey" in the settings"#,
+        ),
+    ];
+    for (store, reason) in cases {
+        let said = refusal(store);
+        assert!(said.contains(reason), "{store}: {said}");
+    }
+    let control = refusal("url = \"redis://127.0.0.1:1\"\nkey-layout = \"latchkey\"");
+    assert!(control.contains("could not be reached"), "{control}");
 }

@@ -304,6 +304,215 @@ fn bad_input_is_refused_and_takes_nothing() {
     );
 }
 
+/// An owner holds at most its app's `max-held` locks through the endpoint, as an instance
+/// does: the next TryLock is refused (HTTP 429, gRPC `RESOURCE_EXHAUSTED`) without touching
+/// the store, an unlock gives the place back, and another owner has places of its own.
+#[test]
+fn an_owner_holds_at_most_its_apps_max_held() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("latchkey.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[stores.lockstore]\nurl = \"{}\"\n[apps.billing]\nmax-held = 2\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let endpoint = DaprProcess::start(&["--app-id", "billing", "--config", config], &[]);
+    let lock = endpoint.url("/v1.0-alpha1/lock/lockstore");
+    let take = |id: &str, owner: &str| {
+        let body = format!(r#"{{"resourceId":"{id}","lockOwner":"{owner}","expiryInSeconds":60}}"#);
+        post(&lock, &body)
+    };
+    for id in ["one", "two"] {
+        assert_eq!(
+            take(id, "owner-a"),
+            (200, serde_json::json!({"success": true}))
+        );
+    }
+    let (status, answer) = take("three", "owner-a");
+    assert_eq!(
+        (status, answer["errorCode"].as_str()),
+        (429, Some("ERR_TRY_LOCK")),
+        "{answer}"
+    );
+    let over_grpc = dapr_python(endpoint.ports(), None, "lock lockstore three owner-a 60");
+    assert_eq!(over_grpc, ["error RESOURCE_EXHAUSTED"]);
+    assert!(
+        redis.lock_keys().iter().all(|key| !key.contains("three")),
+        "{:?}",
+        redis.keys()
+    );
+
+    assert_eq!(take("three", "owner-b").0, 200);
+    let freed = dapr_python(
+        endpoint.ports(),
+        None,
+        "unlock lockstore one owner-a lock lockstore three owner-a 60",
+    );
+    assert_eq!(freed, ["status success", "success false"]);
+    assert_eq!(
+        take("four", "owner-a"),
+        (200, serde_json::json!({"success": true}))
+    );
+}
+
+/// daprd's unlock, as its Redis lock store runs it: delete the key if it holds the owner;
+/// `-1` if there is no lock, `-2` if it is another owner's, `1` once deleted.
+const DAPRD_UNLOCK: &str = "local owner = redis.call('GET', KEYS[1]) \
+     if owner == false then return -1 end \
+     if owner ~= ARGV[1] then return -2 end \
+     return redis.call('DEL', KEYS[1])";
+
+/// A store in daprd's key layout shares its locks with daprd, driven here as daprd drives
+/// Redis (`SET NX PX` of `lock||APP||ID`, then its compare-and-delete): daprd's lock excludes
+/// a guest, and a waiting guest gets it after daprd's unlock — which announces nothing, so
+/// the waiter must look again by itself (without that it would wait out daprd's ten-minute
+/// expiry); a guest's grant excludes daprd; fences rise; the operator lists daprd's lock.
+#[test]
+fn a_store_in_daprs_layout_shares_locks_with_daprd() {
+    let redis = RedisServer::start();
+    let store = format!("lockstore={}/?key-layout=dapr", redis.url());
+    let key = "lock||billing||shared";
+    let set_nx = |owner: &str| redis.redis_cli(&["SET", key, owner, "NX", "PX", "600000"]);
+
+    assert_eq!(set_nx("daprd-owner"), "OK");
+    let tried = run_lockctl(&store, "try shared 60000");
+    assert_eq!(tried, ["opened lockstore", "held shared"]);
+    let listed = latchkey()
+        .args(["locks", "list", "--json", "--store"])
+        .arg(format!("{}/?key-layout=dapr", redis.url()))
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        (&listed[0]["app"], &listed[0]["id"]),
+        (&"billing".into(), &"shared".into()),
+        "{listed}"
+    );
+
+    // A guest waits for it; once it has subscribed and been refused, daprd unlocks.
+    let channel = "lock||billing||shared||released";
+    let refusals = redis.calls("pttl");
+    let lockctl = guest("lockctl");
+    let waiter = latchkey()
+        .args(["run", "--app-id", "billing", "--store", &store])
+        .arg(&lockctl)
+        .args([
+            "open",
+            "lockstore",
+            "lock",
+            "shared",
+            "60000",
+            "120000",
+            "unlock",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while redis
+        .redis_cli(&["PUBSUB", "NUMSUB", channel])
+        .ends_with('0')
+        || redis.calls("pttl") == refusals
+    {
+        assert!(
+            started.elapsed() < harness::PATIENCE,
+            "the guest never waited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        redis.redis_cli(&["EVAL", DAPRD_UNLOCK, "1", key, "daprd-owner"]),
+        "1"
+    );
+    let out = waiter.wait_with_output().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = lines.lines().collect();
+    assert!(lines[1].starts_with("granted shared fence="), "{lines:?}");
+    // Granted before its wait ran out: at the deadline it would look once more anyway.
+    let after: u64 = lines[1].rsplit_once("after=").unwrap().1.parse().unwrap();
+    assert!(after < 120_000, "{lines:?}");
+    assert_eq!(lines[2], "unlocked success", "{lines:?}");
+    let waiters_fence: u64 = redis
+        .redis_cli(&["GET", &format!("{key}||fence")])
+        .parse()
+        .unwrap();
+
+    // A guest holds it: daprd cannot take it, nor unlock it as another owner.
+    let holder = Holder::take(&["--store", &store]);
+    assert_eq!(set_nx("daprd-owner"), "");
+    assert_eq!(
+        redis.redis_cli(&["EVAL", DAPRD_UNLOCK, "1", key, "daprd-owner"]),
+        "-2"
+    );
+    let fence: u64 = redis
+        .redis_cli(&["GET", &format!("{key}||fence")])
+        .parse()
+        .unwrap();
+    assert!(fence > waiters_fence, "{fence} after {waiters_fence}");
+    holder.release();
+    assert_eq!(redis.redis_cli(&["EXISTS", key]), "0");
+    assert_eq!(set_nx("daprd-owner"), "OK");
+}
+
+/// In daprd's layout a Dapr client's owner is stored as daprd stores it, so the endpoint and
+/// daprd agree whose a lock is: daprd unlocks the endpoint's lock as its owner, and the
+/// endpoint unlocks daprd's.
+#[test]
+fn the_endpoint_and_daprd_agree_whose_a_lock_is() {
+    let redis = RedisServer::start();
+    let store = format!("lockstore={}/?key-layout=dapr", redis.url());
+    let endpoint = DaprProcess::start(&["--app-id", "billing", "--store", &store], &[]);
+    let key = "lock||billing||report";
+    let held = dapr_python(endpoint.ports(), None, "lock lockstore report owner-a 60");
+    assert_eq!(held, ["success true"]);
+    assert_eq!(redis.redis_cli(&["GET", key]), "owner-a");
+    let daprd_unlock = |owner: &str| redis.redis_cli(&["EVAL", DAPRD_UNLOCK, "1", key, owner]);
+    assert_eq!(daprd_unlock("owner-b"), "-2");
+    assert_eq!(daprd_unlock("owner-a"), "1");
+    let gone = dapr_python(endpoint.ports(), None, "unlock lockstore report owner-a");
+    assert_eq!(gone, ["status lock_does_not_exist"]);
+
+    let taken = redis.redis_cli(&["SET", key, "owner-b", "NX", "PX", "60000"]);
+    assert_eq!(taken, "OK");
+    let lines = dapr_python(
+        endpoint.ports(),
+        None,
+        "lock lockstore report owner-a 60 unlock lockstore report owner-a \
+         unlock lockstore report owner-b",
+    );
+    assert_eq!(
+        lines,
+        [
+            "success false",
+            "status lock_belongs_to_others",
+            "status success"
+        ]
+    );
+    assert_eq!(redis.redis_cli(&["EXISTS", key]), "0");
+}
+
+/// `latchkey run --app-id billing --store STORE lockctl open lockstore STEPS`: its lines.
+fn run_lockctl(store: &str, steps: &str) -> Vec<String> {
+    let out = latchkey()
+        .args(["run", "--app-id", "billing", "--store", store])
+        .arg(guest("lockctl"))
+        .args(["open", "lockstore"])
+        .args(steps.split_whitespace())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A guest of app `billing` (`latchkey run FLAGS lockctl_p3`) holding the lock on `shared`
 /// until [`Holder::release`].
 struct Holder {

@@ -9,6 +9,10 @@
 //! wait-replicas = 0                      # replicas that must confirm each grant
 //! namespace = "blue"                     # optional: a lock space of its own in this Redis
 //!
+//! [stores.shared-with-daprd]
+//! url = "redis://10.0.0.6:6379"
+//! key-layout = "dapr"                    # locks as daprd keeps them: lock||<app>||<id>
+//!
 //! [stores.scratch]
 //! url = "memory"
 //!
@@ -76,6 +80,9 @@ pub struct StoreConfig {
     /// A lock space of its own in the store: the same app and resource id in two
     /// namespaces are two locks. Default: none.
     pub namespace: Option<String>,
+    /// How locks are laid out among the store's keys: `"latchkey"` (the default) or
+    /// `"dapr"`, as daprd's Redis lock store lays them out, to share locks with daprd.
+    pub key_layout: Option<String>,
 }
 
 /// What one app may do.
@@ -349,6 +356,7 @@ impl StoreConfig {
             password_env: None,
             wait_replicas: 0,
             namespace: None,
+            key_layout: None,
         }
     }
 
@@ -390,6 +398,7 @@ impl StoreConfig {
         settings.timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
         settings.wait_replicas = self.wait_replicas;
         settings.namespace = self.namespace.clone();
+        settings.key_layout = self.key_layout.clone();
         settings
     }
 }

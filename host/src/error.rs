@@ -205,4 +205,23 @@ pub enum OpenError {
         /// The namespace asked for.
         namespace: String,
     },
+    /// A key layout of another name than `latchkey` or `dapr`.
+    #[error("{url}: key-layout {layout:?} is not one of \"latchkey\", \"dapr\"")]
+    UnknownKeyLayout {
+        /// The URL, redacted.
+        url: String,
+        /// The layout asked for.
+        layout: String,
+    },
+    /// daprd's key layout on a store that cannot keep it safely.
+    #[error("{url}: key-layout \"dapr\" {reason}")]
+    DaprsLayoutUnsupported {
+        /// The URL, redacted.
+        url: String,
+        /// Why not.
+        reason: &'static str,
+    },
+    /// A namespace in daprd's key layout, which has none.
+    #[error("daprd's key layout has no namespaces: leave out the namespace or key-layout")]
+    NamespaceInDaprsLayout,
 }

@@ -29,8 +29,115 @@
 //! a part, so two different (namespace, app, id, kind) always give different names, and
 //! the braces always enclose the whole pair: Redis Cluster hashes only what is inside
 //! `{...}`, so the keys of one lock share a hash slot whatever bytes the id holds.
+//!
+//! # daprd's layout
+//!
+//! A store opened with `key-layout=dapr` ([`KeySpace::Dapr`]) names its locks as daprd's
+//! Redis lock store does, so that latchkey hosts and daprd sidecars on one Redis exclude
+//! each other:
+//!
+//! ```text
+//! lock||<app>||<id>                  the holder's owner token (a Dapr client's: its owner), TTL the lease
+//! lock||<app>||<id>||fence           the last fencing token granted
+//! lock||<app>||<id>||released        the channel that announces unlocks
+//! lock||<app>||<id>||permit||<n>     permit n of semaphore id (its fence and channel as above)
+//! lock||<app>||<id>||leader          the leadership of election id
+//! ```
+//!
+//! Nothing is escaped, as daprd escapes nothing; instead no app or id may hold `||`
+//! ([`KeySpace::check`]), which daprd refuses in ids too. So every side key has more `||`
+//! than any daprd key can: none collides with a lock of daprd's, and none with another.
+//! Without hash tags the keys of one lock are in different Cluster slots: the layout is
+//! for one server only, the one deployment daprd's lock store runs on.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// Where a store's locks live among its keys: latchkey's layout, in a namespace or not, or
+/// daprd's.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySpace {
+    /// latchkey's own layout (see the [module](self) docs), in `namespace` if given.
+    Latchkey {
+        /// The store's namespace: 1 to 64 letters, digits, `.`, `_` or `-`.
+        namespace: Option<Arc<str>>,
+    },
+    /// daprd's layout ([`key-layout=dapr`](self#daprds-layout)).
+    Dapr,
+}
+
+impl Default for KeySpace {
+    fn default() -> Self {
+        KeySpace::Latchkey { namespace: None }
+    }
+}
+
+/// What a key found in a store is, to a [`KeySpace`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found<'a> {
+    /// The owner-token key of a lock of this space.
+    Here(Decoded),
+    /// The owner-token key of a lock of latchkey's layout in another namespace (`None`:
+    /// none).
+    Elsewhere(Option<&'a str>, Decoded),
+    /// A side key of this space's (a fence), not a lock.
+    Side,
+    /// Not a key of a lock.
+    Foreign,
+}
+
+impl KeySpace {
+    /// The store's namespace, if it has one.
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            KeySpace::Latchkey { namespace } => namespace.as_deref(),
+            KeySpace::Dapr => None,
+        }
+    }
+
+    /// The names of the lock of `kind` of `app` on `id` in this space.
+    pub fn key(&self, app: &str, id: &str, kind: GrantKind) -> LockKey {
+        match self {
+            KeySpace::Latchkey { namespace } => {
+                LockKey::of_kind(namespace.as_deref(), app, id, kind)
+            }
+            KeySpace::Dapr => LockKey::in_daprs_layout(app, id, kind),
+        }
+    }
+
+    /// Refuses an app or an id this space cannot name apart from others: in daprd's layout,
+    /// one that holds `||`. Every name latchkey's layout takes.
+    pub fn check(&self, what: &str, name: &str) -> Result<(), String> {
+        match self {
+            KeySpace::Dapr if name.contains("||") => Err(format!(
+                "{what} holds \"||\", which a store in daprd's key layout cannot tell apart"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// What the store's key `key` is to this space.
+    pub fn find<'k>(&self, key: &'k str) -> Found<'k> {
+        match self {
+            KeySpace::Latchkey { namespace } => match LockKey::decode_any(key) {
+                Some((found, lock)) if found == namespace.as_deref() => Found::Here(lock),
+                Some((found, lock)) => Found::Elsewhere(found, lock),
+                None => Found::Foreign,
+            },
+            KeySpace::Dapr => LockKey::decode_daprs(key),
+        }
+    }
+
+    /// A Redis `SCAN MATCH` pattern for the owner-token keys of every lock that
+    /// [`KeySpace::find`] can place. It matches other keys as well.
+    pub fn pattern(&self) -> &'static str {
+        match self {
+            KeySpace::Latchkey { .. } => LockKey::EVERY_LOCK,
+            KeySpace::Dapr => "lock||*",
+        }
+    }
+}
 
 /// What a lock is for: a plain lock, one permit of a semaphore, or an election's leadership.
 #[non_exhaustive]
@@ -121,6 +228,59 @@ impl LockKey {
         }
     }
 
+    /// The names of the lock of `kind` of `app` on `id` in daprd's layout (see the
+    /// [module](self#daprds-layout) docs); neither may hold `||`.
+    fn in_daprs_layout(app: &str, id: &str, kind: GrantKind) -> Self {
+        let mut names = format!("lock||{app}||{id}");
+        match kind {
+            GrantKind::Lock => {}
+            GrantKind::Permit { .. } => names.push_str("||permit"),
+            GrantKind::Leadership => names.push_str("||leader"),
+        }
+        let channel = ..names.len();
+        if let GrantKind::Permit { slot } = kind {
+            let _ = write!(names, "||{slot}");
+        }
+        let lock = ..names.len();
+        let fence_at = names.len();
+        names.extend_from_within(lock);
+        names.push_str("||fence");
+        let released_at = names.len();
+        names.extend_from_within(channel);
+        names.push_str("||released");
+        LockKey {
+            names,
+            fence_at,
+            released_at,
+        }
+    }
+
+    /// What the key `key` is in daprd's layout.
+    fn decode_daprs(key: &str) -> Found<'_> {
+        let Some(rest) = key.strip_prefix("lock||") else {
+            return Found::Foreign;
+        };
+        let parts: Vec<&str> = rest.split("||").collect();
+        let (app, id, kind) = match parts[..] {
+            [app, id] => (app, id, GrantKind::Lock),
+            [app, id, "leader"] => (app, id, GrantKind::Leadership),
+            [app, id, "permit", slot] => match slot_number(slot) {
+                Some(slot) => (app, id, GrantKind::Permit { slot }),
+                None => return Found::Foreign,
+            },
+            [.., "fence"] => return Found::Side,
+            _ => return Found::Foreign,
+        };
+        if app.is_empty() || id.is_empty() {
+            return Found::Foreign;
+        }
+        Found::Here(Decoded {
+            app: app.to_owned(),
+            id: id.to_owned(),
+            kind,
+        })
+    }
+
     /// The key that holds the owner token.
     pub fn lock(&self) -> &str {
         &self.names[..self.fence_at]
@@ -181,15 +341,8 @@ impl LockKey {
             "leader:" => GrantKind::Leadership,
             permit => {
                 let slot = permit.strip_prefix("permit:")?.strip_suffix(':')?;
-                // Only the form `of_kind` writes: no sign, no leading zero.
-                if slot.is_empty() || (slot.len() > 1 && slot.starts_with('0')) {
-                    return None;
-                }
-                if !slot.bytes().all(|b| b.is_ascii_digit()) {
-                    return None;
-                }
                 GrantKind::Permit {
-                    slot: slot.parse().ok()?,
+                    slot: slot_number(slot)?,
                 }
             }
         };
@@ -204,9 +357,13 @@ impl LockKey {
 
     /// What this key names: its app, id and kind.
     pub fn decoded(&self) -> Decoded {
-        Self::decode_any(self.lock())
-            .expect("a key made by `of_kind` reads back")
-            .1
+        match Self::decode_any(self.lock()) {
+            Some((_, decoded)) => decoded,
+            None => match Self::decode_daprs(self.lock()) {
+                Found::Here(decoded) => decoded,
+                _ => unreachable!("a key made by `KeySpace::key` reads back"),
+            },
+        }
     }
 
     /// A Redis `SCAN MATCH` pattern for the owner-token keys of every lock, in every
@@ -223,6 +380,17 @@ impl std::fmt::Debug for LockKey {
             .field("released", &self.released())
             .finish()
     }
+}
+
+/// A permit's number as the layouts write it: digits, no sign, no leading zero.
+fn slot_number(slot: &str) -> Option<u32> {
+    if slot.is_empty() || (slot.len() > 1 && slot.starts_with('0')) {
+        return None;
+    }
+    if !slot.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    slot.parse().ok()
 }
 
 /// Reverses `escape_into` for one part; `None` if it is not a validly escaped part.
@@ -289,6 +457,35 @@ mod tests {
                 "{odd}"
             );
         }
+    }
+
+    /// daprd's layout: the lock key is daprd's own, and every side key has more `||`
+    /// than a daprd key can have, so none reads back as a lock.
+    #[test]
+    fn daprs_layout_is_daprds_and_its_side_keys_are_not_locks() {
+        let space = KeySpace::Dapr;
+        let key = space.key("app", "order-1", GrantKind::Lock);
+        assert_eq!(key.lock(), "lock||app||order-1");
+        assert_eq!(key.fence(), "lock||app||order-1||fence");
+        assert_eq!(key.released(), "lock||app||order-1||released");
+        let permit = space.key("app", "pool", GrantKind::Permit { slot: 3 });
+        assert_eq!(permit.lock(), "lock||app||pool||permit||3");
+        assert_eq!(permit.fence(), "lock||app||pool||permit||3||fence");
+        assert_eq!(permit.released(), "lock||app||pool||permit||released");
+        let leader = space.key("app", "db", GrantKind::Leadership);
+        assert_eq!(leader.lock(), "lock||app||db||leader");
+        for key in [&key, &permit, &leader] {
+            let Found::Here(decoded) = space.find(key.lock()) else {
+                panic!("{key:?} does not read back");
+            };
+            assert_eq!(space.key(&decoded.app, &decoded.id, decoded.kind), *key);
+            assert_eq!(space.find(key.fence()), Found::Side);
+        }
+        assert_eq!(space.find("lock||app||x||permit||01"), Found::Foreign);
+        assert_eq!(space.find("latchkey:{app:x}:lock"), Found::Foreign);
+        assert!(space.check("resource-id", "a||b").is_err());
+        assert!(space.check("resource-id", "a|b").is_ok());
+        assert!(KeySpace::default().check("resource-id", "a||b").is_ok());
     }
 
     /// A namespace comes before the hash tag.

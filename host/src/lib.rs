@@ -77,7 +77,8 @@
 //! - **wasmtime store** (`wasmtime::Store<GuestState>`): the runtime's container of one
 //!   instance; never just "store". Its data is the **guest state** ([`GuestState`]).
 //! - **lock**: one app's lock on one **resource id** in one lock store (and namespace); its
-//!   **key** ([`key::LockKey`]) is where it lives in the store.
+//!   **key** ([`key::LockKey`]) is where it lives in the store, by the store's **key layout**
+//!   ([`key::KeySpace`]): latchkey's, or daprd's (`key-layout=dapr`).
 //! - **grant** ([`Grant`]): the lock given to this host once: an **owner token** (`Token`,
 //!   made by the host), a **fence** (rising with every grant), and a **lease**. A guest's
 //!   handle on a grant is a **lock handle** (the WIT `lock`, [`LockHandle`]).
@@ -137,6 +138,9 @@
 //!   request. In 0.3 a lock is **owned** by the task that took it ([`TaskLocks`]), and the
 //!   task's **end** releases it; the host knows a task as running or ended (`TaskState`).
 //!   **cancel**: the guest drops a pending call.
+//! - **owner** (Dapr): the name a Dapr client gives the holder of its lock (`lockOwner`);
+//!   its owner token is made from it. An owner's locks count against its **budget** as an
+//!   instance's do (`max-held`), and the endpoint's against its own.
 //! - **reuse**: one p3 instance serving many requests, one after another and at once
 //!   ([`runtime::serve::InstanceReuse`]). **retire**: take no more requests into an instance and
 //!   drop it once its requests are over (a trap, a deadline).

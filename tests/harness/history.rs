@@ -234,7 +234,11 @@ pub fn now_ns() -> u128 {
 pub fn assert_stayed_safe(fault: &str, history: &[Grant], counter: u64, recovered_at: u128) {
     let verdict = check(history.to_vec());
     println!("{fault}: {verdict:?}");
-    assert_eq!(verdict.double_grants, 0, "{verdict:?}");
+    let pairs = double_grants(history);
+    assert_eq!(
+        verdict.double_grants, 0,
+        "{verdict:?}: (earlier, later) {pairs:?}"
+    );
     assert_eq!(verdict.fence_regressions, 0, "{verdict:?}");
     assert_eq!(
         counter, verdict.grants as u64,

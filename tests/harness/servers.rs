@@ -260,6 +260,18 @@ impl RedisServer {
         cmd.query(&mut conn).expect("the command succeeds")
     }
 
+    /// Runs one command with `redis-cli`, as a program other than latchkey would (daprd
+    /// here): its reply as `redis-cli` prints it, trimmed (`""` for nil).
+    pub fn redis_cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", &self.host, "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs (it comes with redis-server)");
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// How many times the server has run `command` (lowercase, as `INFO commandstats`
     /// names it: `evalsha`, `publish`) since it started or its stats were reset.
     pub fn calls(&self, command: &str) -> u64 {

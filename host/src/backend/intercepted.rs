@@ -11,7 +11,7 @@ use super::{
     AnyAttempt, Attempt, Backend, BackendResult, Holder, Listing, ReleaseWatch, Renewal, Token,
     UnlockStatus,
 };
-use crate::key::LockKey;
+use crate::key::{KeySpace, LockKey};
 
 /// A step of a [`Backend`], as an [`Interceptor`] sees it.
 #[non_exhaustive]
@@ -137,8 +137,8 @@ impl<I: Interceptor> Backend for Intercepted<I> {
         self.interceptor.around(Step::Ping, call).await
     }
 
-    async fn holders(&self, namespace: Option<&str>, app: Option<&str>) -> BackendResult<Listing> {
-        let call = self.inner.holders(namespace, app);
+    async fn holders(&self, space: &KeySpace, app: Option<&str>) -> BackendResult<Listing> {
+        let call = self.inner.holders(space, app);
         self.interceptor.around(Step::Holders, call).await
     }
 

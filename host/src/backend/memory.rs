@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{Attempt, Backend, BackendResult, Holder, Listing, ReleaseWatch, Token, UnlockStatus};
-use crate::key::{Decoded, LockKey};
+use crate::key::{Decoded, Found, KeySpace, LockKey};
 
 /// Locks held in this process.
 #[derive(Default)]
@@ -173,19 +173,18 @@ impl Backend for MemoryBackend {
         }))
     }
 
-    async fn holders(&self, namespace: Option<&str>, app: Option<&str>) -> BackendResult<Listing> {
+    async fn holders(&self, space: &KeySpace, app: Option<&str>) -> BackendResult<Listing> {
         Ok(self.with_state(|state, now| {
             let mut listing = Listing::default();
             for (key, owner) in state.owners.iter().filter(|(_, o)| o.is_live(now)) {
-                let Some((found, lock)) = LockKey::decode_any(key.lock()) else {
-                    continue;
-                };
-                if app.is_some_and(|app| app != lock.app) {
-                    continue;
-                }
-                match found == namespace {
-                    true => listing.holders.push(owner.seen(lock, now)),
-                    false => listing.held_elsewhere(found),
+                match space.find(key.lock()) {
+                    Found::Here(lock) if app.is_none_or(|app| app == lock.app) => {
+                        listing.holders.push(owner.seen(lock, now));
+                    }
+                    Found::Elsewhere(found, lock) if app.is_none_or(|app| app == lock.app) => {
+                        listing.held_elsewhere(found);
+                    }
+                    _ => {}
                 }
             }
             listing
@@ -259,7 +258,10 @@ mod tests {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let listing = store.holders(None, Some("app")).await.unwrap();
+        let listing = store
+            .holders(&KeySpace::default(), Some("app"))
+            .await
+            .unwrap();
         let held = listing.holders;
         assert_eq!(held.len(), 1, "{held:?}");
         assert_eq!(
@@ -268,8 +270,19 @@ mod tests {
         );
         assert!(held[0].lease_left <= minute && held[0].age.is_some());
         assert_eq!(listing.elsewhere, [(Some("blue".to_owned()), 1)].into());
-        assert_eq!(store.holders(None, None).await.unwrap().holders.len(), 2);
-        let blue = store.holders(Some("blue"), None).await.unwrap();
+        assert_eq!(
+            store
+                .holders(&KeySpace::default(), None)
+                .await
+                .unwrap()
+                .holders
+                .len(),
+            2
+        );
+        let blue = KeySpace::Latchkey {
+            namespace: Some("blue".into()),
+        };
+        let blue = store.holders(&blue, None).await.unwrap();
         assert_eq!(blue.holders.len(), 1);
         assert_eq!(blue.elsewhere, [(None, 2)].into());
 

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 pub use crate::error::{BackendError, BackendErrorKind};
-use crate::key::{Decoded, GrantKind, LockKey};
+use crate::key::{Decoded, GrantKind, KeySpace, LockKey};
 
 mod intercepted;
 pub(crate) mod memory;
@@ -126,11 +126,11 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Every lock held now in `namespace` — of `app` alone, if given: an operator's view of
+    /// Every lock held now in `space` — of `app` alone, if given: an operator's view of
     /// the store, never a guest's — with what else the listing came across. By default a
     /// backend cannot list its locks.
-    async fn holders(&self, namespace: Option<&str>, app: Option<&str>) -> BackendResult<Listing> {
-        let _ = (namespace, app);
+    async fn holders(&self, space: &KeySpace, app: Option<&str>) -> BackendResult<Listing> {
+        let _ = (space, app);
         Err(BackendError::new(
             BackendErrorKind::Failed,
             "cannot list its locks",
@@ -337,6 +337,12 @@ impl Token {
         Token(Stored::WithValue(
             format!("dapr:{}", hex::encode(owner)).into(),
         ))
+    }
+
+    /// The token that is `owner` itself, as daprd's Redis lock store keeps a Dapr client's
+    /// owner ([`crate::key::KeySpace::Dapr`]).
+    pub fn as_named(owner: &str) -> Self {
+        Token(Stored::WithValue(owner.into()))
     }
 
     /// The token as stored.

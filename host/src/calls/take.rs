@@ -188,6 +188,9 @@ impl LockCtxView<'_> {
     ) -> Result<(Duration, Option<Duration>), LockError> {
         let limits = self.ctx.limits;
         limits.check_named_id(asked.names().argument(), id)?;
+        store
+            .check_names(&self.ctx.app_id, asked.names().argument(), id)
+            .map_err(LockError::InvalidArgument)?;
         match asked {
             Asked::Lock => {}
             Asked::Permit { limit } => {

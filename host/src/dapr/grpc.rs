@@ -130,6 +130,7 @@ fn status(err: &DaprError) -> Status {
         DaprError::Unauthenticated => Status::unauthenticated(message),
         DaprError::NoSuchStore(_) | DaprError::Malformed(_) => Status::invalid_argument(message),
         DaprError::Denied(_) => Status::permission_denied(message),
+        DaprError::TooManyLocks(_) => Status::resource_exhausted(message),
         DaprError::Unavailable(_) => Status::internal(message),
     }
 }

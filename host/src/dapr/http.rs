@@ -257,6 +257,7 @@ fn error(err: &DaprError) -> Response<Full<Bytes>> {
         DaprError::NoSuchStore(_) => (StatusCode::BAD_REQUEST, "ERR_LOCK_STORE_NOT_FOUND"),
         DaprError::Malformed(_) => (StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST"),
         DaprError::Denied(_) => (StatusCode::FORBIDDEN, "ERR_PERMISSION_DENIED"),
+        DaprError::TooManyLocks(_) => (StatusCode::TOO_MANY_REQUESTS, "ERR_TRY_LOCK"),
         DaprError::Unavailable(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "ERR_LOCK_STORE_UNAVAILABLE",

@@ -4,8 +4,10 @@
 //! exclude each other on one resource id.
 //!
 //! A Dapr client names the lock's owner itself (`lockOwner`), where a guest's owner token is
-//! made by the host: the owner's token is made from its name ([`Token::of_dapr_owner`]), the
-//! same on every host, so that whoever names the owner may unlock — Dapr's own rule. The app
+//! made by the host: the owner's token is made from its name ([`crate::backend::Token::of_dapr_owner`]), the
+//! same on every host, so that whoever names the owner may unlock — Dapr's own rule. In
+//! daprd's key layout ([`crate::key::KeySpace::Dapr`]) the token is the owner itself, as
+//! daprd stores it. The app
 //! is the endpoint's, never the request's. A grant's fence is offered where Dapr's answer has
 //! room for it: the `latchkey-fence` header, or gRPC metadata of that name.
 //!
@@ -13,19 +15,23 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq as _;
 
-use crate::backend::{Token, UnlockStatus};
+use crate::backend::UnlockStatus;
 use crate::ctx::{LockCtxBuilder, Offered};
 use crate::error::{LockError, StoreError};
 use crate::limits::Limits;
 use crate::policy::ResourcePolicy;
 use crate::telemetry::{Call, Op, Outcome};
 
+mod budget;
 pub mod grpc;
 pub mod http;
+
+use budget::Budget;
+pub use budget::MAX_HELD_BY_ENDPOINT;
 
 /// The header (and gRPC metadata key) that carries a granted lock's fence.
 pub const FENCE_HEADER: &str = "latchkey-fence";
@@ -44,6 +50,7 @@ struct Shared {
     limits: Limits,
     resources: ResourcePolicy,
     token: Option<Vec<u8>>,
+    budget: Budget,
 }
 
 /// Why a Dapr call was refused or failed, in the host's words; each protocol maps it onto
@@ -62,6 +69,9 @@ pub enum DaprError {
     /// The app's policy does not allow this resource id.
     #[error("{0}")]
     Denied(String),
+    /// The owner, or the endpoint, holds as many locks as it may.
+    #[error("{0}")]
+    TooManyLocks(String),
     /// The store could not be reached or did not answer in time.
     #[error("{0}")]
     Unavailable(StoreError),
@@ -86,6 +96,7 @@ impl DaprApi {
             limits: app.limits,
             resources: app.resources.clone(),
             token: token.map(String::into_bytes),
+            budget: Budget::new(app.limits.max_held, MAX_HELD_BY_ENDPOINT),
         }))
     }
 
@@ -123,7 +134,7 @@ impl DaprApi {
         let offered = self.store(store)?;
         let call = Call::start(Op::DaprTryLock, offered.instruments.clone());
         let checked = self
-            .check(resource_id, owner)
+            .check(offered, resource_id, owner)
             .and_then(|()| self.lease(expiry_in_seconds));
         let lease = match checked {
             Ok(lease) => lease,
@@ -132,10 +143,19 @@ impl DaprApi {
                 return Err(err);
             }
         };
+        let place = match self.0.budget.reserve(owner) {
+            Ok(place) => place,
+            Err(why) => {
+                call.finish(Outcome::LimitExceeded);
+                return Err(DaprError::TooManyLocks(why));
+            }
+        };
         let key = offered.store.key(&self.0.app_id, resource_id);
-        let token = Token::of_dapr_owner(owner);
+        let token = offered.store.dapr_owner(owner);
+        let asked = Instant::now();
         match offered.store.try_lock_as(key, token, lease).await {
             Ok(Some(grant)) => {
+                place.granted(store, resource_id, asked, lease);
                 call.finish(Outcome::Granted);
                 Ok(TryLocked {
                     success: true,
@@ -165,14 +185,17 @@ impl DaprApi {
     ) -> Result<UnlockStatus, DaprError> {
         let offered = self.store(store)?;
         let call = Call::start(Op::DaprUnlock, offered.instruments.clone());
-        if let Err(err) = self.check(resource_id, owner) {
+        if let Err(err) = self.check(offered, resource_id, owner) {
             call.finish(refused(&err));
             return Err(err);
         }
         let key = offered.store.key(&self.0.app_id, resource_id);
-        let token = Token::of_dapr_owner(owner);
+        let token = offered.store.dapr_owner(owner);
         match offered.store.unlock_as(&key, &token).await {
             Ok(status) => {
+                if status != UnlockStatus::LockBelongsToOthers {
+                    self.0.budget.forget(owner, store, resource_id);
+                }
                 call.finish(status.into());
                 Ok(status)
             }
@@ -190,9 +213,10 @@ impl DaprApi {
             .ok_or_else(|| DaprError::NoSuchStore(quoted(name)))
     }
 
-    /// The resource id and the owner, against the app's limits and policy, and Dapr's own
-    /// rule: no `||` in a resource id (daprd's Redis lock store keys locks by it).
-    fn check(&self, resource_id: &str, owner: &str) -> Result<(), DaprError> {
+    /// The resource id and the owner, against the app's limits and policy, the store's
+    /// names, and Dapr's own rule: no `||` in a resource id (daprd's Redis lock store keys
+    /// locks by it).
+    fn check(&self, offered: &Offered, resource_id: &str, owner: &str) -> Result<(), DaprError> {
         let malformed = |err: LockError| DaprError::Malformed(bare(err));
         let limits = self.0.limits;
         limits
@@ -206,6 +230,10 @@ impl DaprApi {
         limits
             .check_named_id("lockOwner", owner)
             .map_err(malformed)?;
+        offered
+            .store
+            .check_names(&self.0.app_id, "resourceId", resource_id)
+            .map_err(DaprError::Malformed)?;
         if !self.0.resources.allows(resource_id) {
             return Err(DaprError::Denied(format!(
                 "app {:?} may not lock resource id {}",

@@ -20,7 +20,7 @@ use crate::backend::{
     ReleaseWatch, Token, UnlockStatus, within_lease,
 };
 use crate::error::{OpenError, StoreError};
-use crate::key::{GrantKind, LockKey};
+use crate::key::{GrantKind, KeySpace, LockKey};
 use keepalive::KeepAlive;
 use readings::{Reading, Readings};
 use waiting::{Place, WaitLines};
@@ -36,6 +36,11 @@ pub use grant::{Grant, Lease, LostSignal};
 pub use open::open;
 pub use settings::{DEFAULT_TIMEOUT, StoreSettings, redacted, url_forms};
 
+/// How often a waiter in daprd's key layout looks again at a lock held by someone who may
+/// be a daprd sidecar, whose unlock publishes nothing: one attempt per waiting lock and
+/// host (the first in its wait line) per period.
+pub const DAPRD_RELEASE_POLL: Duration = Duration::from_millis(100);
+
 /// A lock store a host can offer to guests, under the name guests open it by. Cheap to
 /// clone: clones share the backend, so every instance given a clone competes for the same
 /// locks. Made by [`crate::open()`] from a URL, or by [`LockStore::new`] on a backend of your
@@ -45,7 +50,7 @@ pub struct LockStore {
     name: Arc<str>,
     backend: Arc<dyn Backend>,
     timeout: Duration,
-    namespace: Option<Arc<str>>,
+    space: KeySpace,
     keep_alive: Arc<KeepAlive>,
     waiting: Arc<WaitLines>,
     readings: Arc<Readings>,
@@ -66,7 +71,7 @@ impl LockStore {
             keep_alive: KeepAlive::new(backend.clone(), timeout),
             backend,
             timeout,
-            namespace: None,
+            space: KeySpace::default(),
             waiting: Arc::default(),
             readings: Arc::default(),
         }
@@ -82,8 +87,46 @@ impl LockStore {
                 namespace: namespace.to_owned(),
             });
         }
-        self.namespace = Some(namespace.into());
+        if self.space == KeySpace::Dapr {
+            return Err(OpenError::NamespaceInDaprsLayout);
+        }
+        self.space = KeySpace::Latchkey {
+            namespace: Some(namespace.into()),
+        };
         Ok(self)
+    }
+
+    /// The same store with its locks laid out as daprd's Redis lock store lays them out
+    /// ([`KeySpace::Dapr`]), so that its hosts and daprd sidecars on the same Redis exclude
+    /// each other. A store in this layout has no namespace.
+    pub fn in_daprs_layout(mut self) -> Result<Self, OpenError> {
+        if self.space.namespace().is_some() {
+            return Err(OpenError::NamespaceInDaprsLayout);
+        }
+        self.space = KeySpace::Dapr;
+        Ok(self)
+    }
+
+    /// Where the store's locks live among its keys.
+    pub fn space(&self) -> &KeySpace {
+        &self.space
+    }
+
+    /// Checks that the store can name a lock of `app` on `id` (as `what`, for the
+    /// message) apart from every other: in daprd's layout, neither may hold `||`.
+    pub fn check_names(&self, app: &str, what: &str, id: &str) -> Result<(), String> {
+        self.space.check("the app id", app)?;
+        self.space.check(what, id)
+    }
+
+    /// The token of the lock owner a Dapr client names (`lockOwner`): in daprd's layout
+    /// the owner itself, as daprd stores it, so that daprd and latchkey agree on whose a
+    /// lock is; otherwise one made from it ([`Token::of_dapr_owner`]).
+    pub(crate) fn dapr_owner(&self, owner: &str) -> Token {
+        match self.space {
+            KeySpace::Dapr => Token::as_named(owner),
+            _ => Token::of_dapr_owner(owner),
+        }
     }
 
     /// The name guests open the store by, which its messages and metrics carry.
@@ -99,7 +142,7 @@ impl LockStore {
 
     /// Where the lock of `app` on `resource_id` lives in this store.
     pub fn key(&self, app: &str, resource_id: &str) -> LockKey {
-        LockKey::new(self.namespace.as_deref(), app, resource_id)
+        self.space.key(app, resource_id, GrantKind::Lock)
     }
 
     /// Checks that the store answers within its timeout.
@@ -112,9 +155,8 @@ impl LockStore {
     /// listing is bounded by the store's timeout; the whole takes as many as the store has
     /// keys to look through.
     pub async fn holders(&self, app: Option<&str>) -> Result<Listing, StoreError> {
-        let namespace = self.namespace.as_deref();
         let mut listing =
-            (self.backend.holders(namespace, app).await).map_err(|err| self.failed(err))?;
+            (self.backend.holders(&self.space, app).await).map_err(|err| self.failed(err))?;
         listing.holders.sort_by(|a, b| {
             (&a.app, &a.resource_id, a.kind).cmp(&(&b.app, &b.resource_id, b.kind))
         });
@@ -131,7 +173,7 @@ impl LockStore {
         resource_id: &str,
         kind: GrantKind,
     ) -> Result<bool, StoreError> {
-        let key = LockKey::of_kind(self.namespace.as_deref(), app, resource_id, kind);
+        let key = self.space.key(app, resource_id, kind);
         self.bounded(self.backend.evict(&key)).await
     }
 
@@ -179,9 +221,11 @@ impl LockStore {
 
     /// The locks of the permits of semaphore `semaphore_id` of `app` with `limit` permits.
     pub fn permits(&self, app: &str, semaphore_id: &str, limit: u32) -> Vec<LockKey> {
-        let namespace = self.namespace.as_deref();
         (0..limit)
-            .map(|slot| LockKey::of_kind(namespace, app, semaphore_id, GrantKind::Permit { slot }))
+            .map(|slot| {
+                self.space
+                    .key(app, semaphore_id, GrantKind::Permit { slot })
+            })
             .collect()
     }
 
@@ -201,12 +245,7 @@ impl LockStore {
 
     /// The leadership of election `election_id` of `app`.
     pub fn leadership(&self, app: &str, election_id: &str) -> LockKey {
-        LockKey::of_kind(
-            self.namespace.as_deref(),
-            app,
-            election_id,
-            GrantKind::Leadership,
-        )
+        self.space.key(app, election_id, GrantKind::Leadership)
     }
 
     /// Campaigns for the leadership `key` ([`LockStore::leadership`]), publishing `value`
@@ -274,7 +313,8 @@ impl LockStore {
     /// Before each attempt it subscribes to the releases of `keys` (one channel: a lock's,
     /// or a semaphore's), so a release between a failed attempt and the wait still wakes
     /// it. Without a release it sleeps until the first holder's lease ends; it never polls
-    /// on a fixed period. A waiter whose first attempt failed joins this host's wait line
+    /// on a fixed period — but in daprd's layout, where a daprd holder's unlock is announced
+    /// to nobody, it looks again every [`DAPRD_RELEASE_POLL`] too. A waiter whose first attempt failed joins this host's wait line
     /// for `keys` (the `waiting` module): only the first in it asks the store again.
     async fn take(
         &self,
@@ -317,7 +357,11 @@ impl LockStore {
                 }
             }
             // A store that cannot say when the lease ends gets one more look at the deadline.
-            let wake_at = expires_in.map_or(deadline, |left| deadline.min(now + left));
+            let mut wake_at = expires_in.map_or(deadline, |left| deadline.min(now + left));
+            if self.space == KeySpace::Dapr {
+                // daprd announces no release: its holder's unlock is seen by looking again.
+                wake_at = wake_at.min(now + DAPRD_RELEASE_POLL);
+            }
             let _ = timeout_at(wake_at, released.released()).await;
         }
     }

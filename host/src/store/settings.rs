@@ -28,6 +28,10 @@ pub struct StoreSettings {
     /// A lock space of its own in the store: the same app and resource id in two
     /// namespaces are two locks. 1 to 64 letters, digits, `.`, `_` or `-`.
     pub namespace: Option<String>,
+    /// How locks are laid out among the store's keys: `latchkey` (the default) or `dapr`,
+    /// daprd's own layout ([`crate::key::KeySpace::Dapr`]). The URL's `key-layout=` says
+    /// the same.
+    pub key_layout: Option<String>,
 }
 
 impl StoreSettings {
@@ -40,6 +44,7 @@ impl StoreSettings {
             timeout: DEFAULT_TIMEOUT,
             wait_replicas: 0,
             namespace: None,
+            key_layout: None,
         }
     }
 }
@@ -52,6 +57,7 @@ impl std::fmt::Debug for StoreSettings {
             .field("timeout", &self.timeout)
             .field("wait_replicas", &self.wait_replicas)
             .field("namespace", &self.namespace)
+            .field("key_layout", &self.key_layout)
             .finish()
     }
 }
@@ -142,10 +148,38 @@ pub(crate) fn kind_of(url: &str) -> Option<StoreKind> {
         .map(|&(_, kind, _)| kind)
 }
 
-/// The options a store URL's query may set: redis-rs's (`protocol`, and a unix socket's
-/// `db`, `user`, `pass` or `password`). Anything else is a mistake, refused rather than
-/// ignored.
-const QUERY_OPTIONS: [&str; 5] = ["protocol", "db", "user", "pass", "password"];
+/// The options a store URL's query may set: latchkey's `key-layout`, and redis-rs's
+/// (`protocol`, and a unix socket's `db`, `user`, `pass` or `password`). Anything else is a
+/// mistake, refused rather than ignored.
+const QUERY_OPTIONS: [&str; 6] = [KEY_LAYOUT, "protocol", "db", "user", "pass", "password"];
+
+/// The query option that says how a store lays out its keys.
+pub(crate) const KEY_LAYOUT: &str = "key-layout";
+
+/// `url` without latchkey's own option `name` in its query, and that option's last value:
+/// what redis-rs is given is only what it reads.
+pub(crate) fn take_option(url: &str, name: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), None);
+    };
+    let at = rest.rfind('@').map_or(0, |at| at + 1);
+    let Some(question) = rest[at..].find('?').map(|q| at + q) else {
+        return (url.to_owned(), None);
+    };
+    let (mut kept, mut value) = (Vec::new(), None);
+    for pair in rest[question + 1..].split('&') {
+        match pair.split_once('=') {
+            Some((key, found)) if key == name => value = Some(found.to_owned()),
+            _ => kept.push(pair),
+        }
+    }
+    let before = &rest[..question];
+    let url = match kept.is_empty() {
+        true => format!("{scheme}://{before}"),
+        false => format!("{scheme}://{before}?{}", kept.join("&")),
+    };
+    (url, value)
+}
 
 /// The first option of `url`'s query that no URL form takes, if any, as a message may name
 /// it: a word without `=` may be a secret pasted in the wrong place, and is not quoted.
@@ -256,13 +290,33 @@ mod tests {
     #[test]
     fn unknown_query_options_are_found() {
         let found = |url: &str| unknown_option(url).unwrap_or_default();
-        assert_eq!(found("redis://h:1/?key-layout=dapr"), "\"key-layout\"");
         assert_eq!(found("redis://h:1/0?protocol=3&timeout=5"), "\"timeout\"");
         assert_eq!(found("redis://h:1/?s3cret"), "without a value");
         assert_eq!(unknown_option("redis+unix:///s?db=1&pass=x"), None);
         assert_eq!(unknown_option("redis://u:p?w@h:1"), None);
         assert_eq!(unknown_option("redis://h:1"), None);
         assert_eq!(unknown_option("memory"), None);
+        assert_eq!(unknown_option("redis://h:1/?key-layout=dapr"), None);
+    }
+
+    /// latchkey's own option leaves the URL redis-rs reads, whatever else the query holds.
+    #[test]
+    fn the_key_layout_is_taken_out_of_the_query() {
+        let taken = |url| take_option(url, KEY_LAYOUT);
+        let dapr = Some("dapr".to_owned());
+        assert_eq!(
+            taken("redis://h:1/?key-layout=dapr"),
+            ("redis://h:1/".into(), dapr.clone())
+        );
+        assert_eq!(
+            taken("redis://u:p?w@h:1/2?protocol=3&key-layout=dapr"),
+            ("redis://u:p?w@h:1/2?protocol=3".into(), dapr)
+        );
+        assert_eq!(
+            taken("redis://u:p?w@h:1"),
+            ("redis://u:p?w@h:1".into(), None)
+        );
+        assert_eq!(taken("memory"), ("memory".into(), None));
     }
 
     /// Credentials never reach a log line, whatever characters the password holds and

@@ -18,7 +18,7 @@ use super::{
     ReleaseWatch, Renewal, Token, UnlockStatus, extend_each,
 };
 use crate::error::OpenError;
-use crate::key::LockKey;
+use crate::key::{KeySpace, LockKey};
 use crate::store::settings::{StoreKind, StoreSettings, StoreUrl};
 use channels::Channels;
 use connection::{Connection, Target};
@@ -589,8 +589,8 @@ impl Backend for RedisBackend {
             .map_err(describe)
     }
 
-    async fn holders(&self, namespace: Option<&str>, app: Option<&str>) -> BackendResult<Listing> {
-        Ok(self.survey(namespace, app).await?.into_listing())
+    async fn holders(&self, space: &KeySpace, app: Option<&str>) -> BackendResult<Listing> {
+        Ok(self.survey(space, app).await?.into_listing())
     }
 
     async fn evict(&self, key: &LockKey) -> BackendResult<bool> {

@@ -10,7 +10,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
 use super::{Confirmed, Connection, RedisBackend, Request, describe};
 use crate::backend::{BackendError, BackendErrorKind, BackendResult, Holder, Listing};
-use crate::key::LockKey;
+use crate::key::{Found, KeySpace, LockKey};
 
 /// Reads one lock in one step: see `scripts/inspect.lua`.
 pub(super) const INSPECT: &str = include_str!("scripts/inspect.lua");
@@ -66,7 +66,7 @@ impl RedisBackend {
     /// keys skipped, and the locks found in other namespaces.
     pub(crate) async fn survey(
         &self,
-        namespace: Option<&str>,
+        space: &KeySpace,
         app: Option<&str>,
     ) -> BackendResult<Survey> {
         let mut conn = self.connection().await?;
@@ -80,7 +80,7 @@ impl RedisBackend {
                         let (mut cluster, node) = (cluster.clone(), node.clone());
                         async move { cluster.route_command(cmd, node).await }
                     };
-                    keys.extend(scan(on_node).await?);
+                    keys.extend(scan(on_node, space.pattern()).await?);
                 }
                 keys
             }
@@ -89,28 +89,29 @@ impl RedisBackend {
                     let mut one = one.clone();
                     async move { cmd.query_async::<redis::Value>(&mut one).await }
                 };
-                scan(on_server).await?
+                scan(on_server, space.pattern()).await?
             }
         };
         let mut survey = Survey::default();
         let mut wanted = Vec::new();
         for raw in &keys {
-            let Some((found, lock)) = std::str::from_utf8(raw).ok().and_then(LockKey::decode_any)
-            else {
+            let Ok(key) = std::str::from_utf8(raw) else {
                 survey.skipped += 1;
                 continue;
             };
-            if app.is_some_and(|app| app != lock.app) {
-                continue;
+            match space.find(key) {
+                Found::Here(lock) if app.is_none_or(|app| app == lock.app) => {
+                    wanted.push(space.key(&lock.app, &lock.id, lock.kind));
+                }
+                Found::Elsewhere(found, lock) if app.is_none_or(|app| app == lock.app) => {
+                    *survey
+                        .elsewhere
+                        .entry(found.map(str::to_owned))
+                        .or_default() += 1;
+                }
+                Found::Foreign => survey.skipped += 1,
+                _ => {}
             }
-            if found != namespace {
-                *survey
-                    .elsewhere
-                    .entry(found.map(str::to_owned))
-                    .or_default() += 1;
-                continue;
-            }
-            wanted.push(LockKey::of_kind(namespace, &lock.app, &lock.id, lock.kind));
         }
         for batch in wanted.chunks(INSPECT_BATCH) {
             let read = batch.iter().map(|key| {
@@ -194,9 +195,9 @@ impl RedisBackend {
     }
 }
 
-/// Every key that may be a lock's ([`LockKey::EVERY_LOCK`]) on one server, by `SCAN`
-/// steps sent through `send`; as bytes, since a key of someone else's need not be UTF-8.
-async fn scan<F, Fut>(mut send: F) -> BackendResult<Vec<Vec<u8>>>
+/// Every key that matches `pattern` ([`KeySpace::pattern`]) on one server, by `SCAN` steps
+/// sent through `send`; as bytes, since a key of someone else's need not be UTF-8.
+async fn scan<F, Fut>(mut send: F, pattern: &str) -> BackendResult<Vec<Vec<u8>>>
 where
     F: FnMut(redis::Cmd) -> Fut,
     Fut: Future<Output = redis::RedisResult<redis::Value>>,
@@ -207,7 +208,7 @@ where
         let mut cmd = redis::cmd("SCAN");
         cmd.arg(cursor)
             .arg("MATCH")
-            .arg(LockKey::EVERY_LOCK)
+            .arg(pattern)
             .arg("COUNT")
             .arg(SCAN_COUNT);
         let reply = send(cmd).await.map_err(describe)?;

@@ -31,7 +31,7 @@ use crate::backend::{
     Renewal, Token, UnlockStatus, within_lease,
 };
 use crate::error::OpenError;
-use crate::key::LockKey;
+use crate::key::{KeySpace, LockKey};
 use crate::store::settings::{StoreKind, StoreSettings, StoreUrl};
 
 /// How many times who holds a lock is read again while its grant's fence is being written
@@ -652,10 +652,10 @@ impl Backend for RedlockBackend {
     /// minority holds is no lock. Its fence is the largest they report; its lease is what
     /// is left until fewer than a majority hold it. Every master must answer: a listing
     /// that silently missed one could miss a lock.
-    async fn holders(&self, namespace: Option<&str>, app: Option<&str>) -> BackendResult<Listing> {
+    async fn holders(&self, space: &KeySpace, app: Option<&str>) -> BackendResult<Listing> {
         // Not bounded by the master timeout, which is for one step: a listing takes many,
         // each bounded by its connection's own timeout.
-        let listings = self.masters.iter().map(|m| m.survey(namespace, app));
+        let listings = self.masters.iter().map(|m| m.survey(space, app));
         let answers: Vec<Option<Survey>> = futures_util::future::join_all(listings)
             .await
             .into_iter()
