@@ -32,7 +32,8 @@ fn run_with_fault_and_flags<R>(
 }
 
 /// The checker catches what it should: two made-up overlapping grants are a double grant,
-/// and a falling fence is a regression.
+/// and a falling fence is a regression; an overlap after the earlier holder ran past its
+/// lease is not.
 #[test]
 fn checker_catches_overlaps_and_fence_regressions() {
     let grant = |fence, acquired, released| Grant {
@@ -40,6 +41,7 @@ fn checker_catches_overlaps_and_fence_regressions() {
         acquired,
         released,
         host: 0,
+        outlived: false,
     };
     let bad = check(vec![
         grant(1, 0, 10_000_000),
@@ -53,6 +55,14 @@ fn checker_catches_overlaps_and_fence_regressions() {
         grant(3, LEASE_NS + 1, LEASE_NS + 2),
     ]);
     assert_eq!((good.double_grants, good.fence_regressions), (0, 0));
+    // A holder that ran past its lease is marked, not charged to the store; the same
+    // overlap without the mark is.
+    let ran_past = Grant {
+        outlived: true,
+        ..grant(1, 0, 10_000_000)
+    };
+    let marked = check(vec![ran_past, grant(2, 5_000_000, 20_000_000)]);
+    assert_eq!((marked.double_grants, marked.outlived), (0, 1));
 }
 
 /// Redis stopped (SIGSTOP) for twice the lease, then continued: no double grant, fences

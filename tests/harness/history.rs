@@ -27,6 +27,10 @@ pub struct Grant {
     pub released: u128,
     /// Which worker host took it.
     pub host: usize,
+    /// Whether its lease had ended, by its host's clock, when the guest let it go: a holder
+    /// that ran past its lease, which no lease can cover (a fence can). Such a grant can
+    /// overlap the next one and lose one update without the store being at fault.
+    pub outlived: bool,
 }
 
 /// What the checker found.
@@ -38,6 +42,8 @@ pub struct Verdict {
     pub double_grants: usize,
     /// Grants whose fence was not above every earlier grant's.
     pub fence_regressions: usize,
+    /// Grants whose holder ran past their lease ([`Grant::outlived`]).
+    pub outlived: usize,
 }
 
 /// Reads `history` for double grants and falling fences.
@@ -51,11 +57,13 @@ pub fn check(mut history: Vec<Grant>) -> Verdict {
         grants: history.len(),
         double_grants: double_grants(&history).len(),
         fence_regressions,
+        outlived: history.iter().filter(|g| g.outlived).count(),
     }
 }
 
 /// The pairs `(earlier, later)` of grants that overlapped while the earlier one's lease
-/// still ran, by the workers' clock.
+/// still ran, by the workers' clock — unless the earlier one's own host saw its lease end
+/// before it let go ([`Grant::outlived`]).
 pub fn double_grants(history: &[Grant]) -> Vec<(Grant, Grant)> {
     let mut history = history.to_vec();
     history.sort_by_key(|g| g.acquired);
@@ -64,7 +72,7 @@ pub fn double_grants(history: &[Grant]) -> Vec<(Grant, Grant)> {
         for earlier in &history[..j] {
             let overlaps = later.acquired < earlier.released;
             let lease_running = later.acquired < earlier.acquired + LEASE_NS;
-            if overlaps && lease_running {
+            if overlaps && lease_running && !earlier.outlived {
                 pairs.push((*earlier, *later));
             }
         }
@@ -194,7 +202,7 @@ impl Workers {
     }
 }
 
-/// The grants a worker printed ("[i] grant FENCE ACQUIRED RELEASED"); a line cut short by
+/// The grants a worker printed ("[i] grant FENCE ACQUIRED RELEASED [outlived]"); a line cut short by
 /// a kill is not one.
 fn grants_in(stdout: &[u8], host: usize) -> Vec<Grant> {
     String::from_utf8_lossy(stdout)
@@ -206,6 +214,7 @@ fn grants_in(stdout: &[u8], host: usize) -> Vec<Grant> {
                 acquired: fields.get(3)?.parse().ok()?,
                 released: fields.get(4)?.parse().ok()?,
                 host,
+                outlived: fields.get(5) == Some(&"outlived"),
             })
         })
         .collect()
@@ -240,9 +249,11 @@ pub fn assert_stayed_safe(fault: &str, history: &[Grant], counter: u64, recovere
         "{verdict:?}: (earlier, later) {pairs:?}"
     );
     assert_eq!(verdict.fence_regressions, 0, "{verdict:?}");
-    assert_eq!(
-        counter, verdict.grants as u64,
-        "updates lost under the lock"
+    // Each holder that ran past its lease can have lost one update; nothing else may.
+    let grants = verdict.grants as u64;
+    assert!(
+        counter <= grants && counter + verdict.outlived as u64 >= grants,
+        "updates lost under the lock: counter {counter}, {verdict:?}"
     );
     assert!(
         after(history, recovered_at) > 0,

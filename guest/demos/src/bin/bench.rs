@@ -10,7 +10,8 @@
 //! - `bench once`: open, lock, unlock, return: one short-lived request.
 //! - `bench history MS ID`: for MS milliseconds, lock ID (500 ms lease), add one to the number
 //!   in `/data/counter` (read, pause 5 ms, write), unlock; prints `grant FENCE ACQUIRED_NS
-//!   RELEASED_NS` per grant, for the fault tests' history checker. `unavailable` is waited out.
+//!   RELEASED_NS` per grant (and `outlived` if the host's clock said its lease had ended by
+//!   then), for the fault tests' history checker. `unavailable` is waited out.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -153,7 +154,10 @@ fn history(store: &Store, ms: u64, id: &str) -> Result<(), latchkey::Error> {
         std::thread::sleep(Duration::from_millis(5));
         std::fs::write("/data/counter", format!("{}\n", count + 1)).expect("a writable /data");
         let released = epoch_ns();
-        println!("grant {} {acquired} {released}", lock.fence());
+        // A holder that ran past its lease (descheduled on a loaded machine, say) is what
+        // no lease can cover; the history marks it rather than charge the store with it.
+        let outlived = if lock.is_lost() { " outlived" } else { "" };
+        println!("grant {} {acquired} {released}{outlived}", lock.fence());
         // The lease may have ended meanwhile (a fault); the history says what was held.
         let _ = lock.unlock();
     }
