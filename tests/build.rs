@@ -1,5 +1,5 @@
 //! Builds the guests in `guest/` (a workspace of their own) for wasm32-wasip2, so that one
-//! `cargo test` runs everything.
+//! `cargo test` runs everything; and a gRPC client of the host's Dapr API.
 //!
 //! The guests get their own target directory: a nested cargo on the outer build's directory
 //! would wait forever for the lock the outer build holds.
@@ -55,6 +55,16 @@ fn main() {
         shim.display()
     );
     println!("cargo:rerun-if-changed={}", source.display());
+
+    // A gRPC client of Dapr's lock API, from the proto the host serves, for the tests and
+    // B11 to call it as Dapr's SDKs do — and as they never would (bad input).
+    let proto = root.join("host/proto");
+    let descriptors = protox::compile(["dapr.proto"], [&proto]).expect("host/proto compiles");
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_fds(descriptors)
+        .expect("the gRPC client is generated");
+    println!("cargo:rerun-if-changed={}", proto.join("dapr.proto").display());
 
     let guests = target_dir.join("wasm32-wasip2").join("release");
     println!("cargo:rustc-env=LATCHKEY_GUESTS={}", guests.display());

@@ -5,7 +5,7 @@
 use std::io::BufRead as _;
 use std::process::Stdio;
 
-use harness::dapr::{DaprProcess, dapr_node, dapr_python};
+use harness::dapr::{DaprProcess, GrpcClient, dapr_node, dapr_python};
 use harness::{RedisServer, guest, latchkey, warm};
 
 /// Dapr's sample: two owners, one resource — the first gets it, the second does not, and an
@@ -511,6 +511,51 @@ fn run_lockctl(store: &str, steps: &str) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// Bad input over gRPC — what Dapr's SDKs check before sending, sent anyway by a raw client
+/// — is `INVALID_ARGUMENT` and takes nothing; a method latchkey does not serve is
+/// `UNIMPLEMENTED`; with a token set, a call without it is `UNAUTHENTICATED`.
+#[test]
+fn bad_input_over_grpc_is_refused_and_takes_nothing() {
+    let redis = RedisServer::start();
+    let store = format!("lockstore={}", redis.url());
+    let endpoint = DaprProcess::start(&["--app-id", "billing", "--store", &store], &[]);
+    let client = GrpcClient::connect(endpoint.grpc_port, None);
+    let long = "x".repeat(2000);
+    let cases = [
+        ("lockstore", "r", "a", 0),
+        ("lockstore", "r", "a", -5),
+        ("lockstore", "r", "a", i32::MAX),
+        ("lockstore", "r", "", 60),
+        ("lockstore", "", "a", 60),
+        ("lockstore", "a||r", "a", 60),
+        ("lockstore", long.as_str(), "a", 60),
+        ("nosuchstore", "r", "a", 60),
+    ];
+    for (store, id, owner, expiry) in cases {
+        let status = client.try_lock(store, id, owner, expiry).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{id:.20} {owner} {expiry}: {status}");
+    }
+    let status = client.unlock("lockstore", "a||r", "a").unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    assert_eq!(redis.keys(), Vec::<String>::new(), "nothing was taken");
+
+    for method in ["GetState", "PublishEvent", "SubtleEncryptAlpha1"] {
+        assert_eq!(client.call_other(method).code(), tonic::Code::Unimplemented, "{method}");
+    }
+    assert!(client.try_lock("lockstore", "r", "a", 60).unwrap());
+    assert_eq!(client.unlock("lockstore", "r", "a").unwrap(), 0);
+
+    let guarded = DaprProcess::start(&["--app-id", "billing"], &[("DAPR_API_TOKEN", "s3cret")]);
+    let without = GrpcClient::connect(guarded.grpc_port, None);
+    let status = without.try_lock("lockstore", "r", "a", 60).unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(!status.message().contains("s3cret"), "{status}");
+    let status = without.call_other("GetState");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    let with = GrpcClient::connect(guarded.grpc_port, Some("s3cret"));
+    assert!(with.try_lock("lockstore", "r", "a", 60).unwrap());
 }
 
 /// A guest of app `billing` (`latchkey run FLAGS lockctl_p3`) holding the lock on `shared`

@@ -143,3 +143,98 @@ pub fn dapr_node(http_port: u16, token: Option<&str>, steps: &str) -> Vec<String
         .map(str::to_owned)
         .collect()
 }
+
+/// Dapr's lock API as its gRPC service declares it (`host/proto/dapr.proto`), as a client.
+pub mod proto {
+    tonic::include_proto!("dapr.proto.runtime.v1");
+}
+
+/// A raw gRPC client of the endpoint, blocking, on a runtime of its own: it sends what an
+/// SDK would never (an expiry of 0, an empty owner) and calls methods latchkey does not serve.
+pub struct GrpcClient {
+    runtime: tokio::runtime::Runtime,
+    channel: tonic::transport::Channel,
+    token: Option<String>,
+}
+
+impl GrpcClient {
+    /// Connects to the endpoint's gRPC `port`, sending `token` as `dapr-api-token` if given.
+    pub fn connect(port: u16, token: Option<&str>) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .timeout(PATIENCE);
+        let channel = runtime
+            .block_on(endpoint.connect())
+            .expect("the gRPC endpoint accepts a connection");
+        GrpcClient {
+            runtime,
+            channel,
+            token: token.map(str::to_owned),
+        }
+    }
+
+    /// `TryLockAlpha1`: whether the lock was granted, or the call's status.
+    pub fn try_lock(
+        &self,
+        store: &str,
+        id: &str,
+        owner: &str,
+        expiry_in_seconds: i32,
+    ) -> Result<bool, tonic::Status> {
+        let request = proto::TryLockRequest {
+            store_name: store.into(),
+            resource_id: id.into(),
+            lock_owner: owner.into(),
+            expiry_in_seconds,
+        };
+        let mut client = proto::dapr_client::DaprClient::new(self.channel.clone());
+        let answer = self.runtime.block_on(client.try_lock_alpha1(self.request(request)))?;
+        Ok(answer.into_inner().success)
+    }
+
+    /// `UnlockAlpha1`: Dapr's status number, or the call's status.
+    pub fn unlock(&self, store: &str, id: &str, owner: &str) -> Result<i32, tonic::Status> {
+        let request = proto::UnlockRequest {
+            store_name: store.into(),
+            resource_id: id.into(),
+            lock_owner: owner.into(),
+        };
+        let mut client = proto::dapr_client::DaprClient::new(self.channel.clone());
+        let answer = self.runtime.block_on(client.unlock_alpha1(self.request(request)))?;
+        Ok(answer.into_inner().status)
+    }
+
+    /// Calls `/dapr.proto.runtime.v1.Dapr/{method}` with an empty message, as a client of a
+    /// method latchkey does not declare would: its status.
+    pub fn call_other(&self, method: &str) -> tonic::Status {
+        let path = format!("/dapr.proto.runtime.v1.Dapr/{method}");
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        let call = async {
+            grpc.ready().await.expect("the channel is ready");
+            grpc.unary::<_, proto::GetMetadataResponse, _>(
+                self.request(proto::GetMetadataRequest {}),
+                path.parse().unwrap(),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+        };
+        match self.runtime.block_on(call) {
+            Ok(_) => panic!("{method} answered"),
+            Err(status) => status,
+        }
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("dapr-api-token", token.parse().unwrap());
+        }
+        request
+    }
+}

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::service::InterceptorLayer;
 use tonic::{Request, Response, Status};
 
 use super::{DaprApi, DaprError, FENCE_HEADER, TOKEN_HEADER};
@@ -25,10 +26,19 @@ pub async fn serve(
     api: DaprApi,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    // The token is checked on the request's head, before its message is read or its method
+    // routed: a method latchkey does not serve is refused without the token as daprd's are.
+    let checks = api.clone();
+    let authenticate = move |request: Request<()>| -> Result<Request<()>, Status> {
+        let token = request.metadata().get(TOKEN_HEADER).map(|v| v.as_bytes());
+        checks.check_token(token).map_err(|err| status(&err))?;
+        Ok(request)
+    };
     let service = DaprServer::new(Service(api)).max_decoding_message_size(MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .concurrency_limit_per_connection(256)
         .timeout(Duration::from_secs(30))
+        .layer(InterceptorLayer::new(authenticate))
         .add_service(service)
         .serve_with_incoming_shutdown(tokio_stream_of(listener), shutdown)
         .await
@@ -49,20 +59,12 @@ fn tokio_stream_of(
 
 struct Service(DaprApi);
 
-impl Service {
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let token = request.metadata().get(TOKEN_HEADER).map(|v| v.as_bytes());
-        self.0.check_token(token).map_err(|err| status(&err))
-    }
-}
-
 #[tonic::async_trait]
 impl Dapr for Service {
     async fn try_lock_alpha1(
         &self,
         request: Request<proto::TryLockRequest>,
     ) -> Result<Response<proto::TryLockResponse>, Status> {
-        self.authenticate(&request)?;
         let asked = request.into_inner();
         let locked = self
             .0
@@ -88,7 +90,6 @@ impl Dapr for Service {
         &self,
         request: Request<proto::UnlockRequest>,
     ) -> Result<Response<proto::UnlockResponse>, Status> {
-        self.authenticate(&request)?;
         let asked = request.into_inner();
         let status_now = self
             .0
@@ -102,9 +103,8 @@ impl Dapr for Service {
 
     async fn get_metadata(
         &self,
-        request: Request<proto::GetMetadataRequest>,
+        _request: Request<proto::GetMetadataRequest>,
     ) -> Result<Response<proto::GetMetadataResponse>, Status> {
-        self.authenticate(&request)?;
         let registered_components = self
             .0
             .store_names()
