@@ -64,7 +64,10 @@ fn main() {
         .build_server(false)
         .compile_fds(descriptors)
         .expect("the gRPC client is generated");
-    println!("cargo:rerun-if-changed={}", proto.join("dapr.proto").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        proto.join("dapr.proto").display()
+    );
 
     let guests = target_dir.join("wasm32-wasip2").join("release");
     println!("cargo:rustc-env=LATCHKEY_GUESTS={}", guests.display());

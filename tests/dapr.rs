@@ -535,14 +535,22 @@ fn bad_input_over_grpc_is_refused_and_takes_nothing() {
     ];
     for (store, id, owner, expiry) in cases {
         let status = client.try_lock(store, id, owner, expiry).unwrap_err();
-        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{id:.20} {owner} {expiry}: {status}");
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{id:.20} {owner} {expiry}: {status}"
+        );
     }
     let status = client.unlock("lockstore", "a||r", "a").unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
     assert_eq!(redis.keys(), Vec::<String>::new(), "nothing was taken");
 
     for method in ["GetState", "PublishEvent", "SubtleEncryptAlpha1"] {
-        assert_eq!(client.call_other(method).code(), tonic::Code::Unimplemented, "{method}");
+        assert_eq!(
+            client.call_other(method).code(),
+            tonic::Code::Unimplemented,
+            "{method}"
+        );
     }
     assert!(client.try_lock("lockstore", "r", "a", 60).unwrap());
     assert_eq!(client.unlock("lockstore", "r", "a").unwrap(), 0);
@@ -556,6 +564,56 @@ fn bad_input_over_grpc_is_refused_and_takes_nothing() {
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
     let with = GrpcClient::connect(guarded.grpc_port, Some("s3cret"));
     assert!(with.try_lock("lockstore", "r", "a", 60).unwrap());
+}
+
+/// A flood of silent connections — more than the endpoint serves at once, on both ports —
+/// holds no more than its bound of them open, and the silent ones are let go (HTTP: the
+/// time for a request's head; gRPC: the time for a connection's first bytes), so Dapr's
+/// clients are served again while the flood's sockets are still open.
+#[test]
+fn a_flood_of_silent_connections_stays_bounded() {
+    const FLOOD: usize = 1100;
+    const SERVED_AT_ONCE: usize = 1024;
+    let endpoint = DaprProcess::start(&["--app-id", "billing"], &[]);
+    let before = endpoint.open_files();
+    let mut flood = Vec::new();
+    for port in [endpoint.http_port, endpoint.grpc_port] {
+        for _ in 0..FLOOD {
+            flood.push(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+        }
+    }
+    // Accepting takes a moment; what is held must never pass the bound meanwhile.
+    let bound = before + 2 * SERVED_AT_ONCE;
+    let started = std::time::Instant::now();
+    let mut most = 0;
+    while started.elapsed() < std::time::Duration::from_secs(2) {
+        most = most.max(endpoint.open_files());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(most <= bound, "{most} files open, more than {bound}");
+    assert!(
+        most > before + SERVED_AT_ONCE,
+        "the flood was not accepted: {most}"
+    );
+    // Served again while the flood's sockets are open: a client that connects now waits at
+    // most for the silent ones' time to run out.
+    let served = |call: &dyn Fn() -> bool| {
+        while !call() {
+            assert!(started.elapsed() < harness::PATIENCE, "not served again");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    served(&|| {
+        let client = GrpcClient::connect(endpoint.grpc_port, None);
+        let got = client.try_lock("lockstore", "r", "owner-a", 60);
+        got.is_ok_and(|taken| taken)
+    });
+    served(&|| {
+        let unlock = endpoint.url("/v1.0-alpha1/unlock/lockstore");
+        try_post(&unlock, r#"{"resourceId":"r","lockOwner":"owner-a"}"#)
+            .is_ok_and(|(status, answer)| status == 200 && answer["status"] == 0)
+    });
+    drop(flood);
 }
 
 /// A guest of app `billing` (`latchkey run FLAGS lockctl_p3`) holding the lock on `shared`

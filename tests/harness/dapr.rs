@@ -54,6 +54,14 @@ impl DaprProcess {
         endpoint
     }
 
+    /// How many file descriptors the endpoint's process has open: its connections among
+    /// them.
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .expect("the endpoint runs")
+            .count()
+    }
+
     /// Its HTTP and gRPC ports, for [`dapr_python`].
     pub fn ports(&self) -> (u16, u16) {
         (self.http_port, self.grpc_port)
@@ -166,6 +174,7 @@ impl GrpcClient {
             .unwrap();
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
             .unwrap()
+            .connect_timeout(PATIENCE)
             .timeout(PATIENCE);
         let channel = runtime
             .block_on(endpoint.connect())
@@ -192,7 +201,9 @@ impl GrpcClient {
             expiry_in_seconds,
         };
         let mut client = proto::dapr_client::DaprClient::new(self.channel.clone());
-        let answer = self.runtime.block_on(client.try_lock_alpha1(self.request(request)))?;
+        let answer = self
+            .runtime
+            .block_on(client.try_lock_alpha1(self.request(request)))?;
         Ok(answer.into_inner().success)
     }
 
@@ -204,7 +215,9 @@ impl GrpcClient {
             lock_owner: owner.into(),
         };
         let mut client = proto::dapr_client::DaprClient::new(self.channel.clone());
-        let answer = self.runtime.block_on(client.unlock_alpha1(self.request(request)))?;
+        let answer = self
+            .runtime
+            .block_on(client.unlock_alpha1(self.request(request)))?;
         Ok(answer.into_inner().status)
     }
 

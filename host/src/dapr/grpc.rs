@@ -2,10 +2,18 @@
 //! with `TryLockAlpha1`, `UnlockAlpha1` and `GetMetadata` (which Dapr's JavaScript SDK
 //! calls first); every other method of Dapr's service is `UNIMPLEMENTED`.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use futures_util::StreamExt as _;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::timeout;
 use tonic::service::InterceptorLayer;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Request, Response, Status};
 
 use super::{DaprApi, DaprError, FENCE_HEADER, TOKEN_HEADER};
@@ -44,17 +52,97 @@ pub async fn serve(
         .await
 }
 
-/// The accepted connections of `listener`, with `TCP_NODELAY`.
+/// The most gRPC connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// How long a new connection may take to send its first bytes (HTTP/2's preface).
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The accepted connections of `listener`, with `TCP_NODELAY`: at most [`MAX_CONNECTIONS`]
+/// at once, each given up if it sends nothing within [`FIRST_BYTES_TIMEOUT`].
 fn tokio_stream_of(
     listener: TcpListener,
-) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures_util::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| {
-            let _ = stream.set_nodelay(true);
-            stream
-        });
-        Some((accepted, listener))
-    })
+) -> impl futures_util::Stream<Item = std::io::Result<Slotted>> {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let accepted = futures_util::stream::unfold(listener, move |listener| {
+        let slots = slots.clone();
+        async move {
+            let slot = slots
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let accepted = listener.accept().await.map(|(stream, _)| {
+                let _ = stream.set_nodelay(true);
+                Slotted {
+                    stream,
+                    _slot: slot,
+                }
+            });
+            if let Err(err) = &accepted {
+                // Out of descriptors, say: let some close before trying again.
+                tracing::warn!("could not accept a connection: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some((accepted, listener))
+        }
+    });
+    // Waiting for the first bytes happens beside the accepting, so one silent client holds
+    // its own slot only, never the door.
+    accepted
+        .map(|accepted| async move {
+            let connection = accepted.ok()?;
+            // `peek`, not `readable`: a fresh socket may be reported readable before it is.
+            let mut first = [0u8; 1];
+            match timeout(FIRST_BYTES_TIMEOUT, connection.stream.peek(&mut first)).await {
+                Ok(Ok(1..)) => Some(Ok(connection)),
+                _ => None,
+            }
+        })
+        .buffer_unordered(MAX_CONNECTIONS)
+        .filter_map(std::future::ready)
+}
+
+/// An accepted connection and its place among the [`MAX_CONNECTIONS`], given back when it
+/// closes.
+struct Slotted {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connected for Slotted {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Slotted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Slotted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 struct Service(DaprApi);
