@@ -31,11 +31,14 @@
 //! - `coordination` (B9): a permit's acquire + release from a guest against the same
 //!   scripts by raw redis-rs; a permit's hand-off between waiters; a leader's failover
 //!   after its host is killed.
+//! - `dapr` (B11): try-lock + unlock through `latchkey dapr`, over gRPC and HTTP, against
+//!   a guest's pair.
 //! - `anatomy` (`latency-anatomy`, `b1-anatomy`), only when named: B1's pairs cut into the
 //!   stretches of each store call.
 
 mod anatomy;
 mod coordination;
+mod dapr;
 mod hand_off;
 mod keep_alive;
 mod languages;
@@ -52,7 +55,7 @@ mod throughput;
 use harness::RedisServer;
 
 /// Each benchmark's B-number, the name BENCHMARKS.md's tables and older commands use.
-const ALIASES: [(&str, &str); 12] = [
+const ALIASES: [(&str, &str); 13] = [
     ("latency", "b1"),
     ("latency-anatomy", "b1-anatomy"),
     ("throughput", "b2"),
@@ -65,6 +68,7 @@ const ALIASES: [(&str, &str); 12] = [
     ("p3-latency", "p10"),
     ("p3-serve", "p11"),
     ("coordination", "b9"),
+    ("dapr", "b11"),
 ];
 
 fn main() {
@@ -125,6 +129,9 @@ fn main() {
         }
         if wanted("keep-alive") {
             keep_alive::b8(&redis).await;
+        }
+        if wanted("dapr") {
+            tokio::task::block_in_place(|| dapr::b11(&redis));
         }
         if wanted("p3-latency") {
             tokio::task::block_in_place(|| p3_latency::p10(&redis));
