@@ -27,7 +27,7 @@ use crate::{Error, Leader, UnlockStatus, grant_calls, millis};
 /// pollable is `wasip2`'s, so it polls together with the guest's own timers and streams.
 pub mod wit {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "latchkey:lock/imports",
         with: {
             "wasi:io/poll@0.2.12": wasip2::io::poll,

@@ -33,7 +33,7 @@ use crate::{Error, Leader, UnlockStatus, grant_calls, millis};
 /// The raw bindings of `latchkey:lock/locks@0.3.1`, for what the wrappers do not cover.
 pub mod wit {
     wit_bindgen::generate!({
-        path: "../../wit/v0.3.1",
+        path: "wit/v0.3.1",
         world: "latchkey:lock/imports@0.3.1",
     });
     pub use self::latchkey::lock::locks::*;
