@@ -151,22 +151,8 @@ fn a_dapr_client_and_a_guest_of_one_app_exclude_each_other() {
     let redis = RedisServer::start();
     let store = format!("lockstore={}", redis.url());
     let endpoint = DaprProcess::start(&["--app-id", "billing", "--store", &store], &[]);
-    let lockctl = guest("lockctl");
-    warm(&lockctl);
-    let guest_tries = |app: &str| {
-        let out = latchkey()
-            .args(["run", "--app-id", app, "--store", &store])
-            .arg(&lockctl)
-            .args(["open", "lockstore", "try", "shared", "60000"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .unwrap()
-            .to_owned()
-    };
+    warm(&guest("lockctl"));
+    let guest_tries = |app: &str| run_lockctl(app, &store, "try shared 60000").remove(1);
 
     // The client holds it: the guest of its app is refused, another app's is not.
     let held = dapr_python(endpoint.ports(), None, "lock lockstore shared owner-a 60");
@@ -380,7 +366,7 @@ fn a_store_in_daprs_layout_shares_locks_with_daprd() {
     let set_nx = |owner: &str| redis.redis_cli(&["SET", key, owner, "NX", "PX", "600000"]);
 
     assert_eq!(set_nx("daprd-owner"), "OK");
-    let tried = run_lockctl(&store, "try shared 60000");
+    let tried = run_lockctl("billing", &store, "try shared 60000");
     assert_eq!(tried, ["opened lockstore", "held shared"]);
     let listed = latchkey()
         .args(["locks", "list", "--json", "--store"])
@@ -497,10 +483,10 @@ fn the_endpoint_and_daprd_agree_whose_a_lock_is() {
     assert_eq!(redis.redis_cli(&["EXISTS", key]), "0");
 }
 
-/// `latchkey run --app-id billing --store STORE lockctl open lockstore STEPS`: its lines.
-fn run_lockctl(store: &str, steps: &str) -> Vec<String> {
+/// `latchkey run --app-id APP --store STORE lockctl open lockstore STEPS`: its lines.
+fn run_lockctl(app: &str, store: &str, steps: &str) -> Vec<String> {
     let out = latchkey()
-        .args(["run", "--app-id", "billing", "--store", store])
+        .args(["run", "--app-id", app, "--store", store])
         .arg(guest("lockctl"))
         .args(["open", "lockstore"])
         .args(steps.split_whitespace())

@@ -4,12 +4,12 @@
 //! exclude each other on one resource id.
 //!
 //! A Dapr client names the lock's owner itself (`lockOwner`), where a guest's owner token is
-//! made by the host: the owner's token is made from its name ([`crate::backend::Token::of_dapr_owner`]), the
-//! same on every host, so that whoever names the owner may unlock — Dapr's own rule. In
-//! daprd's key layout ([`crate::key::KeySpace::Dapr`]) the token is the owner itself, as
-//! daprd stores it. The app
-//! is the endpoint's, never the request's. A grant's fence is offered where Dapr's answer has
-//! room for it: the `latchkey-fence` header, or gRPC metadata of that name.
+//! made by the host: the owner's token is made from its name
+//! ([`crate::backend::Token::of_dapr_owner`]), the same on every host, so that whoever names
+//! the owner may unlock — Dapr's own rule. In daprd's key layout
+//! ([`crate::key::KeySpace::Dapr`]) the token is the owner itself, as daprd stores it. The
+//! app is the endpoint's, never the request's. A grant's fence is offered where Dapr's
+//! answer has room for it: the `latchkey-fence` header, or gRPC metadata of that name.
 //!
 //! [`DaprApi`] holds what both protocols share: the checks, the calls, the API token.
 

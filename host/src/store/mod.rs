@@ -314,8 +314,9 @@ impl LockStore {
     /// or a semaphore's), so a release between a failed attempt and the wait still wakes
     /// it. Without a release it sleeps until the first holder's lease ends; it never polls
     /// on a fixed period — but in daprd's layout, where a daprd holder's unlock is announced
-    /// to nobody, it looks again every [`DAPRD_RELEASE_POLL`] too. A waiter whose first attempt failed joins this host's wait line
-    /// for `keys` (the `waiting` module): only the first in it asks the store again.
+    /// to nobody, it looks again every [`DAPRD_RELEASE_POLL`] too. A waiter whose first
+    /// attempt failed joins this host's wait line for `keys` (the `waiting` module): only the
+    /// first in it asks the store again.
     async fn take(
         &self,
         mut keys: Vec<LockKey>,
