@@ -13,7 +13,7 @@ GUESTS := target/guests/wasm32-wasip2/release
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test bench soak lint wasm-target redis-server iproute2 python-venv npm wrk \
-	polyglot-guests dapr-clients
+	polyglot-guests dapr-clients packages
 
 # Python and JavaScript guests: componentize-py from guest/python/requirements.txt in a
 # virtual environment, componentize-js by `npm ci` from guest/js/package-lock.json, each
@@ -81,6 +81,23 @@ $(JS_GUESTS)/%.wasm: guest/js/demos/%.js guest/js/demos/wasi.js guest/js/latchke
 
 polyglot-guests: $(PY_DEMOS:%=$(PY_GUESTS)/%.wasm) $(PY_P3_DEMOS:%=$(PY_P3_GUESTS)/%.wasm) \
 	$(JS_DEMOS:%=$(JS_GUESTS)/%.wasm)
+
+# What a guest project outside this repository depends on, as a registry would hand it
+# over, in target/packages: the Rust SDK's crate and the host's (`cargo package`), the
+# Python wheel, the npm tarball, and latchkey:lock's WIT packages (`wkg wit build`), with
+# the WASI packages they use in a file registry (target/packages/registry). The new-user
+# tests (tests/packages.rs) build guests from these alone.
+PACKAGES := target/packages
+packages: $(PY_VENV)/bin/componentize-py guest/js/node_modules/.package-lock.json
+	rm -rf $(PACKAGES) && mkdir -p $(PACKAGES)/python
+	cargo package --quiet --manifest-path guest/latchkey/Cargo.toml --no-verify --allow-dirty \
+	  --target-dir target/guests
+	cp target/guests/package/latchkey-guest-*.crate $(PACKAGES)/
+	cargo package --quiet -p latchkey-host --no-verify --allow-dirty
+	cp target/package/latchkey-host-*.crate $(PACKAGES)/
+	cp -RL guest/python/pyproject.toml guest/python/README.md guest/python/latchkey $(PACKAGES)/python/
+	$(PY_VENV)/bin/pip wheel --quiet --no-deps -w $(PACKAGES) $(PACKAGES)/python
+	npm pack --silent --pack-destination $(PACKAGES) ./guest/js > /dev/null
 
 wasm-target:
 	rustup target add wasm32-wasip2
@@ -157,7 +174,7 @@ demo: wasm-target polyglot-guests
 	  for i in 1 2 3; do curl -s -X POST http://$(DEMO_ADDR)/counter; done; \
 	  kill -TERM $$server; wait $$server
 
-test: wasm-target redis-server iproute2 polyglot-guests dapr-clients
+test: wasm-target redis-server iproute2 polyglot-guests dapr-clients packages
 	cargo test --workspace --release
 
 # The benchmarks of BENCHMARKS.md: each figure beside its baseline from the same run.

@@ -319,48 +319,6 @@ fn an_unavailable_store_is_an_error_in_every_language() {
     }
 }
 
-/// The Rust SDK carries its WIT inside its crate (`guest/latchkey/wit`, so that the package
-/// builds from its own directory): every file of it is the repository's `wit/` file of the
-/// same path, byte for byte, and every file the SDK binds is there.
-#[test]
-fn the_rust_sdks_wit_is_the_repositorys() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let sdk = root.join("guest/latchkey/wit");
-    let mut files = vec![];
-    let mut dirs = vec![sdk.clone()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            match path.is_dir() {
-                true => dirs.push(path),
-                false => files.push(path),
-            }
-        }
-    }
-    for bound in [
-        "latchkey-lock.wit",
-        "v0.3.1/latchkey-lock.wit",
-        "deps/io/io.wit",
-    ] {
-        assert!(
-            files.contains(&sdk.join(bound)),
-            "the SDK's wit/ lacks {bound}"
-        );
-    }
-    for copy in files {
-        let relative = copy.strip_prefix(&sdk).unwrap();
-        let original = root.join("wit").join(relative);
-        let theirs = std::fs::read(&original)
-            .unwrap_or_else(|e| panic!("{} has no original: {e}", copy.display()));
-        assert!(
-            std::fs::read(&copy).unwrap() == theirs,
-            "{} differs from {}: copy wit/ into guest/latchkey/wit again",
-            copy.display(),
-            original.display()
-        );
-    }
-}
-
 /// The WASI WIT the guests are built against is the WASI the host's own wasmtime-wasi
 /// ships, file for file — 0.2.12 in `wit/deps`, 0.3.0 in `guest/wit/deps`: componentize-py
 /// refuses any other 0.2 version, and a guest built against a newer one would not link.

@@ -26,7 +26,7 @@ pub mod v0_1;
 pub mod bindings {
     #![allow(missing_docs)] // `bindgen!`'s own items; the WIT's docs carry over.
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "wit",
         world: "latchkey:lock/imports",
         imports: { default: async | trappable },
         with: {

@@ -13,7 +13,7 @@ use bindings::latchkey::lock::locks::{self as v0_1, Host, HostLock, HostStore};
 pub mod bindings {
     #![allow(missing_docs)] // `bindgen!`'s own items; the WIT's docs carry over.
     wasmtime::component::bindgen!({
-        path: "../wit/v0.1.0",
+        path: "wit/v0.1.0",
         world: "latchkey:lock/imports@0.1.0",
         imports: { default: async | trappable },
         with: {

@@ -29,7 +29,7 @@ mod error;
 pub mod bindings {
     #![allow(missing_docs)] // `bindgen!`'s own items; the WIT's docs carry over.
     wasmtime::component::bindgen!({
-        path: "../wit/v0.3.1",
+        path: "wit/v0.3.1",
         world: "latchkey:lock/imports@0.3.1",
         imports: {
             "latchkey:lock/locks.[method]store.try-lock": store | trappable,
