@@ -5,7 +5,8 @@
 #               builds every guest and runs every test
 # and, besides them:
 #   make bench  the benchmarks of BENCHMARKS.md
-#   make lint   rustfmt and clippy on the host, the tests and the guests
+#   make lint   rustfmt and clippy on the host, the tests and the guests, and the book built
+#   make packages  the SDK packages and WIT packages a guest project depends on
 #   make soak   minutes of combined faults with the history checker at the end
 #               (LATCHKEY_SOAK_SECONDS, 300 unless set; as root, for its network namespaces)
 
@@ -84,12 +85,17 @@ polyglot-guests: $(PY_DEMOS:%=$(PY_GUESTS)/%.wasm) $(PY_P3_DEMOS:%=$(PY_P3_GUEST
 
 # What a guest project outside this repository depends on, as a registry would hand it
 # over, in target/packages: the Rust SDK's crate and the host's (`cargo package`), the
-# Python wheel, the npm tarball, and latchkey:lock's WIT packages (`wkg wit build`), with
-# the WASI packages they use in a file registry (target/packages/registry). The new-user
-# tests (tests/packages.rs) build guests from these alone.
+# Python wheel, the npm tarball, and latchkey:lock 0.2.1 and 0.3.1 as binary WIT packages
+# (`wkg build`), published with wasi:io, their one dependency, into a file registry
+# (target/packages/registry) that wkg can fetch from. The new-user tests
+# (tests/packages.rs) build guests from these alone.
 PACKAGES := target/packages
-packages: $(PY_VENV)/bin/componentize-py guest/js/node_modules/.package-lock.json
-	rm -rf $(PACKAGES) && mkdir -p $(PACKAGES)/python
+WKG := target/tools/bin/wkg
+# wkg's settings and cache for these steps only: nothing under ~/.config or ~/.cache.
+WKG_ENV := WKG_CONFIG_FILE=$(CURDIR)/$(PACKAGES)/wkg-config.toml WKG_CACHE_DIR=$(CURDIR)/$(PACKAGES)/wkg-cache
+packages: $(PY_VENV)/bin/componentize-py guest/js/node_modules/.package-lock.json $(WKG)
+	rm -rf $(PACKAGES) && mkdir -p $(PACKAGES)/python $(PACKAGES)/wit-build/wasi-io-0.2.12/wit \
+	  $(PACKAGES)/wit-build/latchkey-lock-0.2.1/wit $(PACKAGES)/wit-build/latchkey-lock-0.3.1/wit
 	cargo package --quiet --manifest-path guest/latchkey/Cargo.toml --no-verify --allow-dirty \
 	  --target-dir target/guests
 	cp target/guests/package/latchkey-guest-*.crate $(PACKAGES)/
@@ -98,6 +104,24 @@ packages: $(PY_VENV)/bin/componentize-py guest/js/node_modules/.package-lock.jso
 	cp -RL guest/python/pyproject.toml guest/python/README.md guest/python/latchkey $(PACKAGES)/python/
 	$(PY_VENV)/bin/pip wheel --quiet --no-deps -w $(PACKAGES) $(PACKAGES)/python
 	npm pack --silent --pack-destination $(PACKAGES) ./guest/js > /dev/null
+	cp wit/deps/io/*.wit $(PACKAGES)/wit-build/wasi-io-0.2.12/wit/
+	cp wit/latchkey-lock.wit $(PACKAGES)/wit-build/latchkey-lock-0.2.1/wit/
+	cp wit/v0.3.1/latchkey-lock.wit $(PACKAGES)/wit-build/latchkey-lock-0.3.1/wit/
+	printf '[overrides]\n"wasi:io" = { path = "../wasi-io-0.2.12/wit" }\n' \
+	  > $(PACKAGES)/wit-build/latchkey-lock-0.2.1/wkg.toml
+	printf '[namespace_registries]\nlatchkey = "latchkey.local"\nwasi = "latchkey.local"\n\n[registry."latchkey.local".local]\nroot = "%s"\n' \
+	  "$(CURDIR)/$(PACKAGES)/registry" > $(PACKAGES)/wkg-config.toml
+	for package in wasi-io-0.2.12 latchkey-lock-0.2.1 latchkey-lock-0.3.1; do \
+	  (cd $(PACKAGES)/wit-build/$$package && $(WKG_ENV) $(CURDIR)/$(WKG) build --color never \
+	    -o $(CURDIR)/$(PACKAGES)/$$package.wasm > /dev/null) || exit 1; \
+	  $(WKG_ENV) $(WKG) publish --color never $(PACKAGES)/$$package.wasm > /dev/null || exit 1; \
+	done
+	rm $(PACKAGES)/wasi-io-0.2.12.wasm
+
+# wkg, the WIT package tool of wasm-pkg-tools, from crates.io (about four minutes on two
+# cores, once).
+$(WKG):
+	cargo install wkg --version 0.16.1 --locked --root target/tools
 
 wasm-target:
 	rustup target add wasm32-wasip2
@@ -189,7 +213,8 @@ bench: wasm-target redis-server wrk target/tools/bin/wasmtime polyglot-guests
 soak: wasm-target redis-server iproute2
 	cargo test --release -p latchkey-tests --test faults -- --ignored --nocapture soak
 
-lint: wasm-target
+lint: wasm-target target/tools/bin/mdbook
+	target/tools/bin/mdbook build docs
 	cargo fmt --all --check
 	cargo fmt --all --check --manifest-path guest/Cargo.toml
 	cargo clippy --workspace --all-targets --release -- -D warnings
@@ -198,6 +223,11 @@ lint: wasm-target
 
 wrk:
 	@command -v wrk >/dev/null || { $(APT_UPDATED) && $(APT_INSTALL) wrk; }
+
+# The book's builder, mdBook 0.5 from crates.io: `make lint` builds the book (docs/) into
+# target/book, and fails on what mdBook refuses.
+target/tools/bin/mdbook:
+	cargo install mdbook --version "~0.5" --locked --root target/tools
 
 target/tools/bin/wasmtime:
 	cargo install wasmtime-cli --version 48.0.8 --locked --root target/tools

@@ -40,7 +40,9 @@ fn package(prefix: &str, suffix: &str) -> PathBuf {
 
 /// Runs `command` to its end, and fails the test with its output unless it succeeded.
 fn succeed(command: &mut Command) -> Output {
-    let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
     assert!(
         out.status.success(),
         "{command:?} failed:\n{}\n{}",
@@ -57,7 +59,9 @@ struct Project {
 
 impl Project {
     fn new() -> Self {
-        Project { dir: tempfile::tempdir().unwrap() }
+        Project {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn path(&self) -> &Path {
@@ -189,7 +193,11 @@ fn unpack_the_rust_sdk(project: &Project) -> PathBuf {
     let crate_file = project.download(&package("latchkey-guest-", ".crate"));
     succeed(project.command("tar").arg("xzf").arg(&crate_file));
     std::fs::remove_file(project.path().join(&crate_file)).unwrap();
-    let name = crate_file.file_stem().unwrap().to_string_lossy().into_owned();
+    let name = crate_file
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     project.path().join(name)
 }
 
@@ -236,7 +244,12 @@ fn every_package_carries_the_repositorys_wit() {
     let unpacked = Project::new();
     let crate_file = package("latchkey-guest-", ".crate");
     succeed(unpacked.command("tar").arg("xzf").arg(&crate_file));
-    succeed(unpacked.command("tar").arg("xzf").arg(package("latchkey-guest-", ".tgz")));
+    succeed(
+        unpacked
+            .command("tar")
+            .arg("xzf")
+            .arg(package("latchkey-guest-", ".tgz")),
+    );
     succeed(
         unpacked
             .command("python3")
@@ -244,10 +257,22 @@ fn every_package_carries_the_repositorys_wit() {
             .arg(package("latchkey_guest-", ".whl"))
             .arg("wheel"),
     );
-    let crate_dir = crate_file.file_stem().unwrap().to_string_lossy().into_owned();
+    let crate_dir = crate_file
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let shipped = [
-        (format!("{crate_dir}/wit"), "wit", "v0.3.1/latchkey-lock.wit"),
-        ("wheel/latchkey/wit".to_owned(), "guest/wit", "deps/lock-0.3.1.wit"),
+        (
+            format!("{crate_dir}/wit"),
+            "wit",
+            "v0.3.1/latchkey-lock.wit",
+        ),
+        (
+            "wheel/latchkey/wit".to_owned(),
+            "guest/wit",
+            "deps/lock-0.3.1.wit",
+        ),
         ("package/wit".to_owned(), "guest/wit", "deps/lock.wit"),
     ];
     for (inside, original, needed) in shipped {
@@ -376,7 +401,8 @@ impl wasip3::exports::cli::run::Guest for Sample {
 
 /// The componentize-py version the repository's own Python guests are built with.
 fn componentize_py_pin() -> String {
-    let requirements = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest/python/requirements.txt");
+    let requirements =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest/python/requirements.txt");
     std::fs::read_to_string(requirements)
         .unwrap()
         .lines()
@@ -485,7 +511,10 @@ class Run(exports.Run):
 #[test]
 fn a_new_javascript_guest_builds_from_the_npm_tarball() {
     let project = Project::new();
-    project.write("package.json", r#"{ "name": "dapr-sample", "type": "module", "private": true }"#);
+    project.write(
+        "package.json",
+        r#"{ "name": "dapr-sample", "type": "module", "private": true }"#,
+    );
     project.write(
         "app.js",
         r#"import { Store, withLock } from './node_modules/latchkey-guest/latchkey.js';
@@ -532,4 +561,73 @@ export const run = {
     ]));
     project.assert_outside_the_repository(&["node_modules"]);
     contend(&project.path().join("app.wasm"));
+}
+
+/// `wkg`, as `make packages` installs it.
+fn wkg(project: &Project) -> Command {
+    let mut command =
+        project.command(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tools/bin/wkg"));
+    command
+        .env("WKG_CONFIG_FILE", project.path().join("wasm-pkg.toml"))
+        .env("WKG_CACHE_DIR", project.path().join("cache"))
+        .arg("--color")
+        .arg("never");
+    command
+}
+
+/// A guest project fetches `latchkey:lock` 0.2.1 and 0.3.1 with `wkg fetch`, as it fetches
+/// wasi:http's, from a file registry (a copy of the one `make packages` publishes to, with
+/// wasi:io beside them as wasi.dev would serve it). What arrives is what was published: its
+/// text, built again, is the published package byte for byte.
+#[test]
+fn a_new_project_fetches_the_wit_packages_with_wkg() {
+    let project = Project::new();
+    succeed(
+        project
+            .command("cp")
+            .arg("-R")
+            .arg(packages().join("registry"))
+            .arg("registry"),
+    );
+    project.write(
+        "wasm-pkg.toml",
+        &format!(
+            "[namespace_registries]\nlatchkey = \"latchkey.local\"\nwasi = \"latchkey.local\"\n\n\
+             [registry.\"latchkey.local\".local]\nroot = \"{}\"\n",
+            project.path().join("registry").display()
+        ),
+    );
+    // One version of a package per WIT directory: wkg 0.16 resolves one.
+    for version in ["0.2.1", "0.3.1"] {
+        let app = format!("app-{version}");
+        project.write(
+            &format!("{app}/wit/world.wit"),
+            &format!(
+                "package example:app;\n\nworld app {{ import latchkey:lock/locks@{version}; }}\n"
+            ),
+        );
+        let mut fetch = wkg(&project);
+        fetch.current_dir(project.path().join(&app));
+        succeed(fetch.arg("fetch"));
+        let fetched = project.path().join(format!(
+            "{app}/wit/deps/latchkey-lock-{version}/package.wit"
+        ));
+        let text = std::fs::read_to_string(&fetched)
+            .unwrap_or_else(|e| panic!("wkg fetched no {}: {e}", fetched.display()));
+        assert!(
+            text.starts_with(&format!("package latchkey:lock@{version};")),
+            "{text}"
+        );
+        let again = format!("again-{version}");
+        project.write(&format!("{again}/wit/package.wit"), &text);
+        let mut build = wkg(&project);
+        build.current_dir(project.path().join(&again));
+        succeed(build.args(["build", "-o", "rebuilt.wasm"]));
+        assert!(
+            std::fs::read(project.path().join(&again).join("rebuilt.wasm")).unwrap()
+                == std::fs::read(package(&format!("latchkey-lock-{version}"), ".wasm")).unwrap(),
+            "the fetched latchkey:lock@{version} is not the published one"
+        );
+    }
+    project.assert_outside_the_repository(&["cache"]);
 }

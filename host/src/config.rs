@@ -1,34 +1,6 @@
 //! The operator's config file: stores, and per-app policy and limits (TOML).
 //!
-//! ```toml
-//! [stores.lockstore]
-//! url = "redis://latchkey@10.0.0.5:6379"  # memory, redis://, rediss://, redis+unix://,
-//!                                        # redis+cluster://, redis+sentinel://, redis+redlock://
-//! password-file = "/run/secrets/redis"   # or password-env = "REDIS_PASSWORD"
-//! timeout = "2s"
-//! wait-replicas = 0                      # replicas that must confirm each grant
-//! namespace = "blue"                     # optional: a lock space of its own in this Redis
-//!
-//! [stores.shared-with-daprd]
-//! url = "redis://10.0.0.6:6379"
-//! key-layout = "dapr"                    # locks as daprd keeps them: lock||<app>||<id>
-//!
-//! [stores.scratch]
-//! url = "memory"
-//!
-//! [apps.billing]
-//! stores = ["lockstore"]                 # default: every store
-//! resources = ["invoice-*", "ledger"]    # default: any id
-//! max-lease = "5m"
-//! max-wait = "30s"
-//! max-held = 16
-//! max-held-per-task = 4                  # per request, when an instance serves many
-//! max-keep-alive = "10m"                 # how long keep-alive renews one grant
-//! deadline = "30s"                       # how long each instance may run
-//! max-memory = "64MiB"
-//! fuel = 1_000_000_000
-//! max-handles = 10_000                   # handles each instance may hold at once
-//! ```
+#![doc = concat!("```toml\n", include_str!("../latchkey.example.toml"), "```")]
 //!
 //! An app the file does not list gets every store and the defaults. Unknown keys, bad URLs,
 //! durations and sizes are refused when the file is loaded, each with where it is. An app's
@@ -481,31 +453,10 @@ fn one_line(err: &toml::de::Error) -> String {
 mod tests {
     use super::*;
 
-    /// The documented example parses into what it says.
+    /// The documented example (the crate docs' and the book's) parses into what it says.
     #[test]
     fn example_parses() {
-        let config = Config::parse(
-            r#"
-            [stores.lockstore]
-            url = "redis://latchkey@127.0.0.1:6379"
-            password-env = "REDIS_PASSWORD"
-            timeout = "2s"
-            namespace = "blue"
-            [stores.scratch]
-            url = "memory"
-            [apps.billing]
-            stores = ["lockstore"]
-            resources = ["invoice-*", "ledger"]
-            max-lease = "5m"
-            max-wait = "30s"
-            max-held = 16
-            max-keep-alive = "10m"
-            deadline = "30s"
-            max-memory = "64MiB"
-            fuel = 1_000_000_000
-            "#,
-        )
-        .unwrap();
+        let config = Config::parse(include_str!("../latchkey.example.toml")).unwrap();
         let billing = config.app("billing");
         assert!(billing.may_open("lockstore") && !billing.may_open("scratch"));
         assert_eq!(billing.limits().max_lease, Duration::from_secs(300));
