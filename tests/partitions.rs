@@ -6,7 +6,7 @@
 //! Each run checks its history of grants with their fences: in the safe modes (Sentinel
 //! with grants waiting for every replica, Redlock) no two holders overlap while a lease
 //! runs; in the unsafe ones (waiting for fewer replicas) double grants are counted and
-//! reported (R13 in the README). And a host cut off while it keeps a lease alive learns
+//! reported. And a host cut off while it keeps a lease alive learns
 //! that it lost the lock before the store lets anyone else have it, and writes nothing
 //! after.
 //!

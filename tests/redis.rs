@@ -663,7 +663,7 @@ async fn a_cluster_failover_keeps_a_granted_lock() {
         }
         // Back empty, it becomes the new master's replica: until then, nothing can confirm
         // a grant on that master, and its grants are `unavailable`. Until it has the data,
-        // a second failover would promote an empty server (see the README): wait for it.
+        // a second failover would promote an empty server (the book's Redis page): wait for it.
         cluster.nodes[owner].restart();
         cluster.nodes[owner].wait_for_reply(&["INFO", "replication"], "master_link_status:up");
     });
@@ -742,12 +742,13 @@ async fn waiters_wake_on_unlock_after_a_reconnect() {
     assert_waiters_wake_across(settings, || fx.redis_mut().crash_and_restart()).await;
 }
 
-/// The ACL the docs give latchkey's Redis user, with `PASSWORD` in it, read from the docs
-/// themselves so that the two cannot drift apart: `ACL SETUSER latchkey on >PASSWORD ...`.
+/// The ACL the book gives latchkey's Redis user (docs/src/redis.md), with `PASSWORD` in
+/// it, read from the page itself so that the two cannot drift apart: `ACL SETUSER latchkey
+/// on >PASSWORD ...`.
 fn documented_acl() -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
-    let readme = readme.expect("the README");
-    let line = readme
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/src/redis.md");
+    let page = std::fs::read_to_string(page).expect("the book's Redis page");
+    let line = page
         .lines()
         .find(|line| line.starts_with("ACL SETUSER latchkey "))
         .expect("the docs give an ACL line");

@@ -2,12 +2,13 @@
  * latchkey: distributed locks for JavaScript guests.
  *
  * Take a lock on a named resource, shared with every other instance of your app, from a
- * WebAssembly component built with componentize-js for the world `latchkey:guest/command`
- * (`guest/wit`). The host decides where the locks live and keeps the credentials; the guest
- * only names a store and a resource:
+ * WebAssembly component built with componentize-js for the world `latchkey:guest/command`,
+ * whose WIT the npm package `latchkey-guest` carries under `wit/`. The host decides where the
+ * locks live and keeps the credentials; the guest only names a store and a resource (by the
+ * SDK's path: componentize-js does not resolve bare package names):
  *
  * ```js
- * import { Store, withLock } from './latchkey.js';
+ * import { Store, withLock } from './node_modules/latchkey-guest/latchkey.js';
  *
  * const store = Store.open('lockstore');
  * const ran = withLock(store, 'my_file_name', { leaseMs: 60_000 }, (lock) => {

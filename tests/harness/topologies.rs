@@ -29,7 +29,7 @@ impl RedisCluster {
 
     fn start_with(replicas_per_master: usize) -> Self {
         // With replicas, fail over after two seconds of silence rather than Redis' 15 s
-        // (with one, a loaded machine saw a second, spurious failover; see the README).
+        // (with one, a loaded machine saw a second, spurious failover).
         let node_timeout = if replicas_per_master > 0 {
             "2000"
         } else {

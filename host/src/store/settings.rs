@@ -23,7 +23,7 @@ pub struct StoreSettings {
     pub timeout: Duration,
     /// How many replicas must confirm a grant (Redis `WAIT`) before the guest gets it. With
     /// 0, a server that has replicas, or is one, is refused: on failover, asynchronous
-    /// replication can lose a granted lock. See the README's "Replicas".
+    /// replication can lose a granted lock. See the book's Redis page, "Replicas".
     pub wait_replicas: u32,
     /// A lock space of its own in the store: the same app and resource id in two
     /// namespaces are two locks. 1 to 64 letters, digits, `.`, `_` or `-`.

@@ -10,7 +10,7 @@
 //! (only where it still holds the lock) before it is handed out. Any later grant's majority
 //! shares at least one master with this one, and on that master the later grant's acquire
 //! runs after the write-back (the write-back needs the lock, the later acquire needs it
-//! free), so it reads at least this fence and grants a larger one. The README has the
+//! free), so it reads at least this fence and grants a larger one. The book's Redis page has the
 //! argument and its assumptions.
 
 use std::collections::{BTreeMap, HashMap};

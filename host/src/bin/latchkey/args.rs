@@ -220,7 +220,7 @@ pub struct ServeArgs {
 /// limits on each instance.
 #[derive(Args, Debug, Clone)]
 pub struct GuestArgs {
-    /// A TOML file of stores and per-app policy and limits (see the README); flags override it
+    /// A TOML file of stores and per-app policy and limits (see the book's configuration reference); flags override it
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 

@@ -19,7 +19,7 @@
 //! A platform with its own hyper server needs none of this: link [`crate::add_to_linker`]
 //! beside `wasmtime_wasi_http::p2::add_to_linker_async`, implement [`crate::LockView`] for
 //! its store data, and call [`crate::LockCtx::release_all`] when a request's instance ends
-//! (the README's "Embedding in an HTTP server" shows it); with instance reuse, also
+//! (the book's "Embedding in an HTTP server", docs/src/embedding.md, shows it); with instance reuse, also
 //! [`crate::LockCtx::begin_task`] as each request starts and [`crate::TaskLocks::end`]
 //! when it ends.
 
