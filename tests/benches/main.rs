@@ -35,9 +35,12 @@
 //!   a guest's pair.
 //! - `anatomy` (`latency-anatomy`, `b1-anatomy`), only when named: B1's pairs cut into the
 //!   stretches of each store call.
+//! - `cost_model` (`cost-model`), only when named: instructions per request of `latchkey
+//!   serve` and `wasmtime serve` under callgrind, with the functions that differ.
 
 mod anatomy;
 mod coordination;
+mod cost_model;
 mod dapr;
 mod hand_off;
 mod keep_alive;
@@ -108,6 +111,10 @@ fn main() {
         // A diagnosis, not a benchmark: only when asked for.
         if named("latency-anatomy") {
             tokio::task::block_in_place(|| anatomy::b1_anatomy(&redis));
+        }
+        // Minutes under valgrind: only when asked for.
+        if named("cost-model") {
+            tokio::task::block_in_place(|| cost_model::cost_model(&redis));
         }
         if wanted("throughput") {
             throughput::b2(&redis, &conn).await;

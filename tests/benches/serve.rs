@@ -42,7 +42,7 @@ pub(crate) struct Load {
 
 /// The `wasmtime` binary of the baseline: `$LATCHKEY_WASMTIME`, or the one `make bench`
 /// installs into `target/tools`.
-fn wasmtime() -> PathBuf {
+pub(crate) fn wasmtime() -> PathBuf {
     if let Some(path) = std::env::var_os("LATCHKEY_WASMTIME") {
         return path.into();
     }

@@ -1,0 +1,399 @@
+//! `cost-model`: what one request costs `latchkey serve` and `wasmtime serve` 48 in
+//! instructions, counted by valgrind's callgrind — the same count for the same binary and
+//! input whatever else the machine does, where wall clock moves ±10 % run to run.
+//!
+//! Each server runs under callgrind, on demand memory (under valgrind neither can reserve a
+//! pooling allocator's address space), with the same component. After a warm-up the count
+//! is zeroed, `REQUESTS` requests go one after another on one keep-alive connection, and the
+//! count is dumped; then it is zeroed again, the server idles as long as the requests took,
+//! and that count is dumped too. A request costs `(load − idle) / REQUESTS`: what the
+//! server does per request, without what it does per second (an epoch ticker, timers).
+//! The top functions of each are printed per request, and, for the first row, the
+//! functions whose cost differs most between the two servers.
+//!
+//! Only when named (`cargo bench -p latchkey-tests -- cost-model`): it takes minutes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::{RedisServer, free_port, guest, latchkey_path};
+
+/// Requests counted per server.
+const REQUESTS: usize = 500;
+
+/// Requests before the count starts: the first instance, lazily made tables, warm caches.
+const WARM_UP: usize = 50;
+
+/// How long a server under valgrind may take to listen: it may compile the component
+/// there, fifty times slower than natively.
+const START_PATIENCE: Duration = Duration::from_secs(600);
+
+/// The `wasmtime serve` flags of each world, as B6 and P11 run it, on demand memory.
+const WASMTIME_P2: [&str; 3] = ["-Scli", "-O", "pooling-allocator=n"];
+const WASMTIME_P3: [&str; 5] = [
+    "-Scli",
+    "-Sp3",
+    "-Wcomponent-model-async",
+    "-O",
+    "pooling-allocator=n",
+];
+
+/// One server process under callgrind, and where its counts go.
+struct Counted {
+    child: Child,
+    port: u16,
+    out: PathBuf,
+}
+
+impl Counted {
+    /// `program ARGS... --addr 127.0.0.1:PORT [TAIL...]` under callgrind, once it accepts
+    /// connections.
+    fn start(dir: &Path, name: &str, program: &Path, args: &[&str], tail: &[&str]) -> Self {
+        let port = free_port();
+        let out = dir.join(format!("{name}.callgrind"));
+        let child = Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}.%p", out.display()))
+            .args(["--dump-instr=no", "--compress-strings=no"])
+            .arg(program)
+            .args(args)
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(tail)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("valgrind runs (Debian's valgrind package)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < START_PATIENCE,
+                "{name} did not listen under valgrind"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Counted { child, port, out }
+    }
+
+    /// `callgrind_control` on this process: `-z` zeroes its counts, `-d` dumps them.
+    fn control(&self, flag: &str) {
+        let status = Command::new("callgrind_control")
+            .arg(flag)
+            .arg(self.child.id().to_string())
+            .stdout(Stdio::null())
+            .status()
+            .expect("callgrind_control runs");
+        assert!(status.success(), "callgrind_control {flag} failed");
+    }
+
+    /// The counts of the `nth` dump (1-based), once callgrind has written it.
+    fn dump(&self, nth: usize) -> Profile {
+        let file = PathBuf::from(format!("{}.{}.{nth}", self.out.display(), self.child.id()));
+        let started = Instant::now();
+        while !file.exists() {
+            assert!(
+                started.elapsed() < START_PATIENCE,
+                "no dump {}",
+                file.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // A dump is written, then named: once it is there it is whole.
+        Profile::read(&file)
+    }
+
+    /// Serves `requests` of `path`, one after another, on one keep-alive connection; how
+    /// long they took.
+    fn load(&self, agent: &ureq::Agent, path: &str, requests: usize, first: usize) -> Duration {
+        let started = Instant::now();
+        for n in first..first + requests {
+            let url = format!(
+                "http://127.0.0.1:{}{}",
+                self.port,
+                path.replace("{n}", &n.to_string())
+            );
+            let mut answer = agent.post(&url).send_empty().expect("the server answers");
+            assert_eq!(answer.status(), 200, "{url}");
+            answer.body_mut().read_to_string().unwrap();
+        }
+        started.elapsed()
+    }
+
+    /// Instructions per request of `path`, with the top functions: the load's counts less
+    /// an idle stretch as long as the load.
+    fn per_request(&self, path: &str) -> Profile {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        self.load(&agent, path, WARM_UP, 0);
+        self.control("-z");
+        let took = self.load(&agent, path, REQUESTS, WARM_UP);
+        self.control("-d");
+        self.control("-z");
+        std::thread::sleep(took);
+        self.control("-d");
+        let load = self.dump(1);
+        let idle = self.dump(2);
+        load.less(&idle).per(REQUESTS)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Instructions in all, and by function.
+struct Profile {
+    total: f64,
+    functions: BTreeMap<String, f64>,
+}
+
+impl Profile {
+    /// A callgrind dump: `fn=` lines name the function the cost lines under them belong to
+    /// (`--compress-strings=no`: names in full); a cost line is `LINE COST`, and the costs
+    /// of calls (`calls=` then one line) are inclusive, so they are skipped.
+    fn read(file: &Path) -> Profile {
+        let text = std::fs::read_to_string(file).unwrap();
+        let mut functions = BTreeMap::new();
+        let mut current = String::new();
+        let mut after_call = false;
+        let mut total = 0.0;
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix("fn=") {
+                current = name.to_owned();
+            } else if line.starts_with("calls=") {
+                after_call = true;
+            } else if line.starts_with(|c: char| c.is_ascii_digit() || "+-*".contains(c)) {
+                let cost: f64 = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0.0);
+                if after_call {
+                    after_call = false;
+                } else {
+                    *functions.entry(current.clone()).or_insert(0.0) += cost;
+                    total += cost;
+                }
+            } else if let Some(summary) = line.strip_prefix("summary: ") {
+                total = summary.trim().parse().unwrap_or(total);
+            }
+        }
+        Profile { total, functions }
+    }
+
+    fn less(&self, other: &Profile) -> Profile {
+        let mut functions = self.functions.clone();
+        for (name, cost) in &other.functions {
+            *functions.entry(name.clone()).or_insert(0.0) -= cost;
+        }
+        Profile {
+            total: self.total - other.total,
+            functions,
+        }
+    }
+
+    fn per(&self, requests: usize) -> Profile {
+        let n = requests as f64;
+        Profile {
+            total: self.total / n,
+            functions: self
+                .functions
+                .iter()
+                .map(|(k, v)| (k.clone(), v / n))
+                .collect(),
+        }
+    }
+
+    /// The `n` functions that cost most.
+    fn top(&self, n: usize) -> Vec<(&str, f64)> {
+        let mut all: Vec<(&str, f64)> = self
+            .functions
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        all.truncate(n);
+        all
+    }
+}
+
+/// A function name as a table shows it: without its argument list and crate hash, cut to
+/// a width.
+fn short(name: &str) -> String {
+    let name = name.split('(').next().unwrap_or(name);
+    let name = match name.rfind("::h") {
+        Some(at) if name[at + 3..].chars().all(|c| c.is_ascii_hexdigit()) => &name[..at],
+        _ => name,
+    };
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() > 90 {
+        format!("…{}", chars[chars.len() - 89..].iter().collect::<String>())
+    } else {
+        name.to_owned()
+    }
+}
+
+fn thousands(n: f64) -> String {
+    format!("{:.1}k", n / 1000.0)
+}
+
+/// The wasmtime-cli 48 of the baseline, as B6 finds it.
+fn wasmtime() -> PathBuf {
+    crate::serve::wasmtime()
+}
+
+pub fn cost_model(redis: &RedisServer) {
+    println!(
+        "\n## Cost model: instructions per request under callgrind, {REQUESTS} requests in \
+         a row on one keep-alive connection, less an idle stretch as long\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let latchkey = latchkey_path();
+    let wasmtime = wasmtime();
+    let on_demand = ["serve", "--max-concurrent-requests", "1001"];
+    let redis_store = format!("lockstore={}", redis.url());
+    let component = |name: &str| guest(name).to_str().unwrap().to_owned();
+    for name in ["http_nolock_p3", "http_demo_p3", "http_nolock", "http_demo"] {
+        harness::warm(&guest(name));
+    }
+    let nolock = "/jobs/cm-{n}";
+    let locked = "/jobs/cm-{n}?ms=0";
+
+    println!("| handler | server | instructions / request | against |");
+    println!("|---|---|---|---|");
+    let row = |handler: &str, server: &str, profile: &Profile, against: Option<&Profile>| {
+        let ratio = against
+            .map(|b| format!("{:.3}×", profile.total / b.total))
+            .unwrap_or_default();
+        println!(
+            "| {handler} | {server} | {} | {ratio} |",
+            thousands(profile.total)
+        );
+    };
+
+    // (a) WASI 0.3, no lock, instance reuse: the row every request of every user pays.
+    let p3_latchkey = Counted::start(
+        dir.path(),
+        "latchkey-p3",
+        &latchkey,
+        &on_demand,
+        &[&component("http_nolock_p3")],
+    )
+    .per_request(nolock);
+    let mut p3_flags = vec!["serve"];
+    p3_flags.extend(WASMTIME_P3);
+    let p3_wasmtime = Counted::start(
+        dir.path(),
+        "wasmtime-p3",
+        &wasmtime,
+        &p3_flags,
+        &[&component("http_nolock_p3")],
+    )
+    .per_request(nolock);
+    let mut timed_flags = p3_flags.clone();
+    timed_flags.extend(["-W", "timeout=30s"]);
+    let p3_wasmtime_timed = Counted::start(
+        dir.path(),
+        "wasmtime-p3-timeout",
+        &wasmtime,
+        &timed_flags,
+        &[&component("http_nolock_p3")],
+    )
+    .per_request(nolock);
+    row("0.3 no lock, reused", "wasmtime serve", &p3_wasmtime, None);
+    row(
+        "0.3 no lock, reused",
+        "wasmtime serve -W timeout=30s",
+        &p3_wasmtime_timed,
+        None,
+    );
+    row(
+        "0.3 no lock, reused",
+        "latchkey serve",
+        &p3_latchkey,
+        Some(&p3_wasmtime),
+    );
+
+    // (b) the same with a memory-store lock, against no lock.
+    let p3_memory = Counted::start(
+        dir.path(),
+        "latchkey-p3-memory",
+        &latchkey,
+        &on_demand,
+        &[&component("http_demo_p3")],
+    )
+    .per_request(locked);
+    row(
+        "0.3 memory lock, reused",
+        "latchkey serve",
+        &p3_memory,
+        Some(&p3_latchkey),
+    );
+
+    // (c) WASI 0.2, a fresh instance per request.
+    let p2_latchkey = Counted::start(
+        dir.path(),
+        "latchkey-p2",
+        &latchkey,
+        &on_demand,
+        &[&component("http_nolock")],
+    )
+    .per_request(nolock);
+    let mut p2_flags = vec!["serve"];
+    p2_flags.extend(WASMTIME_P2);
+    let p2_wasmtime = Counted::start(
+        dir.path(),
+        "wasmtime-p2",
+        &wasmtime,
+        &p2_flags,
+        &[&component("http_nolock")],
+    )
+    .per_request(nolock);
+    row("0.2 no lock, fresh", "wasmtime serve", &p2_wasmtime, None);
+    row(
+        "0.2 no lock, fresh",
+        "latchkey serve",
+        &p2_latchkey,
+        Some(&p2_wasmtime),
+    );
+
+    // (d) a lock on Redis: the host's side of it (Redis' own work is not counted).
+    let mut redis_flags = on_demand.to_vec();
+    redis_flags.extend(["--store", &redis_store]);
+    let p2_redis = Counted::start(
+        dir.path(),
+        "latchkey-p2-redis",
+        &latchkey,
+        &redis_flags,
+        &[&component("http_demo")],
+    )
+    .per_request(locked);
+    row(
+        "0.2 Redis lock, fresh",
+        "latchkey serve",
+        &p2_redis,
+        Some(&p2_latchkey),
+    );
+
+    println!("\nTop functions per request, WASI 0.3 no lock (self cost):\n");
+    for (server, profile) in [
+        ("latchkey serve", &p3_latchkey),
+        ("wasmtime serve", &p3_wasmtime),
+    ] {
+        println!("{server}:");
+        for (name, cost) in profile.top(12) {
+            println!("  {:>8}  {}", thousands(cost), short(name));
+        }
+    }
+    println!("\nWhere latchkey serve spends more per request than wasmtime serve (WASI 0.3):\n");
+    let difference = p3_latchkey.less(&p3_wasmtime);
+    for (name, cost) in difference.top(15) {
+        println!("  {:>8}  {}", thousands(cost), short(name));
+    }
+}
