@@ -76,32 +76,12 @@ impl Counted {
         Counted { child, port, out }
     }
 
-    /// `callgrind_control` on this process: `-z` zeroes its counts, `-d` dumps them.
     fn control(&self, flag: &str) {
-        let status = Command::new("callgrind_control")
-            .arg(flag)
-            .arg(self.child.id().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("callgrind_control runs");
-        assert!(status.success(), "callgrind_control {flag} failed");
+        control(self.child.id(), flag);
     }
 
-    /// The counts of the `nth` dump (1-based), once callgrind has written it.
     fn dump(&self, nth: usize) -> Profile {
-        let file = PathBuf::from(format!("{}.{}.{nth}", self.out.display(), self.child.id()));
-        let started = Instant::now();
-        while !file.exists() {
-            assert!(
-                started.elapsed() < START_PATIENCE,
-                "no dump {}",
-                file.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // A dump is written, then named: once it is there it is whole.
-        Profile::read(&file)
+        dump(&self.out, self.child.id(), nth)
     }
 
     /// Serves `requests` of `path`, one after another, on one keep-alive connection; how
@@ -139,6 +119,35 @@ impl Counted {
         let idle = self.dump(2);
         load.less(&idle).per(REQUESTS)
     }
+}
+
+/// `callgrind_control` on process `pid`: `-z` zeroes its counts, `-d` dumps them.
+fn control(pid: u32, flag: &str) {
+    let status = Command::new("callgrind_control")
+        .arg(flag)
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("callgrind_control runs");
+    assert!(status.success(), "callgrind_control {flag} failed");
+}
+
+/// The counts of process `pid`'s `nth` dump (1-based) into `out`, once callgrind has
+/// written it.
+fn dump(out: &Path, pid: u32, nth: usize) -> Profile {
+    let file = PathBuf::from(format!("{}.{pid}.{nth}", out.display()));
+    let started = Instant::now();
+    while !file.exists() {
+        assert!(
+            started.elapsed() < START_PATIENCE,
+            "no dump {}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A dump is written, then named: once it is there it is whole.
+    Profile::read(&file)
 }
 
 impl Drop for Counted {
@@ -401,5 +410,200 @@ pub fn cost_model(redis: &RedisServer) {
     let difference = p3_latchkey.less(&p3_wasmtime);
     for (name, cost) in difference.top(15) {
         println!("  {:>8}  {}", thousands(cost), short(name));
+    }
+}
+
+/// Pairs counted per row: the difference of a long and a short run, so that what a run
+/// costs once (instantiating the guest, opening the store) cancels out.
+const PAIRS: (usize, usize) = (200, 1200);
+
+/// The ways of taking a pair that [`pairs`] counts: a guest's, the host library's, and
+/// raw redis-rs running the same scripts.
+const PAIR_MODES: [(&str, &str); 4] = [
+    ("raw", "raw redis-rs, the same two scripts"),
+    ("host", "the host library (LockStore), no Wasm"),
+    ("guest", "a WASI 0.2 guest (bench)"),
+    ("guest-p3", "a WASI 0.3 guest (lockctl_p3)"),
+];
+
+/// The environment variable that makes the benchmark program a [`pairs_worker`].
+pub const PAIRS_WORKER: &str = "LATCHKEY_BENCH_COUNTED_PAIRS";
+
+/// B1's and P10's pairs counted the same way: this program again, as a worker under
+/// callgrind, runs a mode's pairs on Redis when told to; instructions per pair are
+/// `(long − short − idle) / (long pairs − short pairs)`, the idle part at the rate an idle
+/// second of the worker costs.
+pub fn pairs(redis: &RedisServer) {
+    println!(
+        "\n## Cost model: instructions per try-lock + unlock pair on Redis, under callgrind \
+         ({} pairs less {}, one after another)\n",
+        PAIRS.1, PAIRS.0
+    );
+    println!("| pairs by | instructions / pair | against raw redis-rs |");
+    println!("|---|---|---|");
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut raw = None;
+    let mut profiles = BTreeMap::new();
+    for (mode, label) in PAIR_MODES {
+        // Natively first, so that the guest's compilation is in the disk cache when the
+        // worker starts under valgrind.
+        Worker::start(None, &exe, mode, redis).run(1);
+        let mut worker = Worker::start(Some(dir.path()), &exe, mode, redis);
+        worker.run(50);
+        worker.control("-z");
+        let short = worker.run(PAIRS.0);
+        worker.control("-d");
+        worker.control("-z");
+        let long = worker.run(PAIRS.1);
+        worker.control("-d");
+        worker.control("-z");
+        std::thread::sleep(Duration::from_secs(1));
+        worker.control("-d");
+        let (c1, c2, idle) = (worker.dump(1), worker.dump(2), worker.dump(3));
+        let idle_per_second = idle.total;
+        let per_pair = ((c2.total - idle_per_second * long.as_secs_f64())
+            - (c1.total - idle_per_second * short.as_secs_f64()))
+            / (PAIRS.1 - PAIRS.0) as f64;
+        let against = raw
+            .map(|raw: f64| format!("{:.3}×", per_pair / raw))
+            .unwrap_or_default();
+        println!("| {label} | {} | {against} |", thousands(per_pair));
+        raw.get_or_insert(per_pair);
+        // By function, the idle second's share is left in: it is spread thin.
+        profiles.insert(mode, c2.less(&c1).per(PAIRS.1 - PAIRS.0));
+    }
+    for (more, less) in [("guest", "host"), ("guest-p3", "guest")] {
+        println!("\nWhere a pair by `{more}` spends more than by `{less}`, per pair:\n");
+        for (name, cost) in profiles[more].less(&profiles[less]).top(12) {
+            println!("  {:>8}  {}", thousands(cost), short(name));
+        }
+    }
+}
+
+/// This program as a pairs worker, natively or under callgrind, fed commands on stdin.
+struct Worker {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    /// Where callgrind writes, when the worker runs under it.
+    out: Option<PathBuf>,
+}
+
+impl Worker {
+    fn start(counted_in: Option<&Path>, exe: &Path, mode: &str, redis: &RedisServer) -> Self {
+        use std::io::BufRead;
+        let mut command = match counted_in {
+            Some(_) => {
+                let mut valgrind = Command::new("valgrind");
+                valgrind
+                    .arg("--tool=callgrind")
+                    .args(["--dump-instr=no", "--compress-strings=no"]);
+                valgrind
+            }
+            None => Command::new(exe),
+        };
+        let out = counted_in.map(|dir| dir.join(format!("pairs-{mode}.callgrind")));
+        if let Some(out) = &out {
+            command
+                .arg(format!("--callgrind-out-file={}.%p", out.display()))
+                .arg(exe);
+        }
+        let mut child = command
+            .env(PAIRS_WORKER, format!("{mode},{}", redis.url()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the worker starts");
+        let stdin = child.stdin.take().unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(
+            lines.next().and_then(Result::ok).as_deref(),
+            Some("ready"),
+            "the {mode} worker did not start"
+        );
+        Worker {
+            child,
+            stdin,
+            lines,
+            out,
+        }
+    }
+
+    /// Zeroes or dumps the counts (valgrind runs the worker in its own process).
+    fn control(&self, flag: &str) {
+        control(self.child.id(), flag);
+    }
+
+    fn dump(&self, nth: usize) -> Profile {
+        dump(self.out.as_ref().expect("counted"), self.child.id(), nth)
+    }
+
+    /// Runs `pairs` pairs; how long they took.
+    fn run(&mut self, pairs: usize) -> Duration {
+        use std::io::Write;
+        let started = Instant::now();
+        writeln!(self.stdin, "{pairs}").unwrap();
+        assert_eq!(
+            self.lines.next().and_then(Result::ok).as_deref(),
+            Some("done")
+        );
+        started.elapsed()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The worker's side: `MODE,REDIS_URL` in [`PAIRS_WORKER`]; says `ready`, then runs as many
+/// pairs as each line of stdin says and answers `done`, until stdin closes.
+pub async fn pairs_worker(spec: &str) {
+    use std::io::BufRead;
+    let (mode, url) = spec.split_once(',').expect("MODE,URL");
+    let store = latchkey_host::open("lockstore", &latchkey_host::StoreSettings::new(url)).unwrap();
+    let conn = crate::setup::connection_to(url).await;
+    // On demand memory (valgrind cannot reserve a pool's address space), compiled
+    // components from the disk cache.
+    let mut options = latchkey_host::EngineOptions::default();
+    options.pooled_instances = None;
+    options.disk_cache = true;
+    let runner = latchkey_host::Runner::with_options(options).unwrap();
+    let guest_name = match mode {
+        "guest-p3" => "lockctl_p3",
+        _ => "bench",
+    };
+    let program = runner.load(&guest(guest_name)).unwrap();
+    println!("ready");
+    for line in std::io::stdin().lock().lines() {
+        let count: usize = line.unwrap().trim().parse().unwrap();
+        match mode {
+            "raw" => drop(crate::setup::raw_pairs(&conn, count, "counted").await),
+            "host" => drop(crate::setup::direct_pairs(&store, count, "counted").await),
+            _ => {
+                let n = count.to_string();
+                let args: Vec<&str> = match mode {
+                    "guest-p3" => vec![guest_name, "open", "lockstore", "pairs", &n, "counted"],
+                    _ => vec![guest_name, "pairs", &n, "counted"],
+                };
+                let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+                wasi.args(&args)
+                    .stdout(wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(1 << 20));
+                let exit = runner
+                    .run(
+                        &program,
+                        wasi.build(),
+                        crate::setup::app(&store).build(),
+                        latchkey_host::GuestLimits::default(),
+                    )
+                    .await;
+                assert!(matches!(exit, latchkey_host::Exit::Status(0)), "{exit:?}");
+            }
+        }
+        println!("done");
     }
 }

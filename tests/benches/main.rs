@@ -84,6 +84,11 @@ fn main() {
         runtime.block_on(scaling::b5_worker(&url));
         return;
     }
+    if let Ok(spec) = std::env::var(cost_model::PAIRS_WORKER) {
+        // Single-threaded, as B1 and P10 time their pairs.
+        setup::single_threaded().block_on(cost_model::pairs_worker(&spec));
+        return;
+    }
     runtime.block_on(async {
         let redis = RedisServer::start();
         let conn = setup::connection(&redis).await;
@@ -115,6 +120,7 @@ fn main() {
         // Minutes under valgrind: only when asked for.
         if named("cost-model") {
             tokio::task::block_in_place(|| cost_model::cost_model(&redis));
+            tokio::task::block_in_place(|| cost_model::pairs(&redis));
         }
         if wanted("throughput") {
             throughput::b2(&redis, &conn).await;

@@ -151,7 +151,12 @@ pub(crate) async fn direct_pairs(store: &LockStore, count: usize, id: &str) -> V
 /// The baseline's connection, set up as latchkey sets up its own: RESP3 (so it could carry
 /// subscriptions too), the same timeouts and retries, a push handler.
 pub(crate) async fn connection(redis: &RedisServer) -> ConnectionManager {
-    let url = format!("{}?protocol=resp3", redis.url());
+    connection_to(&redis.url()).await
+}
+
+/// [`connection`] to the Redis at `url`.
+pub(crate) async fn connection_to(url: &str) -> ConnectionManager {
+    let url = format!("{url}?protocol=resp3");
     let client = redis::Client::open(url).unwrap();
     let timeout = Some(Duration::from_secs(2));
     let config = redis::aio::ConnectionManagerConfig::new()
