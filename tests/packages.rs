@@ -5,7 +5,9 @@
 //! (part of `make test`) writes them to `target/packages`.
 //!
 //! Every project is Dapr's sample: `try_lock("my_file_name", 60 s)`, then "Success" and a
-//! hold of as many milliseconds as its argument says, or "Failed to lock my_file_name.".
+//! hold of `--hold-ms` milliseconds, or "Failed to lock my_file_name.". Where the
+//! repository has the sample in that language and world (`guest/demos`, `guest/python/
+//! demos`), the project's source is the demo's own text.
 //! One host process holds the lock on a real Redis; a second, started once the first has
 //! said "Success", fails to take it.
 
@@ -16,9 +18,14 @@ use std::sync::mpsc;
 
 use harness::{PATIENCE, RedisServer, latchkey, lines, warm};
 
+/// The repository's root.
+fn repository() -> PathBuf {
+    std::fs::canonicalize(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap()
+}
+
 /// Where `make packages` leaves the packages.
 fn packages() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/packages")
+    repository().join("target/packages")
 }
 
 /// The one file in `target/packages` whose name starts with `prefix` and ends with
@@ -93,12 +100,7 @@ impl Project {
     /// alone. Build outputs and installed tools are left out; they may record where the
     /// packages came from.
     fn assert_outside_the_repository(&self, skip: &[&str]) {
-        let repository = std::fs::canonicalize(env!("CARGO_MANIFEST_DIR"))
-            .unwrap()
-            .parent()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let repository = repository().to_string_lossy().into_owned();
         let mut dirs = vec![self.path().to_path_buf()];
         while let Some(dir) = dirs.pop() {
             for entry in std::fs::read_dir(&dir).unwrap() {
@@ -132,7 +134,7 @@ fn contend(component: &Path) {
         command
             .args(["run", "--store", &store])
             .arg(component)
-            .arg(hold_ms)
+            .args(["--hold-ms", hold_ms])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         command
@@ -243,7 +245,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// `guest/wit`, with every package they use).
 #[test]
 fn every_package_carries_the_repositorys_wit() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = repository();
     let unpacked = Project::new();
     let crate_file = package("latchkey-guest-", ".crate");
     succeed(unpacked.command("tar").arg("xzf").arg(&crate_file));
@@ -304,57 +306,46 @@ fn every_package_carries_the_repositorys_wit() {
     }
 }
 
-/// A Rust guest for WASI 0.2, depending on `latchkey-guest` by a path to the packaged crate.
-#[test]
-fn a_new_rust_guest_builds_from_the_packaged_crate() {
+/// A Rust project depending on the packaged crate: `manifest` with `{SDK}` for the path of
+/// the unpacked crate, and its one source file; built, checked to name nothing of the
+/// repository, and run as the sample.
+fn new_rust_guest(manifest: &str, source: (&str, &str), component: &str) {
     let project = Project::new();
     let sdk = unpack_the_rust_sdk(&project);
-    project.write(
-        "Cargo.toml",
-        &format!(
-            r#"[package]
+    let sdk = sdk.file_name().unwrap().to_string_lossy();
+    project.write("Cargo.toml", &manifest.replace("{SDK}", &sdk));
+    project.write(source.0, source.1);
+    let component = build_rust(&project, component);
+    project.assert_outside_the_repository(&["target"]);
+    contend(&component);
+}
+
+/// A Rust guest for WASI 0.2, depending on `latchkey-guest` by a path to the packaged crate:
+/// the demo `try-lock` as the project's `main.rs`.
+#[test]
+fn a_new_rust_guest_builds_from_the_packaged_crate() {
+    new_rust_guest(
+        r#"[package]
 name = "dapr-sample"
 version = "0.1.0"
 edition = "2024"
 
 [dependencies]
-latchkey = {{ package = "latchkey-guest", path = "{}" }}
+latchkey = { package = "latchkey-guest", path = "{SDK}" }
 "#,
-            sdk.file_name().unwrap().to_string_lossy()
+        (
+            "src/main.rs",
+            include_str!("../guest/demos/src/bin/try-lock.rs"),
         ),
+        "dapr-sample.wasm",
     );
-    project.write(
-        "src/main.rs",
-        r#"use std::time::Duration;
-
-fn main() -> Result<(), latchkey::Error> {
-    let hold_ms = std::env::args().nth(1).and_then(|ms| ms.parse().ok()).unwrap_or(0);
-    let store = latchkey::p2::Store::open("lockstore")?;
-    match store.try_lock("my_file_name", Duration::from_secs(60))? {
-        Some(_lock) => {
-            println!("Success");
-            std::thread::sleep(Duration::from_millis(hold_ms));
-        }
-        None => println!("Failed to lock my_file_name."),
-    }
-    Ok(())
-}
-"#,
-    );
-    let component = build_rust(&project, "dapr-sample.wasm");
-    project.assert_outside_the_repository(&["target"]);
-    contend(&component);
 }
 
 /// A WASI 0.3 Rust guest: the same crate with its `p3` feature, `wasip3` for the command.
 #[test]
 fn a_new_rust_p3_guest_builds_from_the_packaged_crate() {
-    let project = Project::new();
-    let sdk = unpack_the_rust_sdk(&project);
-    project.write(
-        "Cargo.toml",
-        &format!(
-            r#"[package]
+    new_rust_guest(
+        r#"[package]
 name = "dapr-sample-p3"
 version = "0.1.0"
 edition = "2024"
@@ -363,15 +354,12 @@ edition = "2024"
 crate-type = ["cdylib"]
 
 [dependencies]
-latchkey = {{ package = "latchkey-guest", path = "{}", features = ["p3"] }}
+latchkey = { package = "latchkey-guest", path = "{SDK}", features = ["p3"] }
 wasip3 = "=0.9.0"
 "#,
-            sdk.file_name().unwrap().to_string_lossy()
-        ),
-    );
-    project.write(
-        "src/lib.rs",
-        r#"use std::time::Duration;
+        (
+            "src/lib.rs",
+            r#"use std::time::Duration;
 
 use latchkey::p3::Store;
 
@@ -382,7 +370,12 @@ wasip3::cli::command::export!(Sample);
 impl wasip3::exports::cli::run::Guest for Sample {
     async fn run() -> Result<(), ()> {
         let args = wasip3::cli::environment::get_arguments();
-        let hold_ms: u64 = args.get(1).and_then(|ms| ms.parse().ok()).unwrap_or(0);
+        let hold_ms: u64 = args
+            .iter()
+            .skip_while(|arg| *arg != "--hold-ms")
+            .nth(1)
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(1000);
         let store = Store::open("lockstore").map_err(|err| eprintln!("{err}"))?;
         let lease = Duration::from_secs(60);
         match store.try_lock("my_file_name", lease).await.map_err(|err| eprintln!("{err}"))? {
@@ -396,16 +389,14 @@ impl wasip3::exports::cli::run::Guest for Sample {
     }
 }
 "#,
+        ),
+        "dapr_sample_p3.wasm",
     );
-    let component = build_rust(&project, "dapr_sample_p3.wasm");
-    project.assert_outside_the_repository(&["target"]);
-    contend(&component);
 }
 
 /// The componentize-py version the repository's own Python guests are built with.
 fn componentize_py_pin() -> String {
-    let requirements =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest/python/requirements.txt");
+    let requirements = repository().join("guest/python/requirements.txt");
     std::fs::read_to_string(requirements)
         .unwrap()
         .lines()
@@ -452,57 +443,23 @@ fn build_python(app: &str, world: &str) -> (Project, PathBuf) {
     (project, component)
 }
 
-/// A Python guest for WASI 0.2, from the wheel.
+/// A Python guest for WASI 0.2, from the wheel: the demo `try_lock.py` as the project's
+/// `app.py`.
 #[test]
 fn a_new_python_guest_builds_from_the_wheel() {
     let (_project, component) = build_python(
-        r#"import sys
-import time
-
-import latchkey
-from wit_world import exports
-
-
-class Run(exports.Run):
-    def run(self) -> None:
-        hold_ms = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-        store = latchkey.Store.open("lockstore")
-        lock = store.try_lock("my_file_name", 60)
-        if lock is None:
-            print("Failed to lock my_file_name.")
-            return
-        with lock:
-            print("Success", flush=True)
-            time.sleep(hold_ms / 1000)
-"#,
+        include_str!("../guest/python/demos/try_lock.py"),
         "latchkey:guest/command",
     );
     contend(&component);
 }
 
-/// A WASI 0.3 Python guest, async, with `latchkey.aio` from the same wheel.
+/// A WASI 0.3 Python guest, async, with `latchkey.aio` from the same wheel: the demo
+/// `try_lock_p3.py`.
 #[test]
 fn a_new_python_p3_guest_builds_from_the_wheel() {
     let (_project, component) = build_python(
-        r#"import sys
-
-from latchkey import aio
-from wit_world import exports
-from wit_world.imports import monotonic_clock
-
-
-class Run(exports.Run):
-    async def run(self) -> None:
-        hold_ms = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-        store = aio.Store.open("lockstore")
-        lock = await store.try_lock("my_file_name", 60)
-        if lock is None:
-            print("Failed to lock my_file_name.")
-            return
-        async with lock:
-            print("Success", flush=True)
-            await monotonic_clock.wait_for(hold_ms * 1_000_000)
-"#,
+        include_str!("../guest/python/demos/try_lock_p3.py"),
         "latchkey:guest/command-p3",
     );
     contend(&component);
@@ -526,7 +483,9 @@ import { subscribeDuration } from 'wasi:clocks/monotonic-clock@0.2.12';
 
 export const run = {
   run() {
-    const holdMs = Number(getArguments()[1] ?? 0);
+    const argv = getArguments();
+    const at = argv.indexOf('--hold-ms');
+    const holdMs = at >= 0 ? Number(argv[at + 1]) : 1000;
     const store = Store.open('lockstore');
     const ran = withLock(store, 'my_file_name', { leaseMs: 60_000 }, () => {
       console.log('Success');
@@ -568,8 +527,7 @@ export const run = {
 
 /// `wkg`, as `make packages` installs it.
 fn wkg(project: &Project) -> Command {
-    let mut command =
-        project.command(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tools/bin/wkg"));
+    let mut command = project.command(repository().join("target/tools/bin/wkg"));
     command
         .env("WKG_CONFIG_FILE", project.path().join("wasm-pkg.toml"))
         .env("WKG_CACHE_DIR", project.path().join("cache"))

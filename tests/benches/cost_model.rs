@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use harness::{RedisServer, free_port, guest, latchkey_path};
 
+use crate::serve::wait_until_listening;
+
 /// Requests counted per server.
 const REQUESTS: usize = 500;
 
@@ -48,31 +50,21 @@ struct Counted {
 }
 
 impl Counted {
-    /// `program ARGS... --addr 127.0.0.1:PORT [TAIL...]` under callgrind, once it accepts
-    /// connections.
-    fn start(dir: &Path, name: &str, program: &Path, args: &[&str], tail: &[&str]) -> Self {
+    /// `program ARGS... --addr 127.0.0.1:PORT HANDLER` under callgrind, once it accepts
+    /// connections; `handler` names a guest.
+    fn start(dir: &Path, name: &str, program: &Path, args: &[&str], handler: &str) -> Self {
         let port = free_port();
         let out = dir.join(format!("{name}.callgrind"));
-        let child = Command::new("valgrind")
-            .arg("--tool=callgrind")
-            .arg(format!("--callgrind-out-file={}.%p", out.display()))
-            .args(["--dump-instr=no", "--compress-strings=no"])
+        let child = callgrind(&out)
             .arg(program)
             .args(args)
             .args(["--addr", &format!("127.0.0.1:{port}")])
-            .args(tail)
+            .arg(guest(handler))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("valgrind runs (Debian's valgrind package)");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < START_PATIENCE,
-                "{name} did not listen under valgrind"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until_listening(port, START_PATIENCE, name);
         Counted { child, port, out }
     }
 
@@ -119,6 +111,17 @@ impl Counted {
         let idle = self.dump(2);
         load.less(&idle).per(REQUESTS)
     }
+}
+
+/// `valgrind --tool=callgrind`, writing to `out.PID` (and its dumps to `out.PID.N`), with
+/// function names in full; the program and its arguments are the caller's.
+fn callgrind(out: &Path) -> Command {
+    let mut valgrind = Command::new("valgrind");
+    valgrind
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}.%p", out.display()))
+        .args(["--dump-instr=no", "--compress-strings=no"]);
+    valgrind
 }
 
 /// `callgrind_control` on process `pid`: `-z` zeroes its counts, `-d` dumps them.
@@ -273,10 +276,13 @@ pub fn cost_model(redis: &RedisServer) {
     let wasmtime = wasmtime();
     let on_demand = ["serve", "--max-concurrent-requests", "1001"];
     let redis_store = format!("lockstore={}", redis.url());
-    let component = |name: &str| guest(name).to_str().unwrap().to_owned();
     for name in ["http_nolock_p3", "http_demo_p3", "http_nolock", "http_demo"] {
         harness::warm(&guest(name));
     }
+    // One server under callgrind, counted on one kind of request, then stopped.
+    let count = |name: &str, program: &Path, args: &[&str], handler: &str, path: &str| {
+        Counted::start(dir.path(), name, program, args, handler).per_request(path)
+    };
     let nolock = "/jobs/cm-{n}";
     let locked = "/jobs/cm-{n}?ms=0";
 
@@ -293,34 +299,31 @@ pub fn cost_model(redis: &RedisServer) {
     };
 
     // (a) WASI 0.3, no lock, instance reuse: the row every request of every user pays.
-    let p3_latchkey = Counted::start(
-        dir.path(),
+    let p3_latchkey = count(
         "latchkey-p3",
         &latchkey,
         &on_demand,
-        &[&component("http_nolock_p3")],
-    )
-    .per_request(nolock);
+        "http_nolock_p3",
+        nolock,
+    );
     let mut p3_flags = vec!["serve"];
     p3_flags.extend(WASMTIME_P3);
-    let p3_wasmtime = Counted::start(
-        dir.path(),
+    let p3_wasmtime = count(
         "wasmtime-p3",
         &wasmtime,
         &p3_flags,
-        &[&component("http_nolock_p3")],
-    )
-    .per_request(nolock);
+        "http_nolock_p3",
+        nolock,
+    );
     let mut timed_flags = p3_flags.clone();
     timed_flags.extend(["-W", "timeout=30s"]);
-    let p3_wasmtime_timed = Counted::start(
-        dir.path(),
+    let p3_wasmtime_timed = count(
         "wasmtime-p3-timeout",
         &wasmtime,
         &timed_flags,
-        &[&component("http_nolock_p3")],
-    )
-    .per_request(nolock);
+        "http_nolock_p3",
+        nolock,
+    );
     row("0.3 no lock, reused", "wasmtime serve", &p3_wasmtime, None);
     row(
         "0.3 no lock, reused",
@@ -336,14 +339,13 @@ pub fn cost_model(redis: &RedisServer) {
     );
 
     // (b) the same with a memory-store lock, against no lock.
-    let p3_memory = Counted::start(
-        dir.path(),
+    let p3_memory = count(
         "latchkey-p3-memory",
         &latchkey,
         &on_demand,
-        &[&component("http_demo_p3")],
-    )
-    .per_request(locked);
+        "http_demo_p3",
+        locked,
+    );
     row(
         "0.3 memory lock, reused",
         "latchkey serve",
@@ -352,24 +354,10 @@ pub fn cost_model(redis: &RedisServer) {
     );
 
     // (c) WASI 0.2, a fresh instance per request.
-    let p2_latchkey = Counted::start(
-        dir.path(),
-        "latchkey-p2",
-        &latchkey,
-        &on_demand,
-        &[&component("http_nolock")],
-    )
-    .per_request(nolock);
+    let p2_latchkey = count("latchkey-p2", &latchkey, &on_demand, "http_nolock", nolock);
     let mut p2_flags = vec!["serve"];
     p2_flags.extend(WASMTIME_P2);
-    let p2_wasmtime = Counted::start(
-        dir.path(),
-        "wasmtime-p2",
-        &wasmtime,
-        &p2_flags,
-        &[&component("http_nolock")],
-    )
-    .per_request(nolock);
+    let p2_wasmtime = count("wasmtime-p2", &wasmtime, &p2_flags, "http_nolock", nolock);
     row("0.2 no lock, fresh", "wasmtime serve", &p2_wasmtime, None);
     row(
         "0.2 no lock, fresh",
@@ -381,14 +369,13 @@ pub fn cost_model(redis: &RedisServer) {
     // (d) a lock on Redis: the host's side of it (Redis' own work is not counted).
     let mut redis_flags = on_demand.to_vec();
     redis_flags.extend(["--store", &redis_store]);
-    let p2_redis = Counted::start(
-        dir.path(),
+    let p2_redis = count(
         "latchkey-p2-redis",
         &latchkey,
         &redis_flags,
-        &[&component("http_demo")],
-    )
-    .per_request(locked);
+        "http_demo",
+        locked,
+    );
     row(
         "0.2 Redis lock, fresh",
         "latchkey serve",
@@ -493,22 +480,15 @@ struct Worker {
 impl Worker {
     fn start(counted_in: Option<&Path>, exe: &Path, mode: &str, redis: &RedisServer) -> Self {
         use std::io::BufRead;
-        let mut command = match counted_in {
-            Some(_) => {
-                let mut valgrind = Command::new("valgrind");
-                valgrind
-                    .arg("--tool=callgrind")
-                    .args(["--dump-instr=no", "--compress-strings=no"]);
+        let out = counted_in.map(|dir| dir.join(format!("pairs-{mode}.callgrind")));
+        let mut command = match &out {
+            Some(out) => {
+                let mut valgrind = callgrind(out);
+                valgrind.arg(exe);
                 valgrind
             }
             None => Command::new(exe),
         };
-        let out = counted_in.map(|dir| dir.join(format!("pairs-{mode}.callgrind")));
-        if let Some(out) = &out {
-            command
-                .arg(format!("--callgrind-out-file={}.%p", out.display()))
-                .arg(exe);
-        }
         let mut child = command
             .env(PAIRS_WORKER, format!("{mode},{}", redis.url()))
             .stdin(Stdio::piped())

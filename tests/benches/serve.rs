@@ -58,6 +58,15 @@ pub(crate) fn wasmtime() -> PathBuf {
     path
 }
 
+/// Waits, at most `patience`, for a server (`what`) to accept connections on `port`.
+pub(crate) fn wait_until_listening(port: u16, patience: Duration, what: &str) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < patience, "{what} did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// `wasmtime serve -Scli` of `component` on a free port, once it accepts connections.
 struct WasmtimeServe {
     child: Child,
@@ -77,14 +86,7 @@ impl WasmtimeServe {
             .stderr(Stdio::null())
             .spawn()
             .expect("wasmtime starts");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "wasmtime serve did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until_listening(port, Duration::from_secs(60), "wasmtime serve");
         WasmtimeServe { child, port }
     }
 }

@@ -26,24 +26,6 @@ if TYPE_CHECKING:
     from wit_world.imports import locks as _wit
     from wit_world.imports import poll as _poll
 
-__all__ = [
-    "AccessDeniedError",
-    "InvalidArgumentError",
-    "Leader",
-    "Leadership",
-    "Lease",
-    "LimitExceededError",
-    "Lock",
-    "LockError",
-    "NoSuchStoreError",
-    "Permit",
-    "Store",
-    "UnavailableError",
-    "UnlockStatus",
-]
-
-
-
 
 class _Grant(_core.GrantHandle):
     """What a lock, a permit and a leadership share in the WASI 0.2 world."""
